@@ -1,0 +1,16 @@
+defmodule GuildKit do
+  @moduledoc """
+  Rust-powered building blocks for a guild process that coordinates a million members.
+
+  A guild is one GenServer that tracks its members and fans every event out to the
+  processes of connected users. GuildKit provides the parts that break first at scale:
+
+    * `GuildKit.SortedSet` - an ordered set of Erlang terms in exact Erlang term order,
+      with rank queries (the index of a member, the member at an index, slices) in
+      O(log n), and O(1) read-only snapshots.
+
+  The CPU-heavy work runs in Rust NIFs that never hold a normal scheduler for more than
+  about a millisecond: anything whose cost grows with its input runs on a dirty CPU
+  scheduler or in bounded chunks, and bad input raises `ArgumentError`.
+  """
+end

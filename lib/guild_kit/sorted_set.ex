@@ -1,0 +1,566 @@
+defmodule GuildKit.SortedSet do
+  @moduledoc """
+  A mutable, NIF-backed ordered set of Erlang terms with rank queries.
+
+  Built for member lists of a million entries: add, remove, the index of a member and
+  the member at an index all take O(log n) and about a microsecond, and a read-only
+  `snapshot/1` costs O(1) however large the set is.
+
+      iex> set = GuildKit.SortedSet.new()
+      iex> GuildKit.SortedSet.add(set, {1, "zed"})
+      iex> GuildKit.SortedSet.add(set, {0, "amy"})
+      iex> GuildKit.SortedSet.index_add(set, {1, "bob"})
+      {1, set}
+      iex> GuildKit.SortedSet.to_list(set)
+      [{0, "amy"}, {1, "bob"}, {1, "zed"}]
+      iex> GuildKit.SortedSet.at(set, 2)
+      {1, "zed"}
+
+  The API follows Discord's `sorted_set_nif`, so code written for it migrates with an
+  alias.
+
+  ## Mutable
+
+  Unlike `MapSet`, a `GuildKit.SortedSet` is a handle to native memory: `add/2` and
+  `remove/2` change the set in place and return the same handle for piping. Any process
+  holding the handle sees the change. Use `snapshot/1` for a value that does not change.
+
+  ## Order and equality are Erlang's
+
+  Terms are kept in Erlang term order, and `to_list/1` always equals
+  `:gb_sets.to_list/1` after the same operations on a `:gb_sets` set. Terms that
+  compare equal with `==` are one element, and the first one added is kept:
+
+      iex> set = GuildKit.SortedSet.from_enumerable([1.0, 1, 2])
+      iex> GuildKit.SortedSet.to_list(set)
+      [1.0, 2]
+
+  Integers and floats compare exactly (`2**53 + 1 > 2**53 * 1.0`), as in Erlang.
+
+  ## Supported terms
+
+  Integers of any size, floats, atoms, binaries (any bytes), tuples, proper lists and
+  maps, nested to any depth. Pids, references, ports, funs, improper lists and
+  bitstrings that are not whole bytes raise `ArgumentError`, as does a term whose
+  encoded key exceeds 32 MiB; the set is left unchanged.
+
+  ## Concurrency and scheduling
+
+  A set can be used from any number of processes at once. Every change is applied
+  whole under a lock that is held for O(log n) work at most, so readers never see a
+  half-applied change.
+
+  Single-element operations run on normal schedulers. Operations that grow with their
+  input (`from_enumerable/2`, `to_list/1`, large slices, very large terms) run on dirty
+  CPU schedulers and read from an O(1) snapshot, so they never block a normal scheduler
+  or a writer.
+
+  ## Memory
+
+  Each member is stored once, as an order-preserving byte key, in a B+tree with packed
+  leaves: `{integer, 8-byte binary}` members take about 40–50 bytes each (see
+  `memory/1` and `bench/RESULTS.md`). The memory is freed when the last handle to the
+  set (and its snapshots) is garbage collected; sets above a few thousand elements are
+  freed on a background thread.
+  """
+
+  alias GuildKit.Native
+
+  @enforce_keys [:ref]
+  defstruct [:ref]
+
+  @typedoc "A sorted set handle."
+  @opaque t :: %__MODULE__{ref: reference()}
+
+  @typedoc "Any term the set can store: see the moduledoc."
+  @type element :: term()
+
+  @max_native_index 0xFFFF_FFFF_FFFF_FFFF
+
+  @doc """
+  Returns an empty set.
+
+  ## Options
+
+    * `:capacity` - expected number of members, a non-negative integer (default `0`).
+      Accepted for compatibility with `sorted_set_nif`; the tree allocates node by
+      node, so the hint does not reserve memory up front.
+
+  Unknown or invalid options raise `ArgumentError`.
+
+  ## Examples
+
+      iex> GuildKit.SortedSet.new() |> GuildKit.SortedSet.size()
+      0
+      iex> GuildKit.SortedSet.new(capacity: 1_000_000) |> GuildKit.SortedSet.size()
+      0
+
+  ## Performance
+
+  O(1).
+  """
+  @spec new(keyword()) :: t()
+  def new(opts \\ []) do
+    validate_options!(opts)
+    %__MODULE__{ref: Native.sorted_set_new()}
+  end
+
+  @doc """
+  Returns a set of the terms of `enumerable`, sorted and de-duplicated.
+
+  Among terms that compare equal the first one listed is kept. Takes the same options
+  as `new/1`. Raises `ArgumentError` naming the position of the first unsupported term.
+
+  ## Examples
+
+      iex> GuildKit.SortedSet.from_enumerable([3, 1, 2, 1]) |> GuildKit.SortedSet.to_list()
+      [1, 2, 3]
+
+  ## Performance
+
+  O(n log n), on a dirty CPU scheduler.
+  """
+  @spec from_enumerable(Enumerable.t(), keyword()) :: t()
+  def from_enumerable(enumerable, opts \\ []) do
+    validate_options!(opts)
+    %__MODULE__{ref: Native.sorted_set_from_list(to_list!(enumerable), false)}
+  end
+
+  @doc """
+  Returns a set of the terms of `enumerable`, which must already be in strictly
+  ascending Erlang term order.
+
+  Skips the sort of `from_enumerable/2`. Raises `ArgumentError` when a term is not
+  greater than the one before it. Takes the same options as `new/1`.
+
+  ## Examples
+
+      iex> GuildKit.SortedSet.from_proper_enumerable([1, 2, 3]) |> GuildKit.SortedSet.size()
+      3
+      iex> GuildKit.SortedSet.from_proper_enumerable([1, 1.0])
+      ** (ArgumentError) expected strictly ascending terms, but the term at position 1 is not greater than the one before it
+
+  ## Performance
+
+  O(n), on a dirty CPU scheduler.
+  """
+  @spec from_proper_enumerable(Enumerable.t(), keyword()) :: t()
+  def from_proper_enumerable(enumerable, opts \\ []) do
+    validate_options!(opts)
+    %__MODULE__{ref: Native.sorted_set_from_list(to_list!(enumerable), true)}
+  end
+
+  @doc """
+  Adds `term` to `set` unless an equal term is present, and returns `set`.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.new() |> GuildKit.SortedSet.add(:b) |> GuildKit.SortedSet.add(:a)
+      iex> GuildKit.SortedSet.to_list(set)
+      [:a, :b]
+
+  ## Performance
+
+  O(log n).
+  """
+  @spec add(t(), element()) :: t()
+  def add(%__MODULE__{ref: ref} = set, term) do
+    native_add(ref, term)
+    set
+  end
+
+  def add(other, _term), do: raise_not_a_set(other)
+
+  @doc """
+  Adds `term` to `set` and returns `{index, set}`, where `index` is the position of the
+  new term, or `{nil, set}` when an equal term was already present.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.from_enumerable([10, 30])
+      iex> GuildKit.SortedSet.index_add(set, 20)
+      {1, set}
+      iex> GuildKit.SortedSet.index_add(set, 20.0)
+      {nil, set}
+
+  ## Performance
+
+  O(log n).
+  """
+  @spec index_add(t(), element()) :: {non_neg_integer() | nil, t()}
+  def index_add(%__MODULE__{ref: ref} = set, term), do: {native_add(ref, term), set}
+  def index_add(other, _term), do: raise_not_a_set(other)
+
+  @doc """
+  Removes the term equal to `term` from `set`, if present, and returns `set`.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.from_enumerable([1, 2, 3])
+      iex> set |> GuildKit.SortedSet.remove(2.0) |> GuildKit.SortedSet.to_list()
+      [1, 3]
+
+  ## Performance
+
+  O(log n).
+  """
+  @spec remove(t(), element()) :: t()
+  def remove(%__MODULE__{ref: ref} = set, term) do
+    native_remove(ref, term)
+    set
+  end
+
+  def remove(other, _term), do: raise_not_a_set(other)
+
+  @doc """
+  Removes the term equal to `term` and returns `{index, set}`, where `index` is the
+  position it had, or `{nil, set}` when it was absent.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.from_enumerable([:a, :b, :c])
+      iex> GuildKit.SortedSet.index_remove(set, :b)
+      {1, set}
+      iex> GuildKit.SortedSet.index_remove(set, :b)
+      {nil, set}
+
+  ## Performance
+
+  O(log n).
+  """
+  @spec index_remove(t(), element()) :: {non_neg_integer() | nil, t()}
+  def index_remove(%__MODULE__{ref: ref} = set, term), do: {native_remove(ref, term), set}
+  def index_remove(other, _term), do: raise_not_a_set(other)
+
+  @doc """
+  Returns the number of terms in `set`.
+
+  ## Examples
+
+      iex> GuildKit.SortedSet.from_enumerable(1..5) |> GuildKit.SortedSet.size()
+      5
+
+  ## Performance
+
+  O(1).
+  """
+  @spec size(t()) :: non_neg_integer()
+  def size(%__MODULE__{ref: ref}), do: Native.sorted_set_size(ref)
+  def size(other), do: raise_not_a_set(other)
+
+  @doc """
+  Returns true when `set` holds a term equal to `term`.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.from_enumerable([1, 2])
+      iex> GuildKit.SortedSet.member?(set, 2.0)
+      true
+      iex> GuildKit.SortedSet.member?(set, self())
+      false
+
+  ## Performance
+
+  O(log n).
+  """
+  @spec member?(t(), term()) :: boolean()
+  def member?(%__MODULE__{ref: ref}, term), do: native_find_index(ref, term) != nil
+  def member?(other, _term), do: raise_not_a_set(other)
+
+  @doc """
+  Returns the index of the term equal to `term`, or `nil` when there is none.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.from_enumerable([:a, :b, :c])
+      iex> GuildKit.SortedSet.find_index(set, :c)
+      2
+      iex> GuildKit.SortedSet.find_index(set, :d)
+      nil
+
+  ## Performance
+
+  O(log n).
+  """
+  @spec find_index(t(), term()) :: non_neg_integer() | nil
+  def find_index(%__MODULE__{ref: ref}, term), do: native_find_index(ref, term)
+  def find_index(other, _term), do: raise_not_a_set(other)
+
+  @doc """
+  Returns the term at `index` (zero-based), or `default` when `index` is past the end.
+
+  Raises `ArgumentError` when `index` is not a non-negative integer.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.from_enumerable([:a, :b])
+      iex> GuildKit.SortedSet.at(set, 1)
+      :b
+      iex> GuildKit.SortedSet.at(set, 5, :none)
+      :none
+
+  ## Performance
+
+  O(log n).
+  """
+  @spec at(t(), non_neg_integer(), default) :: element() | default when default: term()
+  def at(set, index, default \\ nil)
+
+  def at(%__MODULE__{ref: ref}, index, default) when is_integer(index) and index >= 0 do
+    index = min(index, @max_native_index)
+
+    result =
+      case Native.sorted_set_at(ref, index) do
+        :guild_kit_dirty -> Native.sorted_set_at_dirty(ref, index)
+        result -> result
+      end
+
+    case result do
+      {:ok, term} -> term
+      :error -> default
+    end
+  end
+
+  def at(%__MODULE__{}, index, _default) do
+    raise ArgumentError, "expected index to be a non-negative integer, got: #{inspect(index)}"
+  end
+
+  def at(other, _index, _default), do: raise_not_a_set(other)
+
+  @doc """
+  Returns up to `amount` terms starting at index `start`.
+
+  Returns fewer terms (or `[]`) when the set ends first; a huge `amount` allocates
+  nothing beyond what exists. Raises `ArgumentError` when `start` or `amount` is not a
+  non-negative integer.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.from_enumerable(1..10)
+      iex> GuildKit.SortedSet.slice(set, 2, 3)
+      [3, 4, 5]
+      iex> GuildKit.SortedSet.slice(set, 8, 2 ** 44)
+      [9, 10]
+
+  ## Performance
+
+  O(log n + amount). Up to 256 small terms are read on the calling scheduler; larger
+  slices run on a dirty CPU scheduler from a snapshot.
+  """
+  @spec slice(t(), non_neg_integer(), non_neg_integer()) :: [element()]
+  def slice(%__MODULE__{ref: ref}, start, amount)
+      when is_integer(start) and start >= 0 and is_integer(amount) and amount >= 0 do
+    native_slice(ref, min(start, @max_native_index), min(amount, @max_native_index))
+  end
+
+  def slice(%__MODULE__{}, start, amount) do
+    raise ArgumentError,
+          "expected start and amount to be non-negative integers, got: " <>
+            "#{inspect(start)} and #{inspect(amount)}"
+  end
+
+  def slice(other, _start, _amount), do: raise_not_a_set(other)
+
+  @doc """
+  Returns all terms of `set` in order.
+
+  ## Examples
+
+      iex> GuildKit.SortedSet.from_enumerable(["b", "a"]) |> GuildKit.SortedSet.to_list()
+      ["a", "b"]
+
+  ## Performance
+
+  O(n); on a dirty CPU scheduler from a snapshot when the set is large, so it never
+  blocks a normal scheduler or a writer.
+  """
+  @spec to_list(t()) :: [element()]
+  def to_list(%__MODULE__{ref: ref}), do: native_slice(ref, 0, @max_native_index)
+  def to_list(other), do: raise_not_a_set(other)
+
+  @doc """
+  Returns a read-only set with the contents of `set` now.
+
+  Later changes to `set` do not affect the snapshot, and changing the snapshot raises
+  `ArgumentError`. The snapshot shares the tree's nodes with `set`; each side copies a
+  node only when `set` next writes to it, so taking one is O(1) at any size. A snapshot
+  of a snapshot is the snapshot itself.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.from_enumerable([1, 2])
+      iex> snapshot = GuildKit.SortedSet.snapshot(set)
+      iex> GuildKit.SortedSet.add(set, 3)
+      iex> {GuildKit.SortedSet.to_list(snapshot), GuildKit.SortedSet.to_list(set)}
+      {[1, 2], [1, 2, 3]}
+      iex> GuildKit.SortedSet.add(snapshot, 4)
+      ** (ArgumentError) this GuildKit.SortedSet is a read-only snapshot and cannot be changed
+
+  ## Performance
+
+  O(1). The first write to `set` after a snapshot copies the O(log n) nodes on its path.
+  """
+  @spec snapshot(t()) :: t()
+  def snapshot(%__MODULE__{ref: ref}), do: %__MODULE__{ref: Native.sorted_set_snapshot(ref)}
+  def snapshot(other), do: raise_not_a_set(other)
+
+  @doc """
+  Returns the bytes of native memory held by `set`.
+
+  Nodes shared with snapshots are counted in full for each set that shares them.
+
+  ## Examples
+
+      iex> GuildKit.SortedSet.from_enumerable(1..1000) |> GuildKit.SortedSet.memory() > 0
+      true
+
+  ## Performance
+
+  O(n / 64) node visits, on a dirty CPU scheduler.
+  """
+  @spec memory(t()) :: non_neg_integer()
+  def memory(%__MODULE__{ref: ref}), do: Native.sorted_set_memory(ref)
+  def memory(other), do: raise_not_a_set(other)
+
+  @doc false
+  @spec read_only?(t()) :: boolean()
+  def read_only?(%__MODULE__{ref: ref}), do: Native.sorted_set_read_only(ref)
+
+  defp native_add(ref, term) do
+    case Native.sorted_set_add(ref, term) do
+      :guild_kit_dirty -> Native.sorted_set_add_dirty(ref, term)
+      index -> index
+    end
+  end
+
+  defp native_remove(ref, term) do
+    case Native.sorted_set_remove(ref, term) do
+      :guild_kit_dirty -> Native.sorted_set_remove_dirty(ref, term)
+      index -> index
+    end
+  end
+
+  defp native_find_index(ref, term) do
+    case Native.sorted_set_find_index(ref, term) do
+      :guild_kit_dirty -> Native.sorted_set_find_index_dirty(ref, term)
+      index -> index
+    end
+  end
+
+  defp native_slice(ref, start, amount) do
+    case Native.sorted_set_slice(ref, start, amount) do
+      :guild_kit_dirty -> Native.sorted_set_slice_dirty(ref, start, amount)
+      list -> list
+    end
+  end
+
+  defp validate_options!(opts) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+    end
+
+    opts = Keyword.validate!(opts, capacity: 0)
+
+    case opts[:capacity] do
+      capacity when is_integer(capacity) and capacity >= 0 ->
+        :ok
+
+      capacity ->
+        raise ArgumentError,
+              "expected :capacity to be a non-negative integer, got: #{inspect(capacity)}"
+    end
+  end
+
+  defp to_list!(enumerable) when is_list(enumerable), do: enumerable
+
+  defp to_list!(enumerable) do
+    if Enumerable.impl_for(enumerable) do
+      Enum.to_list(enumerable)
+    else
+      raise ArgumentError, "expected an enumerable, got: #{inspect(enumerable)}"
+    end
+  end
+
+  defp raise_not_a_set(other) do
+    raise ArgumentError, "expected a GuildKit.SortedSet, got: #{inspect(other)}"
+  end
+
+  defimpl Enumerable do
+    alias GuildKit.SortedSet
+
+    # Reads in chunks that start small, so Enum.take(set, 10) decodes 16 members, and
+    # grow to amortise the NIF call on full traversals. The traversal reads a snapshot,
+    # so it sees one consistent version of the set.
+    @first_chunk 16
+    @max_chunk 256
+
+    def count(set), do: {:ok, SortedSet.size(set)}
+
+    def member?(set, term), do: {:ok, SortedSet.member?(set, term)}
+
+    def slice(set) do
+      snapshot = SortedSet.snapshot(set)
+
+      slicing_fun = fn
+        start, amount, 1 ->
+          SortedSet.slice(snapshot, start, amount)
+
+        start, amount, step ->
+          snapshot
+          |> SortedSet.slice(start, (amount - 1) * step + 1)
+          |> Enum.take_every(step)
+      end
+
+      {:ok, SortedSet.size(snapshot), slicing_fun}
+    end
+
+    def reduce(set, acc, fun) do
+      reduce(SortedSet.snapshot(set), 0, @first_chunk, [], acc, fun)
+    end
+
+    defp reduce(_snapshot, _next, _chunk, _buffer, {:halt, acc}, _fun), do: {:halted, acc}
+
+    defp reduce(snapshot, next, chunk, buffer, {:suspend, acc}, fun) do
+      {:suspended, acc, &reduce(snapshot, next, chunk, buffer, &1, fun)}
+    end
+
+    defp reduce(snapshot, next, chunk, [term | rest], {:cont, acc}, fun) do
+      reduce(snapshot, next, chunk, rest, fun.(term, acc), fun)
+    end
+
+    defp reduce(snapshot, next, chunk, [], {:cont, acc}, fun) do
+      case SortedSet.slice(snapshot, next, chunk) do
+        [] ->
+          {:done, acc}
+
+        terms ->
+          next_chunk = min(chunk * 2, @max_chunk)
+          reduce(snapshot, next + length(terms), next_chunk, terms, {:cont, acc}, fun)
+      end
+    end
+  end
+
+  defimpl Collectable do
+    alias GuildKit.SortedSet
+
+    def into(set) do
+      collector = fn
+        set, {:cont, term} -> SortedSet.add(set, term)
+        set, :done -> set
+        _set, :halt -> :ok
+      end
+
+      {set, collector}
+    end
+  end
+
+  defimpl Inspect do
+    import Inspect.Algebra
+    alias GuildKit.SortedSet
+
+    def inspect(set, _opts) do
+      extra = if SortedSet.read_only?(set), do: ", read_only: true", else: ""
+      concat(["#GuildKit.SortedSet<size: ", Integer.to_string(SortedSet.size(set)), extra, ">"])
+    end
+  end
+end

@@ -1,0 +1,1120 @@
+//! Order-preserving byte keys for Erlang terms.
+//!
+//! A *key* is a byte string built from a term such that, for any two supported terms `a`
+//! and `b`:
+//!
+//! 1. **Order**: `key(a).cmp(key(b))` (plain `memcmp`) equals the Erlang term order of
+//!    `a` and `b` (`a < b`, `a == b`, `a > b`).
+//! 2. **Equality**: `key(a) == key(b)` exactly when `a == b` in Erlang (so `1` and `1.0`,
+//!    or `0.0` and `-0.0`, share a key).
+//! 3. **Prefix freedom**: no key is a proper prefix of another, so keys concatenate
+//!    without separators and a comparison is always decided inside both keys.
+//!
+//! Because `==` erases the difference between `1` and `1.0`, a key alone cannot give the
+//! stored term back. An *element* is therefore `key ++ hint`, where the hint (usually
+//! empty) records which numbers were floats. [`compare_elements`] compares elements by
+//! their keys only; [`KeyReader`] rebuilds the exact term.
+//!
+//! # Layout
+//!
+//! | term | bytes |
+//! |---|---|
+//! | integer / float | sign tag, then the magnitude (below) |
+//! | atom | `0x20`, UTF-8 text escaped, `00 00` |
+//! | tuple | `0x60`, arity as an ordered varint, elements |
+//! | map | `0x70`, size as an ordered varint, keys in *exact* mode sorted by key, then the values in that order |
+//! | list | `0x80`, `01 element` per element, `00` |
+//! | binary | `0x90`, bytes escaped, `00 00` |
+//!
+//! Tags follow Erlang's type order: number < atom < tuple < map < nil < list < binary
+//! (`[]` encodes as `80 00`, below every non-empty list). Escaping turns each `00` into
+//! `00 FF`, so the terminator `00 00` sorts below any continuation.
+//!
+//! A nonzero number is `2^E × 1.f`. Its magnitude is `E + EXPONENT_BIAS` as an ordered
+//! varint followed by the bits of `f` (trailing zeros dropped) in groups of seven, each
+//! byte `bits << 1 | more`, where `more` is 1 on every group but the last. A shorter
+//! fraction sorts first exactly when its missing bits are zeros. Negative numbers store
+//! the complement of the magnitude bytes, which reverses their order and keeps them
+//! prefix-free. Integers and floats share this form, so comparisons between them are
+//! exact: `2^53 + 1 > 2^53 * 1.0`, as in Erlang.
+//!
+//! Map keys are compared with `=:=` semantics, in which all integers sort before all
+//! floats. Inside map keys (*exact mode*) floats therefore take their own tags
+//! (`0x13..=0x15`) above the integer tags.
+//!
+//! The hint is a sequence of varints, one per float that the key leaves ambiguous, in key
+//! order: `ordinal << 1 | negative_zero`, where `ordinal` counts the number tokens of the
+//! key from zero.
+
+use std::cmp::Ordering;
+
+/// Type tags. Their numeric order is Erlang's type order.
+pub mod tag {
+    /// Negative number (integer, or float outside map keys).
+    pub const NUMBER_NEG: u8 = 0x10;
+    /// Zero (integer, or float outside map keys).
+    pub const NUMBER_ZERO: u8 = 0x11;
+    /// Positive number (integer, or float outside map keys).
+    pub const NUMBER_POS: u8 = 0x12;
+    /// Negative float inside a map key.
+    pub const EXACT_FLOAT_NEG: u8 = 0x13;
+    /// Zero float inside a map key.
+    pub const EXACT_FLOAT_ZERO: u8 = 0x14;
+    /// Positive float inside a map key.
+    pub const EXACT_FLOAT_POS: u8 = 0x15;
+    /// Atom.
+    pub const ATOM: u8 = 0x20;
+    /// Tuple.
+    pub const TUPLE: u8 = 0x60;
+    /// Map.
+    pub const MAP: u8 = 0x70;
+    /// List, including `[]`.
+    pub const LIST: u8 = 0x80;
+    /// Binary.
+    pub const BINARY: u8 = 0x90;
+}
+
+const LIST_CONS: u8 = 0x01;
+const LIST_END: u8 = 0x00;
+const ESCAPE_ZERO: u8 = 0xFF;
+/// Makes `E` non-negative for every float (the smallest subnormal is `2^-1074`).
+const EXPONENT_BIAS: i64 = 1100;
+
+/// Why a byte string is not a valid element. Elements come from [`KeyEncoder`], so this
+/// only reports corruption or a bug, never user input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorruptKey;
+
+/// Compares two elements (`key ++ hint`) by their keys alone.
+///
+/// Keys are prefix-free, so the first difference between two distinct keys lies inside
+/// both of them, and when one element is a prefix of the other their keys are equal.
+///
+/// Time: O(length of the common prefix).
+#[inline]
+pub fn compare_elements(a: &[u8], b: &[u8]) -> Ordering {
+    let n = a.len().min(b.len());
+    a[..n].cmp(&b[..n])
+}
+
+/// A number as the NIF layer reads it from a term.
+#[derive(Debug, Clone, Copy)]
+pub enum Number<'a> {
+    /// An integer that fits in `i64`.
+    Int(i64),
+    /// A positive integer in `(i64::MAX, u64::MAX]`.
+    UInt(u64),
+    /// Any integer, as a sign and a big-endian magnitude (leading zero bytes allowed).
+    Big {
+        /// True for negative values.
+        negative: bool,
+        /// Big-endian magnitude.
+        magnitude: &'a [u8],
+    },
+    /// A float (Erlang floats are always finite).
+    Float(f64),
+}
+
+/// Builds one element (a key plus its hint).
+///
+/// The encoder is a flat writer: the caller walks the term (with an explicit stack) and
+/// calls one method per node, in pre-order. Map keys are encoded by separate encoders
+/// and appended in sorted order with [`KeyEncoder::push_map`].
+#[derive(Debug, Default, Clone)]
+pub struct KeyEncoder {
+    key: Vec<u8>,
+    /// Number tokens written so far (the ordinal of the next one).
+    numbers: u32,
+    /// `(ordinal, negative_zero)` of each ambiguous float, in order.
+    float_marks: Vec<(u32, bool)>,
+}
+
+impl KeyEncoder {
+    /// An empty encoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes of key written so far (the hint is not counted).
+    pub fn key_len(&self) -> usize {
+        self.key.len()
+    }
+
+    /// The key written so far, without the hint.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Writes a number. `exact` is true inside map keys.
+    ///
+    /// Time: O(size of the number).
+    pub fn push_number(&mut self, number: Number<'_>, exact: bool) {
+        let ordinal = self.numbers;
+        self.numbers += 1;
+        match number {
+            Number::Int(v) => {
+                push_integer_u64(&mut self.key, v < 0, v.unsigned_abs());
+            }
+            Number::UInt(v) => push_integer_u64(&mut self.key, false, v),
+            Number::Big {
+                negative,
+                magnitude,
+            } => push_integer_big(&mut self.key, negative, magnitude),
+            Number::Float(f) => {
+                let negative_zero = f == 0.0 && f.is_sign_negative();
+                push_float(&mut self.key, f, exact);
+                if !exact || negative_zero {
+                    self.float_marks.push((ordinal, negative_zero));
+                }
+            }
+        }
+    }
+
+    /// Writes an atom from its UTF-8 text.
+    pub fn push_atom(&mut self, utf8: &[u8]) {
+        self.key.push(tag::ATOM);
+        push_escaped(&mut self.key, utf8);
+    }
+
+    /// Writes an atom from Latin-1 text (what NIF API 2.16 returns), as UTF-8.
+    pub fn push_atom_latin1(&mut self, latin1: &[u8]) {
+        self.key.push(tag::ATOM);
+        for &byte in latin1 {
+            if byte < 0x80 {
+                push_escaped_byte(&mut self.key, byte);
+            } else {
+                self.key.push(0xC0 | (byte >> 6));
+                self.key.push(0x80 | (byte & 0x3F));
+            }
+        }
+        self.key.extend_from_slice(&[0, 0]);
+    }
+
+    /// Writes a binary.
+    pub fn push_binary(&mut self, bytes: &[u8]) {
+        self.key.push(tag::BINARY);
+        push_escaped(&mut self.key, bytes);
+    }
+
+    /// Starts a tuple; its `arity` elements follow.
+    pub fn push_tuple(&mut self, arity: usize) {
+        self.key.push(tag::TUPLE);
+        push_ordered_varint(&mut self.key, arity as u64);
+    }
+
+    /// Starts a list; each element is announced by [`push_list_cons`](Self::push_list_cons)
+    /// and the list ends with [`push_list_end`](Self::push_list_end).
+    pub fn push_list_start(&mut self) {
+        self.key.push(tag::LIST);
+    }
+
+    /// Announces the next list element.
+    pub fn push_list_cons(&mut self) {
+        self.key.push(LIST_CONS);
+    }
+
+    /// Ends a list.
+    pub fn push_list_end(&mut self) {
+        self.key.push(LIST_END);
+    }
+
+    /// Writes a map header and its keys, each encoded (in exact mode) by its own encoder.
+    /// Returns the order in which the caller must then encode the values: `order[i]` is the
+    /// index into `keys` of the i-th key in key order.
+    ///
+    /// Time: O(k log k) key comparisons for k keys.
+    pub fn push_map(&mut self, keys: Vec<KeyEncoder>) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| keys[a].key.cmp(&keys[b].key));
+        self.key.push(tag::MAP);
+        push_ordered_varint(&mut self.key, keys.len() as u64);
+        for &i in &order {
+            self.append(&keys[i]);
+        }
+        order
+    }
+
+    /// Appends a finished sub-encoding (a map key), renumbering its float marks.
+    fn append(&mut self, other: &KeyEncoder) {
+        self.key.extend_from_slice(&other.key);
+        let offset = self.numbers;
+        self.float_marks.extend(
+            other
+                .float_marks
+                .iter()
+                .map(|&(ordinal, negative_zero)| (ordinal + offset, negative_zero)),
+        );
+        self.numbers += other.numbers;
+    }
+
+    /// The element: the key followed by its hint.
+    pub fn finish(mut self) -> Vec<u8> {
+        for &(ordinal, negative_zero) in &self.float_marks {
+            push_plain_varint(
+                &mut self.key,
+                (u64::from(ordinal) << 1) | u64::from(negative_zero),
+            );
+        }
+        self.key
+    }
+}
+
+fn push_escaped_byte(out: &mut Vec<u8>, byte: u8) {
+    out.push(byte);
+    if byte == 0 {
+        out.push(ESCAPE_ZERO);
+    }
+}
+
+fn push_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
+    let mut rest = bytes;
+    // Copy runs without zero bytes in one go; most binaries have none.
+    while let Some(zero) = rest.iter().position(|&b| b == 0) {
+        out.extend_from_slice(&rest[..=zero]);
+        out.push(ESCAPE_ZERO);
+        rest = &rest[zero + 1..];
+    }
+    out.extend_from_slice(rest);
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// Writes `v` so that byte order equals numeric order and no encoding is a prefix of
+/// another: 1 byte below 2^7, 2 below 2^14, 3 below 2^21, else `E0` and 8 bytes.
+fn push_ordered_varint(out: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+    } else if v < 0x4000 {
+        out.extend_from_slice(&[0x80 | (v >> 8) as u8, v as u8]);
+    } else if v < 0x20_0000 {
+        out.extend_from_slice(&[0xC0 | (v >> 16) as u8, (v >> 8) as u8, v as u8]);
+    } else {
+        out.push(0xE0);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn read_ordered_varint(bytes: &[u8], pos: &mut usize, complement: bool) -> Result<u64, CorruptKey> {
+    let flip = if complement { 0xFF } else { 0 };
+    let byte = |i: usize| bytes.get(i).map(|b| b ^ flip).ok_or(CorruptKey);
+    let first = byte(*pos)?;
+    let (value, width) = if first < 0x80 {
+        (u64::from(first), 1)
+    } else if first < 0xC0 {
+        ((u64::from(first & 0x3F) << 8) | u64::from(byte(*pos + 1)?), 2)
+    } else if first < 0xE0 {
+        let v = (u64::from(first & 0x1F) << 16)
+            | (u64::from(byte(*pos + 1)?) << 8)
+            | u64::from(byte(*pos + 2)?);
+        (v, 3)
+    } else {
+        let mut v = 0u64;
+        for i in 1..=8 {
+            v = (v << 8) | u64::from(byte(*pos + i)?);
+        }
+        (v, 9)
+    };
+    *pos += width;
+    Ok(value)
+}
+
+/// LEB128, for the hint, which is never compared.
+fn push_plain_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn read_plain_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, CorruptKey> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*pos).ok_or(CorruptKey)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7F) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(CorruptKey)
+}
+
+/// Writes a nonzero magnitude `2^exponent × 1.f`, where the fraction bits of `f` are the
+/// first `fraction_bits` bits (MSB first) of `fraction`, the last of them a one.
+/// `complement` flips every written byte (negative numbers).
+fn push_magnitude(
+    out: &mut Vec<u8>,
+    exponent: i64,
+    fraction: &[u8],
+    fraction_bits: usize,
+    complement: bool,
+) {
+    let start = out.len();
+    push_ordered_varint(out, (exponent + EXPONENT_BIAS) as u64);
+    if fraction_bits == 0 {
+        out.push(0);
+    } else {
+        let mut acc: u32 = 0; // pending bits, right-aligned
+        let mut acc_bits = 0usize;
+        let mut emitted = 0usize;
+        let mut bytes = fraction.iter();
+        while emitted < fraction_bits {
+            while acc_bits < 7 {
+                acc = (acc << 8) | u32::from(*bytes.next().unwrap_or(&0));
+                acc_bits += 8;
+            }
+            let group = ((acc >> (acc_bits - 7)) & 0x7F) as u8;
+            acc_bits -= 7;
+            emitted += 7;
+            let more = u8::from(emitted < fraction_bits);
+            out.push((group << 1) | more);
+        }
+    }
+    if complement {
+        for byte in &mut out[start..] {
+            *byte = !*byte;
+        }
+    }
+}
+
+fn push_integer_u64(out: &mut Vec<u8>, negative: bool, magnitude: u64) {
+    if magnitude == 0 {
+        out.push(tag::NUMBER_ZERO);
+        return;
+    }
+    out.push(if negative {
+        tag::NUMBER_NEG
+    } else {
+        tag::NUMBER_POS
+    });
+    let exponent = 63 - magnitude.leading_zeros() as usize;
+    // Drop the leading one; left-align the remaining bits.
+    let fraction = if exponent == 0 {
+        0
+    } else {
+        magnitude << (64 - exponent)
+    };
+    let fraction_bits = if fraction == 0 {
+        0
+    } else {
+        64 - fraction.trailing_zeros() as usize
+    };
+    push_magnitude(
+        out,
+        exponent as i64,
+        &fraction.to_be_bytes(),
+        fraction_bits,
+        negative,
+    );
+}
+
+fn push_integer_big(out: &mut Vec<u8>, negative: bool, magnitude: &[u8]) {
+    let Some(first) = magnitude.iter().position(|&b| b != 0) else {
+        out.push(tag::NUMBER_ZERO);
+        return;
+    };
+    let magnitude = &magnitude[first..];
+    if magnitude.len() <= 8 {
+        let mut buf = [0u8; 8];
+        buf[8 - magnitude.len()..].copy_from_slice(magnitude);
+        push_integer_u64(out, negative, u64::from_be_bytes(buf));
+        return;
+    }
+    out.push(if negative {
+        tag::NUMBER_NEG
+    } else {
+        tag::NUMBER_POS
+    });
+    let lead = magnitude[0].leading_zeros() as usize;
+    let exponent = magnitude.len() * 8 - lead - 1;
+    // The fraction is the magnitude shifted left past its leading one.
+    let shift = lead + 1;
+    let fraction: Vec<u8> = (0..magnitude.len())
+        .map(|i| {
+            let next = magnitude.get(i + 1).copied().unwrap_or(0);
+            if shift == 8 {
+                next
+            } else {
+                (magnitude[i] << shift) | (next >> (8 - shift))
+            }
+        })
+        .collect();
+    let fraction_bits = match trailing_zero_bits(&fraction) {
+        zeros if zeros == fraction.len() * 8 => 0,
+        zeros => fraction.len() * 8 - zeros,
+    };
+    push_magnitude(out, exponent as i64, &fraction, fraction_bits, negative);
+}
+
+/// Trailing zero bits of a big-endian bit string.
+fn trailing_zero_bits(bytes: &[u8]) -> usize {
+    let mut zeros = 0;
+    for &b in bytes.iter().rev() {
+        if b == 0 {
+            zeros += 8;
+        } else {
+            return zeros + b.trailing_zeros() as usize;
+        }
+    }
+    zeros
+}
+
+fn push_float(out: &mut Vec<u8>, f: f64, exact: bool) {
+    let (neg_tag, zero_tag, pos_tag) = if exact {
+        (
+            tag::EXACT_FLOAT_NEG,
+            tag::EXACT_FLOAT_ZERO,
+            tag::EXACT_FLOAT_POS,
+        )
+    } else {
+        (tag::NUMBER_NEG, tag::NUMBER_ZERO, tag::NUMBER_POS)
+    };
+    if f == 0.0 {
+        out.push(zero_tag);
+        return;
+    }
+    let negative = f < 0.0;
+    out.push(if negative { neg_tag } else { pos_tag });
+    let bits = f.to_bits();
+    let biased = ((bits >> 52) & 0x7FF) as i64;
+    let stored = bits & ((1u64 << 52) - 1);
+    let (exponent, fraction) = if biased == 0 {
+        // Subnormal: value = stored × 2^-1074; its leading one sets the exponent.
+        let top = 63 - stored.leading_zeros() as i64;
+        let rest = stored & !(1u64 << top);
+        let fraction = if top == 0 { 0 } else { rest << (64 - top) };
+        (top - 1074, fraction)
+    } else {
+        (biased - 1023, stored << 12)
+    };
+    let fraction_bits = if fraction == 0 {
+        0
+    } else {
+        64 - fraction.trailing_zeros() as usize
+    };
+    push_magnitude(
+        out,
+        exponent,
+        &fraction.to_be_bytes(),
+        fraction_bits,
+        negative,
+    );
+}
+
+/// An escaped byte string inside a key (atom text or binary), without its terminator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Escaped<'a> {
+    raw: &'a [u8],
+    len: usize,
+}
+
+impl<'a> Escaped<'a> {
+    /// Length after unescaping.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the unescaped string is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes, borrowed when nothing was escaped.
+    pub fn as_borrowed(&self) -> Option<&'a [u8]> {
+        (self.raw.len() == self.len).then_some(self.raw)
+    }
+
+    /// Writes the unescaped bytes into `dst`, which must be [`len`](Self::len) long.
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        if let Some(plain) = self.as_borrowed() {
+            dst.copy_from_slice(plain);
+            return;
+        }
+        let mut out = 0;
+        let mut i = 0;
+        while i < self.raw.len() {
+            dst[out] = self.raw[i];
+            out += 1;
+            i += if self.raw[i] == 0 { 2 } else { 1 };
+        }
+    }
+
+    /// The unescaped bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len];
+        self.copy_to(&mut v);
+        v
+    }
+}
+
+/// Reads an escaped string starting at `pos`, leaving `pos` after its terminator.
+fn read_escaped<'a>(bytes: &'a [u8], pos: &mut usize) -> Result<Escaped<'a>, CorruptKey> {
+    let start = *pos;
+    let mut len = 0;
+    let mut i = start;
+    loop {
+        let zero = bytes[i..].iter().position(|&b| b == 0).ok_or(CorruptKey)?;
+        len += zero;
+        i += zero;
+        match bytes.get(i + 1) {
+            Some(0) => {
+                *pos = i + 2;
+                return Ok(Escaped {
+                    raw: &bytes[start..i],
+                    len,
+                });
+            }
+            Some(&ESCAPE_ZERO) => {
+                len += 1;
+                i += 2;
+            }
+            _ => return Err(CorruptKey),
+        }
+    }
+}
+
+/// An integer read back from a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integer {
+    /// Fits in `i64`.
+    I64(i64),
+    /// Fits in `u64` but not `i64`.
+    U64(u64),
+    /// Larger: sign and big-endian magnitude without leading zeros.
+    Big {
+        /// True for negative values.
+        negative: bool,
+        /// Big-endian magnitude.
+        magnitude: Vec<u8>,
+    },
+}
+
+/// One node of a term, read back in pre-order by [`KeyReader`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Token<'a> {
+    /// An integer.
+    Integer(Integer),
+    /// A float.
+    Float(f64),
+    /// An atom; the bytes are UTF-8.
+    Atom(Escaped<'a>),
+    /// A binary.
+    Binary(Escaped<'a>),
+    /// A tuple of this arity; its elements follow.
+    Tuple(usize),
+    /// A map of this size; its keys (in key order) then its values follow.
+    Map(usize),
+    /// A list starts; elements follow until [`Token::ListEnd`].
+    ListStart,
+    /// The current list ends.
+    ListEnd,
+}
+
+/// Reads an element back as a stream of [`Token`]s.
+///
+/// The reader keeps no stack: arities and sizes are reported and the caller rebuilds the
+/// nesting with its own explicit stack.
+#[derive(Debug)]
+pub struct KeyReader<'a> {
+    key: &'a [u8],
+    pos: usize,
+    numbers: u32,
+    hint: &'a [u8],
+    hint_pos: usize,
+    next_mark: Option<(u32, bool)>,
+}
+
+impl<'a> KeyReader<'a> {
+    /// A reader over one element.
+    ///
+    /// Time: O(element length) to locate the hint.
+    pub fn new(element: &'a [u8]) -> Result<Self, CorruptKey> {
+        let key_len = key_len(element)?;
+        let mut reader = KeyReader {
+            key: &element[..key_len],
+            pos: 0,
+            numbers: 0,
+            hint: &element[key_len..],
+            hint_pos: 0,
+            next_mark: None,
+        };
+        reader.advance_mark()?;
+        Ok(reader)
+    }
+
+    fn advance_mark(&mut self) -> Result<(), CorruptKey> {
+        self.next_mark = if self.hint_pos < self.hint.len() {
+            let v = read_plain_varint(self.hint, &mut self.hint_pos)?;
+            let ordinal = u32::try_from(v >> 1).map_err(|_| CorruptKey)?;
+            Some((ordinal, v & 1 == 1))
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// The next token, or `None` at the end of the key.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Token<'a>>, CorruptKey> {
+        let Some(&first) = self.key.get(self.pos) else {
+            return Ok(None);
+        };
+        self.pos += 1;
+        let token = match first {
+            LIST_CONS => return self.next(),
+            LIST_END => Token::ListEnd,
+            tag::NUMBER_NEG..=tag::EXACT_FLOAT_POS => self.read_number(first)?,
+            tag::ATOM => Token::Atom(read_escaped(self.key, &mut self.pos)?),
+            tag::BINARY => Token::Binary(read_escaped(self.key, &mut self.pos)?),
+            tag::TUPLE => Token::Tuple(self.read_count()?),
+            tag::MAP => Token::Map(self.read_count()?),
+            tag::LIST => Token::ListStart,
+            _ => return Err(CorruptKey),
+        };
+        Ok(Some(token))
+    }
+
+    fn read_count(&mut self) -> Result<usize, CorruptKey> {
+        let v = read_ordered_varint(self.key, &mut self.pos, false)?;
+        usize::try_from(v).map_err(|_| CorruptKey)
+    }
+
+    fn read_number(&mut self, tag_byte: u8) -> Result<Token<'a>, CorruptKey> {
+        let ordinal = self.numbers;
+        self.numbers += 1;
+        let mark = match self.next_mark {
+            Some((o, negative_zero)) if o == ordinal => {
+                self.advance_mark()?;
+                Some(negative_zero)
+            }
+            _ => None,
+        };
+        let is_float = tag_byte >= tag::EXACT_FLOAT_NEG || mark.is_some();
+        let negative_zero = mark == Some(true);
+        let (negative, zero) = match tag_byte {
+            tag::NUMBER_NEG | tag::EXACT_FLOAT_NEG => (true, false),
+            tag::NUMBER_ZERO | tag::EXACT_FLOAT_ZERO => (false, true),
+            _ => (false, false),
+        };
+        if zero {
+            return Ok(if is_float {
+                Token::Float(if negative_zero { -0.0 } else { 0.0 })
+            } else {
+                Token::Integer(Integer::I64(0))
+            });
+        }
+        let (exponent, fraction, fraction_bits) = self.read_magnitude(negative)?;
+        if is_float {
+            float_from_parts(negative, exponent, &fraction, fraction_bits).map(Token::Float)
+        } else {
+            integer_from_parts(negative, exponent, &fraction, fraction_bits).map(Token::Integer)
+        }
+    }
+
+    /// Returns `(exponent, fraction bytes MSB-first, fraction bit count)`.
+    fn read_magnitude(&mut self, complement: bool) -> Result<(i64, Vec<u8>, usize), CorruptKey> {
+        let biased = read_ordered_varint(self.key, &mut self.pos, complement)?;
+        let exponent = i64::try_from(biased).map_err(|_| CorruptKey)? - EXPONENT_BIAS;
+        let flip = if complement { 0xFF } else { 0 };
+        let mut fraction = Vec::new();
+        let mut acc: u32 = 0;
+        let mut acc_bits = 0;
+        loop {
+            let byte = self.key.get(self.pos).ok_or(CorruptKey)? ^ flip;
+            self.pos += 1;
+            acc = (acc << 7) | u32::from(byte >> 1);
+            acc_bits += 7;
+            while acc_bits >= 8 {
+                fraction.push((acc >> (acc_bits - 8)) as u8);
+                acc_bits -= 8;
+            }
+            if byte & 1 == 0 {
+                break;
+            }
+        }
+        if acc_bits > 0 {
+            fraction.push((acc << (8 - acc_bits)) as u8);
+        }
+        let fraction_bits = match trailing_zero_bits(&fraction) {
+            zeros if zeros >= fraction.len() * 8 => 0,
+            zeros => fraction.len() * 8 - zeros,
+        };
+        Ok((exponent, fraction, fraction_bits))
+    }
+}
+
+fn bit(bytes: &[u8], i: usize) -> bool {
+    bytes.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+}
+
+fn integer_from_parts(
+    negative: bool,
+    exponent: i64,
+    fraction: &[u8],
+    fraction_bits: usize,
+) -> Result<Integer, CorruptKey> {
+    let exponent = usize::try_from(exponent).map_err(|_| CorruptKey)?;
+    if fraction_bits > exponent {
+        return Err(CorruptKey);
+    }
+    if exponent < 64 {
+        let mut v: u64 = 1;
+        for i in 0..exponent {
+            v = (v << 1) | u64::from(bit(fraction, i));
+        }
+        return Ok(if !negative {
+            match i64::try_from(v) {
+                Ok(small) => Integer::I64(small),
+                Err(_) => Integer::U64(v),
+            }
+        } else if v <= 1u64 << 63 {
+            Integer::I64((v as i64).wrapping_neg())
+        } else {
+            Integer::Big {
+                negative,
+                magnitude: trim_leading_zeros(v.to_be_bytes().to_vec()),
+            }
+        });
+    }
+    // Big-endian magnitude: a one at bit `exponent`, then the fraction bits.
+    let total_bits = exponent + 1;
+    let len = total_bits.div_ceil(8);
+    let mut magnitude = vec![0u8; len];
+    let pad = len * 8 - total_bits;
+    magnitude[pad / 8] |= 0x80 >> (pad % 8);
+    for i in 0..fraction_bits {
+        if bit(fraction, i) {
+            let j = pad + 1 + i;
+            magnitude[j / 8] |= 0x80 >> (j % 8);
+        }
+    }
+    Ok(Integer::Big {
+        negative,
+        magnitude,
+    })
+}
+
+fn trim_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
+    let zeros = v.iter().take_while(|&&b| b == 0).count();
+    v.drain(..zeros);
+    v
+}
+
+fn float_from_parts(
+    negative: bool,
+    exponent: i64,
+    fraction: &[u8],
+    fraction_bits: usize,
+) -> Result<f64, CorruptKey> {
+    if fraction_bits > 52 || !(-1074..=1023).contains(&exponent) {
+        return Err(CorruptKey);
+    }
+    let mut f: u64 = 0;
+    for i in 0..fraction_bits {
+        f |= u64::from(bit(fraction, i)) << (51 - i);
+    }
+    let bits = if exponent >= -1022 {
+        (((exponent + 1023) as u64) << 52) | f
+    } else {
+        // Subnormal: significand 1.f scaled down to 2^-1074 units.
+        let shift = exponent + 1074; // 0..=51
+        let significand = (1u64 << 52) | f;
+        if significand.trailing_zeros() < (52 - shift) as u32 {
+            return Err(CorruptKey);
+        }
+        significand >> (52 - shift)
+    };
+    let sign = if negative { 1u64 << 63 } else { 0 };
+    Ok(f64::from_bits(bits | sign))
+}
+
+/// Length of the key at the start of `element` (the rest is the hint).
+///
+/// Time: O(key length), with an explicit stack of pending element counts.
+pub fn key_len(element: &[u8]) -> Result<usize, CorruptKey> {
+    // Each entry counts the terms still owed to an open tuple or map; `u64::MAX` marks a
+    // list, which ends with its own marker.
+    const LIST: u64 = u64::MAX;
+    let mut pending: Vec<u64> = Vec::new();
+    let mut pos = 0;
+    loop {
+        let first = *element.get(pos).ok_or(CorruptKey)?;
+        pos += 1;
+        let mut term_done = true;
+        match first {
+            LIST_CONS => {
+                if pending.last() != Some(&LIST) {
+                    return Err(CorruptKey);
+                }
+                continue;
+            }
+            LIST_END => {
+                if pending.pop() != Some(LIST) {
+                    return Err(CorruptKey);
+                }
+            }
+            tag::NUMBER_ZERO | tag::EXACT_FLOAT_ZERO => {}
+            tag::NUMBER_NEG | tag::EXACT_FLOAT_NEG | tag::NUMBER_POS | tag::EXACT_FLOAT_POS => {
+                let complement = matches!(first, tag::NUMBER_NEG | tag::EXACT_FLOAT_NEG);
+                read_ordered_varint(element, &mut pos, complement)?;
+                let flip = if complement { 0xFF } else { 0 };
+                loop {
+                    let byte = element.get(pos).ok_or(CorruptKey)? ^ flip;
+                    pos += 1;
+                    if byte & 1 == 0 {
+                        break;
+                    }
+                }
+            }
+            tag::ATOM | tag::BINARY => {
+                read_escaped(element, &mut pos)?;
+            }
+            tag::TUPLE | tag::MAP => {
+                let n = read_ordered_varint(element, &mut pos, false)?;
+                let owed = if first == tag::MAP {
+                    n.checked_mul(2).ok_or(CorruptKey)?
+                } else {
+                    n
+                };
+                if owed > 0 {
+                    pending.push(owed);
+                    term_done = false;
+                }
+            }
+            tag::LIST => {
+                pending.push(LIST);
+                term_done = false;
+            }
+            _ => return Err(CorruptKey),
+        }
+        if term_done {
+            // A finished term pays one of the counts it belongs to, which may finish
+            // its parent in turn.
+            loop {
+                match pending.last_mut() {
+                    None => return Ok(pos),
+                    Some(&mut LIST) => break,
+                    Some(owed) => {
+                        *owed -= 1;
+                        if *owed > 0 {
+                            break;
+                        }
+                        pending.pop();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(v: i64) -> Vec<u8> {
+        let mut e = KeyEncoder::new();
+        e.push_number(Number::Int(v), false);
+        e.finish()
+    }
+
+    fn float(v: f64) -> Vec<u8> {
+        let mut e = KeyEncoder::new();
+        e.push_number(Number::Float(v), false);
+        e.finish()
+    }
+
+    fn big(negative: bool, magnitude: &[u8]) -> Vec<u8> {
+        let mut e = KeyEncoder::new();
+        e.push_number(
+            Number::Big {
+                negative,
+                magnitude,
+            },
+            false,
+        );
+        e.finish()
+    }
+
+    fn key(element: &[u8]) -> &[u8] {
+        &element[..key_len(element).unwrap()]
+    }
+
+    fn read_all(element: &[u8]) -> Vec<Token<'_>> {
+        let mut reader = KeyReader::new(element).unwrap();
+        let mut tokens = vec![];
+        while let Some(t) = reader.next().unwrap() {
+            tokens.push(t);
+        }
+        tokens
+    }
+
+    #[test]
+    fn integers_and_floats_that_are_equal_share_a_key() {
+        assert_eq!(key(&int(1)), key(&float(1.0)));
+        assert_eq!(key(&int(-7)), key(&float(-7.0)));
+        assert_eq!(key(&int(0)), key(&float(-0.0)));
+        assert_eq!(key(&int(1 << 53)), key(&float(9007199254740992.0)));
+    }
+
+    #[test]
+    fn integer_float_comparison_is_exact() {
+        let two_53 = 9007199254740992.0f64;
+        assert!(key(&int((1 << 53) + 1)) > key(&float(two_53)));
+        assert!(key(&int(-(1 << 53) - 1)) < key(&float(-two_53)));
+        assert!(key(&float(0.5)) < key(&int(1)));
+        assert!(key(&float(-0.5)) > key(&int(-1)));
+        assert!(key(&float(f64::MIN_POSITIVE / 4.0)) > key(&int(0)));
+    }
+
+    #[test]
+    fn numbers_sort_numerically() {
+        let values = [
+            f64::MIN,
+            -1e300,
+            -3.5,
+            -1.0,
+            -f64::MIN_POSITIVE,
+            -5e-324,
+            0.0,
+            5e-324,
+            1e-310,
+            f64::MIN_POSITIVE,
+            0.1,
+            0.5,
+            1.0,
+            1.5,
+            2.0,
+            1e20,
+            f64::MAX,
+        ];
+        for pair in values.windows(2) {
+            assert!(key(&float(pair[0])) < key(&float(pair[1])), "{pair:?}");
+        }
+        let ints = [i64::MIN, -1000, -2, -1, 0, 1, 2, 3, 127, 128, 1000, i64::MAX];
+        for pair in ints.windows(2) {
+            assert!(key(&int(pair[0])) < key(&int(pair[1])), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn bignums_sort_and_round_trip() {
+        let two_64 = [1, 0, 0, 0, 0, 0, 0, 0, 0];
+        let two_64_plus_1 = [1, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(key(&int(i64::MAX)) < key(&big(false, &two_64)));
+        assert!(key(&big(false, &two_64)) < key(&big(false, &two_64_plus_1)));
+        assert!(key(&big(true, &two_64_plus_1)) < key(&big(true, &two_64)));
+        assert!(key(&big(true, &two_64)) < key(&int(i64::MIN)));
+        assert_eq!(key(&big(false, &two_64)), key(&float(18446744073709551616.0)));
+        assert_eq!(
+            read_all(&big(false, &two_64_plus_1)),
+            vec![Token::Integer(Integer::Big {
+                negative: false,
+                magnitude: two_64_plus_1.to_vec()
+            })]
+        );
+        assert_eq!(
+            read_all(&big(false, &[0, 0, 5])),
+            vec![Token::Integer(Integer::I64(5))]
+        );
+        assert_eq!(
+            read_all(&big(true, &[0x80, 0, 0, 0, 0, 0, 0, 0])),
+            vec![Token::Integer(Integer::I64(i64::MIN))]
+        );
+        assert_eq!(
+            read_all(&big(false, &[0xFF; 8])),
+            vec![Token::Integer(Integer::U64(u64::MAX))]
+        );
+    }
+
+    #[test]
+    fn numbers_round_trip_with_their_type() {
+        for v in [0i64, 1, -1, 5, 127, 128, -129, i64::MAX, i64::MIN, 1 << 40] {
+            assert_eq!(read_all(&int(v)), vec![Token::Integer(Integer::I64(v))]);
+        }
+        for v in [0.0, 1.0, -2.5, 1e-310, 5e-324, f64::MAX, f64::MIN, 0.1] {
+            assert_eq!(read_all(&float(v)), vec![Token::Float(v)]);
+        }
+        match read_all(&float(-0.0))[0] {
+            Token::Float(f) => assert!(f == 0.0 && f.is_sign_negative()),
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn escaped_strings_order_like_erlang_binaries() {
+        let bin = |b: &[u8]| {
+            let mut e = KeyEncoder::new();
+            e.push_binary(b);
+            e.finish()
+        };
+        let ordered: [&[u8]; 6] = [b"", b"\0", b"\0\0", b"\0\x01", b"a", b"a\0"];
+        for pair in ordered.windows(2) {
+            assert!(bin(pair[0]) < bin(pair[1]), "{pair:?}");
+        }
+        let element = bin(b"a\0b\0");
+        match read_all(&element)[0] {
+            Token::Binary(e) => assert_eq!(e.to_vec(), b"a\0b\0"),
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn latin1_atoms_encode_as_utf8() {
+        let mut a = KeyEncoder::new();
+        a.push_atom_latin1(&[b'a', 0xE9]);
+        let mut b = KeyEncoder::new();
+        b.push_atom("aé".as_bytes());
+        assert_eq!(a.finish(), b.finish());
+    }
+
+    #[test]
+    fn empty_list_sorts_below_lists_and_above_maps() {
+        let empty = {
+            let mut e = KeyEncoder::new();
+            e.push_list_start();
+            e.push_list_end();
+            e.finish()
+        };
+        let one = {
+            let mut e = KeyEncoder::new();
+            e.push_list_start();
+            e.push_list_cons();
+            e.push_number(Number::Int(0), false);
+            e.push_list_end();
+            e.finish()
+        };
+        let map = {
+            let mut e = KeyEncoder::new();
+            e.push_map(vec![]);
+            e.finish()
+        };
+        assert!(map < empty && empty < one);
+        assert_eq!(key_len(&one).unwrap(), one.len());
+    }
+
+    #[test]
+    fn map_keys_put_integers_before_floats() {
+        let map_with_key = |number: Number| {
+            let mut k = KeyEncoder::new();
+            k.push_number(number, true);
+            let mut e = KeyEncoder::new();
+            let order = e.push_map(vec![k]);
+            assert_eq!(order, vec![0]);
+            e.push_atom(b"v");
+            e.finish()
+        };
+        let int_two = map_with_key(Number::Int(2));
+        let float_one = map_with_key(Number::Float(1.0));
+        assert!(int_two < float_one);
+        let tokens = read_all(&float_one);
+        assert_eq!(tokens[1], Token::Float(1.0));
+    }
+
+    #[test]
+    fn corrupt_keys_are_errors_not_panics() {
+        for bytes in [&[0x60u8, 5][..], &[0x20, 1], &[0x12], &[0x33], &[0x70, 1, 0x11]] {
+            assert!(key_len(bytes).is_err(), "{bytes:?}");
+        }
+    }
+}

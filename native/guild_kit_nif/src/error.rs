@@ -1,0 +1,64 @@
+//! Errors raised to Elixir. Every variant becomes an `ArgumentError` whose message says
+//! what was wrong; none leaks as a bare atom.
+
+use rustler::{Encoder, Env, Term};
+
+use crate::atoms;
+
+/// Something wrong with the caller's input.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "unsupported term: {kind} cannot be stored (supported: integers, floats, atoms, \
+         binaries, tuples, proper lists and maps)"
+    )]
+    UnsupportedTerm { kind: &'static str },
+    #[error("term too large: its key would exceed {limit} bytes")]
+    TermTooLarge { limit: usize },
+    #[error("element at position {position}: {source}")]
+    InElement {
+        position: usize,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error(
+        "expected strictly ascending terms, but the term at position {position} is not \
+         greater than the one before it"
+    )]
+    NotAscending { position: usize },
+    #[error("expected a list, got an improper list")]
+    NotAList,
+    #[error("this {0} is a read-only snapshot and cannot be changed")]
+    ReadOnly(&'static str),
+    #[error("internal error: a stored element could not be read back; please report this")]
+    Corrupt,
+}
+
+/// The exception struct `%ArgumentError{message: ...}`, raised as is so that Elixir's
+/// `rescue ArgumentError` catches it without any wrapping.
+struct ArgumentError(String);
+
+impl Encoder for ArgumentError {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        Term::map_from_term_arrays(
+            env,
+            &[
+                atoms::struct_().encode(env),
+                atoms::exception().encode(env),
+                atoms::message().encode(env),
+            ],
+            &[
+                atoms::argument_error().encode(env),
+                true.encode(env),
+                self.0.encode(env),
+            ],
+        )
+        .expect("three distinct keys make a map")
+    }
+}
+
+impl From<Error> for rustler::Error {
+    fn from(error: Error) -> Self {
+        rustler::Error::RaiseTerm(Box::new(ArgumentError(error.to_string())))
+    }
+}

@@ -1,0 +1,11 @@
+//! Rustler adapters for GuildKit. Each module mirrors one Elixir component and stays
+//! thin: it decodes arguments, calls into `guild_kit_core`, and encodes results. The
+//! Elixir side (`GuildKit.Native`) holds a stub for every NIF found here.
+
+mod atoms;
+mod error;
+mod reaper;
+mod sorted_set;
+mod term_codec;
+
+rustler::init!("Elixir.GuildKit.Native");

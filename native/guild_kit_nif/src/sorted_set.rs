@@ -1,0 +1,286 @@
+//! NIFs behind `GuildKit.SortedSet`.
+//!
+//! The set is a `KeyTree` behind an `RwLock`. Every lock is held for O(log n) work at
+//! most: terms are encoded before the lock is taken, and anything that walks many
+//! elements first takes an O(1) copy-on-write snapshot and then works without the lock.
+//!
+//! Each operation whose cost grows with its input has a normal-scheduler version that
+//! gives up past a small budget (returning `guild_kit_dirty`) and a `_dirty` twin that
+//! runs on a dirty CPU scheduler without limits.
+
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use guild_kit_core::key_tree::KeyTree;
+use guild_kit_core::term_key::compare_elements;
+use rustler::sys::{self, ErlNifTerm};
+use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
+
+use crate::atoms;
+use crate::error::Error;
+use crate::reaper;
+use crate::term_codec::{self, EncodeError, NORMAL_BUDGET};
+
+/// Most elements a normal-scheduler slice decodes.
+const NORMAL_SLICE_ELEMENTS: usize = 256;
+/// Most element bytes a normal-scheduler read decodes.
+const NORMAL_DECODE_BYTES: usize = 64 * 1024;
+/// Trees larger than this are freed on the reaper thread.
+const REAP_ABOVE: usize = 4096;
+
+pub struct SortedSet {
+    tree: RwLock<KeyTree>,
+    read_only: bool,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for SortedSet {}
+
+impl SortedSet {
+    fn new(tree: KeyTree, read_only: bool) -> ResourceArc<SortedSet> {
+        ResourceArc::new(SortedSet {
+            tree: RwLock::new(tree),
+            read_only,
+        })
+    }
+
+    // No code path panics while holding the lock; should one ever do so, the tree it
+    // guards is still whole (every mutation is a single KeyTree call), so a poisoned
+    // lock is taken over rather than reported.
+    fn read(&self) -> RwLockReadGuard<'_, KeyTree> {
+        self.tree.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> Result<RwLockWriteGuard<'_, KeyTree>, Error> {
+        if self.read_only {
+            return Err(Error::ReadOnly("GuildKit.SortedSet"));
+        }
+        Ok(self.tree.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn snapshot(&self) -> KeyTree {
+        self.read().clone()
+    }
+}
+
+impl Drop for SortedSet {
+    fn drop(&mut self) {
+        let tree = std::mem::take(self.tree.get_mut().unwrap_or_else(PoisonError::into_inner));
+        if tree.len() > REAP_ABOVE {
+            reaper::drop_later(tree);
+        }
+    }
+}
+
+type Set = ResourceArc<SortedSet>;
+
+/// The element for `term`, or `None` when a normal-scheduler budget ran out.
+fn encode_arg(term: Term, dirty: bool) -> Result<Option<Vec<u8>>, Error> {
+    match term_codec::encode(term, (!dirty).then_some(NORMAL_BUDGET)) {
+        Ok(element) => Ok(Some(element)),
+        Err(EncodeError::OverBudget) => Ok(None),
+        Err(EncodeError::Invalid(error)) => Err(error),
+    }
+}
+
+fn index_or_nil(env: Env, index: Option<usize>) -> Term {
+    match index {
+        Some(i) => i.encode(env),
+        None => atoms::nil().encode(env),
+    }
+}
+
+#[rustler::nif]
+fn sorted_set_new() -> Set {
+    SortedSet::new(KeyTree::new(), false)
+}
+
+#[rustler::nif]
+fn sorted_set_add<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
+    add(env, &set, term, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn sorted_set_add_dirty<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
+    add(env, &set, term, true)
+}
+
+fn add<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+    if set.read_only {
+        return Err(Error::ReadOnly("GuildKit.SortedSet").into());
+    }
+    let Some(element) = encode_arg(term, dirty)? else {
+        return Ok(atoms::guild_kit_dirty().encode(env));
+    };
+    let index = set.write()?.insert(&element);
+    Ok(index_or_nil(env, index))
+}
+
+#[rustler::nif]
+fn sorted_set_remove<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
+    remove(env, &set, term, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn sorted_set_remove_dirty<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
+    remove(env, &set, term, true)
+}
+
+fn remove<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+    if set.read_only {
+        return Err(Error::ReadOnly("GuildKit.SortedSet").into());
+    }
+    // A term that cannot be stored cannot be present either.
+    let element = match encode_arg(term, dirty) {
+        Ok(Some(element)) => element,
+        Ok(None) => return Ok(atoms::guild_kit_dirty().encode(env)),
+        Err(_) => return Ok(atoms::nil().encode(env)),
+    };
+    let index = set.write()?.remove(&element);
+    Ok(index_or_nil(env, index))
+}
+
+#[rustler::nif]
+fn sorted_set_find_index<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
+    find_index(env, &set, term, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn sorted_set_find_index_dirty<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
+    find_index(env, &set, term, true)
+}
+
+fn find_index<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+    let element = match encode_arg(term, dirty) {
+        Ok(Some(element)) => element,
+        Ok(None) => return Ok(atoms::guild_kit_dirty().encode(env)),
+        Err(_) => return Ok(atoms::nil().encode(env)),
+    };
+    let index = set.read().position(&element).ok();
+    Ok(index_or_nil(env, index))
+}
+
+#[rustler::nif]
+fn sorted_set_at(env: Env, set: Set, index: u64) -> NifResult<Term> {
+    at(env, &set, index, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn sorted_set_at_dirty(env: Env, set: Set, index: u64) -> NifResult<Term> {
+    at(env, &set, index, true)
+}
+
+fn at<'a>(env: Env<'a>, set: &SortedSet, index: u64, dirty: bool) -> NifResult<Term<'a>> {
+    let tree = set.read();
+    let Some(element) = usize::try_from(index).ok().and_then(|i| tree.get(i)) else {
+        return Ok(atoms::error().encode(env));
+    };
+    if !dirty && element.len() > NORMAL_DECODE_BYTES {
+        return Ok(atoms::guild_kit_dirty().encode(env));
+    }
+    let term = term_codec::decode(env, element)?;
+    Ok((atoms::ok(), term).encode(env))
+}
+
+#[rustler::nif]
+fn sorted_set_slice(env: Env, set: Set, start: u64, amount: u64) -> NifResult<Term> {
+    let tree = set.read();
+    let (start, amount) = clamp_range(&tree, start, amount);
+    if amount > NORMAL_SLICE_ELEMENTS {
+        return Ok(atoms::guild_kit_dirty().encode(env));
+    }
+    let bytes: usize = tree.iter_from(start).take(amount).map(<[u8]>::len).sum();
+    if bytes > NORMAL_DECODE_BYTES {
+        return Ok(atoms::guild_kit_dirty().encode(env));
+    }
+    decode_list(env, &tree, start, amount)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn sorted_set_slice_dirty(env: Env, set: Set, start: u64, amount: u64) -> NifResult<Term> {
+    // Walk a snapshot so that writers are never held up by a long read.
+    let tree = set.snapshot();
+    let (start, amount) = clamp_range(&tree, start, amount);
+    decode_list(env, &tree, start, amount)
+}
+
+/// Limits `start..start + amount` to what exists, so huge amounts allocate nothing.
+fn clamp_range(tree: &KeyTree, start: u64, amount: u64) -> (usize, usize) {
+    let len = tree.len();
+    let start = usize::try_from(start).unwrap_or(usize::MAX).min(len);
+    let amount = usize::try_from(amount).unwrap_or(usize::MAX).min(len - start);
+    (start, amount)
+}
+
+fn decode_list<'a>(env: Env<'a>, tree: &KeyTree, start: usize, amount: usize) -> NifResult<Term<'a>> {
+    let mut terms: Vec<ErlNifTerm> = Vec::with_capacity(amount);
+    for element in tree.iter_from(start).take(amount) {
+        terms.push(term_codec::decode(env, element)?.as_c_arg());
+    }
+    // SAFETY: every term was made in `env` during this call.
+    let list = unsafe {
+        sys::enif_make_list_from_array(env.as_c_arg(), terms.as_ptr(), terms.len() as _)
+    };
+    Ok(unsafe { Term::new(env, list) })
+}
+
+#[rustler::nif]
+fn sorted_set_size(set: Set) -> usize {
+    set.read().len()
+}
+
+#[rustler::nif]
+fn sorted_set_read_only(set: Set) -> bool {
+    set.read_only
+}
+
+/// A read-only copy sharing every node with `set`. A snapshot is its own snapshot.
+#[rustler::nif]
+fn sorted_set_snapshot(set: Set) -> Set {
+    if set.read_only {
+        return set;
+    }
+    SortedSet::new(set.snapshot(), true)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn sorted_set_memory(set: Set) -> usize {
+    std::mem::size_of::<SortedSet>() + set.snapshot().heap_bytes()
+}
+
+/// Builds a set from a list. With `strictly_ascending`, the terms must already be in
+/// strictly ascending order; otherwise they are sorted and de-duplicated, keeping the
+/// first of equal terms.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn sorted_set_from_list(list: Term, strictly_ascending: bool) -> NifResult<Set> {
+    let mut elements: Vec<Vec<u8>> = Vec::new();
+    let mut rest = list;
+    while !rest.is_empty_list() {
+        let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
+        let position = elements.len();
+        let element = term_codec::encode(head, None).map_err(|e| match e {
+            EncodeError::Invalid(source) => Error::InElement {
+                position,
+                source: Box::new(source),
+            },
+            EncodeError::OverBudget => unreachable!("no budget on dirty schedulers"),
+        })?;
+        elements.push(element);
+        rest = tail;
+    }
+    if strictly_ascending {
+        if let Some(i) = (1..elements.len())
+            .find(|&i| compare_elements(&elements[i - 1], &elements[i]).is_ge())
+        {
+            return Err(Error::NotAscending { position: i }.into());
+        }
+    } else {
+        // Stable, so that among equal terms the first one listed survives the dedup.
+        elements.sort_by(|a, b| compare_elements(a, b));
+        elements.dedup_by(|later, earlier| compare_elements(later, earlier).is_eq());
+    }
+    let tree = KeyTree::from_sorted(elements.iter().map(Vec::as_slice));
+    if elements.len() > REAP_ABOVE {
+        reaper::drop_later(elements);
+    }
+    Ok(SortedSet::new(tree, false))
+}
