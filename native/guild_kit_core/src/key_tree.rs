@@ -508,7 +508,13 @@ impl KeyTree {
     /// Checks every structural invariant; for tests.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        fn walk<'a>(node: &'a Node, is_root: bool, depth: usize, leaf_depth: &mut Option<usize>, out: &mut Vec<&'a [u8]>) -> usize {
+        fn walk<'a>(
+            node: &'a Node,
+            is_root: bool,
+            depth: usize,
+            leaf_depth: &mut Option<usize>,
+            out: &mut Vec<&'a [u8]>,
+        ) -> usize {
             match node {
                 Node::Leaf(leaf) => {
                     assert!(is_root || leaf.len() >= LEAF_MIN, "leaf underfull");
@@ -689,7 +695,13 @@ mod tests {
 
     #[test]
     fn snapshots_are_independent() {
-        let mut tree = KeyTree::from_sorted((0..10_000).map(element).collect::<Vec<_>>().iter().map(|v| &v[..]));
+        let mut tree = KeyTree::from_sorted(
+            (0..10_000)
+                .map(element)
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|v| &v[..]),
+        );
         let snapshot = tree.clone();
         for i in (0..10_000).step_by(2) {
             tree.remove(&element(i));
@@ -720,7 +732,12 @@ mod tests {
         let tree = KeyTree::from_sorted(elements.iter().map(|v| &v[..]));
         for start in [0, 1, 48, 49, 2500, 4999, 5000, 6000] {
             let got: Vec<&[u8]> = tree.iter_from(start).take(100).collect();
-            let want: Vec<&[u8]> = elements.iter().skip(start).take(100).map(|v| &v[..]).collect();
+            let want: Vec<&[u8]> = elements
+                .iter()
+                .skip(start)
+                .take(100)
+                .map(|v| &v[..])
+                .collect();
             assert_eq!(got, want, "start {start}");
         }
     }

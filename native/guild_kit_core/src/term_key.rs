@@ -301,7 +301,10 @@ fn read_ordered_varint(bytes: &[u8], pos: &mut usize, complement: bool) -> Resul
     let (value, width) = if first < 0x80 {
         (u64::from(first), 1)
     } else if first < 0xC0 {
-        ((u64::from(first & 0x3F) << 8) | u64::from(byte(*pos + 1)?), 2)
+        (
+            (u64::from(first & 0x3F) << 8) | u64::from(byte(*pos + 1)?),
+            2,
+        )
     } else if first < 0xE0 {
         let v = (u64::from(first & 0x1F) << 16)
             | (u64::from(byte(*pos + 1)?) << 8)
@@ -991,7 +994,20 @@ mod tests {
         for pair in values.windows(2) {
             assert!(key(&float(pair[0])) < key(&float(pair[1])), "{pair:?}");
         }
-        let ints = [i64::MIN, -1000, -2, -1, 0, 1, 2, 3, 127, 128, 1000, i64::MAX];
+        let ints = [
+            i64::MIN,
+            -1000,
+            -2,
+            -1,
+            0,
+            1,
+            2,
+            3,
+            127,
+            128,
+            1000,
+            i64::MAX,
+        ];
         for pair in ints.windows(2) {
             assert!(key(&int(pair[0])) < key(&int(pair[1])), "{pair:?}");
         }
@@ -1005,7 +1021,10 @@ mod tests {
         assert!(key(&big(false, &two_64)) < key(&big(false, &two_64_plus_1)));
         assert!(key(&big(true, &two_64_plus_1)) < key(&big(true, &two_64)));
         assert!(key(&big(true, &two_64)) < key(&int(i64::MIN)));
-        assert_eq!(key(&big(false, &two_64)), key(&float(18446744073709551616.0)));
+        assert_eq!(
+            key(&big(false, &two_64)),
+            key(&float(18446744073709551616.0))
+        );
         assert_eq!(
             read_all(&big(false, &two_64_plus_1)),
             vec![Token::Integer(Integer::Big {
@@ -1113,7 +1132,13 @@ mod tests {
 
     #[test]
     fn corrupt_keys_are_errors_not_panics() {
-        for bytes in [&[0x60u8, 5][..], &[0x20, 1], &[0x12], &[0x33], &[0x70, 1, 0x11]] {
+        for bytes in [
+            &[0x60u8, 5][..],
+            &[0x20, 1],
+            &[0x12],
+            &[0x33],
+            &[0x70, 1, 0x11],
+        ] {
             assert!(key_len(bytes).is_err(), "{bytes:?}");
         }
     }

@@ -149,7 +149,12 @@ fn sorted_set_find_index_dirty<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> Ni
     find_index(env, &set, term, true)
 }
 
-fn find_index<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+fn find_index<'a>(
+    env: Env<'a>,
+    set: &SortedSet,
+    term: Term<'a>,
+    dirty: bool,
+) -> NifResult<Term<'a>> {
     let element = match encode_arg(term, dirty) {
         Ok(Some(element)) => element,
         Ok(None) => return Ok(atoms::guild_kit_dirty().encode(env)),
@@ -207,19 +212,25 @@ fn sorted_set_slice_dirty(env: Env, set: Set, start: u64, amount: u64) -> NifRes
 fn clamp_range(tree: &KeyTree, start: u64, amount: u64) -> (usize, usize) {
     let len = tree.len();
     let start = usize::try_from(start).unwrap_or(usize::MAX).min(len);
-    let amount = usize::try_from(amount).unwrap_or(usize::MAX).min(len - start);
+    let amount = usize::try_from(amount)
+        .unwrap_or(usize::MAX)
+        .min(len - start);
     (start, amount)
 }
 
-fn decode_list<'a>(env: Env<'a>, tree: &KeyTree, start: usize, amount: usize) -> NifResult<Term<'a>> {
+fn decode_list<'a>(
+    env: Env<'a>,
+    tree: &KeyTree,
+    start: usize,
+    amount: usize,
+) -> NifResult<Term<'a>> {
     let mut terms: Vec<ErlNifTerm> = Vec::with_capacity(amount);
     for element in tree.iter_from(start).take(amount) {
         terms.push(term_codec::decode(env, element)?.as_c_arg());
     }
     // SAFETY: every term was made in `env` during this call.
-    let list = unsafe {
-        sys::enif_make_list_from_array(env.as_c_arg(), terms.as_ptr(), terms.len() as _)
-    };
+    let list =
+        unsafe { sys::enif_make_list_from_array(env.as_c_arg(), terms.as_ptr(), terms.len() as _) };
     Ok(unsafe { Term::new(env, list) })
 }
 
@@ -268,8 +279,8 @@ fn sorted_set_from_list(list: Term, strictly_ascending: bool) -> NifResult<Set> 
         rest = tail;
     }
     if strictly_ascending {
-        if let Some(i) = (1..elements.len())
-            .find(|&i| compare_elements(&elements[i - 1], &elements[i]).is_ge())
+        if let Some(i) =
+            (1..elements.len()).find(|&i| compare_elements(&elements[i - 1], &elements[i]).is_ge())
         {
             return Err(Error::NotAscending { position: i }.into());
         }

@@ -87,7 +87,10 @@ pub fn encode(term: Term, budget: Option<usize>) -> Result<Vec<u8>, EncodeError>
                 }
             }
         }
-        if encoders.last().is_some_and(|e| e.key_len() > MAX_ELEMENT_LEN) {
+        if encoders
+            .last()
+            .is_some_and(|e| e.key_len() > MAX_ELEMENT_LEN)
+        {
             return Err(Error::TermTooLarge {
                 limit: MAX_ELEMENT_LEN,
             }
@@ -187,7 +190,11 @@ fn encode_node<'a>(
         }
         TermType::Pid => return Err(Error::UnsupportedTerm { kind: "a pid" }),
         TermType::Port => return Err(Error::UnsupportedTerm { kind: "a port" }),
-        TermType::Ref => return Err(Error::UnsupportedTerm { kind: "a reference" }),
+        TermType::Ref => {
+            return Err(Error::UnsupportedTerm {
+                kind: "a reference",
+            })
+        }
         TermType::Fun => return Err(Error::UnsupportedTerm { kind: "a fun" }),
         TermType::Unknown => {
             return Err(Error::UnsupportedTerm {
@@ -222,8 +229,9 @@ fn push_atom(term: Term, out: &mut KeyEncoder) -> Option<()> {
     let raw = term.as_c_arg();
     let mut len: c_uint = 0;
     // SAFETY: env and term come from the running NIF call; the buffer holds len + 1.
-    let latin1 =
-        unsafe { sys::enif_get_atom_length(env, raw, &mut len, ErlNifCharEncoding::ERL_NIF_LATIN1) };
+    let latin1 = unsafe {
+        sys::enif_get_atom_length(env, raw, &mut len, ErlNifCharEncoding::ERL_NIF_LATIN1)
+    };
     if latin1 != 0 {
         let mut buf = [0u8; 256];
         let written = unsafe {
@@ -285,7 +293,7 @@ fn decode_inner<'a>(env: Env<'a>, element: &[u8]) -> Option<Term<'a>> {
                 let mut term: ErlNifTerm = ErlNifTerm::default();
                 // SAFETY: enif_make_new_binary returns a writable buffer of that length.
                 let data = unsafe { sys::enif_make_new_binary(raw_env, bytes.len(), &mut term) };
-                if bytes.len() > 0 {
+                if !bytes.is_empty() {
                     let dst = unsafe { std::slice::from_raw_parts_mut(data, bytes.len()) };
                     bytes.copy_to(dst);
                 }
@@ -388,7 +396,9 @@ fn make_atom(env: Env, text: Escaped) -> Option<ErlNifTerm> {
     let raw_env = env.as_c_arg();
     if utf8.is_ascii() {
         // SAFETY: the pointer and length describe `utf8`.
-        return Some(unsafe { sys::enif_make_atom_len(raw_env, utf8.as_ptr() as *const _, utf8.len()) });
+        return Some(unsafe {
+            sys::enif_make_atom_len(raw_env, utf8.as_ptr() as *const _, utf8.len())
+        });
     }
     let chars = std::str::from_utf8(&utf8).ok()?;
     if chars.chars().all(|c| (c as u32) < 256) {
