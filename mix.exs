@@ -20,7 +20,7 @@ defmodule GuildKit.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger]]
+    [extra_applications: [:logger], mod: {GuildKit.Application, []}]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

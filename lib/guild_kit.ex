@@ -8,6 +8,9 @@ defmodule GuildKit do
     * `GuildKit.SortedSet` - an ordered set of Erlang terms in exact Erlang term order,
       with rank queries (the index of a member, the member at an index, slices) in
       O(log n), and O(1) read-only snapshots.
+    * `GuildKit.Fanout` - sends one message to many processes on any nodes, Manifold
+      style: one message per node, per-receiver order in every mode, no loss when a
+      worker dies, and no blocking on unreachable nodes.
 
   The CPU-heavy work runs in Rust NIFs that never hold a normal scheduler for more than
   about a millisecond: anything whose cost grows with its input runs on a dirty CPU

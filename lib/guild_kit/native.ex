@@ -30,4 +30,11 @@ defmodule GuildKit.Native do
   def sorted_set_read_only(_set), do: not_loaded()
   def sorted_set_snapshot(_set), do: not_loaded()
   def sorted_set_memory(_set), do: not_loaded()
+
+  # GuildKit.Fanout
+  def fanout_split(_receivers, _workers), do: not_loaded()
+  def fanout_split_dirty(_receivers, _workers), do: not_loaded()
+  def fanout_split_send(_receivers, _workers, _to, _payload), do: not_loaded()
+  def fanout_split_send_dirty(_receivers, _workers, _to, _payload), do: not_loaded()
+  def fanout_check(_receivers, _position), do: not_loaded()
 end

@@ -30,6 +30,8 @@ pub enum Error {
     NotAList,
     #[error("this {0} is a read-only snapshot and cannot be changed")]
     ReadOnly(&'static str),
+    #[error("expected a worker count in 1..={max}, got: {count}")]
+    BadWorkerCount { count: u32, max: u32 },
     #[error("internal error: a stored element could not be read back; please report this")]
     Corrupt,
 }

@@ -1,0 +1,293 @@
+# Benchmarks GuildKit.Fanout against a plain send/2 loop, locally and across two peer
+# nodes. Run with:
+#
+#     MIX_ENV=prod mix run bench/fanout.exs [--sizes 10000,100000] [--rounds 7]
+#
+# For each receiver count, placement (local, or spread evenly over 2 peers) and mode,
+# it measures:
+#
+#   * blocked - how long the send call keeps the caller busy;
+#   * served  - time from the call until every receiver has the message (each receiver
+#               bumps a counter on its node; the one that completes the count tells the
+#               benchmark process, which notes the time on arrival).
+#
+# The message is a 200-byte binary. Each figure is the median of --rounds rounds, after
+# one warm-up round, with min and max. It also times the split of 100k pids: the NIF
+# against Enum.group_by/2 by node then :erlang.phash2/2 in Elixir.
+#
+# Self-contained: Benchee is unavailable (no hex.pm), and test/support is not compiled
+# in :prod, so the peer start and the receiver code live here; the receiver module's
+# object code is loaded onto the peers with :code.load_binary/3.
+
+# The receivers run on the peers too; their object code is kept to load it there.
+{:module, Bench.Receiver, receiver_beam, _} =
+  defmodule Bench.Receiver do
+    # A receiver counts each message it gets; the one that brings the count to the
+    # target tells `notify` when.
+    def start(count, notify) do
+      counter = :atomics.new(2, signed: true)
+      pids = for _ <- 1..count, do: spawn(fn -> loop(counter, notify) end)
+      {counter, pids}
+    end
+
+    # Starts a round: the next `target` messages complete it.
+    def arm(counter, target) do
+      :atomics.put(counter, 1, 0)
+      :atomics.put(counter, 2, target)
+      :ok
+    end
+
+    def stop(pids), do: Enum.each(pids, &Process.exit(&1, :kill))
+
+    defp loop(counter, notify) do
+      receive do
+        _message ->
+          if :atomics.add_get(counter, 1, 1) == :atomics.get(counter, 2) do
+            send(notify, {:all_served, node()})
+          end
+
+          loop(counter, notify)
+      end
+    end
+  end
+
+defmodule Bench.Fanout do
+  alias GuildKit.Fanout
+
+  @message :binary.copy(<<7>>, 200)
+
+  def run(argv, receiver_beam) do
+    {opts, _, _} =
+      OptionParser.parse(argv,
+        strict: [sizes: :string, rounds: :integer, modes: :string, placements: :string]
+      )
+
+    modes =
+      (opts[:modes] || "default,pack,offload,offload_pack")
+      |> String.split(",")
+      |> Enum.map(&String.to_existing_atom/1)
+
+    placements =
+      (opts[:placements] || "local,peers")
+      |> String.split(",")
+      |> Enum.map(&String.to_existing_atom/1)
+
+    sizes =
+      (opts[:sizes] || "10000,100000") |> String.split(",") |> Enum.map(&String.to_integer/1)
+
+    rounds = opts[:rounds] || 7
+
+    {:ok, _} = Application.ensure_all_started(:guild_kit)
+    peers = start_peers(2, receiver_beam)
+    header(peers, rounds)
+
+    for size <- sizes, placement <- placements do
+      groups = receivers(size, placement, peers)
+      pids = groups |> Enum.flat_map(fn {_node, _counter, pids} -> pids end) |> Enum.shuffle()
+      baseline = measure(:plain, pids, groups, rounds)
+      report(size, placement, :plain, baseline, baseline)
+
+      for mode <- modes do
+        report(size, placement, mode, measure(mode, pids, groups, rounds), baseline)
+      end
+
+      stop_receivers(groups)
+    end
+
+    split_bench(peers)
+  end
+
+  # -- peers -----------------------------------------------------------------------
+
+  defp start_peers(count, receiver_beam) do
+    {_, 0} = System.cmd("epmd", ["-daemon"])
+    {:ok, _} = :net_kernel.start([:"guild_kit_bench_#{System.pid()}@127.0.0.1", :longnames])
+    otp = :code.lib_dir()
+    paths = :code.get_path() |> Enum.reject(&List.starts_with?(&1, otp))
+    args = Enum.flat_map(paths, &[~c"-pa", &1])
+
+    for i <- 1..count do
+      name = :"guild_kit_bench_peer#{i}_#{System.pid()}"
+
+      {:ok, _peer, node} =
+        :peer.start_link(%{name: name, host: ~c"127.0.0.1", longnames: true, args: args})
+
+      {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:guild_kit])
+
+      {:module, Bench.Receiver} =
+        :erpc.call(node, :code, :load_binary, [Bench.Receiver, ~c"bench", receiver_beam])
+
+      node
+    end
+  end
+
+  # -- receivers -------------------------------------------------------------------
+
+  defp receivers(size, :local, _peers) do
+    {counter, pids} = Bench.Receiver.start(size, self())
+    [{node(), counter, pids}]
+  end
+
+  defp receivers(size, :peers, peers) do
+    per_peer = div(size, length(peers))
+
+    for node <- peers do
+      {counter, pids} = :erpc.call(node, Bench.Receiver, :start, [per_peer, self()])
+      {node, counter, pids}
+    end
+  end
+
+  defp stop_receivers(groups) do
+    for {node, _counter, pids} <- groups do
+      :erpc.call(node, Bench.Receiver, :stop, [pids])
+    end
+  end
+
+  # -- measurement -----------------------------------------------------------------
+
+  defp measure(mode, pids, groups, rounds) do
+    samples = for _ <- 0..rounds, do: round_trip(mode, pids, groups)
+    # The first round warms up caches and allocators.
+    tl(samples)
+  end
+
+  defp round_trip(mode, pids, groups) do
+    for {node, counter, group_pids} <- groups do
+      :ok = :erpc.call(node, Bench.Receiver, :arm, [counter, length(group_pids)])
+    end
+
+    flush()
+    # A collection now, so that the caller's own pending garbage (this loop's, and the
+    # receiver list it just built) is not collected inside the measured call.
+    :erlang.garbage_collect()
+    start = System.monotonic_time()
+    send_in(mode, pids)
+    blocked = System.monotonic_time() - start
+
+    served =
+      Enum.reduce(groups, 0, fn {node, _, _}, latest ->
+        # Monotonic clocks differ between nodes, so the time is taken here, on
+        # arrival of the notice (a few µs later for a local one, ~0.1 ms for a peer's).
+        receive do
+          {:all_served, ^node} -> max(latest, System.monotonic_time() - start)
+        after
+          60_000 -> raise "#{node}: not every receiver was served within 60 s"
+        end
+      end)
+
+    # Let workers and the garbage collector settle before the next round.
+    Process.sleep(200)
+    {to_ms(blocked), to_ms(served)}
+  end
+
+  defp send_in(:plain, pids), do: Enum.each(pids, &send(&1, @message))
+  defp send_in(:default, pids), do: Fanout.send(pids, @message)
+  defp send_in(:pack, pids), do: Fanout.send(pids, @message, pack: :binary)
+  defp send_in(:offload, pids), do: Fanout.send(pids, @message, offload: true)
+  defp send_in(:offload_pack, pids), do: Fanout.send(pids, @message, offload: true, pack: :binary)
+
+  defp flush do
+    receive do
+      {:all_served, _} -> flush()
+    after
+      0 -> :ok
+    end
+  end
+
+  # -- split -----------------------------------------------------------------------
+
+  defp split_bench(peers) do
+    workers = GuildKit.Fanout.Runtime.get().workers
+    IO.puts("\n## Split of 100,000 pids into node groups and #{workers} worker buckets\n")
+
+    IO.puts(
+      "| pids | NIF split (+ Elixir node grouping of remote pids) | Enum.group_by + phash2 | speed-up |"
+    )
+
+    IO.puts("|---|---|---|---|")
+    {_counter, local} = Bench.Receiver.start(100_000, self())
+    split_row("100k local", local, workers)
+
+    mixed =
+      local
+      |> Enum.take(34_000)
+      |> Enum.concat(
+        Enum.flat_map(peers, fn node ->
+          {_counter, pids} = :erpc.call(node, Bench.Receiver, :start, [33_000, self()])
+          pids
+        end)
+      )
+      |> Enum.shuffle()
+
+    split_row("100k over 3 nodes", mixed, workers)
+  end
+
+  defp split_row(label, pids, workers) do
+    nif = fn ->
+      {_buckets, _counts, _n, remote, _m} = Fanout.split(pids, workers)
+      Fanout.group_by_node(remote)
+    end
+
+    elixir = fn ->
+      pids
+      |> Enum.group_by(&node/1)
+      |> Map.new(fn {node, group} ->
+        {node, Enum.group_by(group, &:erlang.phash2(&1, workers))}
+      end)
+    end
+
+    nif_ms = median_ms(nif, 21)
+    elixir_ms = median_ms(elixir, 21)
+
+    IO.puts(
+      "| #{label} | #{fmt(nif_ms)} ms | #{fmt(elixir_ms)} ms | #{fmt(elixir_ms / nif_ms)}x |"
+    )
+  end
+
+  defp median_ms(fun, runs) do
+    fun.()
+    times = for _ <- 1..runs, do: elem(:timer.tc(fun), 0) / 1000
+    Enum.at(Enum.sort(times), div(runs, 2))
+  end
+
+  # -- output ----------------------------------------------------------------------
+
+  defp header(peers, rounds) do
+    IO.puts("""
+    # GuildKit.Fanout benchmark
+
+    #{:erlang.system_info(:system_architecture)}, #{System.schedulers_online()} schedulers, \
+    OTP #{:erlang.system_info(:otp_release)} (erts #{:erlang.system_info(:version)}), \
+    Elixir #{System.version()}; peers: #{inspect(peers)}
+    Config: #{inspect(GuildKit.Fanout.Runtime.get() |> Map.from_struct() |> Map.update!(:senders, &tuple_size/1))}
+    Median of #{rounds} rounds after one warm-up (min-max); message: 200-byte binary.
+
+    | receivers | placement | mode | caller blocked (ms) | all served (ms) | served vs plain |
+    |---|---|---|---|---|---|\
+    """)
+  end
+
+  defp report(size, placement, mode, samples, baseline) do
+    {blocked, served} = Enum.unzip(samples)
+    {_, plain_served} = Enum.unzip(baseline)
+    ratio = median(served) / median(plain_served)
+
+    IO.puts(
+      "| #{size} | #{placement} | #{mode} | #{summary(blocked)} | #{summary(served)} | " <>
+        "#{fmt(ratio)}x |"
+    )
+  end
+
+  defp summary(values),
+    do: "#{fmt(median(values))} (#{fmt(Enum.min(values))}-#{fmt(Enum.max(values))})"
+
+  defp median(values), do: Enum.at(Enum.sort(values), div(length(values), 2))
+
+  defp to_ms(native), do: System.convert_time_unit(native, :native, :microsecond) / 1000
+
+  defp fmt(float) when float >= 100, do: :erlang.float_to_binary(float / 1, decimals: 0)
+  defp fmt(float) when float >= 10, do: :erlang.float_to_binary(float / 1, decimals: 1)
+  defp fmt(float), do: :erlang.float_to_binary(float / 1, decimals: 2)
+end
+
+Bench.Fanout.run(System.argv(), receiver_beam)

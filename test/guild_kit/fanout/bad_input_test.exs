@@ -1,0 +1,79 @@
+defmodule GuildKit.Fanout.BadInputTest do
+  # Wrong options and receivers raise ArgumentError naming the problem; nothing is sent.
+  use ExUnit.Case, async: true
+
+  alias GuildKit.Fanout
+
+  test "unknown options" do
+    assert_raise ArgumentError,
+                 "unknown keys [:send_mode] in [send_mode: :offload], the allowed keys are: [:pack, :offload]",
+                 fn -> Fanout.send(self(), :x, send_mode: :offload) end
+  end
+
+  test "bad option values, and a key given twice" do
+    assert_raise ArgumentError, "expected :pack to be :binary or false, got: :etf", fn ->
+      Fanout.send(self(), :x, pack: :etf)
+    end
+
+    assert_raise ArgumentError, "expected :offload to be a boolean, got: :yes", fn ->
+      Fanout.send(self(), :x, offload: :yes)
+    end
+
+    assert_raise ArgumentError, "duplicate keys [:offload] in [offload: true, offload: 1]", fn ->
+      Fanout.send(self(), :x, offload: true, offload: 1)
+    end
+
+    refute_received :x
+  end
+
+  test "options that are not a keyword list" do
+    for opts <- [:offload, [:offload], %{offload: true}, [{"pack", :binary}]] do
+      assert_raise ArgumentError,
+                   "expected options to be a keyword list, got: #{inspect(opts)}",
+                   fn ->
+                     Fanout.send(self(), :x, opts)
+                   end
+    end
+  end
+
+  test "receivers that are not a pid, nil, or a list" do
+    for receivers <- [:session, "pid", {self()}, 42] do
+      assert_raise ArgumentError,
+                   "expected receivers to be a pid, nil or a list of pids and nils, got: " <>
+                     inspect(receivers),
+                   fn -> Fanout.send(receivers, :x) end
+    end
+  end
+
+  test "a list element that is not a pid or nil, in every mode" do
+    for opts <- [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]] do
+      assert_raise ArgumentError,
+                   "expected receivers to be pids or nil, got: {:session, 7} at position 2",
+                   fn -> Fanout.send([self(), nil, {:session, 7}], :x, opts) end
+    end
+
+    refute_received :x
+  end
+
+  test "a bad element far down a long list, past the first bounded NIF call" do
+    pids = for _ <- 1..10, do: spawn(fn -> Process.sleep(:infinity) end)
+    # 150,000 cells: several 65,536-cell checks for offload, the dirty split otherwise.
+    long = Enum.take(Stream.cycle(pids), 150_000) ++ [:oops]
+
+    for opts <- [[], [offload: true]] do
+      assert_raise ArgumentError,
+                   "expected receivers to be pids or nil, got: :oops at position 150000",
+                   fn -> Fanout.send(long, :x, opts) end
+    end
+
+    Enum.each(pids, &Process.exit(&1, :kill))
+  end
+
+  test "an improper list" do
+    for opts <- [[], [offload: true]] do
+      assert_raise ArgumentError, "expected a list, got an improper list", fn ->
+        Fanout.send([self() | self()], :x, opts)
+      end
+    end
+  end
+end

@@ -1,0 +1,187 @@
+defmodule GuildKit.Fanout.MultiNodeTest do
+  # Fan-out across peer nodes started with :peer on 127.0.0.1, each running :guild_kit.
+  use ExUnit.Case, async: false
+
+  alias GuildKit.Fanout
+  alias GuildKit.Test.{FakePids, PeerNode, Receivers}
+
+  @moduletag :slow
+
+  setup_all do
+    # The peers are linked to this setup_all process, which lives as long as the module.
+    %{peers: PeerNode.start_many(2)}
+  end
+
+  # Starts `count` receivers on each node: this one and every peer.
+  defp spread_receivers(nodes, count) do
+    for node <- nodes do
+      {group, pids} =
+        if node == node(),
+          do: Receivers.start(count),
+          else: PeerNode.call(node, Receivers, :start, [count])
+
+      {node, group, pids}
+    end
+  end
+
+  defp await(node, group, total) do
+    if node == node(),
+      do: Receivers.await(group, total),
+      else: PeerNode.call(node, Receivers, :await, [group, total])
+  end
+
+  defp stop_receivers(groups) do
+    for {node, group, _pids} <- groups, Node.ping(node) == :pong or node == node() do
+      if node == node(),
+        do: Receivers.stop(group),
+        else: PeerNode.call(node, Receivers, :stop, [group])
+    end
+  end
+
+  defp peer_stats(node), do: PeerNode.call(node, Fanout, :stats, [])
+
+  # Senders count drops asynchronously; a call to each returns once it has handled
+  # everything sent to it before.
+  defp sync_senders do
+    for name <- Tuple.to_list(GuildKit.Fanout.Runtime.get().senders), do: :sys.get_state(name)
+    :ok
+  end
+
+  test "receivers on three nodes each get every message once, in order, in all modes",
+       %{peers: peers} do
+    seed = 4_242
+    IO.puts("multi-node mixed-mode seed: #{seed}")
+    :rand.seed(:exsss, {seed, seed, seed})
+    nodes = [node() | Enum.map(peers, & &1.node)]
+    groups = spread_receivers(nodes, 400)
+    all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
+    modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
+    before = Map.new(peers, &{&1.node, peer_stats(&1.node)})
+
+    for i <- 1..200 do
+      :ok = Fanout.send(Enum.shuffle(all), {:seq, i}, Enum.random(modes))
+    end
+
+    expected = for i <- 1..200, do: {:seq, i}
+
+    for {node, group, pids} <- groups do
+      results = await(node, group, 200 * 400)
+      assert Enum.map(results, &elem(&1, 0)) == pids
+      assert Enum.all?(results, fn {_pid, messages} -> messages == expected end)
+    end
+
+    # Each peer's partitioner got its receivers once per message, none twice.
+    for %{node: node} <- peers do
+      grew = peer_stats(node).delivered_to_workers - before[node].delivered_to_workers
+      assert grew == 200 * 400
+    end
+
+    stop_receivers(groups)
+  end
+
+  test "a peer stopped mid-run leaves the sender and the other nodes working",
+       %{peers: peers} do
+    doomed = PeerNode.start()
+    nodes = [node(), doomed.node | Enum.map(peers, & &1.node)]
+    [local, doomed_group | others] = spread_receivers(nodes, 300)
+    all = Enum.flat_map([local, doomed_group | others], fn {_, _, pids} -> pids end)
+    parent = self()
+
+    sender =
+      spawn_link(fn ->
+        for i <- 1..300 do
+          if i == 100, do: send(parent, :stop_now)
+          :ok = Fanout.send(all, {:seq, i}, if(rem(i, 2) == 0, do: [offload: true], else: []))
+          Process.sleep(2)
+        end
+
+        send(parent, {:sender_done, self()})
+      end)
+
+    assert_receive :stop_now, 30_000
+    PeerNode.stop(doomed)
+    # The sending process finished its loop: no send blocked or raised.
+    assert_receive {:sender_done, ^sender}, 60_000
+
+    expected = for i <- 1..300, do: {:seq, i}
+
+    for {node, group, _pids} <- [local | others] do
+      results = await(node, group, 300 * 300)
+      assert Enum.all?(results, fn {_pid, messages} -> messages == expected end)
+    end
+
+    # Once the node is known down, its receivers are dropped and counted, exactly.
+    sync_senders()
+    dropped = Fanout.stats().dropped
+    {_, _, doomed_pids} = doomed_group
+    :ok = Fanout.send(doomed_pids ++ elem(local, 2), :after_stop)
+    :ok = Fanout.send(doomed_pids, :after_stop, offload: true)
+    results = Receivers.await(elem(local, 1), 300 * 300 + 300)
+    assert Enum.all?(results, fn {_pid, messages} -> List.last(messages) == :after_stop end)
+    sync_senders()
+    assert Fanout.stats().dropped - dropped == 2 * 300
+
+    stop_receivers([local | others])
+  end
+
+  test "a hung peer holds up neither the sender nor the other nodes, and loses nothing" do
+    hung = PeerNode.start()
+    os_pid = PeerNode.call(hung.node, :os, :getpid, []) |> List.to_string()
+    on_exit(fn -> System.cmd("kill", ["-CONT", os_pid]) end)
+    {hung_group, hung_pids} = PeerNode.call(hung.node, Receivers, :start, [10])
+    {local_group, local_pids} = Receivers.start(10)
+    # 80 messages of 300 KB for a stopped node: far more than the socket buffers and
+    # the 1 MB distribution buffer hold, so its sends must wait in the sender's queue.
+    payload = :binary.copy("x", 300_000)
+
+    {0, 0} =
+      System.cmd("kill", ["-STOP", os_pid]) |> then(fn {out, code} -> {byte_size(out), code} end)
+
+    for i <- 1..80 do
+      :ok = Fanout.send(hung_pids ++ local_pids, {i, payload})
+    end
+
+    # Every local receiver got all 80 while the peer is stopped: nothing waited for it.
+    expected = Enum.to_list(1..80)
+    local = Receivers.await(local_group, 80 * 10, 30_000, only: :tag)
+    assert Enum.all?(local, fn {_pid, messages} -> messages == expected end)
+    # The sender really met a full buffer and queued for that node alone.
+    sender =
+      elem(
+        Fanout.Runtime.get().senders,
+        :erlang.phash2(self(), tuple_size(Fanout.Runtime.get().senders))
+      )
+
+    assert Map.has_key?(:sys.get_state(sender).waiting, hung.node)
+
+    {_, 0} = System.cmd("kill", ["-CONT", os_pid])
+
+    hung_results =
+      PeerNode.call(hung.node, Receivers, :await, [hung_group, 80 * 10, 60_000, [only: :tag]])
+
+    assert Enum.all?(hung_results, fn {_pid, messages} -> messages == expected end)
+    sync_senders()
+    refute Map.has_key?(:sys.get_state(sender).waiting, hung.node)
+    Receivers.stop(local_group)
+    PeerNode.stop(hung)
+  end
+
+  test "pids of a node that was never connected are dropped without an attempt to connect" do
+    # An unroutable address: connecting would hang until the setup timeout.
+    ghosts = FakePids.pids(:"ghost@10.255.255.1", 1_000)
+    {group, pids} = Receivers.start(100)
+    dropped = Fanout.stats().dropped
+
+    :ok = Fanout.send(ghosts ++ pids, :hello)
+    :ok = Fanout.send(pids ++ ghosts, :again, offload: true)
+
+    assert Enum.all?(Receivers.await(group, 200), fn {_, messages} ->
+             messages == [:hello, :again]
+           end)
+
+    sync_senders()
+    assert Fanout.stats().dropped - dropped == 2_000
+    refute :"ghost@10.255.255.1" in Node.list([:visible, :hidden, :connected])
+    Receivers.stop(group)
+  end
+end

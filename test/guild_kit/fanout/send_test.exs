@@ -1,0 +1,120 @@
+defmodule GuildKit.Fanout.SendTest do
+  # Fan-out on this node: exactly once, in order in every mode and across modes.
+  use ExUnit.Case, async: true
+
+  alias GuildKit.Fanout
+  alias GuildKit.Test.Receivers
+
+  doctest GuildKit.Fanout
+
+  @modes [
+    default: [],
+    pack: [pack: :binary],
+    offload: [offload: true],
+    offload_pack: [offload: true, pack: :binary]
+  ]
+
+  test "10,000+ receivers each get each message exactly once, duplicates twice" do
+    {group, pids} = Receivers.start(12_000)
+    twice = Enum.take_every(pids, 7)
+    # nils are skipped; a pid listed twice gets the message twice, as with send/2.
+    receivers = Enum.shuffle(pids ++ twice ++ List.duplicate(nil, 100))
+
+    for {mode, opts} <- @modes, do: :ok = Fanout.send(receivers, {:event, mode}, opts)
+
+    twice = MapSet.new(twice)
+    expected_total = length(@modes) * (length(pids) + MapSet.size(twice))
+
+    for {pid, messages} <- Receivers.await(group, expected_total) do
+      copies = if MapSet.member?(twice, pid), do: 2, else: 1
+      expected = for {mode, _} <- @modes, _ <- 1..copies, do: {:event, mode}
+      assert messages == expected
+    end
+
+    Receivers.stop(group)
+  end
+
+  for {mode, opts} <- @modes do
+    @tag :slow
+    test "1,000 messages to 1,000 receivers arrive in order (#{mode})" do
+      assert_in_order(fn _message -> unquote(opts) end)
+    end
+  end
+
+  @tag :slow
+  test "order holds when one sender mixes all modes" do
+    modes = Keyword.values(@modes)
+    assert_in_order(fn _message -> Enum.random(modes) end)
+  end
+
+  # Sends 1,000 messages to 1,000 receivers, each with the options `opts_for` picks and
+  # to the receivers in a new random order, and checks every receiver got all in order.
+  defp assert_in_order(opts_for) do
+    seed = 20_261_123
+    IO.puts("order test seed: #{seed}")
+    :rand.seed(:exsss, {seed, seed, seed})
+    {group, pids} = Receivers.start(1_000)
+
+    for i <- 1..1_000 do
+      :ok = Fanout.send(Enum.shuffle(pids), {:seq, i}, opts_for.(i))
+    end
+
+    expected = for i <- 1..1_000, do: {:seq, i}
+    results = Receivers.await(group, 1_000_000, 120_000)
+    assert Enum.all?(results, fn {_pid, messages} -> messages == expected end)
+    Receivers.stop(group)
+  end
+
+  test "order holds per sender when several senders share receivers" do
+    {group, pids} = Receivers.start(500)
+    senders = 8
+
+    tasks =
+      for s <- 1..senders do
+        Task.async(fn ->
+          for i <- 1..100,
+              do: Fanout.send(pids, {s, i}, Enum.at(Keyword.values(@modes), rem(i, 4)))
+        end)
+      end
+
+    Enum.each(tasks, &Task.await(&1, 60_000))
+
+    for {_pid, messages} <- Receivers.await(group, 500 * senders * 100) do
+      # Interleaved across senders, in order within each.
+      for s <- 1..senders do
+        assert for({^s, i} <- messages, do: i) == Enum.to_list(1..100)
+      end
+    end
+
+    Receivers.stop(group)
+  end
+
+  test "a single pid, nil, and an empty list" do
+    :ok = Fanout.send(self(), :one)
+    assert_receive :one
+    :ok = Fanout.send(self(), :two, offload: true)
+    assert_receive :two
+    assert Fanout.send(nil, :nobody) == :ok
+    assert Fanout.send([], :nobody, offload: true) == :ok
+    assert Fanout.send([nil, nil], :nobody) == :ok
+    refute_receive :nobody, 100
+  end
+
+  test "a packed message arrives equal to the original" do
+    message = %{
+      map: Map.new(1..100, &{&1, "v#{&1}"}),
+      bin: :binary.copy("x", 5_000),
+      ref: make_ref()
+    }
+
+    {group, pids} = Receivers.start(50)
+    :ok = Fanout.send(pids, message, pack: :binary)
+    :ok = Fanout.send(pids, message, pack: :binary, offload: true)
+
+    for {_pid, messages} <- Receivers.await(group, 100) do
+      assert messages == [message, message]
+    end
+
+    Receivers.stop(group)
+  end
+end

@@ -1,0 +1,115 @@
+defmodule GuildKit.Test.Receivers do
+  @moduledoc """
+  Groups of receiver processes that record every message they get, in order, on this
+  node or (through `GuildKit.Test.PeerNode.call/5`) on a peer.
+
+      {group, pids} = GuildKit.Test.Receivers.start(1_000)
+      GuildKit.Fanout.send(pids, :hello)
+      [{pid, [:hello]} | _] = GuildKit.Test.Receivers.await(group, 1_000)
+      GuildKit.Test.Receivers.stop(group)
+
+  A group's receivers share a counter of messages received, so waiting for a total
+  costs one counter read per poll, not a message per receiver.
+  """
+
+  @typedoc "A group of receivers on this node."
+  @type group :: {module(), integer()}
+
+  # Once the expected total is reached, how long to keep watching for extra messages
+  # (duplicates) before reading the receivers.
+  @settle_ms 100
+
+  @doc "Starts `count` receivers and returns the group and their pids, in order."
+  @spec start(non_neg_integer()) :: {group(), [pid()]}
+  def start(count) do
+    counter = :counters.new(1, [:write_concurrency])
+    pids = for _ <- 1..count//1, do: spawn(fn -> loop(counter, []) end)
+    group = {__MODULE__, System.unique_integer([:positive])}
+    :persistent_term.put(group, {counter, pids})
+    {group, pids}
+  end
+
+  @doc """
+  Waits until the group has received `total` messages in all (raising after `timeout`
+  ms), waits a little longer for any extra ones, and returns each receiver's messages
+  in the order it got them: `[{pid, messages}]`, in the order of `start/1`.
+
+  With `only: :tag`, each message that is a tuple is replaced by its first element,
+  so large messages are not copied back to the caller's node.
+  """
+  @spec await(group(), non_neg_integer(), timeout(), keyword()) :: [{pid(), [term()]}]
+  def await(group, total, timeout \\ 30_000, opts \\ []) do
+    {counter, pids} = :persistent_term.get(group)
+    deadline = System.monotonic_time(:millisecond) + timeout
+    wait_for(counter, total, deadline)
+    Process.sleep(@settle_ms)
+    results = messages(pids)
+
+    case Keyword.get(opts, :only, :whole) do
+      :whole -> results
+      :tag -> for {pid, messages} <- results, do: {pid, Enum.map(messages, &tag/1)}
+    end
+  end
+
+  defp tag(message) when is_tuple(message) and tuple_size(message) > 0, do: elem(message, 0)
+  defp tag(message), do: message
+
+  @doc "Number of messages the group has received so far."
+  @spec received(group()) :: non_neg_integer()
+  def received(group) do
+    {counter, _pids} = :persistent_term.get(group)
+    :counters.get(counter, 1)
+  end
+
+  @doc "Each receiver's messages so far, in order: `[{pid, messages}]`."
+  @spec messages([pid()]) :: [{pid(), [term()]}]
+  def messages(pids) do
+    ref = make_ref()
+    for pid <- pids, do: send(pid, {__MODULE__, :report, self(), ref})
+
+    for pid <- pids do
+      receive do
+        {^ref, ^pid, messages} -> {pid, messages}
+      after
+        30_000 -> raise "receiver #{inspect(pid)} did not report"
+      end
+    end
+  end
+
+  @doc "Stops the group's receivers."
+  @spec stop(group()) :: :ok
+  def stop(group) do
+    {_counter, pids} = :persistent_term.get(group)
+    Enum.each(pids, &Process.exit(&1, :kill))
+    :persistent_term.erase(group)
+    :ok
+  end
+
+  defp wait_for(counter, total, deadline) do
+    received = :counters.get(counter, 1)
+
+    cond do
+      received >= total ->
+        :ok
+
+      System.monotonic_time(:millisecond) > deadline ->
+        raise "receivers got #{received} of #{total} messages before the timeout"
+
+      true ->
+        Process.sleep(5)
+        wait_for(counter, total, deadline)
+    end
+  end
+
+  defp loop(counter, messages) do
+    receive do
+      {__MODULE__, :report, from, ref} ->
+        send(from, {ref, self(), Enum.reverse(messages)})
+        loop(counter, messages)
+
+      message ->
+        :counters.add(counter, 1, 1)
+        loop(counter, [message | messages])
+    end
+  end
+end
