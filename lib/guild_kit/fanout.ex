@@ -25,11 +25,13 @@ defmodule GuildKit.Fanout do
 
       caller ──> Sender ──> Partitioner (on each receiver's node) ──> Worker ──> receiver
 
-    1. The caller splits the receivers (`GuildKit.Native`, one list walk in Rust): pids
-       of this node go into worker buckets, `rem(:erlang.phash2(pid), workers)`; pids
-       of other nodes are set aside. It sends the result to its sender, always the
-       same one: `rem(:erlang.phash2(caller), senders)`. With `offload: true` it sends
-       the raw list instead and the sender splits it.
+    1. The caller splits the receivers (`GuildKit.Native`, one list walk in Rust, in
+       slices on its own scheduler): pids of this node go into worker buckets,
+       `rem(:erlang.phash2(pid), workers)`; pids of other nodes are set aside. The NIF
+       sends the split to the caller's sender, always the same one,
+       `rem(:erlang.phash2(caller), senders)`, moving it rather than copying it. With
+       `offload: true` the caller only checks the list and sends it as is, and the
+       sender splits it.
     2. The sender hands the buckets to its partitioner on this node, groups the other
        receivers by node, and sends each node one message, to the partitioner with
        the same index there (`GuildKit.Fanout.Sender`).
@@ -47,8 +49,11 @@ defmodule GuildKit.Fanout do
       processes (the caller's sender, that sender's partitioner on the receiver's
       node, the receiver's worker), and Erlang keeps the messages between two
       processes in order. Packing changes only the payload; offloading only moves the
-      split from the caller to the sender, the first hop of every mode. Messages of
-      different callers may interleave, as with `send/2`.
+      split from the caller to the sender, the first hop of every mode. (The NIF's
+      `enif_send` of a default-mode split is queued as a signal from the calling
+      process like its own `send/2` of an offloaded list, so the two keep their order
+      too; the mixed-mode tests check it.) Messages of different callers may
+      interleave, as with `send/2`.
     * **Exactly once** per listing: a pid listed twice gets the message twice, `nil`s
       are skipped.
     * **A dying worker loses nothing.** Its partitioner restarts it and replays what it
@@ -338,12 +343,22 @@ defmodule GuildKit.Fanout do
     end
   end
 
+  # The split runs in slices of a few thousand receivers on the caller's own scheduler
+  # (see native/guild_kit_nif/src/fanout.rs for why not on a dirty one); the last
+  # slice sends it.
   defp native_split_send(receivers, workers, sender, payload) do
-    case Native.fanout_split_send(receivers, workers, sender, payload) do
-      :guild_kit_dirty -> Native.fanout_split_send_dirty(receivers, workers, sender, payload)
-      result -> result
-    end
+    receivers
+    |> Native.fanout_split_send(workers, sender, payload)
+    |> more_slices(sender, payload)
   end
+
+  defp more_slices({:guild_kit_more, rest, progress}, sender, payload) do
+    rest
+    |> Native.fanout_split_send_more(progress, sender, payload)
+    |> more_slices(sender, payload)
+  end
+
+  defp more_slices(result, _sender, _payload), do: result
 
   # The caller's sender, always the same one for a given caller, so that all its
   # messages go through one mailbox in order.

@@ -35,6 +35,6 @@ defmodule GuildKit.Native do
   def fanout_split(_receivers, _workers), do: not_loaded()
   def fanout_split_dirty(_receivers, _workers), do: not_loaded()
   def fanout_split_send(_receivers, _workers, _to, _payload), do: not_loaded()
-  def fanout_split_send_dirty(_receivers, _workers, _to, _payload), do: not_loaded()
+  def fanout_split_send_more(_rest, _progress, _to, _payload), do: not_loaded()
   def fanout_check(_receivers, _position), do: not_loaded()
 end

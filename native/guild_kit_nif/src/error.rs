@@ -32,6 +32,8 @@ pub enum Error {
     ReadOnly(&'static str),
     #[error("expected a worker count in 1..={max}, got: {count}")]
     BadWorkerCount { count: u32, max: u32 },
+    #[error("internal error: this fan-out split was already finished; please report this")]
+    SplitFinished,
     #[error("internal error: a stored element could not be read back; please report this")]
     Corrupt,
 }

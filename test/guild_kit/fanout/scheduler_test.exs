@@ -13,7 +13,8 @@ defmodule GuildKit.Fanout.SchedulerTest do
   @threshold_ms 1
 
   setup_all do
-    pids = for _ <- 1..100_000, do: spawn(fn -> Process.sleep(:infinity) end)
+    # Receivers that drop what they get, so that a send to them stays cheap.
+    pids = for _ <- 1..100_000, do: spawn(&drop_all/0)
     on_exit(fn -> Enum.each(pids, &Process.exit(&1, :kill)) end)
     %{pids: pids}
   end
@@ -23,12 +24,22 @@ defmodule GuildKit.Fanout.SchedulerTest do
     assert long_schedules(fn -> :erts_debug.flat_size(big) end, big) > 0
   end
 
-  test "splitting 100k pids (default mode's per-receiver work)", %{pids: pids} do
+  test "a default-mode send to 100k pids: the caller's split, in slices", %{pids: pids} do
+    assert long_schedules(fn -> :ok = Fanout.send(pids, :event) end, pids) == 0
+  end
+
+  test "splitting 100k pids in a sender or partitioner (dirty scheduler)", %{pids: pids} do
     assert long_schedules(fn -> Fanout.split(pids, 4) end, pids) == 0
   end
 
   test "checking 100k pids (offload mode's per-receiver work)", %{pids: pids} do
     assert long_schedules(fn -> :ok = check(pids, 0) end, pids) == 0
+  end
+
+  defp drop_all do
+    receive do
+      _ -> drop_all()
+    end
   end
 
   # The same bounded loop GuildKit.Fanout runs for offload: true.
