@@ -12,7 +12,7 @@
 #               benchmark process, which notes the time on arrival).
 #
 # The message is a 200-byte binary. Each figure is the median of --rounds rounds, after
-# one warm-up round, with min and max. It also times the split of 100k pids: the NIF
+# one warm-up round, with min and max; each round runs every mode once, in turn. It also times the split of 100k pids: the NIF
 # against Enum.group_by/2 by node then :erlang.phash2/2 in Elixir.
 #
 # Self-contained: Benchee is unavailable (no hex.pm), and test/support is not compiled
@@ -84,11 +84,11 @@ defmodule Bench.Fanout do
     for size <- sizes, placement <- placements do
       groups = receivers(size, placement, peers)
       pids = groups |> Enum.flat_map(fn {_node, _counter, pids} -> pids end) |> Enum.shuffle()
-      baseline = measure(:plain, pids, groups, rounds)
-      report(size, placement, :plain, baseline, baseline)
+      samples = measure([:plain | modes], pids, groups, rounds)
+      baseline = Map.fetch!(samples, :plain)
 
-      for mode <- modes do
-        report(size, placement, mode, measure(mode, pids, groups, rounds), baseline)
+      for mode <- [:plain | modes] do
+        report(size, placement, mode, Map.fetch!(samples, mode), baseline)
       end
 
       stop_receivers(groups)
@@ -145,10 +145,17 @@ defmodule Bench.Fanout do
 
   # -- measurement -----------------------------------------------------------------
 
-  defp measure(mode, pids, groups, rounds) do
-    samples = for _ <- 0..rounds, do: round_trip(mode, pids, groups)
-    # The first round warms up caches and allocators.
-    tl(samples)
+  # Runs every mode once per round, in turn, so that slow drifts of the machine and
+  # of the VM (run-queue balance, allocator state) weigh on all modes alike; running
+  # all rounds of one mode back to back favoured whichever mode came later. The first
+  # round warms up and is not counted.
+  defp measure(modes, pids, groups, rounds) do
+    samples =
+      for round <- 0..rounds, mode <- modes, do: {round, mode, round_trip(mode, pids, groups)}
+
+    samples
+    |> Enum.reject(fn {round, _mode, _sample} -> round == 0 end)
+    |> Enum.group_by(fn {_round, mode, _sample} -> mode end, fn {_, _, sample} -> sample end)
   end
 
   defp round_trip(mode, pids, groups) do
@@ -287,7 +294,8 @@ defmodule Bench.Fanout do
     OTP #{:erlang.system_info(:otp_release)} (erts #{:erlang.system_info(:version)}), \
     Elixir #{System.version()}; peers: #{inspect(peers)}
     Config: #{inspect(GuildKit.Fanout.Runtime.get() |> Map.from_struct() |> Map.update!(:senders, &tuple_size/1))}
-    Median of #{rounds} rounds after one warm-up (min-max); message: 200-byte binary.
+    Median of #{rounds} rounds after one warm-up (min-max), each round running every mode
+    once in turn; message: 200-byte binary. Served vs plain: ratio of the medians.
 
     | receivers | placement | mode | caller blocked (ms) | all served (ms) | served vs plain |
     |---|---|---|---|---|---|\

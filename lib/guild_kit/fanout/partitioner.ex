@@ -18,7 +18,8 @@ defmodule GuildKit.Fanout.Partitioner do
   replays, in order, every batch the old one had not finished, starting at the first
   receiver it had not served, before it hands out anything newer. This also covers
   batches sent to the worker after its death and before the exit signal arrived.
-  Manifold instead kept the dead pid and lost the next send.
+  (Manifold put the `{:ok, pid}` returned by `start_link` where the pid belonged, so
+  its next send crashed the partitioner and was lost.)
   """
 
   use GenServer
