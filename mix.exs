@@ -9,7 +9,8 @@ defmodule GuildKit.MixProject do
       app: :guild_kit,
       version: "0.1.0",
       elixir: "~> 1.14",
-      description: "Rust-powered toolkit for coordinating million-member communities on the BEAM.",
+      description:
+        "Rust-powered toolkit for coordinating million-member communities on the BEAM.",
       compilers: [:guild_kit_cargo] ++ Mix.compilers(),
       elixirc_paths: elixirc_paths(Mix.env()),
       start_permanent: Mix.env() == :prod,

@@ -61,7 +61,9 @@ defmodule Mix.Tasks.Compile.GuildKitCargo do
   defp build(root, installed) do
     case cargo() do
       nil ->
-        error("cargo was not found on PATH or in ~/.cargo/bin; install Rust from https://rustup.rs")
+        error(
+          "cargo was not found on PATH or in ~/.cargo/bin; install Rust from https://rustup.rs"
+        )
 
       cargo ->
         Mix.shell().info("Compiling #{@crate} (cargo build --release)")

@@ -23,7 +23,9 @@ pub fn drop_later<T: Send + 'static>(value: T) {
     });
     let garbage: Garbage = Box::new(value);
     if let Some(sender) = reaper {
-        let sender = sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sender = sender
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // If the thread is gone the value comes back in the error and drops here.
         let _ = sender.send(garbage);
     }

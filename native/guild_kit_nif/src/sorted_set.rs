@@ -11,7 +11,7 @@
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use guild_kit_core::key_tree::KeyTree;
-use guild_kit_core::term_key::compare_elements;
+use guild_kit_core::term_key::{element_key, Element};
 use rustler::sys::{self, ErlNifTerm};
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
@@ -73,8 +73,15 @@ impl Drop for SortedSet {
 
 type Set = ResourceArc<SortedSet>;
 
+/// Tells the scheduler how much of a time slice (about 1 ms) a normal-scheduler call
+/// used, so that a process calling in a tight loop is preempted on time: the VM counts a
+/// NIF call as a single reduction whatever it costs.
+fn charge(env: Env, percent: usize) {
+    rustler::schedule::consume_timeslice(env, percent.clamp(1, 100) as i32);
+}
+
 /// The element for `term`, or `None` when a normal-scheduler budget ran out.
-fn encode_arg(term: Term, dirty: bool) -> Result<Option<Vec<u8>>, Error> {
+fn encode_arg(term: Term, dirty: bool) -> Result<Option<Element>, Error> {
     match term_codec::encode(term, (!dirty).then_some(NORMAL_BUDGET)) {
         Ok(element) => Ok(Some(element)),
         Err(EncodeError::OverBudget) => Ok(None),
@@ -111,7 +118,10 @@ fn add<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> NifRes
     let Some(element) = encode_arg(term, dirty)? else {
         return Ok(atoms::guild_kit_dirty().encode(env));
     };
-    let index = set.write()?.insert(&element);
+    let index = set.write()?.insert(element.as_bytes());
+    if !dirty {
+        charge(env, 1);
+    }
     Ok(index_or_nil(env, index))
 }
 
@@ -135,7 +145,10 @@ fn remove<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> Nif
         Ok(None) => return Ok(atoms::guild_kit_dirty().encode(env)),
         Err(_) => return Ok(atoms::nil().encode(env)),
     };
-    let index = set.write()?.remove(&element);
+    let index = set.write()?.remove(element.key());
+    if !dirty {
+        charge(env, 1);
+    }
     Ok(index_or_nil(env, index))
 }
 
@@ -149,13 +162,21 @@ fn sorted_set_find_index_dirty<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> Ni
     find_index(env, &set, term, true)
 }
 
-fn find_index<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+fn find_index<'a>(
+    env: Env<'a>,
+    set: &SortedSet,
+    term: Term<'a>,
+    dirty: bool,
+) -> NifResult<Term<'a>> {
     let element = match encode_arg(term, dirty) {
         Ok(Some(element)) => element,
         Ok(None) => return Ok(atoms::guild_kit_dirty().encode(env)),
         Err(_) => return Ok(atoms::nil().encode(env)),
     };
-    let index = set.read().position(&element).ok();
+    let index = set.read().position(element.key()).ok();
+    if !dirty {
+        charge(env, 1);
+    }
     Ok(index_or_nil(env, index))
 }
 
@@ -178,6 +199,9 @@ fn at<'a>(env: Env<'a>, set: &SortedSet, index: u64, dirty: bool) -> NifResult<T
         return Ok(atoms::guild_kit_dirty().encode(env));
     }
     let term = term_codec::decode(env, element)?;
+    if !dirty {
+        charge(env, 1);
+    }
     Ok((atoms::ok(), term).encode(env))
 }
 
@@ -192,6 +216,7 @@ fn sorted_set_slice(env: Env, set: Set, start: u64, amount: u64) -> NifResult<Te
     if bytes > NORMAL_DECODE_BYTES {
         return Ok(atoms::guild_kit_dirty().encode(env));
     }
+    charge(env, 1 + amount / 32);
     decode_list(env, &tree, start, amount)
 }
 
@@ -207,19 +232,25 @@ fn sorted_set_slice_dirty(env: Env, set: Set, start: u64, amount: u64) -> NifRes
 fn clamp_range(tree: &KeyTree, start: u64, amount: u64) -> (usize, usize) {
     let len = tree.len();
     let start = usize::try_from(start).unwrap_or(usize::MAX).min(len);
-    let amount = usize::try_from(amount).unwrap_or(usize::MAX).min(len - start);
+    let amount = usize::try_from(amount)
+        .unwrap_or(usize::MAX)
+        .min(len - start);
     (start, amount)
 }
 
-fn decode_list<'a>(env: Env<'a>, tree: &KeyTree, start: usize, amount: usize) -> NifResult<Term<'a>> {
+fn decode_list<'a>(
+    env: Env<'a>,
+    tree: &KeyTree,
+    start: usize,
+    amount: usize,
+) -> NifResult<Term<'a>> {
     let mut terms: Vec<ErlNifTerm> = Vec::with_capacity(amount);
     for element in tree.iter_from(start).take(amount) {
         terms.push(term_codec::decode(env, element)?.as_c_arg());
     }
     // SAFETY: every term was made in `env` during this call.
-    let list = unsafe {
-        sys::enif_make_list_from_array(env.as_c_arg(), terms.as_ptr(), terms.len() as _)
-    };
+    let list =
+        unsafe { sys::enif_make_list_from_array(env.as_c_arg(), terms.as_ptr(), terms.len() as _) };
     Ok(unsafe { Term::new(env, list) })
 }
 
@@ -252,35 +283,47 @@ fn sorted_set_memory(set: Set) -> usize {
 /// first of equal terms.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn sorted_set_from_list(list: Term, strictly_ascending: bool) -> NifResult<Set> {
-    let mut elements: Vec<Vec<u8>> = Vec::new();
+    // All elements go into one buffer: a million small allocations would cost as much to
+    // free as to make, and freeing them contends with the schedulers' allocator.
+    let mut arena: Vec<u8> = Vec::new();
+    let mut spans: Vec<Span> = Vec::new();
     let mut rest = list;
     while !rest.is_empty_list() {
         let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
-        let position = elements.len();
         let element = term_codec::encode(head, None).map_err(|e| match e {
             EncodeError::Invalid(source) => Error::InElement {
-                position,
+                position: spans.len(),
                 source: Box::new(source),
             },
             EncodeError::OverBudget => unreachable!("no budget on dirty schedulers"),
         })?;
-        elements.push(element);
+        spans.push(Span {
+            start: arena.len(),
+            len: element.as_bytes().len(),
+        });
+        arena.extend_from_slice(element.as_bytes());
         rest = tail;
     }
+    let key = |span: &Span| element_key(&arena[span.start..span.start + span.len]);
     if strictly_ascending {
-        if let Some(i) = (1..elements.len())
-            .find(|&i| compare_elements(&elements[i - 1], &elements[i]).is_ge())
-        {
+        if let Some(i) = (1..spans.len()).find(|&i| key(&spans[i - 1]) >= key(&spans[i])) {
             return Err(Error::NotAscending { position: i }.into());
         }
     } else {
         // Stable, so that among equal terms the first one listed survives the dedup.
-        elements.sort_by(|a, b| compare_elements(a, b));
-        elements.dedup_by(|later, earlier| compare_elements(later, earlier).is_eq());
+        spans.sort_by(|a, b| key(a).cmp(key(b)));
+        spans.dedup_by(|later, earlier| key(later) == key(earlier));
     }
-    let tree = KeyTree::from_sorted(elements.iter().map(Vec::as_slice));
-    if elements.len() > REAP_ABOVE {
-        reaper::drop_later(elements);
-    }
+    let tree = KeyTree::from_sorted(
+        spans
+            .iter()
+            .map(|span| &arena[span.start..span.start + span.len]),
+    );
     Ok(SortedSet::new(tree, false))
+}
+
+/// Where one encoded element lies in a shared buffer.
+struct Span {
+    start: usize,
+    len: usize,
 }
