@@ -103,6 +103,27 @@ pub fn element_key(element: &[u8]) -> &[u8] {
     }
 }
 
+/// The hint inside an element (opaque bytes before the key).
+///
+/// Time: O(1).
+pub fn element_hint(element: &[u8]) -> &[u8] {
+    let mut pos = 0;
+    read_plain_varint(element, &mut pos)
+        .ok()
+        .and_then(|hint_len| element.get(pos..pos + usize::try_from(hint_len).ok()?))
+        .unwrap_or(&[])
+}
+
+/// Builds an element from a hint and a key. Data structures use the hint slot to carry
+/// bytes that travel with a key without taking part in its order.
+pub fn element_from_parts(hint: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut element = Vec::with_capacity(hint.len() + key.len() + 2);
+    push_plain_varint(&mut element, hint.len() as u64);
+    element.extend_from_slice(hint);
+    element.extend_from_slice(key);
+    element
+}
+
 /// An encoded term: `varint(hint length) ++ hint ++ key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
@@ -119,6 +140,11 @@ impl Element {
     /// The whole element: what is stored.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The hint alone (float marks; empty for most terms).
+    pub fn hint(&self) -> &[u8] {
+        element_hint(&self.bytes)
     }
 }
 
@@ -685,12 +711,18 @@ impl<'a> KeyReader<'a> {
     ///
     /// Time: O(1) to start.
     pub fn new(element: &'a [u8]) -> Result<Self, CorruptKey> {
+        Self::with_key_offset(element, 0)
+    }
+
+    /// A reader over an element whose key starts with `offset` bytes that are not part
+    /// of the term (a caller's own prefix, such as a group position).
+    pub fn with_key_offset(element: &'a [u8], offset: usize) -> Result<Self, CorruptKey> {
         let mut pos = 0;
         let hint_len =
             usize::try_from(read_plain_varint(element, &mut pos)?).map_err(|_| CorruptKey)?;
         let hint = element.get(pos..pos + hint_len).ok_or(CorruptKey)?;
         let mut reader = KeyReader {
-            key: &element[pos + hint_len..],
+            key: element.get(pos + hint_len + offset..).ok_or(CorruptKey)?,
             pos: 0,
             numbers: 0,
             hint,
@@ -731,6 +763,58 @@ impl<'a> KeyReader<'a> {
             _ => return Err(CorruptKey),
         };
         Ok(Some(token))
+    }
+
+    /// True when every token has been read.
+    pub fn at_end(&self) -> bool {
+        self.pos >= self.key.len()
+    }
+
+    /// Reads past one whole term, keeping float marks in step.
+    ///
+    /// Time: O(term size), with an explicit counter stack.
+    pub fn skip_term(&mut self) -> Result<(), CorruptKey> {
+        // Terms still owed by each open tuple or map; `usize::MAX` marks a list.
+        let mut owed: Vec<usize> = Vec::new();
+        loop {
+            let done = match self.next()?.ok_or(CorruptKey)? {
+                Token::Tuple(n) if n > 0 => {
+                    owed.push(n);
+                    false
+                }
+                Token::Map(n) if n > 0 => {
+                    owed.push(n.checked_mul(2).ok_or(CorruptKey)?);
+                    false
+                }
+                Token::ListStart => {
+                    owed.push(usize::MAX);
+                    false
+                }
+                Token::ListEnd => {
+                    if owed.pop() != Some(usize::MAX) {
+                        return Err(CorruptKey);
+                    }
+                    true
+                }
+                _ => true,
+            };
+            if done {
+                // A finished term pays what it owes to the enclosing tuples and maps.
+                loop {
+                    match owed.last_mut() {
+                        None => return Ok(()),
+                        Some(&mut usize::MAX) => break,
+                        Some(n) => {
+                            *n -= 1;
+                            if *n > 0 {
+                                break;
+                            }
+                            owed.pop();
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn read_count(&mut self) -> Result<usize, CorruptKey> {
@@ -1178,6 +1262,36 @@ mod tests {
         }
         assert_eq!(element_key(&[]), &[] as &[u8]);
         assert_eq!(element_key(&[9]), &[] as &[u8]);
+        assert_eq!(element_hint(&[9]), &[] as &[u8]);
+        let built = element_from_parts(b"hint", b"key");
+        assert_eq!(
+            (element_hint(&built), element_key(&built)),
+            (&b"hint"[..], &b"key"[..])
+        );
+    }
+
+    #[test]
+    fn skip_term_passes_exactly_one_term() {
+        let mut e = KeyEncoder::new();
+        e.push_tuple(3);
+        // {[1.5, {x}], %{}, 7.0}
+        e.push_list_start();
+        e.push_list_cons();
+        e.push_number(Number::Float(1.5), false);
+        e.push_list_cons();
+        e.push_tuple(1);
+        e.push_atom(b"x");
+        e.push_list_end();
+        e.push_map(vec![]);
+        e.push_number(Number::Float(7.0), false);
+        let element = e.finish();
+        let mut reader = KeyReader::new(element.as_bytes()).unwrap();
+        assert_eq!(reader.next().unwrap(), Some(Token::Tuple(3)));
+        reader.skip_term().unwrap();
+        reader.skip_term().unwrap();
+        // The float mark of 1.5 was consumed in step, so 7.0 still reads as a float.
+        assert_eq!(reader.next().unwrap(), Some(Token::Float(7.0)));
+        assert!(reader.at_end());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod atoms;
 mod error;
+mod member_list;
 mod reaper;
 mod sorted_set;
 mod term_codec;

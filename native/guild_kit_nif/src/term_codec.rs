@@ -335,6 +335,18 @@ enum Frame {
 ///
 /// Time: O(element length).
 pub fn decode<'a>(env: Env<'a>, element: &[u8]) -> Result<Term<'a>, Error> {
+    let mut reader = KeyReader::new(element).map_err(|_| Error::Corrupt)?;
+    let term = decode_next(env, &mut reader)?;
+    if !reader.at_end() {
+        return Err(Error::Corrupt);
+    }
+    Ok(term)
+}
+
+/// Reads one whole term from `reader`, leaving it after that term.
+///
+/// Time: O(term size).
+pub fn decode_next<'a>(env: Env<'a>, reader: &mut KeyReader) -> Result<Term<'a>, Error> {
     thread_local! {
         // Reused between calls on the same scheduler thread: decoding a small term then
         // allocates nothing.
@@ -348,25 +360,24 @@ pub fn decode<'a>(env: Env<'a>, element: &[u8]) -> Result<Term<'a>, Error> {
                 let (frames, values) = &mut *scratch;
                 frames.clear();
                 values.clear();
-                let term = decode_with(env, element, frames, values);
+                let term = decode_with(env, reader, frames, values);
                 if values.capacity() > KEEP_CAPACITY || frames.capacity() > KEEP_CAPACITY {
                     *scratch = (Vec::new(), Vec::new());
                 }
                 term
             }
-            Err(_) => decode_with(env, element, &mut Vec::new(), &mut Vec::new()),
+            Err(_) => decode_with(env, reader, &mut Vec::new(), &mut Vec::new()),
         })
         .ok_or(Error::Corrupt)
 }
 
 fn decode_with<'a>(
     env: Env<'a>,
-    element: &[u8],
+    reader: &mut KeyReader,
     frames: &mut Vec<Frame>,
     values: &mut Vec<ErlNifTerm>,
 ) -> Option<Term<'a>> {
     let raw_env = env.as_c_arg();
-    let mut reader = KeyReader::new(element).ok()?;
     while let Some(token) = reader.next().ok()? {
         let value = match token {
             Token::Integer(Integer::I64(v)) => unsafe { sys::enif_make_int64(raw_env, v) },
@@ -454,6 +465,9 @@ fn decode_with<'a>(
             frames.pop();
             values.truncate(start);
             values.push(built);
+        }
+        if frames.is_empty() {
+            break; // one whole term read
         }
     }
     if !frames.is_empty() || values.len() != 1 {
