@@ -380,9 +380,8 @@ impl Branch {
         (children, separators)
     }
 
-    fn split(&mut self) -> Split {
+    fn split(&mut self, mid: usize) -> Split {
         let (mut children, mut separators) = self.parts();
-        let mid = children.len() / 2;
         let right_children = children.split_off(mid);
         let right_separators = separators.split_off(mid);
         let separator = separators.pop().expect("mid > 0");
@@ -483,8 +482,38 @@ struct Split {
     right_count: usize,
 }
 
-fn split_leaf(leaf: &mut Leaf) -> Split {
-    let right = leaf.split_off(leaf.len() / 2);
+/// Where a node sits: on the tree's left or right edge. Runs of inserts at either end of
+/// the whole tree (increasing ids, say) would leave every node half full after an even
+/// split; there the split leaves the new node at the minimum fill instead.
+#[derive(Clone, Copy)]
+struct Edge {
+    leftmost: bool,
+    rightmost: bool,
+}
+
+impl Edge {
+    /// Where the split point of a node of `len` entries goes, given that the entry that
+    /// overflowed it went in at `pos`.
+    fn split_point(self, pos: usize, len: usize, min: usize) -> usize {
+        if self.rightmost && pos + 1 == len {
+            len - min
+        } else if self.leftmost && pos == 0 {
+            min
+        } else {
+            len / 2
+        }
+    }
+
+    fn child(self, child: usize, len: usize) -> Edge {
+        Edge {
+            leftmost: self.leftmost && child == 0,
+            rightmost: self.rightmost && child + 1 == len,
+        }
+    }
+}
+
+fn split_leaf(leaf: &mut Leaf, at: usize) -> Split {
+    let right = leaf.split_off(at);
     Split {
         separator: right.get(0).to_vec(),
         right_count: right.len(),
@@ -539,7 +568,11 @@ impl KeyTree {
     pub fn insert(&mut self, element: &[u8]) -> Option<usize> {
         assert!(element.len() <= MAX_ELEMENT_LEN, "element too long");
         assert!(self.len < MAX_LEN, "tree full");
-        let (index, split) = insert_into(&mut self.root, element, element_key(element))?;
+        let edge = Edge {
+            leftmost: true,
+            rightmost: true,
+        };
+        let (index, split) = insert_into(&mut self.root, element, element_key(element), edge)?;
         self.len += 1;
         if let Some(split) = split {
             let left = std::mem::replace(&mut self.root, Node::Leaf(Arc::default()));
@@ -592,6 +625,36 @@ impl KeyTree {
                 }
             }
         }
+    }
+
+    /// The index and the element whose key is `probe`, in one descent.
+    ///
+    /// Time: O(log n).
+    pub fn find(&self, probe: &[u8]) -> Option<(usize, &[u8])> {
+        let mut node = &self.root;
+        let mut before = 0;
+        loop {
+            match node {
+                Node::Leaf(leaf) => {
+                    let i = leaf.search(probe).ok()?;
+                    return Some((before + i, leaf.get(i)));
+                }
+                Node::Branch(branch) => {
+                    let (child, skipped) = branch.route(probe);
+                    before += skipped;
+                    node = branch.child(child);
+                }
+            }
+        }
+    }
+
+    /// Replaces the element that has the same key as `element` (the hint may differ).
+    /// Returns its index, or `None` (and changes nothing) when no element has that key.
+    ///
+    /// Time: O(log n).
+    pub fn replace(&mut self, element: &[u8]) -> Option<usize> {
+        assert!(element.len() <= MAX_ELEMENT_LEN, "element too long");
+        replace_in(&mut self.root, element, element_key(element))
     }
 
     /// The element at `index` in ascending order.
@@ -793,13 +856,21 @@ fn even_sizes(n: usize, fill: usize) -> impl Iterator<Item = usize> {
     (0..groups).map(move |g| n / groups + usize::from(g < n % groups))
 }
 
-fn insert_into(node: &mut Node, element: &[u8], key: &[u8]) -> Option<(usize, Option<Split>)> {
+fn insert_into(
+    node: &mut Node,
+    element: &[u8],
+    key: &[u8],
+    edge: Edge,
+) -> Option<(usize, Option<Split>)> {
     match node {
         Node::Leaf(leaf) => {
             let pos = leaf.search(key).err()?;
             let leaf = Arc::make_mut(leaf);
             leaf.insert(pos, element);
-            let split = (leaf.len() > LEAF_MAX).then(|| split_leaf(leaf));
+            let split = (leaf.len() > LEAF_MAX).then(|| {
+                let at = edge.split_point(pos, leaf.len(), LEAF_MIN);
+                split_leaf(leaf, at)
+            });
             Some((pos, split))
         }
         Node::Branch(branch) => {
@@ -807,15 +878,40 @@ fn insert_into(node: &mut Node, element: &[u8], key: &[u8]) -> Option<(usize, Op
             // A branch shared with a snapshot is copied on the way down even when the
             // element turns out to be present: a redundant copy, never a wrong one.
             let branch = Arc::make_mut(branch);
+            let child_edge = edge.child(child, branch.len());
             let child_node = branch.children[child].as_mut().expect("routed to a child");
-            let (index, split) = insert_into(child_node, element, key)?;
+            let (index, split) = insert_into(child_node, element, key, child_edge)?;
             branch.counts[child] += 1;
+            let mut grown_at = child;
             if let Some(split) = split {
                 branch.counts[child] -= split.right_count as u32;
                 branch.insert_child(child + 1, split.right, split.right_count, &split.separator);
+                grown_at = child + 1;
             }
-            let split = (branch.len() > BRANCH_MAX).then(|| branch.split());
+            let split = (branch.len() > BRANCH_MAX).then(|| {
+                let mid = edge.split_point(grown_at, branch.len(), BRANCH_MIN);
+                branch.split(mid)
+            });
             Some((before + index, split))
+        }
+    }
+}
+
+fn replace_in(node: &mut Node, element: &[u8], key: &[u8]) -> Option<usize> {
+    match node {
+        Node::Leaf(leaf) => {
+            let pos = leaf.search(key).ok()?;
+            let leaf = Arc::make_mut(leaf);
+            // Same key, so the same place and prefix: swap the bytes.
+            leaf.remove(pos);
+            leaf.insert(pos, element);
+            Some(pos)
+        }
+        Node::Branch(branch) => {
+            let (child, before) = branch.route(key);
+            let branch = Arc::make_mut(branch);
+            let child_node = branch.children[child].as_mut().expect("routed to a child");
+            Some(before + replace_in(child_node, element, key)?)
         }
     }
 }
@@ -996,6 +1092,46 @@ mod tests {
         tree.check_invariants();
         assert!(tree.is_empty());
         assert_eq!(tree.iter_from(0).next(), None);
+    }
+
+    #[test]
+    fn find_and_replace_work_on_keys() {
+        let mut tree = tree_of(0..1000);
+        assert_eq!(tree.find(&key(500)), Some((500, &element(500)[..])));
+        assert_eq!(tree.find(&key(5000)), None);
+        // An element with the same key and a different hint: 7.0 for 7.
+        let mut encoder = KeyEncoder::new();
+        encoder.push_number(Number::Float(7.0), false);
+        let float_seven = encoder.finish();
+        assert_eq!(tree.replace(float_seven.as_bytes()), Some(7));
+        assert_eq!(tree.get(7), Some(float_seven.as_bytes()));
+        assert_eq!(tree.replace(&element(5000)), None);
+        assert_eq!(tree.len(), 1000);
+        tree.check_invariants();
+    }
+
+    #[test]
+    fn runs_of_appends_and_prepends_keep_nodes_well_filled() {
+        let bulk = tree_of(0..50_000).heap_bytes();
+        let mut ascending = KeyTree::new();
+        let mut descending = KeyTree::new();
+        for i in 0..50_000 {
+            ascending.insert(&element(i));
+            descending.insert(&element(49_999 - i));
+        }
+        ascending.check_invariants();
+        descending.check_invariants();
+        // Even splits would leave these trees half full: about 1.7 times the bulk size.
+        assert!(
+            ascending.heap_bytes() < bulk * 13 / 10,
+            "{} vs {bulk}",
+            ascending.heap_bytes()
+        );
+        assert!(
+            descending.heap_bytes() < bulk * 13 / 10,
+            "{} vs {bulk}",
+            descending.heap_bytes()
+        );
     }
 
     #[test]

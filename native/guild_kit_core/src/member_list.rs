@@ -23,8 +23,8 @@
 //! # Storage
 //!
 //! - `members`: a [`KeyTree`] of member elements keyed by `[group position: u16][key of
-//!   {sort_key, member_id}]`, so that rank in the tree is the member's place among all
-//!   members. The element's hint restores the exact terms.
+//!   sort_key][key of member_id]`, so that rank in the tree is the member's place among
+//!   all members. The element's hint restores the exact terms.
 //! - `by_id`: a [`KeyTree`] keyed by the member id's key, whose hint slot carries the
 //!   member element minus its trailing id key, so a member's current place is found from
 //!   its id alone without storing the id twice in either tree.
@@ -80,9 +80,8 @@ pub enum Op<'a> {
 /// The ops for every watched window whose rows changed, in window order.
 pub type Changes<'a> = Vec<(Range, Vec<Op<'a>>)>;
 
-/// Within a member element, the key bytes to skip before the `{sort_key, member_id}`
-/// tuple: read the member id with `KeyReader::with_key_offset(element, this)`, skip the
-/// tuple header and the sort key.
+/// Within a member element, the key bytes to skip before the sort key: read the member
+/// id with `KeyReader::with_key_offset(element, this)`, skipping the sort key first.
 pub const fn member_id_offset() -> usize {
     GROUP_PREFIX
 }
@@ -196,33 +195,29 @@ impl Edits {
     /// same before and after. Rows pushed out past `last` get no delete: the client rule
     /// drops them as the inserts come in. A row can only cross the window's edge if it
     /// sits within `removed.len()` or `inserted.len()` places of it.
-    fn window(&self, first: u64, last: u64) -> (Vec<u64>, Vec<u64>) {
+    fn window(&self, first: u64, last: u64) -> (Indices, Indices) {
         let (r, i) = (self.removed.len() as u64, self.inserted.len() as u64);
         let candidates = |edits: &[(u64, RowId)], near_first: u64, near_last: u64, end: u64| {
-            let mut found: Vec<u64> = edits
-                .iter()
-                .map(|&(x, _)| x)
-                .chain(first..first.saturating_add(near_first))
-                .chain(last.saturating_add(1).saturating_sub(near_last)..=last)
-                .filter(|&x| x >= first && x <= last && x < end)
-                .collect();
-            found.sort_unstable();
-            found.dedup();
+            let mut found = Indices::default();
+            let near = (first..first.saturating_add(near_first))
+                .chain(last.saturating_add(1).saturating_sub(near_last)..=last);
+            for x in edits.iter().map(|&(x, _)| x).chain(near) {
+                if x >= first && x <= last && x < end {
+                    found.insert(x);
+                }
+            }
             found
         };
-        let in_window = |x: u64| x >= first && x <= last;
-        let mut leaving: Vec<u64> = candidates(&self.removed, r, 0, self.old_len)
-            .into_iter()
-            .filter(|&y| self.removed_at(y).is_some() || self.destination(y) < first)
-            .collect();
-        let entering: Vec<u64> = candidates(&self.inserted, i, r, self.new_len)
-            .into_iter()
-            .filter(|&x| self.inserted_at(x).is_some() || !in_window(self.source(x)))
-            .collect();
-        if leaving == entering && self.same_rows(first, last, &leaving) {
-            return (Vec::new(), Vec::new());
+        let mut leaving = candidates(&self.removed, r, 0, self.old_len);
+        leaving.retain(|y| self.removed_at(y).is_some() || self.destination(y) < first);
+        let mut entering = candidates(&self.inserted, i, r, self.new_len);
+        entering
+            .retain(|x| self.inserted_at(x).is_some() || !(first..=last).contains(&self.source(x)));
+        if leaving.as_slice() == entering.as_slice()
+            && self.same_rows(first, last, leaving.as_slice())
+        {
+            return (Indices::default(), Indices::default());
         }
-        leaving.reverse();
         (leaving, entering)
     }
 
@@ -241,6 +236,40 @@ impl Edits {
                 .chain(edits.flat_map(|e| e.saturating_sub(3)..=e.saturating_add(3)))
                 .filter(|&y| y >= first && y <= end && self.removed_at(y).is_none())
                 .all(|y| self.destination(y) == y)
+    }
+}
+
+/// A few row indices, sorted and distinct, without allocating: a window has at most
+/// eight candidates (two edits each way, plus two places at each edge).
+#[derive(Debug, Default, Clone, Copy)]
+struct Indices {
+    items: [u64; 8],
+    len: usize,
+}
+
+impl Indices {
+    fn insert(&mut self, x: u64) {
+        let items = &mut self.items[..self.len];
+        if let Err(at) = items.binary_search(&x) {
+            self.items.copy_within(at..self.len, at + 1);
+            self.items[at] = x;
+            self.len += 1;
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.len {
+            if keep(self.items[i]) {
+                self.items[kept] = self.items[i];
+                kept += 1;
+            }
+        }
+        self.len = kept;
+    }
+
+    fn as_slice(&self) -> &[u64] {
+        &self.items[..self.len]
     }
 }
 
@@ -307,8 +336,9 @@ impl MemberList {
     }
 
     /// Adds a member, or moves it if present. `id` is the member id's encoding,
-    /// `group` the group id's key and `sort_and_id` the encoding of the tuple
-    /// `{sort_key, member_id}`. Returns the ops for the watched windows that changed.
+    /// `group` the group id's key and `sort_and_id` the sort key's and then the member
+    /// id's encodings back to back in one element (one hint for both; see
+    /// [`Element::from_parts`]). Returns the ops for the watched windows that changed.
     ///
     /// Time: O(log n + log groups) plus O(log n) per affected window.
     pub fn put(
@@ -344,10 +374,11 @@ impl MemberList {
             if element_key(old) == key {
                 // Same place: at most the stored terms differ (1 versus 1.0 in a sort
                 // key); store the new ones, report nothing.
-                self.replace_same_key(old, &element, id_key);
+                self.members.replace(&element);
+                self.by_id.replace(&index_element(&element, id_key.len()));
                 return Ok(Vec::new());
             }
-            header_removed = self.remove_member(old, id_key, &mut edits);
+            header_removed = self.remove_member_row(old, &mut edits);
         }
         let rank = self
             .members
@@ -362,7 +393,12 @@ impl MemberList {
             edits.inserted.push((row - 1, RowId::Header(position)));
         }
         edits.inserted.push((row, RowId::Member));
-        self.by_id.insert(&index_element(&element, id_key.len()));
+        let entry = index_element(&element, id_key.len());
+        if old.is_some() {
+            self.by_id.replace(&entry);
+        } else {
+            self.by_id.insert(&entry);
+        }
         edits.new_len = self.size();
         cancel_unmoved_member(&mut edits, old.is_some(), row);
         Ok(self.changes(&edits))
@@ -392,7 +428,8 @@ impl MemberList {
             old_len: self.size(),
             ..Edits::default()
         };
-        self.remove_member(&element, id_key, &mut edits);
+        self.remove_member_row(&element, &mut edits);
+        self.by_id.remove(id_key);
         edits.new_len = self.size();
         Some(self.changes(&edits))
     }
@@ -504,8 +541,7 @@ impl MemberList {
 
     /// The member element of `id_key`, rebuilt from the id index.
     fn member_element(&self, id_key: &[u8]) -> Option<Vec<u8>> {
-        let index = self.by_id.position(id_key).ok()?;
-        let stored = self.by_id.get(index).expect("position is in range");
+        let (_, stored) = self.by_id.find(id_key)?;
         let without_id = element_hint(stored);
         let mut element = Vec::with_capacity(without_id.len() + id_key.len());
         element.extend_from_slice(without_id);
@@ -555,14 +591,17 @@ impl MemberList {
         appears
     }
 
-    /// Takes a member out of both trees and its group, recording the rows removed (the
-    /// header first, when the group empties). Returns whether the header went.
-    fn remove_member(&mut self, element: &[u8], id_key: &[u8], edits: &mut Edits) -> bool {
+    /// Takes a member's row out of the member tree and its group, recording the rows
+    /// removed (the header first, when the group empties). Returns whether the header
+    /// went. The id index is the caller's to update.
+    fn remove_member_row(&mut self, element: &[u8], edits: &mut Edits) -> bool {
         let key = element_key(element);
         let position = group_of(key) as usize;
-        let row = self.row_of(element);
-        self.members.remove(key);
-        self.by_id.remove(id_key);
+        let rank = self
+            .members
+            .remove(key)
+            .expect("indexed members are in the tree") as u64;
+        let row = rank + self.headers.prefix(position + 1);
         let group = &mut self.groups[position];
         group.members -= 1;
         let empties = group.members == 0;
@@ -575,13 +614,6 @@ impl MemberList {
         }
         edits.removed.push((row, RowId::Member));
         empties
-    }
-
-    fn replace_same_key(&mut self, old: &[u8], new: &[u8], id_key: &[u8]) {
-        self.members.remove(element_key(old));
-        self.members.insert(new);
-        self.by_id.remove(id_key);
-        self.by_id.insert(&index_element(new, id_key.len()));
     }
 
     fn ranges_overlapping(&self, low: u64, high: u64) -> impl Iterator<Item = Range> + '_ {
@@ -608,9 +640,11 @@ impl MemberList {
             .filter_map(|(first, last)| {
                 let (leaving, entering) = edits.window(first, last);
                 let ops: Vec<Op> = leaving
-                    .into_iter()
-                    .map(Op::Delete)
-                    .chain(entering.into_iter().map(|x| {
+                    .as_slice()
+                    .iter()
+                    .rev()
+                    .map(|&y| Op::Delete(y))
+                    .chain(entering.as_slice().iter().map(|&x| {
                         Op::Insert(x, self.row_at(x).expect("new indices are in the list"))
                     }))
                     .collect();

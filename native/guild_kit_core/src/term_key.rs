@@ -132,6 +132,15 @@ pub struct Element {
 }
 
 impl Element {
+    /// An element from a hint (as returned by [`Element::hint`]) and a key.
+    pub fn from_parts(hint: &[u8], key: &[u8]) -> Element {
+        let bytes = element_from_parts(hint, key);
+        Element {
+            key_start: bytes.len() - key.len(),
+            bytes,
+        }
+    }
+
     /// The key alone: what comparisons and lookups use.
     pub fn key(&self) -> &[u8] {
         &self.bytes[self.key_start..]

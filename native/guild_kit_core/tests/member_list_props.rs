@@ -17,12 +17,13 @@ fn int(v: i64) -> Element {
     e.finish()
 }
 
+/// The sort key's and the id's keys back to back, as the NIF builds them.
 fn sort_and_id(sort: i64, id: i64) -> Element {
     let mut e = KeyEncoder::new();
-    e.push_tuple(2);
     e.push_number(Number::Int(sort), false);
     e.push_number(Number::Int(id), false);
-    e.finish()
+    let element = e.finish();
+    Element::from_parts(element.hint(), element.key())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,6 @@ fn to_model(row: Row, groups: &[Element]) -> ModelRow {
         ),
         Row::Member(element) => {
             let mut reader = KeyReader::with_key_offset(element, 2).unwrap();
-            assert_eq!(reader.next().unwrap(), Some(Token::Tuple(2)));
             reader.skip_term().unwrap();
             match reader.next().unwrap() {
                 Some(Token::Integer(Integer::I64(id))) => ModelRow::Member(id),

@@ -11,7 +11,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use guild_kit_core::member_list::{
     member_id_offset, Changes, MemberList, MemberListError, Op, Row,
 };
-use guild_kit_core::term_key::{Element, KeyReader, Token};
+use guild_kit_core::term_key::{Element, KeyReader};
 use rustler::types::tuple::make_tuple;
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
@@ -24,6 +24,8 @@ use crate::term_codec::{self, EncodeError, NORMAL_BUDGET};
 const NORMAL_ROWS: u64 = 256;
 /// Most watched windows a normal-scheduler change reports on; more go dirty.
 const NORMAL_WINDOWS: usize = 2_000;
+/// Bytes of a two-element tuple's header in a key: the tuple tag and the arity.
+const PAIR_HEADER: usize = 2;
 /// Lists larger than this are freed on the reaper thread.
 const REAP_ABOVE: u64 = 4096;
 
@@ -149,14 +151,17 @@ fn put<'a>(
     sort_key: Term<'a>,
     dirty_scheduler: bool,
 ) -> NifResult<Term<'a>> {
-    let sort_and_id = make_tuple(env, &[sort_key, member_id]);
-    let (Some(id), Some(group), Some(sort_and_id)) = (
+    // Sort key and member id are encoded together, for one hint covering both, and
+    // their tuple header (the same two bytes for every member) is left out.
+    let pair = make_tuple(env, &[sort_key, member_id]);
+    let (Some(id), Some(group), Some(pair)) = (
         encode(member_id, dirty_scheduler)?,
         encode(group_id, dirty_scheduler)?,
-        encode(sort_and_id, dirty_scheduler)?,
+        encode(pair, dirty_scheduler)?,
     ) else {
         return dirty(env);
     };
+    let sort_and_id = Element::from_parts(pair.hint(), &pair.key()[PAIR_HEADER..]);
     let mut guard = list.write();
     if !dirty_scheduler && guard.watched_len() > NORMAL_WINDOWS {
         return dirty(env);
@@ -341,14 +346,11 @@ fn encode_row<'a>(env: Env<'a>, row: Row) -> NifResult<Term<'a>> {
     })
 }
 
-/// The member id inside a member element: after the group prefix, the tuple header
-/// and the sort key.
+/// The member id inside a member element: after the group prefix and the sort key.
 fn decode_member_id<'a>(env: Env<'a>, element: &[u8]) -> NifResult<Term<'a>> {
     let mut reader =
         KeyReader::with_key_offset(element, member_id_offset()).map_err(|_| Error::Corrupt)?;
-    if reader.next() != Ok(Some(Token::Tuple(2))) || reader.skip_term().is_err() {
-        return Err(Error::Corrupt.into());
-    }
+    reader.skip_term().map_err(|_| Error::Corrupt)?;
     Ok(term_codec::decode_next(env, &mut reader)?)
 }
 
