@@ -73,19 +73,23 @@ fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
 const SHARED_MAX: usize = 24;
 
 /// Up to `CAP` elements packed back to back, with inline search arrays.
+///
+/// `repr(C)` keeps the fields a search reads first (lengths, the key buffer's address,
+/// the shared prefix) together in the node's first cache line, ahead of the arrays.
 #[derive(Clone, Debug)]
+#[repr(C)]
 struct Packed<const CAP: usize> {
     len: u32,
     /// Every key in the node starts with the same `skip` bytes (at most `SHARED_MAX`),
     /// which are `shared[..skip]`. A lower bound: removals leave it as it is, and it is
     /// recomputed when nodes split or merge.
     skip: u32,
+    bytes: Vec<u8>,
     shared: [u8; SHARED_MAX],
     /// `prefixes[i]` is `prefix_at(key i, skip)`.
     prefixes: [u32; CAP],
     /// `ends[i]` is the end offset of element `i` in `bytes`.
     ends: [u32; CAP],
-    bytes: Vec<u8>,
 }
 
 impl<const CAP: usize> Default for Packed<CAP> {
@@ -93,10 +97,10 @@ impl<const CAP: usize> Default for Packed<CAP> {
         Packed {
             len: 0,
             skip: 0,
+            bytes: Vec::new(),
             shared: [0; SHARED_MAX],
             prefixes: [0; CAP],
             ends: [0; CAP],
-            bytes: Vec::new(),
         }
     }
 }

@@ -124,23 +124,23 @@ fn member_list_new(groups: Term) -> NifResult<List> {
 #[rustler::nif]
 fn member_list_put<'a>(
     env: Env<'a>,
-    list: List,
+    list: &MemberListResource,
     member_id: Term<'a>,
     group_id: Term<'a>,
     sort_key: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    put(env, &list, member_id, group_id, sort_key, false)
+    put(env, list, member_id, group_id, sort_key, false)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
 fn member_list_put_dirty<'a>(
     env: Env<'a>,
-    list: List,
+    list: &MemberListResource,
     member_id: Term<'a>,
     group_id: Term<'a>,
     sort_key: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    put(env, &list, member_id, group_id, sort_key, true)
+    put(env, list, member_id, group_id, sort_key, true)
 }
 
 fn put<'a>(
@@ -173,17 +173,17 @@ fn put<'a>(
 }
 
 #[rustler::nif]
-fn member_list_touch<'a>(env: Env<'a>, list: List, member_id: Term<'a>) -> NifResult<Term<'a>> {
-    touch(env, &list, member_id, false)
+fn member_list_touch<'a>(env: Env<'a>, list: &'a MemberListResource, member_id: Term<'a>) -> NifResult<Term<'a>> {
+    touch(env, list, member_id, false)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
 fn member_list_touch_dirty<'a>(
     env: Env<'a>,
-    list: List,
+    list: &MemberListResource,
     member_id: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    touch(env, &list, member_id, true)
+    touch(env, list, member_id, true)
 }
 
 fn touch<'a>(
@@ -206,17 +206,17 @@ fn touch<'a>(
 }
 
 #[rustler::nif]
-fn member_list_remove<'a>(env: Env<'a>, list: List, member_id: Term<'a>) -> NifResult<Term<'a>> {
-    remove(env, &list, member_id, false)
+fn member_list_remove<'a>(env: Env<'a>, list: &'a MemberListResource, member_id: Term<'a>) -> NifResult<Term<'a>> {
+    remove(env, list, member_id, false)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
 fn member_list_remove_dirty<'a>(
     env: Env<'a>,
-    list: List,
+    list: &MemberListResource,
     member_id: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    remove(env, &list, member_id, true)
+    remove(env, list, member_id, true)
 }
 
 fn remove<'a>(
@@ -241,17 +241,17 @@ fn remove<'a>(
 }
 
 #[rustler::nif]
-fn member_list_index_of<'a>(env: Env<'a>, list: List, member_id: Term<'a>) -> NifResult<Term<'a>> {
-    index_of(env, &list, member_id, false)
+fn member_list_index_of<'a>(env: Env<'a>, list: &'a MemberListResource, member_id: Term<'a>) -> NifResult<Term<'a>> {
+    index_of(env, list, member_id, false)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
 fn member_list_index_of_dirty<'a>(
     env: Env<'a>,
-    list: List,
+    list: &MemberListResource,
     member_id: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    index_of(env, &list, member_id, true)
+    index_of(env, list, member_id, true)
 }
 
 fn index_of<'a>(
@@ -272,7 +272,7 @@ fn index_of<'a>(
 }
 
 #[rustler::nif]
-fn member_list_watch(env: Env, list: List, first: u64, last: u64) -> NifResult<Term> {
+fn member_list_watch<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64, last: u64) -> NifResult<Term<'a>> {
     if !dirty_free(first, last) {
         return dirty(env);
     }
@@ -282,19 +282,19 @@ fn member_list_watch(env: Env, list: List, first: u64, last: u64) -> NifResult<T
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_watch_dirty(env: Env, list: List, first: u64, last: u64) -> NifResult<Term> {
+fn member_list_watch_dirty<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64, last: u64) -> NifResult<Term<'a>> {
     let mut guard = list.write();
     let rows: Vec<Row> = guard.watch(first, last).collect();
     encode_rows(env, rows)
 }
 
 #[rustler::nif]
-fn member_list_unwatch(list: List, first: u64, last: u64) -> bool {
+fn member_list_unwatch(list: &MemberListResource, first: u64, last: u64) -> bool {
     list.write().unwatch(first, last)
 }
 
 #[rustler::nif]
-fn member_list_rows(env: Env, list: List, first: u64, last: u64) -> NifResult<Term> {
+fn member_list_rows<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64, last: u64) -> NifResult<Term<'a>> {
     if !dirty_free(first, last) {
         return dirty(env);
     }
@@ -303,7 +303,7 @@ fn member_list_rows(env: Env, list: List, first: u64, last: u64) -> NifResult<Te
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_rows_dirty(env: Env, list: List, first: u64, last: u64) -> NifResult<Term> {
+fn member_list_rows_dirty<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64, last: u64) -> NifResult<Term<'a>> {
     let guard = list.read();
     encode_rows(env, guard.rows(first, last).collect())
 }
@@ -314,7 +314,7 @@ fn dirty_free(first: u64, last: u64) -> bool {
 }
 
 #[rustler::nif]
-fn member_list_groups(env: Env, list: List) -> NifResult<Term> {
+fn member_list_groups<'a>(env: Env<'a>, list: &'a MemberListResource) -> NifResult<Term<'a>> {
     let guard = list.read();
     let mut groups = Vec::new();
     for (element, count) in guard.groups() {
@@ -325,17 +325,17 @@ fn member_list_groups(env: Env, list: List) -> NifResult<Term> {
 }
 
 #[rustler::nif]
-fn member_list_size(list: List) -> u64 {
+fn member_list_size(list: &MemberListResource) -> u64 {
     list.read().size()
 }
 
 #[rustler::nif]
-fn member_list_member_count(list: List) -> u64 {
+fn member_list_member_count(list: &MemberListResource) -> u64 {
     list.read().member_count()
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_memory(list: List) -> usize {
+fn member_list_memory(list: &MemberListResource) -> usize {
     std::mem::size_of::<MemberListResource>() + list.read().heap_bytes()
 }
 
