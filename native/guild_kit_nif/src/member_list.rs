@@ -173,7 +173,11 @@ fn put<'a>(
 }
 
 #[rustler::nif]
-fn member_list_touch<'a>(env: Env<'a>, list: &'a MemberListResource, member_id: Term<'a>) -> NifResult<Term<'a>> {
+fn member_list_touch<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    member_id: Term<'a>,
+) -> NifResult<Term<'a>> {
     touch(env, list, member_id, false)
 }
 
@@ -206,7 +210,11 @@ fn touch<'a>(
 }
 
 #[rustler::nif]
-fn member_list_remove<'a>(env: Env<'a>, list: &'a MemberListResource, member_id: Term<'a>) -> NifResult<Term<'a>> {
+fn member_list_remove<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    member_id: Term<'a>,
+) -> NifResult<Term<'a>> {
     remove(env, list, member_id, false)
 }
 
@@ -241,7 +249,11 @@ fn remove<'a>(
 }
 
 #[rustler::nif]
-fn member_list_index_of<'a>(env: Env<'a>, list: &'a MemberListResource, member_id: Term<'a>) -> NifResult<Term<'a>> {
+fn member_list_index_of<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    member_id: Term<'a>,
+) -> NifResult<Term<'a>> {
     index_of(env, list, member_id, false)
 }
 
@@ -272,7 +284,12 @@ fn index_of<'a>(
 }
 
 #[rustler::nif]
-fn member_list_watch<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64, last: u64) -> NifResult<Term<'a>> {
+fn member_list_watch<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    first: u64,
+    last: u64,
+) -> NifResult<Term<'a>> {
     if !dirty_free(first, last) {
         return dirty(env);
     }
@@ -282,7 +299,12 @@ fn member_list_watch<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64,
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_watch_dirty<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64, last: u64) -> NifResult<Term<'a>> {
+fn member_list_watch_dirty<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    first: u64,
+    last: u64,
+) -> NifResult<Term<'a>> {
     let mut guard = list.write();
     let rows: Vec<Row> = guard.watch(first, last).collect();
     encode_rows(env, rows)
@@ -294,7 +316,12 @@ fn member_list_unwatch(list: &MemberListResource, first: u64, last: u64) -> bool
 }
 
 #[rustler::nif]
-fn member_list_rows<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64, last: u64) -> NifResult<Term<'a>> {
+fn member_list_rows<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    first: u64,
+    last: u64,
+) -> NifResult<Term<'a>> {
     if !dirty_free(first, last) {
         return dirty(env);
     }
@@ -303,7 +330,12 @@ fn member_list_rows<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64, 
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_rows_dirty<'a>(env: Env<'a>, list: &'a MemberListResource, first: u64, last: u64) -> NifResult<Term<'a>> {
+fn member_list_rows_dirty<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    first: u64,
+    last: u64,
+) -> NifResult<Term<'a>> {
     let guard = list.read();
     encode_rows(env, guard.rows(first, last).collect())
 }

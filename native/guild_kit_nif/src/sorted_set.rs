@@ -110,7 +110,11 @@ fn sorted_set_add<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> NifRe
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_add_dirty<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> NifResult<Term<'a>> {
+fn sorted_set_add_dirty<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+) -> NifResult<Term<'a>> {
     add(env, set, term, true)
 }
 
@@ -134,11 +138,20 @@ fn sorted_set_remove<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> Ni
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_remove_dirty<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> NifResult<Term<'a>> {
+fn sorted_set_remove_dirty<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+) -> NifResult<Term<'a>> {
     remove(env, set, term, true)
 }
 
-fn remove<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+fn remove<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+    dirty: bool,
+) -> NifResult<Term<'a>> {
     if set.read_only {
         return Err(Error::ReadOnly("GuildKit.SortedSet").into());
     }
@@ -156,12 +169,20 @@ fn remove<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>, dirty: bool) -> 
 }
 
 #[rustler::nif]
-fn sorted_set_find_index<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> NifResult<Term<'a>> {
+fn sorted_set_find_index<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+) -> NifResult<Term<'a>> {
     find_index(env, set, term, false)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_find_index_dirty<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> NifResult<Term<'a>> {
+fn sorted_set_find_index_dirty<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+) -> NifResult<Term<'a>> {
     find_index(env, set, term, true)
 }
 
@@ -227,7 +248,12 @@ fn at<'a>(
 }
 
 #[rustler::nif]
-fn sorted_set_slice<'a>(env: Env<'a>, set: &'a SortedSet, start: u64, amount: u64) -> NifResult<Term<'a>> {
+fn sorted_set_slice<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    start: u64,
+    amount: u64,
+) -> NifResult<Term<'a>> {
     let tree = set.read();
     let (start, amount) = clamp_range(&tree, start, amount);
     if amount > NORMAL_SLICE_ELEMENTS {
@@ -242,7 +268,12 @@ fn sorted_set_slice<'a>(env: Env<'a>, set: &'a SortedSet, start: u64, amount: u6
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_slice_dirty<'a>(env: Env<'a>, set: &'a SortedSet, start: u64, amount: u64) -> NifResult<Term<'a>> {
+fn sorted_set_slice_dirty<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    start: u64,
+    amount: u64,
+) -> NifResult<Term<'a>> {
     // Walk a snapshot so that writers are never held up by a long read.
     let tree = set.snapshot();
     let (start, amount) = clamp_range(&tree, start, amount);
