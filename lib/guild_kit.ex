@@ -8,6 +8,9 @@ defmodule GuildKit do
     * `GuildKit.SortedSet` - an ordered set of Erlang terms in exact Erlang term order,
       with rank queries (the index of a member, the member at an index, slices) in
       O(log n), and O(1) read-only snapshots.
+    * `GuildKit.MemberList` - the grouped member sidebar that clients watch in windows
+      of rows, with the insert/update/delete ops each watched window needs after every
+      change, computed in Rust.
 
   The CPU-heavy work runs in Rust NIFs that never hold a normal scheduler for more than
   about a millisecond: anything whose cost grows with its input runs on a dirty CPU
