@@ -11,6 +11,10 @@ defmodule GuildKit do
     * `GuildKit.MemberList` - the grouped member sidebar that clients watch in windows
       of rows, with the insert/update/delete ops each watched window needs after every
       change, computed in Rust.
+    * `GuildKit.MemoryEstimator` - the memory of a term, exactly as
+      `:erts_debug.flat_size/1` counts it or estimated in microseconds by sampling,
+      and the memory of a live process's state broken down by field, measured inside
+      the process without copying the state out.
 
   The CPU-heavy work runs in Rust NIFs that never hold a normal scheduler for more than
   about a millisecond: anything whose cost grows with its input runs on a dirty CPU

@@ -50,4 +50,10 @@ defmodule GuildKit.Native do
   def member_list_size(_list), do: not_loaded()
   def member_list_member_count(_list), do: not_loaded()
   def member_list_memory(_list), do: not_loaded()
+
+  # GuildKit.MemoryEstimator
+  def memory_estimate(_term, _samples, _seed), do: not_loaded()
+  def memory_estimate_dirty(_term, _samples, _seed), do: not_loaded()
+  def memory_exact(_term), do: not_loaded()
+  def memory_exact_dirty(_term), do: not_loaded()
 end

@@ -5,6 +5,7 @@
 mod atoms;
 mod error;
 mod member_list;
+mod memory_estimator;
 mod reaper;
 mod sorted_set;
 mod term_codec;
