@@ -1,114 +1,117 @@
 defmodule GuildKit.MemoryEstimator.SchedulerTest do
   # No call may hold a normal scheduler for long: full walks run on dirty schedulers,
-  # and normal-scheduler attempts stop within their budget. Watched with the VM's
-  # long_schedule monitor, as shared/FACTS.md describes.
+  # and normal-scheduler attempts stop within their budget (about 0.4 ms).
   use ExUnit.Case, async: false
 
   alias GuildKit.MemoryEstimator
   alias GuildKit.Test.EstimatorTerms, as: Gen
+  alias GuildKit.Test.LongSchedule
 
   @moduletag :slow
 
-  # Above the OS scheduling noise of a shared 2-core machine, far below what a walk of
-  # these inputs on a normal scheduler takes (the control below).
-  @threshold_ms 10
+  # Inputs of tens of millions of words need a heap that never collects while measured.
+  @heap_words 100_000_000
 
-  test "estimate, exact, breakdown and process on large inputs are never reported" do
-    reports =
-      watch(fn inputs, server ->
-        for term <- Map.values(inputs) do
-          MemoryEstimator.estimate(term)
-          MemoryEstimator.estimate(term, samples: 100_000)
-          MemoryEstimator.exact(term)
-          MemoryEstimator.breakdown(term)
-        end
+  defp assert_no_long_schedule(setup, fun) do
+    {result, reports} =
+      LongSchedule.measure(collected(setup), fun, threshold_ms: 5, min_heap_words: @heap_words)
 
-        {:ok, _} = MemoryEstimator.process(server, timeout: 60_000)
-      end)
-
-    assert reports == [], inspect(reports)
+    assert reports == [], "normal scheduler held too long: #{inspect(reports)}"
+    result
   end
 
-  test "the monitor does catch a long walk on a normal scheduler (control)" do
-    # :erlang.external_size/1 walks the whole term without yielding (as flat_size does,
-    # but flat_size of a freshly collected map can finish under the threshold). The
-    # results are used, so that the compiler keeps the calls.
-    reports =
-      watch(fn inputs, _server ->
-        Enum.sum(for _ <- 1..3, do: :erlang.external_size(inputs.members))
-      end)
-
-    assert length(reports) >= 1
-  end
-
-  # Builds the inputs in a worker, and a guild state in an Agent, each with a heap big
-  # enough that nothing done later needs a garbage collection (which would show up as
-  # long_schedule too: 16 ms was seen with a heap only just big enough); throws away the
-  # reports so far, runs `calls` in the worker and returns the reports about either
-  # process.
-  defp watch(calls) do
-    test = self()
-    previous = :erlang.system_monitor(self(), [{:long_schedule, @threshold_ms}])
-
-    {:ok, server} =
-      Agent.start_link(fn -> elem(Gen.guild_state(300_000, Gen.seed(9)), 0) end,
-        spawn_opt: [min_heap_size: 30_000_000]
-      )
-
-    worker =
-      :erlang.spawn_opt(
-        fn ->
-          inputs = inputs()
-          # Start from a clean heap, far below its minimum size.
-          :erlang.garbage_collect()
-          send(test, {:built, self()})
-          receive do: (:go -> calls.(inputs, server))
-          send(test, {:done, self()})
-        end,
-        [:link, min_heap_size: 150_000_000]
-      )
-
-    assert_receive {:built, ^worker}, 120_000
-    flush_reports()
-    send(worker, :go)
-    assert_receive {:done, ^worker}, 300_000
-    # The VM sends monitor reports through its system-message dispatcher, after the
-    # fact: give the last ones time to arrive.
-    Process.sleep(500)
-
-    reports =
-      for {:monitor, pid, :long_schedule, info} <- flush_reports(),
-          pid in [worker, server],
-          do: info
-
-    restore(previous)
-    Agent.stop(server)
-    reports
-  end
-
-  defp inputs do
-    {members, rand} = Gen.members(1_000_000, Gen.seed(1))
-    {guild, _} = Gen.guild_state(200_000, rand)
-
-    %{
-      members: members,
-      list: Enum.map(1..1_000_000, &%{id: &1, n: &1 * 2}),
-      tuple: List.to_tuple(Enum.map(1..1_000_000, &{&1, &1 * 1.0})),
-      deep: Enum.reduce(1..1_000_000, [], fn _, acc -> [acc] end),
-      guild: guild,
-      refs: Enum.map(1..100_000, fn _ -> make_ref() end),
-      funs: [fn -> guild end | Enum.map(1..1000, fn i -> fn -> {i, "captured"} end end)]
-    }
-  end
-
-  defp flush_reports(acc \\ []) do
-    receive do
-      {:monitor, _, :long_schedule, _} = report -> flush_reports([report | acc])
-    after
-      0 -> Enum.reverse(acc)
+  # Building these inputs leaves much garbage; collected at the end of the setup, it
+  # cannot fill the heap (and show up as a collection of tens of milliseconds) during
+  # the measured calls.
+  defp collected(setup) do
+    fn ->
+      input = setup.()
+      :erlang.garbage_collect()
+      input
     end
   end
 
-  defp restore(:undefined), do: :erlang.system_monitor(:undefined)
-  defp restore({pid, options}), do: :erlang.system_monitor(pid, options)
+  # Every public entry point on `term`, with the default and a huge sample count
+  # (which walks everything but still starts on a normal scheduler). Returns a small
+  # value, as LongSchedule wants.
+  defp size_every_way(term) do
+    [
+      MemoryEstimator.estimate(term).words,
+      MemoryEstimator.estimate(term, samples: 100_000).words,
+      MemoryEstimator.exact(term).words,
+      length(MemoryEstimator.breakdown(term))
+    ]
+  end
+
+  test "a million-entry map of member structs" do
+    [_, _, exact, _] =
+      assert_no_long_schedule(
+        fn -> elem(Gen.members(1_000_000, Gen.seed(1)), 0) end,
+        &size_every_way/1
+      )
+
+    assert exact > 20_000_000
+  end
+
+  test "a million-element list, a million-element tuple, a million levels of nesting" do
+    assert_no_long_schedule(
+      fn -> Enum.map(1..1_000_000, &%{id: &1, n: &1 * 2}) end,
+      &size_every_way/1
+    )
+
+    assert_no_long_schedule(
+      fn -> List.to_tuple(Enum.map(1..1_000_000, &{&1, &1 * 1.0})) end,
+      &size_every_way/1
+    )
+
+    assert_no_long_schedule(
+      fn -> Enum.reduce(1..1_000_000, [], fn _, acc -> [acc] end) end,
+      &size_every_way/1
+    )
+  end
+
+  test "terms only a dirty scheduler reads: funs, references, bitstrings, bignums" do
+    setup = fn ->
+      {guild, _} = Gen.guild_state(100_000, Gen.seed(2))
+
+      %{
+        funs: [fn -> guild end | Enum.map(1..1000, fn i -> fn -> {i, "captured"} end end)],
+        refs: Enum.map(1..100_000, fn _ -> make_ref() end),
+        bits: Enum.map(1..10_000, &<<&1::size(rem(&1, 500) + 1)>>),
+        bignums: Enum.map(1..10_000, &(2 ** (64 * rem(&1, 700)) + &1))
+      }
+    end
+
+    assert_no_long_schedule(setup, fn inputs ->
+      Enum.map(Map.values(inputs), &size_every_way/1)
+    end)
+  end
+
+  test "process/2: the measurement inside the target, and the caller's side" do
+    # process/2 runs breakdown/2 on the state inside the target process: measured here
+    # in a process holding a guild state of a million members.
+    setup = fn -> elem(Gen.guild_state(1_000_000, Gen.seed(3)), 0) end
+    assert assert_no_long_schedule(setup, &length(MemoryEstimator.breakdown(&1))) > 1
+
+    # The caller only waits for a small reply.
+    setup = fn ->
+      {:ok, server} = Agent.start(fn -> elem(Gen.guild_state(300_000, Gen.seed(4)), 0) end)
+      server
+    end
+
+    assert {:ok, [{[], _} | _]} =
+             assert_no_long_schedule(setup, &MemoryEstimator.process(&1, timeout: 60_000))
+  end
+
+  test "the monitor catches a walk of the same inputs on a normal scheduler (control)" do
+    # :erlang.external_size/1 walks a whole term without yielding. The sum uses the
+    # results, so that the compiler keeps the calls.
+    setup = fn -> elem(Gen.members(1_000_000, Gen.seed(1)), 0) end
+    fun = fn members -> Enum.sum(for _ <- 1..3, do: :erlang.external_size(members)) end
+
+    {_, reports} =
+      LongSchedule.measure(collected(setup), fun, threshold_ms: 5, min_heap_words: @heap_words)
+
+    assert reports != []
+  end
 end
