@@ -43,7 +43,7 @@ pub const NESTED_SAMPLES: usize = 32;
 pub const CELLS_PER_UNIT: u64 = 8;
 
 /// Units of work between two looks at the clock, when there is a time budget.
-pub const CLOCK_EVERY: u64 = 64;
+pub const CLOCK_EVERY: u64 = 256;
 
 /// Longest list spine a walk with a budget follows before giving up: beyond this, a
 /// list is long enough that a dirty scheduler is the place for it.
@@ -415,6 +415,8 @@ impl<V: TermView> Walk<'_, V> {
             self.size.visited += 1;
             self.size.terms += ctx.weight;
         } else {
+            // Its siblings are emitted before it is visited: time for the fetch.
+            self.view.prefetch(term);
             self.stack.push(Frame::Term(term, ctx));
         }
         Ok(())

@@ -4,18 +4,23 @@
 //! shows it real terms through [`NifView`], which reads each term with the NIF API and
 //! sizes it with `guild_kit_core::size_model`.
 //!
-//! Each size has a normal-scheduler NIF that gives up past [`NORMAL_BUDGET`] (returning
-//! `guild_kit_dirty`) and a `_dirty` twin that runs on a dirty CPU scheduler without
-//! limit. Both return `{words, off_heap_bytes, exact?, visited, terms}`.
+//! Each size has a normal-scheduler NIF that gives up past [`NORMAL_BUDGET`] or
+//! [`NORMAL_TIME_BUDGET`] (returning `guild_kit_dirty`) and a `_dirty` twin that runs on
+//! a dirty CPU scheduler without limit. Both return
+//! `{words, off_heap_bytes, exact?, visited, terms}`.
 //!
 //! What the NIF API shows, and how:
+//! - immediates (small integers, atoms, local pids and ports, `[]`): by the primary tag
+//!   of the term word ([`is_immediate`]), without a call into the VM;
 //! - binaries: `enif_inspect_binary` gives the length, and where the bytes are tells
 //!   heap binaries from the rest ([`is_heap_binary`]);
 //! - bignums past 64 bits, bitstrings that are not whole bytes, funs and references:
 //!   `enif_term_to_binary` (see `guild_kit_core::etf`), because NIF 2.16 has no accessor
 //!   for their length, captured variables or node;
-//! - maps: their size, entries and `enif_hash(ERL_NIF_INTERNAL_HASH, key, 0)`, the hash
-//!   OTP's hashmap trie is built on, so walked hashmaps get their exact node count.
+//! - maps: their size, entries and `enif_hash(ERL_NIF_INTERNAL_HASH, key, salt)` with
+//!   OTP 25's salt for each eight levels of the trie
+//!   (`guild_kit_core::size_model::map_hash_salt`): the hash OTP's hashmap trie is built
+//!   on, so walked hashmaps get their exact node count.
 
 use std::mem::MaybeUninit;
 use std::os::raw::c_int;
@@ -36,9 +41,9 @@ use rustler::{Encoder, Env, Term, TermType};
 use crate::atoms;
 
 /// Units of work (about one term each, see `size_walk`) a normal-scheduler call may
-/// spend before handing over to the dirty twin. Measured on the project machine at
-/// roughly 25–40 ns a unit, so about 0.3 ms, well inside the 1 ms rule.
-const NORMAL_BUDGET: u64 = 8_000;
+/// spend before handing over to the dirty twin: 5–25 ns a unit on the project
+/// machine, so 0.1–0.5 ms. NORMAL_TIME_BUDGET below is the firmer bound.
+const NORMAL_BUDGET: u64 = 20_000;
 
 /// Wall-clock limit of a normal-scheduler call, a safety net under NORMAL_BUDGET for
 /// terms that take longer to read than their units say (a machine under load, binaries
@@ -50,7 +55,7 @@ const NORMAL_TIME_BUDGET: std::time::Duration = std::time::Duration::from_micros
 const EXTERNAL_COST: u64 = 20;
 
 /// Bytes of binary per unit: reading a binary at a bit offset copies it.
-const COPIED_BYTES_PER_UNIT: u64 = 1024;
+const COPIED_BYTES_PER_UNIT: u64 = 256;
 
 /// Longest bignum magnitude (bytes) a normal-scheduler call encodes to read its length.
 const NORMAL_BIGNUM_BYTES: usize = 4096;
@@ -108,8 +113,8 @@ fn run<'a>(
 /// Tells the scheduler how much of the 1 ms timeslice the call used, so that reduction
 /// counting stays fair to other processes.
 fn report_timeslice(env: Env, work: u64) {
-    // NORMAL_BUDGET is about a third of a timeslice.
-    let percent = (work * 33 / NORMAL_BUDGET).clamp(1, 100) as i32;
+    // NORMAL_BUDGET is about half of a 1 ms timeslice.
+    let percent = (work * 50 / NORMAL_BUDGET).clamp(1, 100) as i32;
     rustler::schedule::consume_timeslice(env, percent);
 }
 
@@ -144,6 +149,8 @@ struct NifView<'a> {
     /// The tuple whose elements were read last, and those elements: a large tuple is
     /// read element by element.
     last_tuple: (ErlNifTerm, *const ErlNifTerm, usize),
+    /// `[]`, an immediate: any `[]` is this very word.
+    nil: ErlNifTerm,
 }
 
 struct Scratch(*mut ErlNifEnv);
@@ -164,6 +171,8 @@ impl<'a> NifView<'a> {
             local_origin: None,
             bignum_limits: None,
             last_tuple: (ErlNifTerm::default(), std::ptr::null(), 0),
+            // SAFETY: builds `[]` in the calling env.
+            nil: unsafe { sys::enif_make_list_from_array(env.as_c_arg(), std::ptr::null(), 0) },
         }
     }
 
@@ -193,9 +202,7 @@ impl<'a> NifView<'a> {
             return Err(Interrupt::OverBudget);
         }
         // Only the external format tells a bignum's length.
-        let bytes = external(env, raw)
-            .and_then(|etf| etf::bignum_bytes(etf.as_slice()))
-            .unwrap_or(9);
+        let bytes = read_external(env, raw, etf::bignum_bytes).unwrap_or(9);
         Ok(costly_leaf(
             bignum_words(bytes),
             0,
@@ -249,9 +256,7 @@ impl<'a> NifView<'a> {
         if self.bounded {
             return Err(Interrupt::OverBudget);
         }
-        let bits = external(env, raw)
-            .and_then(|etf| etf::bitstring_bits(etf.as_slice()))
-            .unwrap_or(1);
+        let bits = read_external(env, raw, etf::bitstring_bits).unwrap_or(1);
         Ok(leaf(
             bitstring_words(bits),
             bitstring_off_heap_bytes(bits),
@@ -264,13 +269,15 @@ impl<'a> NifView<'a> {
         let local = self.local_origin.get_or_insert_with(|| {
             // SAFETY: a new reference of this node, in the calling env.
             let own = unsafe { sys::enif_make_ref(env) };
-            external(env, own)
-                .and_then(|etf| etf::reference_origin(etf.as_slice()).map(<[u8]>::to_vec))
-                .unwrap_or_default()
+            read_external(env, own, |etf| {
+                etf::reference_origin(etf).map(<[u8]>::to_vec)
+            })
+            .unwrap_or_default()
         });
-        let is_local = external(env, raw)
-            .and_then(|etf| etf::reference_origin(etf.as_slice()).map(|o| o == local.as_slice()))
-            .unwrap_or(true);
+        let is_local = read_external(env, raw, |etf| {
+            etf::reference_origin(etf).map(|origin| origin == local.as_slice())
+        })
+        .unwrap_or(true);
         let words = if is_local {
             LOCAL_REF_WORDS
         } else {
@@ -397,8 +404,7 @@ impl<'a> TermView for NifView<'a> {
     }
 
     fn is_empty_list(&mut self, term: ErlNifTerm) -> bool {
-        // SAFETY: as above.
-        unsafe { sys::enif_is_empty_list(self.raw_env(), term) != 0 }
+        term == self.nil
     }
 
     fn entries(&mut self, map: ErlNifTerm) -> MapEntries<'a> {
@@ -499,6 +505,15 @@ impl Drop for External {
         // SAFETY: allocated by enif_term_to_binary and released once.
         unsafe { sys::enif_release_binary(&mut self.0) };
     }
+}
+
+/// Reads one fact from the external format of a term.
+fn read_external<T>(
+    env: *mut ErlNifEnv,
+    raw: ErlNifTerm,
+    read: impl FnOnce(&[u8]) -> Option<T>,
+) -> Option<T> {
+    external(env, raw).and_then(|etf| read(etf.as_slice()))
 }
 
 fn external(env: *mut ErlNifEnv, raw: ErlNifTerm) -> Option<External> {

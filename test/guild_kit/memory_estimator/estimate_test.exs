@@ -28,9 +28,9 @@ defmodule GuildKit.MemoryEstimator.EstimateTest do
   describe "below the sampling threshold" do
     test "the answer is exact" do
       terms = [
-        Enum.to_list(1..256),
-        Map.new(1..256, &{&1, {&1, "v"}}),
-        List.to_tuple(Enum.map(1..256, &[&1 * 1.0])),
+        Enum.to_list(1..200),
+        Map.new(1..200, &{&1, {&1, "v"}}),
+        List.to_tuple(Enum.map(1..200, &[&1 * 1.0])),
         %{list: Enum.to_list(1..200), map: Map.new(1..100, &{&1, &1})}
       ]
 
@@ -122,13 +122,22 @@ defmodule GuildKit.MemoryEstimator.EstimateTest do
       assert p95(tuples) <= 2.0
     end
 
-    test "mixed shapes: unbiased, and within 15% at the 95th percentile" do
+    test "mixed shapes: within 15% at the 95th percentile" do
       for kind <- [:list, :tuple, :map] do
         errs = errors(&Gen.mixed(kind, 50_000, &1), 1..20)
-        mean = Enum.sum(errs) / length(errs)
-        IO.puts("mixed #{kind}: p95 #{p95(errs)}%, mean #{mean}%")
+        IO.puts("mixed #{kind}: p95 #{p95(errs)}%")
         assert p95(errs) <= 15.0
-        assert abs(mean) <= 3.0
+      end
+    end
+
+    test "unbiased: over many sample seeds, the mean error vanishes" do
+      # The spread of one estimate is about 6% here; over 400 seeds the mean's
+      # standard error is about 0.3%.
+      for kind <- [:list, :tuple] do
+        {term, _} = Gen.mixed(kind, 5000, Gen.seed(99))
+        errs = for seed <- 1..400, do: error(term, seed: seed)
+        mean = Enum.sum(errs) / length(errs)
+        assert abs(mean) <= 1.0, "#{kind}: mean error #{mean}%"
       end
     end
 
