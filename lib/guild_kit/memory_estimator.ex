@@ -84,7 +84,10 @@ defmodule GuildKit.MemoryEstimator do
   and 0.4 ms by the clock); a term that needs more (a list longer than 16,384 cells,
   a big exact walk) or that can only be read by encoding it (funs, bignums over 4 KiB,
   bitstrings that are not whole bytes) is handed to a dirty CPU scheduler, which
-  starts again from the top with the same seed and so gives the same answer.
+  starts again from the top with the same seed and so gives the same answer. One
+  exception no budget can cut short: `enif_inspect_binary` copies a binary that sits
+  at a bit offset (a slice made by bit-level matching) in one call, at about 3 GB/s,
+  so one of several megabytes holds the scheduler for a millisecond or more.
 
   Reading a binary (`enif_inspect_binary`) makes a writable binary that is still being
   appended to read-only, as any NIF reading it does: the next append copies it once.
