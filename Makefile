@@ -23,6 +23,7 @@ demo: setup
 
 bench: setup
 	MIX_ENV=prod mix run bench/sorted_set.exs
+	MIX_ENV=prod mix run bench/fanout.exs
 
 clean:
 	mix clean

@@ -23,6 +23,9 @@ defmodule GuildKit.MixProject do
     [extra_applications: [:logger], mod: {GuildKit.Application, []}]
   end
 
-  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  # examples/ holds the reference integration and `mix guild_kit.demo`; it is compiled
+  # for development and tests, never into the library that dependents get.
+  defp elixirc_paths(:test), do: ["lib", "examples", "test/support"]
+  defp elixirc_paths(:dev), do: ["lib", "examples"]
   defp elixirc_paths(_), do: ["lib"]
 end

@@ -8,6 +8,13 @@ defmodule GuildKit do
     * `GuildKit.SortedSet` - an ordered set of Erlang terms in exact Erlang term order,
       with rank queries (the index of a member, the member at an index, slices) in
       O(log n), and O(1) read-only snapshots.
+    * `GuildKit.MemberList` - the grouped member sidebar that clients watch in windows
+      of rows, with the insert/update/delete ops each watched window needs after every
+      change, computed in Rust.
+    * `GuildKit.MemoryEstimator` - the memory of a term, exactly as
+      `:erts_debug.flat_size/1` counts it or estimated in microseconds by sampling,
+      and the memory of a live process's state broken down by field, measured inside
+      the process without copying the state out.
     * `GuildKit.Fanout` - sends one message to many processes on any nodes, Manifold
       style: one message per node, per-receiver order in every mode, no loss when a
       worker dies, and no blocking on unreachable nodes.

@@ -309,15 +309,9 @@ defmodule GuildKit.SortedSet do
   def at(%__MODULE__{ref: ref}, index, default) when is_integer(index) and index >= 0 do
     index = min(index, @max_native_index)
 
-    result =
-      case Native.sorted_set_at(ref, index) do
-        :guild_kit_dirty -> Native.sorted_set_at_dirty(ref, index)
-        result -> result
-      end
-
-    case result do
-      {:ok, term} -> term
-      :error -> default
+    case Native.sorted_set_at(ref, index, default) do
+      :guild_kit_dirty -> Native.sorted_set_at_dirty(ref, index, default)
+      term -> term
     end
   end
 

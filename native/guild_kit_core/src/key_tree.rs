@@ -1,50 +1,123 @@
-//! An order-statistic, copy-on-write B+tree of byte elements.
+//! An order-statistic, copy-on-write B+tree of term-key elements.
 //!
-//! [`KeyTree`] stores a set of elements (see [`crate::term_key`]) ordered by
-//! [`compare_elements`], and answers rank queries: the index of an element and the
-//! element at an index, both in O(log n).
+//! [`KeyTree`] stores a set of elements (see [`crate::term_key`]) ordered by their
+//! keys, and answers rank queries: the index of an element and the element at an index,
+//! both in O(log n).
 //!
-//! - **Packed leaves.** A leaf keeps its elements back to back in one byte buffer with
-//!   a `u32` end offset each, so an element costs its own length plus four bytes, and a
-//!   search touches one or two cache lines per probe.
-//! - **Counted branches.** A branch keeps, for each child, its element count; rank
-//!   queries sum the counts left of the path.
+//! The layout is chosen for cache misses, which dominate at a million elements:
+//!
+//! - **One allocation per node for searching.** A node's search arrays (key prefixes,
+//!   end offsets, child counts, child pointers) are fixed-size arrays inside the node,
+//!   so reaching a node brings its search data with it; only the key bytes live in a
+//!   separate buffer, packed back to back.
+//! - **Prefix search.** Every key in a node starts with the same `skip` bytes (keys
+//!   between two separators share a prefix). The node keeps, per key, the next four
+//!   bytes as a `u32` and counts through that dense array; full keys are compared only
+//!   among the few whose four bytes tie, so a search reads few key bytes, if any.
+//! - **Counted branches.** A branch keeps each child's element count; rank queries sum
+//!   the counts left of the path.
 //! - **Copy-on-write.** Children are `Arc`s. [`KeyTree::clone`] is O(1) and gives an
 //!   independent snapshot; a later write copies only the nodes on its path that are still
 //!   shared (`Arc::make_mut`).
 
+use std::cmp::Ordering;
 use std::mem::size_of;
 use std::sync::Arc;
 
-use crate::term_key::compare_elements;
+use crate::term_key::element_key;
 
 /// Most elements a leaf holds; a leaf that grows past it splits in two.
 pub const LEAF_MAX: usize = 64;
 const LEAF_MIN: usize = LEAF_MAX / 4;
+const LEAF_CAP: usize = LEAF_MAX + 1;
 /// Most children a branch holds.
 pub const BRANCH_MAX: usize = 64;
 const BRANCH_MIN: usize = BRANCH_MAX / 4;
+const BRANCH_CAP: usize = BRANCH_MAX + 1;
 /// Fill of leaves and branches built by [`KeyTree::from_sorted`]: full enough to be
 /// compact, with room for a few inserts before the first split.
 const BULK_LEAF_FILL: usize = LEAF_MAX * 7 / 8;
 const BULK_BRANCH_FILL: usize = BRANCH_MAX * 7 / 8;
 
+/// Most elements a tree holds: child counts are `u32`.
+pub const MAX_LEN: usize = u32::MAX as usize;
+
 /// Longest element the tree accepts. `LEAF_MAX + 1` of them must fit the `u32`
 /// offsets of one leaf (a leaf holds one extra element just before it splits).
 pub const MAX_ELEMENT_LEN: usize = 32 << 20;
 
-/// Elements packed back to back.
-#[derive(Clone, Default, Debug)]
-struct Packed {
-    bytes: Vec<u8>,
-    /// `ends[i]` is the end offset of element `i` in `bytes`.
-    ends: Vec<u32>,
+/// Bytes `skip..skip + 4` of `key`, zero-padded, as a big-endian integer. For keys that
+/// share their first `skip` bytes, this order agrees with the order of the keys (a key
+/// that ends early pads with zeros, the smallest byte), so only ties need the full keys.
+/// Four bytes past the shared prefix tell most neighbours apart at a third of the
+/// memory of storing eight.
+#[inline]
+fn prefix_at(key: &[u8], skip: usize) -> u32 {
+    let rest = key.get(skip..).unwrap_or(&[]);
+    match rest.get(..4) {
+        Some(four) => u32::from_be_bytes(four.try_into().expect("four bytes")),
+        None => {
+            let mut buf = [0u8; 4];
+            buf[..rest.len()].copy_from_slice(rest);
+            u32::from_be_bytes(buf)
+        }
+    }
 }
 
-impl Packed {
+fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Longest shared prefix a node records; it is kept inline so that placing a probe
+/// against it reads no key bytes.
+const SHARED_MAX: usize = 24;
+
+/// Up to `CAP` elements packed back to back, with inline search arrays.
+///
+/// `repr(C)` keeps the fields a search reads first (lengths, the key buffer's address,
+/// the shared prefix) together in the node's first cache line, ahead of the arrays.
+#[derive(Clone, Debug)]
+#[repr(C)]
+struct Packed<const CAP: usize> {
+    len: u32,
+    /// Every key in the node starts with the same `skip` bytes (at most `SHARED_MAX`),
+    /// which are `shared[..skip]`. A lower bound: removals leave it as it is, and it is
+    /// recomputed when nodes split or merge.
+    skip: u32,
+    bytes: Vec<u8>,
+    shared: [u8; SHARED_MAX],
+    /// `prefixes[i]` is `prefix_at(key i, skip)`.
+    prefixes: [u32; CAP],
+    /// `ends[i]` is the end offset of element `i` in `bytes`.
+    ends: [u32; CAP],
+}
+
+impl<const CAP: usize> Default for Packed<CAP> {
+    fn default() -> Self {
+        Packed {
+            len: 0,
+            skip: 0,
+            bytes: Vec::new(),
+            shared: [0; SHARED_MAX],
+            prefixes: [0; CAP],
+            ends: [0; CAP],
+        }
+    }
+}
+
+impl<const CAP: usize> Packed<CAP> {
+    fn from_elements<'a>(elements: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut packed = Packed::default();
+        for element in elements {
+            packed.push(element);
+        }
+        packed.refresh();
+        packed
+    }
+
     #[inline]
     fn len(&self) -> usize {
-        self.ends.len()
+        self.len as usize
     }
 
     #[inline]
@@ -61,98 +134,215 @@ impl Packed {
         &self.bytes[self.start(i)..self.ends[i] as usize]
     }
 
-    /// `Ok(i)` when element `i` equals `probe`, else `Err(insertion index)`.
+    #[inline]
+    fn key(&self, i: usize) -> &[u8] {
+        element_key(self.get(i))
+    }
+
+    fn elements(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// `Ok(i)` when element `i` has the key `probe`, else `Err(insertion index)`.
     #[inline]
     fn search(&self, probe: &[u8]) -> Result<usize, usize> {
-        let (mut low, mut high) = (0, self.len());
+        let n = self.len();
+        if n == 0 {
+            return Err(0);
+        }
+        let skip = self.skip as usize;
+        if skip > 0 {
+            // A probe outside the shared prefix lies before or after every key.
+            match probe[..skip.min(probe.len())].cmp(&self.shared[..skip]) {
+                Ordering::Less => return Err(0),
+                Ordering::Greater => return Err(n),
+                Ordering::Equal if probe.len() < skip => return Err(0),
+                Ordering::Equal => {}
+            }
+        }
+        let wanted = prefix_at(probe, skip);
+        // Count rather than bisect: the prefixes span a few adjacent cache lines, which
+        // the CPU streams in together, and the branch-free count vectorises; a binary
+        // search would wait for each line in turn.
+        let prefixes = &self.prefixes[..n];
+        let mut low = prefixes
+            .iter()
+            .map(|&p| usize::from(p < wanted))
+            .sum::<usize>();
+        let mut high = low + prefixes[low..].iter().take_while(|&&p| p == wanted).count();
+        let probe_rest = &probe[skip..];
         while low < high {
             let mid = (low + high) / 2;
-            match compare_elements(self.get(mid), probe) {
-                std::cmp::Ordering::Less => low = mid + 1,
-                std::cmp::Ordering::Greater => high = mid,
-                std::cmp::Ordering::Equal => return Ok(mid),
+            match self.key(mid)[skip..].cmp(probe_rest) {
+                Ordering::Less => low = mid + 1,
+                Ordering::Greater => high = mid,
+                Ordering::Equal => return Ok(mid),
             }
         }
         Err(low)
     }
 
-    /// Grows capacity by a quarter at a time rather than doubling: leaves are many and
-    /// small, and doubling would leave a third of their memory unused on average.
-    fn reserve(&mut self, bytes: usize) {
-        let free = self.bytes.capacity() - self.bytes.len();
-        if free < bytes {
-            self.bytes
-                .reserve_exact(bytes.max(self.bytes.len() / 4 + 32));
-        }
-        if self.ends.capacity() == self.ends.len() {
-            self.ends.reserve_exact(8);
-        }
-    }
-
+    /// Inserts `element` at `i`. The node must not be full.
     fn insert(&mut self, i: usize, element: &[u8]) {
-        let start = self.start(i);
-        let n = element.len();
-        self.reserve(n);
-        let old_len = self.bytes.len();
-        self.bytes.resize(old_len + n, 0);
-        self.bytes.copy_within(start..old_len, start + n);
-        self.bytes[start..start + n].copy_from_slice(element);
-        for end in &mut self.ends[i..] {
-            *end += n as u32;
+        let n = self.len();
+        debug_assert!(n < CAP && i <= n);
+        let key = element_key(element);
+        // A key added in the middle lies between two keys that share the prefix; one
+        // added at either end may share less of it.
+        let mut skip = self.skip as usize;
+        if n == 0 {
+            skip = 0;
+        } else if skip > 0 && (i == 0 || i == n) {
+            let neighbour = if i == 0 { self.key(0) } else { self.key(n - 1) };
+            skip = skip.min(common_prefix_len(key, neighbour));
         }
-        self.ends.insert(i, (start + n) as u32);
+        let start = self.start(i);
+        let len = element.len();
+        // Grow by a quarter at a time rather than doubling: nodes are many and small,
+        // and doubling would leave a third of their key memory unused on average.
+        if self.bytes.capacity() - self.bytes.len() < len {
+            self.bytes.reserve_exact(len.max(self.bytes.len() / 4 + 32));
+        }
+        let old_len = self.bytes.len();
+        self.bytes.resize(old_len + len, 0);
+        self.bytes.copy_within(start..old_len, start + len);
+        self.bytes[start..start + len].copy_from_slice(element);
+        self.ends.copy_within(i..n, i + 1);
+        self.ends[i] = start as u32;
+        for end in &mut self.ends[i..=n] {
+            *end += len as u32;
+        }
+        self.prefixes.copy_within(i..n, i + 1);
+        self.len += 1;
+        if skip == self.skip as usize {
+            self.prefixes[i] = prefix_at(key, skip);
+        } else {
+            self.rebuild_prefixes(skip);
+        }
     }
 
     fn push(&mut self, element: &[u8]) {
-        self.reserve(element.len());
-        self.bytes.extend_from_slice(element);
-        self.ends.push(self.bytes.len() as u32);
+        self.insert(self.len(), element);
     }
 
     fn remove(&mut self, i: usize) {
+        let n = self.len();
         let (start, end) = (self.start(i), self.ends[i] as usize);
-        let n = (end - start) as u32;
+        let len = (end - start) as u32;
         self.bytes.drain(start..end);
-        self.ends.remove(i);
-        for e in &mut self.ends[i..] {
-            *e -= n;
+        self.ends.copy_within(i + 1..n, i);
+        self.prefixes.copy_within(i + 1..n, i);
+        for e in &mut self.ends[i..n - 1] {
+            *e -= len;
+        }
+        self.len -= 1;
+    }
+
+    /// Recomputes `skip` as the prefix shared by the first and last keys (and so by all
+    /// of them), and every prefix. Time: O(node).
+    fn refresh(&mut self) {
+        let n = self.len();
+        let skip = if n < 2 {
+            0
+        } else {
+            common_prefix_len(self.key(0), self.key(n - 1))
+        };
+        self.rebuild_prefixes(skip);
+    }
+
+    fn rebuild_prefixes(&mut self, skip: usize) {
+        let skip = skip.min(SHARED_MAX);
+        self.skip = skip as u32;
+        if skip > 0 {
+            let start = self.get(0).len() - self.key(0).len();
+            self.shared[..skip].copy_from_slice(&self.bytes[start..start + skip]);
+        }
+        for i in 0..self.len() {
+            self.prefixes[i] = prefix_at(self.key(i), skip);
         }
     }
 
-    /// Moves elements `at..` into a new `Packed`.
-    fn split_off(&mut self, at: usize) -> Packed {
+    /// Moves elements `at..` into a new node.
+    fn split_off(&mut self, at: usize) -> Self {
+        let right = Self::from_elements((at..self.len()).map(|i| self.get(i)));
         let start = self.start(at);
-        let bytes = self.bytes[start..].to_vec();
-        let ends = self.ends[at..].iter().map(|&e| e - start as u32).collect();
         self.bytes.truncate(start);
-        self.ends.truncate(at);
         self.bytes.shrink_to(start + start / 4);
-        Packed { bytes, ends }
+        self.len = at as u32;
+        self.refresh();
+        right
+    }
+}
+
+/// A node reference: leaves and branches are separate allocations of their own size.
+#[derive(Clone, Debug)]
+enum Node {
+    Leaf(Arc<Leaf>),
+    Branch(Arc<Branch>),
+}
+
+type Leaf = Packed<LEAF_CAP>;
+
+impl Node {
+    fn count(&self) -> usize {
+        match self {
+            Node::Leaf(leaf) => leaf.len(),
+            Node::Branch(branch) => branch.total(),
+        }
     }
 
-    fn append(&mut self, other: &Packed) {
-        let base = self.bytes.len() as u32;
-        self.reserve(other.bytes.len());
-        self.bytes.extend_from_slice(&other.bytes);
-        self.ends.extend(other.ends.iter().map(|&e| e + base));
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.ends.capacity() * size_of::<u32>()
+    fn underfull(&self) -> bool {
+        match self {
+            Node::Leaf(leaf) => leaf.len() < LEAF_MIN,
+            Node::Branch(branch) => branch.len() < BRANCH_MIN,
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 struct Branch {
-    /// `separators[i]` is at most every element of `children[i + 1]` and greater than
-    /// every element of `children[i]`.
-    separators: Packed,
-    children: Vec<Arc<Node>>,
+    /// `separators` key `i` is at most every key of child `i + 1` and greater than every
+    /// key of child `i`.
+    separators: Packed<BRANCH_CAP>,
     /// Elements under each child.
-    counts: Vec<usize>,
+    counts: [u32; BRANCH_CAP],
+    children: [Option<Node>; BRANCH_CAP],
+    len: u32,
 }
 
 impl Branch {
+    /// A branch over `children` (with their element counts), separated by `separators`.
+    fn from_parts(children: Vec<(Node, usize)>, separators: &[Vec<u8>]) -> Self {
+        debug_assert_eq!(children.len(), separators.len() + 1);
+        let mut branch = Branch {
+            separators: Packed::from_elements(separators.iter().map(Vec::as_slice)),
+            counts: [0; BRANCH_CAP],
+            children: std::array::from_fn(|_| None),
+            len: children.len() as u32,
+        };
+        for (i, (child, count)) in children.into_iter().enumerate() {
+            branch.children[i] = Some(child);
+            branch.counts[i] = count as u32;
+        }
+        branch
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    #[inline]
+    fn child(&self, i: usize) -> &Node {
+        self.children[i]
+            .as_ref()
+            .expect("children 0..len are present")
+    }
+
+    fn total(&self) -> usize {
+        self.counts[..self.len()].iter().map(|&c| c as usize).sum()
+    }
+
     /// The child whose range holds `probe`, and the number of elements before it.
     #[inline]
     fn route(&self, probe: &[u8]) -> (usize, usize) {
@@ -160,80 +350,131 @@ impl Branch {
             Ok(i) => i + 1,
             Err(i) => i,
         };
-        (child, self.counts[..child].iter().sum())
+        let before = self.counts[..child].iter().map(|&c| c as usize).sum();
+        (child, before)
     }
 
-    fn split(&mut self) -> Split {
-        let mid = self.children.len() / 2;
-        let children = self.children.split_off(mid);
-        let counts = self.counts.split_off(mid);
-        let mut separators = self.separators.split_off(mid - 1);
-        let separator = separators.get(0).to_vec();
-        separators.remove(0);
-        let right_count = counts.iter().sum();
+    /// The child holding the element at `index`, and the index within that child.
+    #[inline]
+    fn route_index(&self, mut index: usize) -> (usize, usize) {
+        let mut child = 0;
+        while index >= self.counts[child] as usize {
+            index -= self.counts[child] as usize;
+            child += 1;
+        }
+        (child, index)
+    }
+
+    /// Puts `child` (holding `count` elements) at `i`, after separator `i - 1`.
+    fn insert_child(&mut self, i: usize, child: Node, count: usize, separator: &[u8]) {
+        let n = self.len();
+        self.children[i..=n].rotate_right(1);
+        self.children[i] = Some(child);
+        self.counts.copy_within(i..n, i + 1);
+        self.counts[i] = count as u32;
+        self.separators.insert(i - 1, separator);
+        self.len += 1;
+    }
+
+    fn parts(&self) -> (Vec<(Node, usize)>, Vec<Vec<u8>>) {
+        let children = (0..self.len())
+            .map(|i| (self.child(i).clone(), self.counts[i] as usize))
+            .collect();
+        let separators = self.separators.elements().map(<[u8]>::to_vec).collect();
+        (children, separators)
+    }
+
+    fn split(&mut self, mid: usize) -> Split {
+        let (mut children, mut separators) = self.parts();
+        let right_children = children.split_off(mid);
+        let right_separators = separators.split_off(mid);
+        let separator = separators.pop().expect("mid > 0");
+        let right = Branch::from_parts(right_children, &right_separators);
+        let right_count = right.total();
+        *self = Branch::from_parts(children, &separators);
         Split {
             separator,
-            right: Arc::new(Node::Branch(Branch {
-                separators,
-                children,
-                counts,
-            })),
+            right: Node::Branch(Arc::new(right)),
             right_count,
         }
     }
 
-    /// Restores the minimum fill of `children[i]` by merging it with a neighbour and,
-    /// when the two do not fit in one node, splitting the result evenly.
+    /// Restores the minimum fill of child `i` by merging it with a neighbour or, when the
+    /// two do not fit in one node, sharing their contents evenly. Rare, so it goes
+    /// through plain vectors for clarity.
     fn rebalance(&mut self, i: usize) {
-        if self.children.len() < 2 {
+        if self.len() < 2 {
             return;
         }
         let (l, r) = if i > 0 { (i - 1, i) } else { (i, i + 1) };
-        let right = self.children.remove(r);
-        let right_count = self.counts.remove(r);
-        let mut separator = self.separators.get(l).to_vec();
-        self.separators.remove(l);
-        self.counts[l] += right_count;
-        let left = Arc::make_mut(&mut self.children[l]);
-        let too_big = match (left, &*right) {
+        let separator = self.separators.get(l).to_vec();
+        let merged = match (self.child(l), self.child(r)) {
             (Node::Leaf(left), Node::Leaf(right)) => {
-                left.append(right);
-                left.len() > LEAF_MAX
+                let elements: Vec<&[u8]> = left.elements().chain(right.elements()).collect();
+                if elements.len() <= LEAF_MAX {
+                    Err(Node::Leaf(Arc::new(Leaf::from_elements(elements))))
+                } else {
+                    let mid = elements.len() / 2;
+                    Ok((
+                        Node::Leaf(Arc::new(Leaf::from_elements(
+                            elements[..mid].iter().copied(),
+                        ))),
+                        elements[mid].to_vec(),
+                        Node::Leaf(Arc::new(Leaf::from_elements(
+                            elements[mid..].iter().copied(),
+                        ))),
+                    ))
+                }
             }
             (Node::Branch(left), Node::Branch(right)) => {
-                left.separators.push(&separator);
-                left.separators.append(&right.separators);
-                left.children.extend(right.children.iter().cloned());
-                left.counts.extend_from_slice(&right.counts);
-                left.children.len() > BRANCH_MAX
+                let (mut children, mut separators) = left.parts();
+                let (right_children, right_separators) = right.parts();
+                children.extend(right_children);
+                separators.push(separator);
+                separators.extend(right_separators);
+                if children.len() <= BRANCH_MAX {
+                    Err(Node::Branch(Arc::new(Branch::from_parts(
+                        children,
+                        &separators,
+                    ))))
+                } else {
+                    let mid = children.len() / 2;
+                    let right_children = children.split_off(mid);
+                    let right_separators = separators.split_off(mid);
+                    let up = separators.pop().expect("mid > 0");
+                    Ok((
+                        Node::Branch(Arc::new(Branch::from_parts(children, &separators))),
+                        up,
+                        Node::Branch(Arc::new(Branch::from_parts(
+                            right_children,
+                            &right_separators,
+                        ))),
+                    ))
+                }
             }
             _ => unreachable!("siblings are at the same depth"),
         };
-        if too_big {
-            let split = match Arc::make_mut(&mut self.children[l]) {
-                Node::Leaf(leaf) => split_leaf(leaf),
-                Node::Branch(branch) => branch.split(),
-            };
-            separator = split.separator;
-            self.counts[l] -= split.right_count;
-            self.children.insert(r, split.right);
-            self.counts.insert(r, split.right_count);
-            self.separators.insert(l, &separator);
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-enum Node {
-    Leaf(Packed),
-    Branch(Branch),
-}
-
-impl Node {
-    fn underfull(&self) -> bool {
-        match self {
-            Node::Leaf(leaf) => leaf.len() < LEAF_MIN,
-            Node::Branch(branch) => branch.children.len() < BRANCH_MIN,
+        match merged {
+            // One node now: drop the right child and the separator between them.
+            Err(node) => {
+                let n = self.len();
+                self.counts[l] = node.count() as u32;
+                self.children[l] = Some(node);
+                self.children[r].take();
+                self.children[r..n].rotate_left(1);
+                self.counts.copy_within(r + 1..n, r);
+                self.separators.remove(l);
+                self.len -= 1;
+            }
+            // Two nodes again, with a new separator between them.
+            Ok((left, up, right)) => {
+                self.counts[l] = left.count() as u32;
+                self.counts[r] = right.count() as u32;
+                self.children[l] = Some(left);
+                self.children[r] = Some(right);
+                self.separators.remove(l);
+                self.separators.insert(l, &up);
+            }
         }
     }
 }
@@ -241,34 +482,65 @@ impl Node {
 /// The right half of a node that split, and the separator that goes up.
 struct Split {
     separator: Vec<u8>,
-    right: Arc<Node>,
+    right: Node,
     right_count: usize,
 }
 
-fn split_leaf(leaf: &mut Packed) -> Split {
-    let right = leaf.split_off(leaf.len() / 2);
-    Split {
-        separator: right.get(0).to_vec(),
-        right_count: right.len(),
-        right: Arc::new(Node::Leaf(right)),
+/// Where a node sits: on the tree's left or right edge. Runs of inserts at either end of
+/// the whole tree (increasing ids, say) would leave every node half full after an even
+/// split; there the split leaves the new node at the minimum fill instead.
+#[derive(Clone, Copy)]
+struct Edge {
+    leftmost: bool,
+    rightmost: bool,
+}
+
+impl Edge {
+    /// Where the split point of a node of `len` entries goes, given that the entry that
+    /// overflowed it went in at `pos`.
+    fn split_point(self, pos: usize, len: usize, min: usize) -> usize {
+        if self.rightmost && pos + 1 == len {
+            len - min
+        } else if self.leftmost && pos == 0 {
+            min
+        } else {
+            len / 2
+        }
+    }
+
+    fn child(self, child: usize, len: usize) -> Edge {
+        Edge {
+            leftmost: self.leftmost && child == 0,
+            rightmost: self.rightmost && child + 1 == len,
+        }
     }
 }
 
-/// An ordered set of byte elements with rank queries and O(1) snapshots.
+fn split_leaf(leaf: &mut Leaf, at: usize) -> Split {
+    let right = leaf.split_off(at);
+    Split {
+        separator: right.get(0).to_vec(),
+        right_count: right.len(),
+        right: Node::Leaf(Arc::new(right)),
+    }
+}
+
+/// An ordered set of term-key elements with rank queries and O(1) snapshots.
 ///
-/// Elements are compared with [`compare_elements`], so an element is a term key plus
-/// an optional hint. Cloning is O(1): the clone shares every node, and each side copies
-/// a node only when it writes to one that is still shared.
+/// Elements are ordered by their keys ([`element_key`]); lookups take bare keys, so the
+/// hints that restore floats never take part in the order. Cloning is O(1): the clone
+/// shares every node, and each side copies a node only when it writes to one that is
+/// still shared.
 #[derive(Clone, Debug)]
 pub struct KeyTree {
-    root: Arc<Node>,
+    root: Node,
     len: usize,
 }
 
 impl Default for KeyTree {
     fn default() -> Self {
         KeyTree {
-            root: Arc::new(Node::Leaf(Packed::default())),
+            root: Node::Leaf(Arc::default()),
             len: 0,
         }
     }
@@ -290,38 +562,44 @@ impl KeyTree {
         self.len == 0
     }
 
-    /// Adds `element` unless an equal one is present (the present one is kept).
-    /// Returns the index of the new element, or `None` when it was present.
+    /// Adds `element` unless an element with the same key is present (the present one is
+    /// kept). Returns the index of the new element, or `None` when it was present.
     ///
-    /// `element.len()` must not exceed [`MAX_ELEMENT_LEN`].
+    /// `element.len()` must not exceed [`MAX_ELEMENT_LEN`], nor the tree hold
+    /// [`MAX_LEN`] elements already.
     ///
     /// Time: O(log n).
     pub fn insert(&mut self, element: &[u8]) -> Option<usize> {
         assert!(element.len() <= MAX_ELEMENT_LEN, "element too long");
-        let (index, split) = insert_into(&mut self.root, element)?;
+        assert!(self.len < MAX_LEN, "tree full");
+        let edge = Edge {
+            leftmost: true,
+            rightmost: true,
+        };
+        let (index, split) = insert_into(&mut self.root, element, element_key(element), edge)?;
         self.len += 1;
         if let Some(split) = split {
-            let left = std::mem::replace(&mut self.root, Arc::new(Node::Leaf(Packed::default())));
-            let mut separators = Packed::default();
-            separators.push(&split.separator);
-            self.root = Arc::new(Node::Branch(Branch {
-                separators,
-                children: vec![left, split.right],
-                counts: vec![self.len - split.right_count, split.right_count],
-            }));
+            let left = std::mem::replace(&mut self.root, Node::Leaf(Arc::default()));
+            self.root = Node::Branch(Arc::new(Branch::from_parts(
+                vec![
+                    (left, self.len - split.right_count),
+                    (split.right, split.right_count),
+                ],
+                &[split.separator],
+            )));
         }
         Some(index)
     }
 
-    /// Removes the element equal to `probe`. Returns its index, or `None` when absent.
+    /// Removes the element whose key is `probe`. Returns its index, or `None` when absent.
     ///
     /// Time: O(log n).
     pub fn remove(&mut self, probe: &[u8]) -> Option<usize> {
         let index = remove_from(&mut self.root, probe)?;
         self.len -= 1;
         loop {
-            let only_child = match &*self.root {
-                Node::Branch(branch) if branch.children.len() == 1 => branch.children[0].clone(),
+            let only_child = match &self.root {
+                Node::Branch(branch) if branch.len() == 1 => branch.child(0).clone(),
                 _ => break,
             };
             self.root = only_child;
@@ -329,12 +607,12 @@ impl KeyTree {
         Some(index)
     }
 
-    /// `Ok(index)` of the element equal to `probe`, or `Err(i)` where `i` is the number of
-    /// elements less than `probe` (where it would be inserted).
+    /// `Ok(index)` of the element whose key is `probe`, or `Err(i)` where `i` is the number
+    /// of elements less than `probe` (where it would be inserted).
     ///
     /// Time: O(log n).
     pub fn position(&self, probe: &[u8]) -> Result<usize, usize> {
-        let mut node = &*self.root;
+        let mut node = &self.root;
         let mut before = 0;
         loop {
             match node {
@@ -347,10 +625,40 @@ impl KeyTree {
                 Node::Branch(branch) => {
                     let (child, skipped) = branch.route(probe);
                     before += skipped;
-                    node = &branch.children[child];
+                    node = branch.child(child);
                 }
             }
         }
+    }
+
+    /// The index and the element whose key is `probe`, in one descent.
+    ///
+    /// Time: O(log n).
+    pub fn find(&self, probe: &[u8]) -> Option<(usize, &[u8])> {
+        let mut node = &self.root;
+        let mut before = 0;
+        loop {
+            match node {
+                Node::Leaf(leaf) => {
+                    let i = leaf.search(probe).ok()?;
+                    return Some((before + i, leaf.get(i)));
+                }
+                Node::Branch(branch) => {
+                    let (child, skipped) = branch.route(probe);
+                    before += skipped;
+                    node = branch.child(child);
+                }
+            }
+        }
+    }
+
+    /// Replaces the element that has the same key as `element` (the hint may differ).
+    /// Returns its index, or `None` (and changes nothing) when no element has that key.
+    ///
+    /// Time: O(log n).
+    pub fn replace(&mut self, element: &[u8]) -> Option<usize> {
+        assert!(element.len() <= MAX_ELEMENT_LEN, "element too long");
+        replace_in(&mut self.root, element, element_key(element))
     }
 
     /// The element at `index` in ascending order.
@@ -360,18 +668,15 @@ impl KeyTree {
         if index >= self.len {
             return None;
         }
-        let mut node = &*self.root;
+        let mut node = &self.root;
         let mut index = index;
         loop {
             match node {
                 Node::Leaf(leaf) => return Some(leaf.get(index)),
                 Node::Branch(branch) => {
-                    let mut child = 0;
-                    while index >= branch.counts[child] {
-                        index -= branch.counts[child];
-                        child += 1;
-                    }
-                    node = &branch.children[child];
+                    let (child, within) = branch.route_index(index);
+                    index = within;
+                    node = branch.child(child);
                 }
             }
         }
@@ -390,7 +695,7 @@ impl KeyTree {
         if iter.remaining == 0 {
             return iter;
         }
-        let mut node = &*self.root;
+        let mut node = &self.root;
         let mut index = index;
         loop {
             match node {
@@ -400,22 +705,19 @@ impl KeyTree {
                     return iter;
                 }
                 Node::Branch(branch) => {
-                    let mut child = 0;
-                    while index >= branch.counts[child] {
-                        index -= branch.counts[child];
-                        child += 1;
-                    }
+                    let (child, within) = branch.route_index(index);
+                    index = within;
                     iter.stack.push((branch, child + 1));
-                    node = &branch.children[child];
+                    node = branch.child(child);
                 }
             }
         }
     }
 
-    /// Builds a tree from elements in strictly ascending order.
+    /// Builds a tree from elements in strictly ascending key order.
     ///
-    /// The caller guarantees the order (checked in debug builds) and that no element is
-    /// longer than [`MAX_ELEMENT_LEN`].
+    /// The caller guarantees the order (checked in debug builds), that no element is
+    /// longer than [`MAX_ELEMENT_LEN`] and that there are at most [`MAX_LEN`].
     ///
     /// Time: O(n).
     pub fn from_sorted<'a, I>(elements: I) -> Self
@@ -425,55 +727,38 @@ impl KeyTree {
     {
         let elements = elements.into_iter();
         let n = elements.len();
+        assert!(n <= MAX_LEN, "too many elements");
         if n == 0 {
             return Self::new();
         }
-        // Level 0: leaves, sized evenly so that none falls under the minimum fill.
-        let mut level: Vec<(Arc<Node>, usize, Vec<u8>)> = Vec::new();
+        // Each level is a list of (node, element count, first element).
+        let mut level: Vec<(Node, usize, Vec<u8>)> = Vec::new();
         let mut elements = elements.peekable();
         let mut previous: Option<&[u8]> = None;
+        // Leaves are sized evenly so that none falls under the minimum fill.
         for size in even_sizes(n, BULK_LEAF_FILL) {
-            let mut leaf = Packed::default();
             let first = elements.peek().map(|e| e.to_vec()).unwrap_or_default();
-            for element in elements.by_ref().take(size) {
+            let leaf = Leaf::from_elements(elements.by_ref().take(size).inspect(|&element| {
                 debug_assert!(
-                    previous.is_none_or(|p| compare_elements(p, element).is_lt()),
+                    previous.is_none_or(|p| element_key(p) < element_key(element)),
                     "from_sorted: elements must be strictly ascending"
                 );
                 previous = Some(element);
-                leaf.push(element);
-            }
-            leaf.bytes.shrink_to_fit();
-            leaf.ends.shrink_to_fit();
-            level.push((Arc::new(Node::Leaf(leaf)), size, first));
+            }));
+            level.push((Node::Leaf(Arc::new(leaf)), size, first));
         }
         while level.len() > 1 {
             let mut next = Vec::new();
             let mut nodes = level.into_iter();
             for size in even_sizes(nodes.len(), BULK_BRANCH_FILL) {
                 let group: Vec<_> = nodes.by_ref().take(size).collect();
-                let mut separators = Packed::default();
-                for (_, _, first) in &group[1..] {
-                    separators.push(first);
-                }
                 let count = group.iter().map(|(_, c, _)| c).sum();
-                let mut group = group.into_iter();
-                let (head, head_count, first) = group.next().expect("groups are non-empty");
-                let mut children = vec![head];
-                let mut counts = vec![head_count];
-                for (child, child_count, _) in group {
-                    children.push(child);
-                    counts.push(child_count);
-                }
-                next.push((
-                    Arc::new(Node::Branch(Branch {
-                        separators,
-                        children,
-                        counts,
-                    })),
-                    count,
-                    first,
-                ));
+                let mut firsts = group.iter().map(|(_, _, first)| first.clone());
+                let first = firsts.next().expect("groups are non-empty");
+                let separators: Vec<Vec<u8>> = firsts.collect();
+                let children = group.into_iter().map(|(node, c, _)| (node, c)).collect();
+                let branch = Branch::from_parts(children, &separators);
+                next.push((Node::Branch(Arc::new(branch)), count, first));
             }
             level = next;
         }
@@ -489,16 +774,14 @@ impl KeyTree {
         // An Arc allocation holds two counters before the node.
         const ARC_HEADER: usize = 2 * size_of::<usize>();
         let mut total = size_of::<Self>();
-        let mut stack = vec![&*self.root];
+        let mut stack = vec![&self.root];
         while let Some(node) = stack.pop() {
-            total += ARC_HEADER + size_of::<Node>();
+            total += ARC_HEADER;
             match node {
-                Node::Leaf(leaf) => total += leaf.heap_bytes(),
+                Node::Leaf(leaf) => total += size_of::<Leaf>() + leaf.bytes.capacity(),
                 Node::Branch(branch) => {
-                    total += branch.separators.heap_bytes()
-                        + branch.children.capacity() * size_of::<Arc<Node>>()
-                        + branch.counts.capacity() * size_of::<usize>();
-                    stack.extend(branch.children.iter().map(|c| &**c));
+                    total += size_of::<Branch>() + branch.separators.bytes.capacity();
+                    stack.extend((0..branch.len()).map(|i| branch.child(i)));
                 }
             }
         }
@@ -508,6 +791,22 @@ impl KeyTree {
     /// Checks every structural invariant; for tests.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
+        fn check_packed<const CAP: usize>(packed: &Packed<CAP>) {
+            let skip = packed.skip as usize;
+            assert!(skip <= SHARED_MAX);
+            for i in 0..packed.len() {
+                assert_eq!(
+                    packed.key(i)[..skip],
+                    packed.shared[..skip],
+                    "skip too long"
+                );
+                assert_eq!(
+                    packed.prefixes[i],
+                    prefix_at(packed.key(i), skip),
+                    "stale prefix"
+                );
+            }
+        }
         fn walk<'a>(
             node: &'a Node,
             is_root: bool,
@@ -517,26 +816,28 @@ impl KeyTree {
         ) -> usize {
             match node {
                 Node::Leaf(leaf) => {
+                    check_packed(&**leaf);
                     assert!(is_root || leaf.len() >= LEAF_MIN, "leaf underfull");
                     assert!(leaf.len() <= LEAF_MAX, "leaf overfull");
                     assert_eq!(*leaf_depth.get_or_insert(depth), depth, "uneven depth");
-                    out.extend((0..leaf.len()).map(|i| leaf.get(i)));
+                    out.extend(leaf.elements());
                     leaf.len()
                 }
                 Node::Branch(branch) => {
-                    assert!(branch.children.len() >= if is_root { 2 } else { BRANCH_MIN });
-                    assert!(branch.children.len() <= BRANCH_MAX);
-                    assert_eq!(branch.separators.len() + 1, branch.children.len());
-                    assert_eq!(branch.counts.len(), branch.children.len());
+                    check_packed(&branch.separators);
+                    assert!(branch.len() >= if is_root { 2 } else { BRANCH_MIN });
+                    assert!(branch.len() <= BRANCH_MAX);
+                    assert_eq!(branch.separators.len() + 1, branch.len());
+                    assert!(branch.children[branch.len()..].iter().all(Option::is_none));
                     let mut total = 0;
-                    for (i, child) in branch.children.iter().enumerate() {
+                    for i in 0..branch.len() {
                         let start = out.len();
-                        let count = walk(child, false, depth + 1, leaf_depth, out);
-                        assert_eq!(count, branch.counts[i], "stale count");
+                        let count = walk(branch.child(i), false, depth + 1, leaf_depth, out);
+                        assert_eq!(count, branch.counts[i] as usize, "stale count");
                         if i > 0 {
-                            let separator = branch.separators.get(i - 1);
-                            assert!(compare_elements(separator, out[start]).is_le());
-                            assert!(compare_elements(out[start - 1], separator).is_lt());
+                            let separator = branch.separators.key(i - 1);
+                            assert!(separator <= element_key(out[start]));
+                            assert!(element_key(out[start - 1]) < separator);
                         }
                         total += count;
                     }
@@ -548,7 +849,7 @@ impl KeyTree {
         let count = walk(&self.root, true, 0, &mut None, &mut out);
         assert_eq!(count, self.len);
         for pair in out.windows(2) {
-            assert!(compare_elements(pair[0], pair[1]).is_lt(), "out of order");
+            assert!(element_key(pair[0]) < element_key(pair[1]), "out of order");
         }
     }
 }
@@ -559,42 +860,80 @@ fn even_sizes(n: usize, fill: usize) -> impl Iterator<Item = usize> {
     (0..groups).map(move |g| n / groups + usize::from(g < n % groups))
 }
 
-fn insert_into(node: &mut Arc<Node>, element: &[u8]) -> Option<(usize, Option<Split>)> {
-    match Arc::make_mut(node) {
+fn insert_into(
+    node: &mut Node,
+    element: &[u8],
+    key: &[u8],
+    edge: Edge,
+) -> Option<(usize, Option<Split>)> {
+    match node {
         Node::Leaf(leaf) => {
-            let pos = leaf.search(element).err()?;
+            let pos = leaf.search(key).err()?;
+            let leaf = Arc::make_mut(leaf);
             leaf.insert(pos, element);
-            let split = (leaf.len() > LEAF_MAX).then(|| split_leaf(leaf));
+            let split = (leaf.len() > LEAF_MAX).then(|| {
+                let at = edge.split_point(pos, leaf.len(), LEAF_MIN);
+                split_leaf(leaf, at)
+            });
             Some((pos, split))
         }
         Node::Branch(branch) => {
-            let (child, before) = branch.route(element);
-            let (index, split) = insert_into(&mut branch.children[child], element)?;
+            let (child, before) = branch.route(key);
+            // A branch shared with a snapshot is copied on the way down even when the
+            // element turns out to be present: a redundant copy, never a wrong one.
+            let branch = Arc::make_mut(branch);
+            let child_edge = edge.child(child, branch.len());
+            let child_node = branch.children[child].as_mut().expect("routed to a child");
+            let (index, split) = insert_into(child_node, element, key, child_edge)?;
             branch.counts[child] += 1;
+            let mut grown_at = child;
             if let Some(split) = split {
-                branch.counts[child] -= split.right_count;
-                branch.children.insert(child + 1, split.right);
-                branch.counts.insert(child + 1, split.right_count);
-                branch.separators.insert(child, &split.separator);
+                branch.counts[child] -= split.right_count as u32;
+                branch.insert_child(child + 1, split.right, split.right_count, &split.separator);
+                grown_at = child + 1;
             }
-            let split = (branch.children.len() > BRANCH_MAX).then(|| branch.split());
+            let split = (branch.len() > BRANCH_MAX).then(|| {
+                let mid = edge.split_point(grown_at, branch.len(), BRANCH_MIN);
+                branch.split(mid)
+            });
             Some((before + index, split))
         }
     }
 }
 
-fn remove_from(node: &mut Arc<Node>, probe: &[u8]) -> Option<usize> {
-    match Arc::make_mut(node) {
+fn replace_in(node: &mut Node, element: &[u8], key: &[u8]) -> Option<usize> {
+    match node {
+        Node::Leaf(leaf) => {
+            let pos = leaf.search(key).ok()?;
+            let leaf = Arc::make_mut(leaf);
+            // Same key, so the same place and prefix: swap the bytes.
+            leaf.remove(pos);
+            leaf.insert(pos, element);
+            Some(pos)
+        }
+        Node::Branch(branch) => {
+            let (child, before) = branch.route(key);
+            let branch = Arc::make_mut(branch);
+            let child_node = branch.children[child].as_mut().expect("routed to a child");
+            Some(before + replace_in(child_node, element, key)?)
+        }
+    }
+}
+
+fn remove_from(node: &mut Node, probe: &[u8]) -> Option<usize> {
+    match node {
         Node::Leaf(leaf) => {
             let pos = leaf.search(probe).ok()?;
-            leaf.remove(pos);
+            Arc::make_mut(leaf).remove(pos);
             Some(pos)
         }
         Node::Branch(branch) => {
             let (child, before) = branch.route(probe);
-            let index = remove_from(&mut branch.children[child], probe)?;
+            let branch = Arc::make_mut(branch);
+            let child_node = branch.children[child].as_mut().expect("routed to a child");
+            let index = remove_from(child_node, probe)?;
             branch.counts[child] -= 1;
-            if branch.children[child].underfull() {
+            if branch.child(child).underfull() {
                 branch.rebalance(child);
             }
             Some(before + index)
@@ -607,7 +946,7 @@ fn remove_from(node: &mut Arc<Node>, probe: &[u8]) -> Option<usize> {
 pub struct Iter<'a> {
     /// Branches above the current leaf, with the next child to visit in each.
     stack: Vec<(&'a Branch, usize)>,
-    leaf: Option<&'a Packed>,
+    leaf: Option<&'a Leaf>,
     pos: usize,
     remaining: usize,
 }
@@ -630,12 +969,12 @@ impl<'a> Iterator for Iter<'a> {
             // leaf below it.
             self.leaf = None;
             while let Some((branch, next)) = self.stack.pop() {
-                if next < branch.children.len() {
+                if next < branch.len() {
                     self.stack.push((branch, next + 1));
-                    let mut node = &*branch.children[next];
+                    let mut node = branch.child(next);
                     while let Node::Branch(b) = node {
                         self.stack.push((b, 1));
-                        node = &b.children[0];
+                        node = b.child(0);
                     }
                     if let Node::Leaf(l) = node {
                         self.leaf = Some(l);
@@ -657,11 +996,17 @@ impl ExactSizeIterator for Iter<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::term_key::{KeyEncoder, Number};
     use std::collections::BTreeSet;
 
     fn element(i: u32) -> Vec<u8> {
-        // Fixed-width big-endian: a prefix-free encoding whose byte order is numeric.
-        i.to_be_bytes().to_vec()
+        let mut encoder = KeyEncoder::new();
+        encoder.push_number(Number::Int(i.into()), false);
+        encoder.finish().as_bytes().to_vec()
+    }
+
+    fn key(i: u32) -> Vec<u8> {
+        element_key(&element(i)).to_vec()
     }
 
     #[test]
@@ -672,39 +1017,40 @@ mod tests {
         for step in 0..20_000 {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             let v = (x >> 8) % 5000;
-            let e = element(v);
             if step % 3 == 2 {
-                let expected = model.iter().position(|m: &Vec<u8>| m == &e);
-                assert_eq!(tree.remove(&e), expected);
-                model.remove(&e);
+                let expected = model.iter().position(|&m| m == v);
+                assert_eq!(tree.remove(&key(v)), expected);
+                model.remove(&v);
             } else {
-                let expected = (!model.contains(&e)).then(|| model.range(..e.clone()).count());
-                assert_eq!(tree.insert(&e), expected);
-                model.insert(e);
+                let expected = (!model.contains(&v)).then(|| model.range(..v).count());
+                assert_eq!(tree.insert(&element(v)), expected);
+                model.insert(v);
             }
         }
         tree.check_invariants();
         let listed: Vec<Vec<u8>> = tree.iter_from(0).map(|e| e.to_vec()).collect();
-        assert_eq!(listed, model.iter().cloned().collect::<Vec<_>>());
-        for (i, e) in model.iter().enumerate() {
-            assert_eq!(tree.position(e), Ok(i));
-            assert_eq!(tree.get(i), Some(&e[..]));
+        assert_eq!(
+            listed,
+            model.iter().map(|&v| element(v)).collect::<Vec<_>>()
+        );
+        for (i, &v) in model.iter().enumerate() {
+            assert_eq!(tree.position(&key(v)), Ok(i));
+            assert_eq!(tree.get(i), Some(&element(v)[..]));
         }
         assert_eq!(tree.get(model.len()), None);
     }
 
+    fn tree_of(range: std::ops::Range<u32>) -> KeyTree {
+        let elements: Vec<Vec<u8>> = range.map(element).collect();
+        KeyTree::from_sorted(elements.iter().map(|v| &v[..]))
+    }
+
     #[test]
     fn snapshots_are_independent() {
-        let mut tree = KeyTree::from_sorted(
-            (0..10_000)
-                .map(element)
-                .collect::<Vec<_>>()
-                .iter()
-                .map(|v| &v[..]),
-        );
+        let mut tree = tree_of(0..10_000);
         let snapshot = tree.clone();
         for i in (0..10_000).step_by(2) {
-            tree.remove(&element(i));
+            tree.remove(&key(i));
         }
         tree.insert(&element(20_000));
         assert_eq!(snapshot.len(), 10_000);
@@ -718,8 +1064,7 @@ mod tests {
     #[test]
     fn from_sorted_builds_a_valid_tree_at_every_size() {
         for n in [0, 1, 2, 15, 16, 55, 56, 57, 64, 65, 1000, 3137, 100_000] {
-            let elements: Vec<Vec<u8>> = (0..n).map(element).collect();
-            let tree = KeyTree::from_sorted(elements.iter().map(|v| &v[..]));
+            let tree = tree_of(0..n);
             tree.check_invariants();
             assert_eq!(tree.len(), n as usize);
             assert_eq!(tree.iter_from(0).count(), n as usize);
@@ -744,13 +1089,66 @@ mod tests {
 
     #[test]
     fn removing_everything_leaves_an_empty_valid_tree() {
-        let elements: Vec<Vec<u8>> = (0..20_000).map(element).collect();
-        let mut tree = KeyTree::from_sorted(elements.iter().map(|v| &v[..]));
-        for e in elements.iter().rev() {
-            assert!(tree.remove(e).is_some());
+        let mut tree = tree_of(0..20_000);
+        for i in (0..20_000).rev() {
+            assert!(tree.remove(&key(i)).is_some());
         }
         tree.check_invariants();
         assert!(tree.is_empty());
         assert_eq!(tree.iter_from(0).next(), None);
+    }
+
+    #[test]
+    fn find_and_replace_work_on_keys() {
+        let mut tree = tree_of(0..1000);
+        assert_eq!(tree.find(&key(500)), Some((500, &element(500)[..])));
+        assert_eq!(tree.find(&key(5000)), None);
+        // An element with the same key and a different hint: 7.0 for 7.
+        let mut encoder = KeyEncoder::new();
+        encoder.push_number(Number::Float(7.0), false);
+        let float_seven = encoder.finish();
+        assert_eq!(tree.replace(float_seven.as_bytes()), Some(7));
+        assert_eq!(tree.get(7), Some(float_seven.as_bytes()));
+        assert_eq!(tree.replace(&element(5000)), None);
+        assert_eq!(tree.len(), 1000);
+        tree.check_invariants();
+    }
+
+    #[test]
+    fn runs_of_appends_and_prepends_keep_nodes_well_filled() {
+        let bulk = tree_of(0..50_000).heap_bytes();
+        let mut ascending = KeyTree::new();
+        let mut descending = KeyTree::new();
+        for i in 0..50_000 {
+            ascending.insert(&element(i));
+            descending.insert(&element(49_999 - i));
+        }
+        ascending.check_invariants();
+        descending.check_invariants();
+        // Even splits would leave these trees half full: about 1.7 times the bulk size.
+        assert!(
+            ascending.heap_bytes() < bulk * 13 / 10,
+            "{} vs {bulk}",
+            ascending.heap_bytes()
+        );
+        assert!(
+            descending.heap_bytes() < bulk * 13 / 10,
+            "{} vs {bulk}",
+            descending.heap_bytes()
+        );
+    }
+
+    #[test]
+    fn probes_outside_a_nodes_shared_prefix_are_placed_at_its_ends() {
+        // Keys 1000..1063 share several leading bytes; probes far below and above do not.
+        let tree = tree_of(1000..1064);
+        assert_eq!(tree.position(&key(5)), Err(0));
+        assert_eq!(tree.position(&key(1_000_000)), Err(64));
+        assert_eq!(tree.position(&key(1032)), Ok(32));
+        assert_eq!(tree.position(&[]), Err(0));
+        let mut tree = tree;
+        assert_eq!(tree.insert(&element(5)), Some(0));
+        assert_eq!(tree.insert(&element(1_000_000)), Some(65));
+        tree.check_invariants();
     }
 }

@@ -11,9 +11,10 @@
 //!    without separators and a comparison is always decided inside both keys.
 //!
 //! Because `==` erases the difference between `1` and `1.0`, a key alone cannot give the
-//! stored term back. An *element* is therefore `key ++ hint`, where the hint (usually
-//! empty) records which numbers were floats. [`compare_elements`] compares elements by
-//! their keys only; [`KeyReader`] rebuilds the exact term.
+//! stored term back. An *element* is therefore `varint(hint length) ++ hint ++ key`, where
+//! the hint (usually empty, so the element is one `00` byte longer than its key) records
+//! which numbers were floats. [`element_key`] finds the key inside an element;
+//! [`KeyReader`] rebuilds the exact term.
 //!
 //! # Layout
 //!
@@ -45,8 +46,6 @@
 //! The hint is a sequence of varints, one per float that the key leaves ambiguous, in key
 //! order: `ordinal << 1 | negative_zero`, where `ordinal` counts the number tokens of the
 //! key from zero.
-
-use std::cmp::Ordering;
 
 /// Type tags. Their numeric order is Erlang's type order.
 pub mod tag {
@@ -85,16 +84,77 @@ const EXPONENT_BIAS: i64 = 1100;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CorruptKey;
 
-/// Compares two elements (`key ++ hint`) by their keys alone.
+/// The key inside an element (what comparisons use): the bytes after the hint.
 ///
-/// Keys are prefix-free, so the first difference between two distinct keys lies inside
-/// both of them, and when one element is a prefix of the other their keys are equal.
-///
-/// Time: O(length of the common prefix).
+/// Time: O(1).
 #[inline]
-pub fn compare_elements(a: &[u8], b: &[u8]) -> Ordering {
-    let n = a.len().min(b.len());
-    a[..n].cmp(&b[..n])
+pub fn element_key(element: &[u8]) -> &[u8] {
+    match element.first() {
+        // The common case: a one-byte hint length.
+        Some(&hint_len) if hint_len < 0x80 => element.get(1 + hint_len as usize..).unwrap_or(&[]),
+        Some(_) => {
+            let mut pos = 0;
+            read_plain_varint(element, &mut pos)
+                .ok()
+                .and_then(|hint_len| element.get(pos + usize::try_from(hint_len).ok()?..))
+                .unwrap_or(&[])
+        }
+        None => &[],
+    }
+}
+
+/// The hint inside an element (opaque bytes before the key).
+///
+/// Time: O(1).
+pub fn element_hint(element: &[u8]) -> &[u8] {
+    let mut pos = 0;
+    read_plain_varint(element, &mut pos)
+        .ok()
+        .and_then(|hint_len| element.get(pos..pos + usize::try_from(hint_len).ok()?))
+        .unwrap_or(&[])
+}
+
+/// Builds an element from a hint and a key. Data structures use the hint slot to carry
+/// bytes that travel with a key without taking part in its order.
+pub fn element_from_parts(hint: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut element = Vec::with_capacity(hint.len() + key.len() + 2);
+    push_plain_varint(&mut element, hint.len() as u64);
+    element.extend_from_slice(hint);
+    element.extend_from_slice(key);
+    element
+}
+
+/// An encoded term: `varint(hint length) ++ hint ++ key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    bytes: Vec<u8>,
+    key_start: usize,
+}
+
+impl Element {
+    /// An element from a hint (as returned by [`Element::hint`]) and a key.
+    pub fn from_parts(hint: &[u8], key: &[u8]) -> Element {
+        let bytes = element_from_parts(hint, key);
+        Element {
+            key_start: bytes.len() - key.len(),
+            bytes,
+        }
+    }
+
+    /// The key alone: what comparisons and lookups use.
+    pub fn key(&self) -> &[u8] {
+        &self.bytes[self.key_start..]
+    }
+
+    /// The whole element: what is stored.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The hint alone (float marks; empty for most terms).
+    pub fn hint(&self) -> &[u8] {
+        element_hint(&self.bytes)
+    }
 }
 
 /// A number as the NIF layer reads it from a term.
@@ -120,13 +180,26 @@ pub enum Number<'a> {
 /// The encoder is a flat writer: the caller walks the term (with an explicit stack) and
 /// calls one method per node, in pre-order. Map keys are encoded by separate encoders
 /// and appended in sorted order with [`KeyEncoder::push_map`].
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct KeyEncoder {
+    /// One byte reserved for the hint length (zero when there is no hint), then the key.
     key: Vec<u8>,
     /// Number tokens written so far (the ordinal of the next one).
     numbers: u32,
     /// `(ordinal, negative_zero)` of each ambiguous float, in order.
     float_marks: Vec<(u32, bool)>,
+}
+
+impl Default for KeyEncoder {
+    fn default() -> Self {
+        let mut key = Vec::with_capacity(32);
+        key.push(0);
+        KeyEncoder {
+            key,
+            numbers: 0,
+            float_marks: Vec::new(),
+        }
+    }
 }
 
 impl KeyEncoder {
@@ -137,12 +210,12 @@ impl KeyEncoder {
 
     /// Bytes of key written so far (the hint is not counted).
     pub fn key_len(&self) -> usize {
-        self.key.len()
+        self.key.len() - 1
     }
 
     /// The key written so far, without the hint.
     pub fn key(&self) -> &[u8] {
-        &self.key
+        &self.key[1..]
     }
 
     /// Writes a number. `exact` is true inside map keys.
@@ -225,7 +298,7 @@ impl KeyEncoder {
     /// Time: O(k log k) key comparisons for k keys.
     pub fn push_map(&mut self, keys: Vec<KeyEncoder>) -> Vec<usize> {
         let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by(|&a, &b| keys[a].key.cmp(&keys[b].key));
+        order.sort_by(|&a, &b| keys[a].key().cmp(keys[b].key()));
         self.key.push(tag::MAP);
         push_ordered_varint(&mut self.key, keys.len() as u64);
         for &i in &order {
@@ -236,7 +309,7 @@ impl KeyEncoder {
 
     /// Appends a finished sub-encoding (a map key), renumbering its float marks.
     fn append(&mut self, other: &KeyEncoder) {
-        self.key.extend_from_slice(&other.key);
+        self.key.extend_from_slice(other.key());
         let offset = self.numbers;
         self.float_marks.extend(
             other
@@ -247,15 +320,29 @@ impl KeyEncoder {
         self.numbers += other.numbers;
     }
 
-    /// The element: the key followed by its hint.
-    pub fn finish(mut self) -> Vec<u8> {
+    /// The element: hint length, hint, key.
+    pub fn finish(mut self) -> Element {
+        if self.float_marks.is_empty() {
+            // The reserved byte already says "no hint".
+            return Element {
+                bytes: self.key,
+                key_start: 1,
+            };
+        }
+        let mut hint = Vec::new();
         for &(ordinal, negative_zero) in &self.float_marks {
             push_plain_varint(
-                &mut self.key,
+                &mut hint,
                 (u64::from(ordinal) << 1) | u64::from(negative_zero),
             );
         }
-        self.key
+        let mut bytes = Vec::with_capacity(hint.len() + self.key.len() + 4);
+        push_plain_varint(&mut bytes, hint.len() as u64);
+        bytes.extend_from_slice(&hint);
+        let key_start = bytes.len();
+        self.key.remove(0);
+        bytes.append(&mut self.key);
+        Element { bytes, key_start }
     }
 }
 
@@ -631,14 +718,23 @@ pub struct KeyReader<'a> {
 impl<'a> KeyReader<'a> {
     /// A reader over one element.
     ///
-    /// Time: O(element length) to locate the hint.
+    /// Time: O(1) to start.
     pub fn new(element: &'a [u8]) -> Result<Self, CorruptKey> {
-        let key_len = key_len(element)?;
+        Self::with_key_offset(element, 0)
+    }
+
+    /// A reader over an element whose key starts with `offset` bytes that are not part
+    /// of the term (a caller's own prefix, such as a group position).
+    pub fn with_key_offset(element: &'a [u8], offset: usize) -> Result<Self, CorruptKey> {
+        let mut pos = 0;
+        let hint_len =
+            usize::try_from(read_plain_varint(element, &mut pos)?).map_err(|_| CorruptKey)?;
+        let hint = element.get(pos..pos + hint_len).ok_or(CorruptKey)?;
         let mut reader = KeyReader {
-            key: &element[..key_len],
+            key: element.get(pos + hint_len + offset..).ok_or(CorruptKey)?,
             pos: 0,
             numbers: 0,
-            hint: &element[key_len..],
+            hint,
             hint_pos: 0,
             next_mark: None,
         };
@@ -678,6 +774,58 @@ impl<'a> KeyReader<'a> {
         Ok(Some(token))
     }
 
+    /// True when every token has been read.
+    pub fn at_end(&self) -> bool {
+        self.pos >= self.key.len()
+    }
+
+    /// Reads past one whole term, keeping float marks in step.
+    ///
+    /// Time: O(term size), with an explicit counter stack.
+    pub fn skip_term(&mut self) -> Result<(), CorruptKey> {
+        // Terms still owed by each open tuple or map; `usize::MAX` marks a list.
+        let mut owed: Vec<usize> = Vec::new();
+        loop {
+            let done = match self.next()?.ok_or(CorruptKey)? {
+                Token::Tuple(n) if n > 0 => {
+                    owed.push(n);
+                    false
+                }
+                Token::Map(n) if n > 0 => {
+                    owed.push(n.checked_mul(2).ok_or(CorruptKey)?);
+                    false
+                }
+                Token::ListStart => {
+                    owed.push(usize::MAX);
+                    false
+                }
+                Token::ListEnd => {
+                    if owed.pop() != Some(usize::MAX) {
+                        return Err(CorruptKey);
+                    }
+                    true
+                }
+                _ => true,
+            };
+            if done {
+                // A finished term pays what it owes to the enclosing tuples and maps.
+                loop {
+                    match owed.last_mut() {
+                        None => return Ok(()),
+                        Some(&mut usize::MAX) => break,
+                        Some(n) => {
+                            *n -= 1;
+                            if *n > 0 {
+                                break;
+                            }
+                            owed.pop();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn read_count(&mut self) -> Result<usize, CorruptKey> {
         let v = read_ordered_varint(self.key, &mut self.pos, false)?;
         usize::try_from(v).map_err(|_| CorruptKey)
@@ -694,7 +842,6 @@ impl<'a> KeyReader<'a> {
             _ => None,
         };
         let is_float = tag_byte >= tag::EXACT_FLOAT_NEG || mark.is_some();
-        let negative_zero = mark == Some(true);
         let (negative, zero) = match tag_byte {
             tag::NUMBER_NEG | tag::EXACT_FLOAT_NEG => (true, false),
             tag::NUMBER_ZERO | tag::EXACT_FLOAT_ZERO => (false, true),
@@ -702,48 +849,89 @@ impl<'a> KeyReader<'a> {
         };
         if zero {
             return Ok(if is_float {
-                Token::Float(if negative_zero { -0.0 } else { 0.0 })
+                Token::Float(if mark == Some(true) { -0.0 } else { 0.0 })
             } else {
                 Token::Integer(Integer::I64(0))
             });
         }
-        let (exponent, fraction, fraction_bits) = self.read_magnitude(negative)?;
+        let (exponent, fraction) = self.read_magnitude(negative)?;
         if is_float {
-            float_from_parts(negative, exponent, &fraction, fraction_bits).map(Token::Float)
+            float_from_parts(negative, exponent, fraction).map(Token::Float)
         } else {
-            integer_from_parts(negative, exponent, &fraction, fraction_bits).map(Token::Integer)
+            integer_from_parts(negative, exponent, fraction).map(Token::Integer)
         }
     }
 
-    /// Returns `(exponent, fraction bytes MSB-first, fraction bit count)`.
-    fn read_magnitude(&mut self, complement: bool) -> Result<(i64, Vec<u8>, usize), CorruptKey> {
+    /// Reads `E + bias` and the seven-bit groups of the fraction.
+    fn read_magnitude(&mut self, complement: bool) -> Result<(i64, Fraction), CorruptKey> {
         let biased = read_ordered_varint(self.key, &mut self.pos, complement)?;
         let exponent = i64::try_from(biased).map_err(|_| CorruptKey)? - EXPONENT_BIAS;
         let flip = if complement { 0xFF } else { 0 };
-        let mut fraction = Vec::new();
-        let mut acc: u32 = 0;
-        let mut acc_bits = 0;
+        // Up to 18 groups (126 bits) accumulate in a u128, which covers every float and
+        // every integer below 2^127 without allocating; longer fractions are bignums.
+        let mut acc: u128 = 0;
+        let mut groups = 0usize;
+        let mut large: Vec<u8> = Vec::new();
         loop {
             let byte = self.key.get(self.pos).ok_or(CorruptKey)? ^ flip;
             self.pos += 1;
-            acc = (acc << 7) | u32::from(byte >> 1);
-            acc_bits += 7;
-            while acc_bits >= 8 {
-                fraction.push((acc >> (acc_bits - 8)) as u8);
-                acc_bits -= 8;
+            let group = byte >> 1;
+            if groups < 18 {
+                acc = (acc << 7) | u128::from(group);
+            } else {
+                if groups == 18 {
+                    large = (acc << 2).to_be_bytes().to_vec();
+                }
+                push_bits(&mut large, groups * 7, group);
             }
+            groups += 1;
             if byte & 1 == 0 {
                 break;
             }
         }
-        if acc_bits > 0 {
-            fraction.push((acc << (8 - acc_bits)) as u8);
-        }
-        let fraction_bits = match trailing_zero_bits(&fraction) {
-            zeros if zeros >= fraction.len() * 8 => 0,
-            zeros => fraction.len() * 8 - zeros,
+        let fraction = if groups <= 18 {
+            Fraction::Small(acc << (128 - 7 * groups))
+        } else {
+            Fraction::Large(large)
         };
-        Ok((exponent, fraction, fraction_bits))
+        Ok((exponent, fraction))
+    }
+}
+
+/// The bits of `f` in `1.f`, left-aligned (MSB first).
+#[derive(Debug)]
+enum Fraction {
+    Small(u128),
+    Large(Vec<u8>),
+}
+
+impl Fraction {
+    fn bit(&self, i: usize) -> bool {
+        match self {
+            Fraction::Small(bits) => i < 128 && (bits >> (127 - i)) & 1 == 1,
+            Fraction::Large(bytes) => bit(bytes, i),
+        }
+    }
+
+    /// True when no bit at position `from` or later is set.
+    fn zero_from(&self, from: usize) -> bool {
+        match self {
+            Fraction::Small(bits) => from >= 128 || bits << from == 0,
+            Fraction::Large(bytes) => (from..bytes.len() * 8).all(|i| !bit(bytes, i)),
+        }
+    }
+}
+
+/// Writes the seven bits of `group` at bit offset `at` of a growing big-endian string.
+fn push_bits(bits: &mut Vec<u8>, at: usize, group: u8) {
+    for j in 0..7 {
+        let i = at + j;
+        if bits.len() * 8 <= i {
+            bits.push(0);
+        }
+        if group & (0x40 >> j) != 0 {
+            bits[i / 8] |= 0x80 >> (i % 8);
+        }
     }
 }
 
@@ -754,18 +942,22 @@ fn bit(bytes: &[u8], i: usize) -> bool {
 fn integer_from_parts(
     negative: bool,
     exponent: i64,
-    fraction: &[u8],
-    fraction_bits: usize,
+    fraction: Fraction,
 ) -> Result<Integer, CorruptKey> {
     let exponent = usize::try_from(exponent).map_err(|_| CorruptKey)?;
-    if fraction_bits > exponent {
-        return Err(CorruptKey);
+    if !fraction.zero_from(exponent) {
+        return Err(CorruptKey); // an integer has no bits below 2^0
     }
     if exponent < 64 {
-        let mut v: u64 = 1;
-        for i in 0..exponent {
-            v = (v << 1) | u64::from(bit(fraction, i));
-        }
+        let high = match fraction {
+            Fraction::Small(bits) => (bits >> 64) as u64,
+            Fraction::Large(_) => return Err(CorruptKey),
+        };
+        let v = if exponent == 0 {
+            1
+        } else {
+            (1u64 << exponent) | (high >> (64 - exponent))
+        };
         return Ok(if !negative {
             match i64::try_from(v) {
                 Ok(small) => Integer::I64(small),
@@ -776,7 +968,7 @@ fn integer_from_parts(
         } else {
             Integer::Big {
                 negative,
-                magnitude: trim_leading_zeros(v.to_be_bytes().to_vec()),
+                magnitude: v.to_be_bytes().to_vec(),
             }
         });
     }
@@ -786,8 +978,8 @@ fn integer_from_parts(
     let mut magnitude = vec![0u8; len];
     let pad = len * 8 - total_bits;
     magnitude[pad / 8] |= 0x80 >> (pad % 8);
-    for i in 0..fraction_bits {
-        if bit(fraction, i) {
+    for i in 0..exponent {
+        if fraction.bit(i) {
             let j = pad + 1 + i;
             magnitude[j / 8] |= 0x80 >> (j % 8);
         }
@@ -798,25 +990,14 @@ fn integer_from_parts(
     })
 }
 
-fn trim_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
-    let zeros = v.iter().take_while(|&&b| b == 0).count();
-    v.drain(..zeros);
-    v
-}
-
-fn float_from_parts(
-    negative: bool,
-    exponent: i64,
-    fraction: &[u8],
-    fraction_bits: usize,
-) -> Result<f64, CorruptKey> {
-    if fraction_bits > 52 || !(-1074..=1023).contains(&exponent) {
+fn float_from_parts(negative: bool, exponent: i64, fraction: Fraction) -> Result<f64, CorruptKey> {
+    let Fraction::Small(bits) = fraction else {
+        return Err(CorruptKey);
+    };
+    if !(-1074..=1023).contains(&exponent) || bits << 52 != 0 {
         return Err(CorruptKey);
     }
-    let mut f: u64 = 0;
-    for i in 0..fraction_bits {
-        f |= u64::from(bit(fraction, i)) << (51 - i);
-    }
+    let f = (bits >> 76) as u64; // the top 52 bits
     let bits = if exponent >= -1022 {
         (((exponent + 1023) as u64) << 52) | f
     } else {
@@ -832,85 +1013,6 @@ fn float_from_parts(
     Ok(f64::from_bits(bits | sign))
 }
 
-/// Length of the key at the start of `element` (the rest is the hint).
-///
-/// Time: O(key length), with an explicit stack of pending element counts.
-pub fn key_len(element: &[u8]) -> Result<usize, CorruptKey> {
-    // Each entry counts the terms still owed to an open tuple or map; `u64::MAX` marks a
-    // list, which ends with its own marker.
-    const LIST: u64 = u64::MAX;
-    let mut pending: Vec<u64> = Vec::new();
-    let mut pos = 0;
-    loop {
-        let first = *element.get(pos).ok_or(CorruptKey)?;
-        pos += 1;
-        let mut term_done = true;
-        match first {
-            LIST_CONS => {
-                if pending.last() != Some(&LIST) {
-                    return Err(CorruptKey);
-                }
-                continue;
-            }
-            LIST_END => {
-                if pending.pop() != Some(LIST) {
-                    return Err(CorruptKey);
-                }
-            }
-            tag::NUMBER_ZERO | tag::EXACT_FLOAT_ZERO => {}
-            tag::NUMBER_NEG | tag::EXACT_FLOAT_NEG | tag::NUMBER_POS | tag::EXACT_FLOAT_POS => {
-                let complement = matches!(first, tag::NUMBER_NEG | tag::EXACT_FLOAT_NEG);
-                read_ordered_varint(element, &mut pos, complement)?;
-                let flip = if complement { 0xFF } else { 0 };
-                loop {
-                    let byte = element.get(pos).ok_or(CorruptKey)? ^ flip;
-                    pos += 1;
-                    if byte & 1 == 0 {
-                        break;
-                    }
-                }
-            }
-            tag::ATOM | tag::BINARY => {
-                read_escaped(element, &mut pos)?;
-            }
-            tag::TUPLE | tag::MAP => {
-                let n = read_ordered_varint(element, &mut pos, false)?;
-                let owed = if first == tag::MAP {
-                    n.checked_mul(2).ok_or(CorruptKey)?
-                } else {
-                    n
-                };
-                if owed > 0 {
-                    pending.push(owed);
-                    term_done = false;
-                }
-            }
-            tag::LIST => {
-                pending.push(LIST);
-                term_done = false;
-            }
-            _ => return Err(CorruptKey),
-        }
-        if term_done {
-            // A finished term pays one of the counts it belongs to, which may finish
-            // its parent in turn.
-            loop {
-                match pending.last_mut() {
-                    None => return Ok(pos),
-                    Some(&mut LIST) => break,
-                    Some(owed) => {
-                        *owed -= 1;
-                        if *owed > 0 {
-                            break;
-                        }
-                        pending.pop();
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -918,13 +1020,13 @@ mod tests {
     fn int(v: i64) -> Vec<u8> {
         let mut e = KeyEncoder::new();
         e.push_number(Number::Int(v), false);
-        e.finish()
+        e.finish().as_bytes().to_vec()
     }
 
     fn float(v: f64) -> Vec<u8> {
         let mut e = KeyEncoder::new();
         e.push_number(Number::Float(v), false);
-        e.finish()
+        e.finish().as_bytes().to_vec()
     }
 
     fn big(negative: bool, magnitude: &[u8]) -> Vec<u8> {
@@ -936,11 +1038,11 @@ mod tests {
             },
             false,
         );
-        e.finish()
+        e.finish().as_bytes().to_vec()
     }
 
     fn key(element: &[u8]) -> &[u8] {
-        &element[..key_len(element).unwrap()]
+        element_key(element)
     }
 
     fn read_all(element: &[u8]) -> Vec<Token<'_>> {
@@ -1065,7 +1167,7 @@ mod tests {
         let bin = |b: &[u8]| {
             let mut e = KeyEncoder::new();
             e.push_binary(b);
-            e.finish()
+            e.finish().as_bytes().to_vec()
         };
         let ordered: [&[u8]; 6] = [b"", b"\0", b"\0\0", b"\0\x01", b"a", b"a\0"];
         for pair in ordered.windows(2) {
@@ -1088,12 +1190,28 @@ mod tests {
     }
 
     #[test]
+    fn hints_never_decide_a_comparison_with_a_key() {
+        let tuple = |first: Number, second: Number| {
+            let mut e = KeyEncoder::new();
+            e.push_tuple(2);
+            e.push_number(first, false);
+            e.push_number(second, false);
+            e.finish()
+        };
+        let stored = tuple(Number::Int(2), Number::Float(3.0));
+        let probe = tuple(Number::Float(2.0), Number::Int(3));
+        assert_ne!(stored.as_bytes(), probe.as_bytes());
+        assert_eq!(stored.key(), probe.key());
+        assert_eq!(element_key(stored.as_bytes()), probe.key());
+    }
+
+    #[test]
     fn empty_list_sorts_below_lists_and_above_maps() {
         let empty = {
             let mut e = KeyEncoder::new();
             e.push_list_start();
             e.push_list_end();
-            e.finish()
+            e.finish().as_bytes().to_vec()
         };
         let one = {
             let mut e = KeyEncoder::new();
@@ -1101,15 +1219,15 @@ mod tests {
             e.push_list_cons();
             e.push_number(Number::Int(0), false);
             e.push_list_end();
-            e.finish()
+            e.finish().as_bytes().to_vec()
         };
         let map = {
             let mut e = KeyEncoder::new();
             e.push_map(vec![]);
-            e.finish()
+            e.finish().as_bytes().to_vec()
         };
         assert!(map < empty && empty < one);
-        assert_eq!(key_len(&one).unwrap(), one.len());
+        assert_eq!(read_all(&one).len(), 3);
     }
 
     #[test]
@@ -1121,7 +1239,7 @@ mod tests {
             let order = e.push_map(vec![k]);
             assert_eq!(order, vec![0]);
             e.push_atom(b"v");
-            e.finish()
+            e.finish().as_bytes().to_vec()
         };
         let int_two = map_with_key(Number::Int(2));
         let float_one = map_with_key(Number::Float(1.0));
@@ -1131,15 +1249,73 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_keys_are_errors_not_panics() {
-        for bytes in [
-            &[0x60u8, 5][..],
-            &[0x20, 1],
-            &[0x12],
-            &[0x33],
-            &[0x70, 1, 0x11],
-        ] {
-            assert!(key_len(bytes).is_err(), "{bytes:?}");
+    fn corrupt_elements_are_errors_not_panics() {
+        let corrupt: [&[u8]; 7] = [
+            &[0, 0x20, 1],
+            &[0, 0x12],
+            &[0, 0x33],
+            &[5, 0x11],
+            &[0, 0x12, 0x04, 0x4C, 0x01],
+            &[0x80],
+            &[0, 0x12, 0x04, 0x4C, 0x00, 0x90, 1, 2],
+        ];
+        for bytes in corrupt {
+            let tokens = KeyReader::new(bytes).and_then(|mut reader| {
+                let mut tokens = vec![];
+                while let Some(token) = reader.next()? {
+                    tokens.push(token);
+                }
+                Ok(tokens)
+            });
+            assert!(tokens.is_err(), "{bytes:?} read as {tokens:?}");
         }
+        assert_eq!(element_key(&[]), &[] as &[u8]);
+        assert_eq!(element_key(&[9]), &[] as &[u8]);
+        assert_eq!(element_hint(&[9]), &[] as &[u8]);
+        let built = element_from_parts(b"hint", b"key");
+        assert_eq!(
+            (element_hint(&built), element_key(&built)),
+            (&b"hint"[..], &b"key"[..])
+        );
+    }
+
+    #[test]
+    fn skip_term_passes_exactly_one_term() {
+        let mut e = KeyEncoder::new();
+        e.push_tuple(3);
+        // {[1.5, {x}], %{}, 7.0}
+        e.push_list_start();
+        e.push_list_cons();
+        e.push_number(Number::Float(1.5), false);
+        e.push_list_cons();
+        e.push_tuple(1);
+        e.push_atom(b"x");
+        e.push_list_end();
+        e.push_map(vec![]);
+        e.push_number(Number::Float(7.0), false);
+        let element = e.finish();
+        let mut reader = KeyReader::new(element.as_bytes()).unwrap();
+        assert_eq!(reader.next().unwrap(), Some(Token::Tuple(3)));
+        reader.skip_term().unwrap();
+        reader.skip_term().unwrap();
+        // The float mark of 1.5 was consumed in step, so 7.0 still reads as a float.
+        assert_eq!(reader.next().unwrap(), Some(Token::Float(7.0)));
+        assert!(reader.at_end());
+    }
+
+    #[test]
+    fn long_fractions_round_trip() {
+        // 2^200 + 1 needs 29 seven-bit groups: the allocation path.
+        let mut magnitude = vec![0u8; 26];
+        magnitude[0] = 1;
+        magnitude[25] = 1;
+        let element = big(false, &magnitude);
+        assert_eq!(
+            read_all(&element),
+            vec![Token::Integer(Integer::Big {
+                negative: false,
+                magnitude
+            })]
+        );
     }
 }

@@ -30,6 +30,14 @@ pub enum Error {
     NotAList,
     #[error("this {0} is a read-only snapshot and cannot be changed")]
     ReadOnly(&'static str),
+    #[error("unknown group: the group is not one of the list's groups")]
+    UnknownGroup,
+    #[error("duplicate group: the group at position {position} equals an earlier one")]
+    DuplicateGroup { position: usize },
+    #[error("too many groups: at most {limit} are supported")]
+    TooManyGroups { limit: usize },
+    #[error("the collection is full")]
+    Full,
     #[error("expected a worker count in 1..={max}, got: {count}")]
     BadWorkerCount { count: u32, max: u32 },
     #[error("internal error: this fan-out split was already finished; please report this")]

@@ -5,6 +5,8 @@
 mod atoms;
 mod error;
 mod fanout;
+mod member_list;
+mod memory_estimator;
 mod reaper;
 mod sorted_set;
 mod term_codec;

@@ -11,7 +11,7 @@
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use guild_kit_core::key_tree::KeyTree;
-use guild_kit_core::term_key::compare_elements;
+use guild_kit_core::term_key::{element_key, Element};
 use rustler::sys::{self, ErlNifTerm};
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
@@ -71,10 +71,20 @@ impl Drop for SortedSet {
     }
 }
 
+// NIFs borrow the resource (`&SortedSet`) rather than take a `ResourceArc`: the argument
+// term keeps it alive for the call, and borrowing skips two atomic reference-count
+// updates per call.
 type Set = ResourceArc<SortedSet>;
 
+/// Tells the scheduler how much of a time slice (about 1 ms) a normal-scheduler call
+/// used, so that a process calling in a tight loop is preempted on time: the VM counts a
+/// NIF call as a single reduction whatever it costs.
+fn charge(env: Env, percent: usize) {
+    rustler::schedule::consume_timeslice(env, percent.clamp(1, 100) as i32);
+}
+
 /// The element for `term`, or `None` when a normal-scheduler budget ran out.
-fn encode_arg(term: Term, dirty: bool) -> Result<Option<Vec<u8>>, Error> {
+fn encode_arg(term: Term, dirty: bool) -> Result<Option<Element>, Error> {
     match term_codec::encode(term, (!dirty).then_some(NORMAL_BUDGET)) {
         Ok(element) => Ok(Some(element)),
         Err(EncodeError::OverBudget) => Ok(None),
@@ -95,37 +105,53 @@ fn sorted_set_new() -> Set {
 }
 
 #[rustler::nif]
-fn sorted_set_add<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
-    add(env, &set, term, false)
+fn sorted_set_add<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> NifResult<Term<'a>> {
+    add(env, set, term, false)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_add_dirty<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
-    add(env, &set, term, true)
+fn sorted_set_add_dirty<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+) -> NifResult<Term<'a>> {
+    add(env, set, term, true)
 }
 
-fn add<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+fn add<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
     if set.read_only {
         return Err(Error::ReadOnly("GuildKit.SortedSet").into());
     }
     let Some(element) = encode_arg(term, dirty)? else {
         return Ok(atoms::guild_kit_dirty().encode(env));
     };
-    let index = set.write()?.insert(&element);
+    let index = set.write()?.insert(element.as_bytes());
+    if !dirty {
+        charge(env, 1);
+    }
     Ok(index_or_nil(env, index))
 }
 
 #[rustler::nif]
-fn sorted_set_remove<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
-    remove(env, &set, term, false)
+fn sorted_set_remove<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> NifResult<Term<'a>> {
+    remove(env, set, term, false)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_remove_dirty<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
-    remove(env, &set, term, true)
+fn sorted_set_remove_dirty<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+) -> NifResult<Term<'a>> {
+    remove(env, set, term, true)
 }
 
-fn remove<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+fn remove<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+    dirty: bool,
+) -> NifResult<Term<'a>> {
     if set.read_only {
         return Err(Error::ReadOnly("GuildKit.SortedSet").into());
     }
@@ -135,18 +161,29 @@ fn remove<'a>(env: Env<'a>, set: &SortedSet, term: Term<'a>, dirty: bool) -> Nif
         Ok(None) => return Ok(atoms::guild_kit_dirty().encode(env)),
         Err(_) => return Ok(atoms::nil().encode(env)),
     };
-    let index = set.write()?.remove(&element);
+    let index = set.write()?.remove(element.key());
+    if !dirty {
+        charge(env, 1);
+    }
     Ok(index_or_nil(env, index))
 }
 
 #[rustler::nif]
-fn sorted_set_find_index<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
-    find_index(env, &set, term, false)
+fn sorted_set_find_index<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+) -> NifResult<Term<'a>> {
+    find_index(env, set, term, false)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_find_index_dirty<'a>(env: Env<'a>, set: Set, term: Term<'a>) -> NifResult<Term<'a>> {
-    find_index(env, &set, term, true)
+fn sorted_set_find_index_dirty<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    term: Term<'a>,
+) -> NifResult<Term<'a>> {
+    find_index(env, set, term, true)
 }
 
 fn find_index<'a>(
@@ -160,34 +197,63 @@ fn find_index<'a>(
         Ok(None) => return Ok(atoms::guild_kit_dirty().encode(env)),
         Err(_) => return Ok(atoms::nil().encode(env)),
     };
-    let index = set.read().position(&element).ok();
+    let index = set.read().position(element.key()).ok();
+    if !dirty {
+        charge(env, 1);
+    }
     Ok(index_or_nil(env, index))
 }
 
+/// The term at `index`, or `default` past the end. (A stored term that happens to be the
+/// `guild_kit_dirty` atom only costs a needless second call.)
 #[rustler::nif]
-fn sorted_set_at(env: Env, set: Set, index: u64) -> NifResult<Term> {
-    at(env, &set, index, false)
+fn sorted_set_at<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    index: u64,
+    default: Term<'a>,
+) -> NifResult<Term<'a>> {
+    at(env, set, index, default, false)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_at_dirty(env: Env, set: Set, index: u64) -> NifResult<Term> {
-    at(env, &set, index, true)
+fn sorted_set_at_dirty<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    index: u64,
+    default: Term<'a>,
+) -> NifResult<Term<'a>> {
+    at(env, set, index, default, true)
 }
 
-fn at<'a>(env: Env<'a>, set: &SortedSet, index: u64, dirty: bool) -> NifResult<Term<'a>> {
+fn at<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    index: u64,
+    default: Term<'a>,
+    dirty: bool,
+) -> NifResult<Term<'a>> {
     let tree = set.read();
     let Some(element) = usize::try_from(index).ok().and_then(|i| tree.get(i)) else {
-        return Ok(atoms::error().encode(env));
+        return Ok(default);
     };
     if !dirty && element.len() > NORMAL_DECODE_BYTES {
         return Ok(atoms::guild_kit_dirty().encode(env));
     }
     let term = term_codec::decode(env, element)?;
-    Ok((atoms::ok(), term).encode(env))
+    if !dirty {
+        charge(env, 1);
+    }
+    Ok(term)
 }
 
 #[rustler::nif]
-fn sorted_set_slice(env: Env, set: Set, start: u64, amount: u64) -> NifResult<Term> {
+fn sorted_set_slice<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    start: u64,
+    amount: u64,
+) -> NifResult<Term<'a>> {
     let tree = set.read();
     let (start, amount) = clamp_range(&tree, start, amount);
     if amount > NORMAL_SLICE_ELEMENTS {
@@ -197,11 +263,17 @@ fn sorted_set_slice(env: Env, set: Set, start: u64, amount: u64) -> NifResult<Te
     if bytes > NORMAL_DECODE_BYTES {
         return Ok(atoms::guild_kit_dirty().encode(env));
     }
+    charge(env, 1 + amount / 32);
     decode_list(env, &tree, start, amount)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_slice_dirty(env: Env, set: Set, start: u64, amount: u64) -> NifResult<Term> {
+fn sorted_set_slice_dirty<'a>(
+    env: Env<'a>,
+    set: &'a SortedSet,
+    start: u64,
+    amount: u64,
+) -> NifResult<Term<'a>> {
     // Walk a snapshot so that writers are never held up by a long read.
     let tree = set.snapshot();
     let (start, amount) = clamp_range(&tree, start, amount);
@@ -235,12 +307,12 @@ fn decode_list<'a>(
 }
 
 #[rustler::nif]
-fn sorted_set_size(set: Set) -> usize {
+fn sorted_set_size(set: &SortedSet) -> usize {
     set.read().len()
 }
 
 #[rustler::nif]
-fn sorted_set_read_only(set: Set) -> bool {
+fn sorted_set_read_only(set: &SortedSet) -> bool {
     set.read_only
 }
 
@@ -254,7 +326,7 @@ fn sorted_set_snapshot(set: Set) -> Set {
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_memory(set: Set) -> usize {
+fn sorted_set_memory(set: &SortedSet) -> usize {
     std::mem::size_of::<SortedSet>() + set.snapshot().heap_bytes()
 }
 
@@ -263,35 +335,47 @@ fn sorted_set_memory(set: Set) -> usize {
 /// first of equal terms.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn sorted_set_from_list(list: Term, strictly_ascending: bool) -> NifResult<Set> {
-    let mut elements: Vec<Vec<u8>> = Vec::new();
+    // All elements go into one buffer: a million small allocations would cost as much to
+    // free as to make, and freeing them contends with the schedulers' allocator.
+    let mut arena: Vec<u8> = Vec::new();
+    let mut spans: Vec<Span> = Vec::new();
     let mut rest = list;
     while !rest.is_empty_list() {
         let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
-        let position = elements.len();
         let element = term_codec::encode(head, None).map_err(|e| match e {
             EncodeError::Invalid(source) => Error::InElement {
-                position,
+                position: spans.len(),
                 source: Box::new(source),
             },
             EncodeError::OverBudget => unreachable!("no budget on dirty schedulers"),
         })?;
-        elements.push(element);
+        spans.push(Span {
+            start: arena.len(),
+            len: element.as_bytes().len(),
+        });
+        arena.extend_from_slice(element.as_bytes());
         rest = tail;
     }
+    let key = |span: &Span| element_key(&arena[span.start..span.start + span.len]);
     if strictly_ascending {
-        if let Some(i) =
-            (1..elements.len()).find(|&i| compare_elements(&elements[i - 1], &elements[i]).is_ge())
-        {
+        if let Some(i) = (1..spans.len()).find(|&i| key(&spans[i - 1]) >= key(&spans[i])) {
             return Err(Error::NotAscending { position: i }.into());
         }
     } else {
         // Stable, so that among equal terms the first one listed survives the dedup.
-        elements.sort_by(|a, b| compare_elements(a, b));
-        elements.dedup_by(|later, earlier| compare_elements(later, earlier).is_eq());
+        spans.sort_by(|a, b| key(a).cmp(key(b)));
+        spans.dedup_by(|later, earlier| key(later) == key(earlier));
     }
-    let tree = KeyTree::from_sorted(elements.iter().map(Vec::as_slice));
-    if elements.len() > REAP_ABOVE {
-        reaper::drop_later(elements);
-    }
+    let tree = KeyTree::from_sorted(
+        spans
+            .iter()
+            .map(|span| &arena[span.start..span.start + span.len]),
+    );
     Ok(SortedSet::new(tree, false))
+}
+
+/// Where one encoded element lies in a shared buffer.
+struct Span {
+    start: usize,
+    len: usize,
 }

@@ -3,10 +3,11 @@
 //! Both directions walk the term with an explicit heap stack, never native recursion, so
 //! nesting depth is bounded by memory rather than by the scheduler's C stack.
 
+use std::cell::RefCell;
 use std::os::raw::{c_int, c_uint};
 
 use guild_kit_core::key_tree::MAX_ELEMENT_LEN;
-use guild_kit_core::term_key::{Escaped, Integer, KeyEncoder, KeyReader, Number, Token};
+use guild_kit_core::term_key::{Element, Escaped, Integer, KeyEncoder, KeyReader, Number, Token};
 use rustler::sys::{self, ErlNifCharEncoding, ErlNifTerm};
 use rustler::{Binary, Env, Term, TermType};
 
@@ -42,7 +43,63 @@ enum Work<'a> {
 
 /// Encodes `term` into an element. `budget` limits the work (see [`NORMAL_BUDGET`]);
 /// `None` means unlimited (dirty schedulers).
-pub fn encode(term: Term, budget: Option<usize>) -> Result<Vec<u8>, EncodeError> {
+pub fn encode(term: Term, budget: Option<usize>) -> Result<Element, EncodeError> {
+    // Most keys are a scalar or a flat tuple of scalars (a member-list key such as
+    // `{rank, name, id}`): encode those without the work stack and its allocations.
+    let mut flat = KeyEncoder::new();
+    let element = if encode_flat(term, &mut flat)? {
+        flat.finish()
+    } else {
+        encode_nested(term, budget)?
+    };
+    if element.as_bytes().len() > MAX_ELEMENT_LEN {
+        return Err(too_large());
+    }
+    Ok(element)
+}
+
+fn too_large() -> EncodeError {
+    Error::TermTooLarge {
+        limit: MAX_ELEMENT_LEN,
+    }
+    .into()
+}
+
+/// Encodes a scalar, or a tuple of at most 16 scalars. Returns `false` (leaving `out` in
+/// an unspecified state) for anything else.
+fn encode_flat(term: Term, out: &mut KeyEncoder) -> Result<bool, EncodeError> {
+    if encode_scalar(term, false, out)? {
+        return Ok(true);
+    }
+    let Some(elements) = tuple_elements(term) else {
+        return Ok(false);
+    };
+    if elements.len() > 16 {
+        return Ok(false);
+    }
+    out.push_tuple(elements.len());
+    for &element in elements {
+        // SAFETY: the element belongs to the tuple, alive for the whole NIF call.
+        if !encode_scalar(unsafe { Term::new(term.get_env(), element) }, false, out)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Writes `term` if it is a number, atom or binary and returns whether it was.
+fn encode_scalar(term: Term, exact: bool, out: &mut KeyEncoder) -> Result<bool, Error> {
+    match term.get_type() {
+        TermType::Integer | TermType::Float | TermType::Atom | TermType::Binary => {
+            let mut no_children = Vec::new();
+            encode_node(term.get_env(), term, exact, out, &mut no_children)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+fn encode_nested(term: Term, budget: Option<usize>) -> Result<Element, EncodeError> {
     let env = term.get_env();
     let mut spent = 0usize;
     let budget = budget.unwrap_or(usize::MAX);
@@ -87,24 +144,15 @@ pub fn encode(term: Term, budget: Option<usize>) -> Result<Vec<u8>, EncodeError>
                 }
             }
         }
+        // Stop early rather than build a key that will be refused anyway.
         if encoders
             .last()
             .is_some_and(|e| e.key_len() > MAX_ELEMENT_LEN)
         {
-            return Err(Error::TermTooLarge {
-                limit: MAX_ELEMENT_LEN,
-            }
-            .into());
+            return Err(too_large());
         }
     }
-    let element = encoders.pop().expect("the root encoder").finish();
-    if element.len() > MAX_ELEMENT_LEN {
-        return Err(Error::TermTooLarge {
-            limit: MAX_ELEMENT_LEN,
-        }
-        .into());
-    }
-    Ok(element)
+    Ok(encoders.pop().expect("the root encoder").finish())
 }
 
 /// Writes one node and pushes the work for its children. Returns extra budget spent.
@@ -155,18 +203,10 @@ fn encode_node<'a>(
             return Ok(binary.len() / 16);
         }
         TermType::Tuple => {
-            let mut arity: c_int = 0;
-            let mut elements: *const ErlNifTerm = std::ptr::null();
-            // SAFETY: on success `elements` points at `arity` terms owned by the tuple,
-            // which lives as long as the NIF call.
-            unsafe { sys::enif_get_tuple(raw_env, raw, &mut arity, &mut elements) };
-            let elements = if arity == 0 {
-                &[][..]
-            } else {
-                unsafe { std::slice::from_raw_parts(elements, arity as usize) }
-            };
+            let elements = tuple_elements(term).ok_or(Error::Corrupt)?;
             out.push_tuple(elements.len());
             for &element in elements.iter().rev() {
+                // SAFETY: the element belongs to the tuple, alive for the whole NIF call.
                 stack.push(Work::Term(unsafe { Term::new(env, element) }, exact));
             }
         }
@@ -203,6 +243,30 @@ fn encode_node<'a>(
         }
     }
     Ok(0)
+}
+
+/// The elements of a tuple, or `None` when `term` is not one.
+fn tuple_elements<'a>(term: Term<'a>) -> Option<&'a [ErlNifTerm]> {
+    let mut arity: c_int = 0;
+    let mut elements: *const ErlNifTerm = std::ptr::null();
+    // SAFETY: on success `elements` points at `arity` terms owned by the tuple, which
+    // lives as long as the NIF call (the `'a` of the term).
+    let ok = unsafe {
+        sys::enif_get_tuple(
+            term.get_env().as_c_arg(),
+            term.as_c_arg(),
+            &mut arity,
+            &mut elements,
+        )
+    };
+    if ok == 0 {
+        return None;
+    }
+    Some(if arity == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(elements, arity as usize) }
+    })
 }
 
 /// Sign and big-endian magnitude of a bignum, read from its external term format
@@ -271,14 +335,49 @@ enum Frame {
 ///
 /// Time: O(element length).
 pub fn decode<'a>(env: Env<'a>, element: &[u8]) -> Result<Term<'a>, Error> {
-    decode_inner(env, element).ok_or(Error::Corrupt)
+    let mut reader = KeyReader::new(element).map_err(|_| Error::Corrupt)?;
+    let term = decode_next(env, &mut reader)?;
+    if !reader.at_end() {
+        return Err(Error::Corrupt);
+    }
+    Ok(term)
 }
 
-fn decode_inner<'a>(env: Env<'a>, element: &[u8]) -> Option<Term<'a>> {
+/// Reads one whole term from `reader`, leaving it after that term.
+///
+/// Time: O(term size).
+pub fn decode_next<'a>(env: Env<'a>, reader: &mut KeyReader) -> Result<Term<'a>, Error> {
+    thread_local! {
+        // Reused between calls on the same scheduler thread: decoding a small term then
+        // allocates nothing.
+        static SCRATCH: RefCell<(Vec<Frame>, Vec<ErlNifTerm>)> =
+            const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+    const KEEP_CAPACITY: usize = 1024;
+    SCRATCH
+        .with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                let (frames, values) = &mut *scratch;
+                frames.clear();
+                values.clear();
+                let term = decode_with(env, reader, frames, values);
+                if values.capacity() > KEEP_CAPACITY || frames.capacity() > KEEP_CAPACITY {
+                    *scratch = (Vec::new(), Vec::new());
+                }
+                term
+            }
+            Err(_) => decode_with(env, reader, &mut Vec::new(), &mut Vec::new()),
+        })
+        .ok_or(Error::Corrupt)
+}
+
+fn decode_with<'a>(
+    env: Env<'a>,
+    reader: &mut KeyReader,
+    frames: &mut Vec<Frame>,
+    values: &mut Vec<ErlNifTerm>,
+) -> Option<Term<'a>> {
     let raw_env = env.as_c_arg();
-    let mut reader = KeyReader::new(element).ok()?;
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut values: Vec<ErlNifTerm> = Vec::new();
     while let Some(token) = reader.next().ok()? {
         let value = match token {
             Token::Integer(Integer::I64(v)) => unsafe { sys::enif_make_int64(raw_env, v) },
@@ -366,6 +465,9 @@ fn decode_inner<'a>(env: Env<'a>, element: &[u8]) -> Option<Term<'a>> {
             frames.pop();
             values.truncate(start);
             values.push(built);
+        }
+        if frames.is_empty() {
+            break; // one whole term read
         }
     }
     if !frames.is_empty() || values.len() != 1 {

@@ -1,16 +1,16 @@
 defmodule GuildKit.Fanout.SchedulerTest do
   # No NIF call of a fan-out holds a normal scheduler for a millisecond, at 100k pids.
-  #
-  # Method (see FACTS.md): build the input first in a process spawned with a large
-  # :min_heap_size (so no garbage collection runs during the call), throw away the
-  # reports so far, then make the call and count only the reports for that process.
-  # A control call that is known not to yield shows that the monitor catches one.
+  # The measuring follows FACTS.md through GuildKit.Test.LongSchedule; a control call
+  # that is known not to yield shows that the monitor catches one.
   use ExUnit.Case, async: false
 
   alias GuildKit.Fanout
+  alias GuildKit.Test.LongSchedule
 
   @moduletag :slow
-  @threshold_ms 1
+  # The fan-out slices take about 0.1 ms each and yield every ~0.4 ms, so 1 ms
+  # catches a single call that walked a 100k list on a normal scheduler (~1 ms).
+  @threshold [threshold_ms: 1, min_heap_words: 4_000_000]
 
   setup_all do
     # Receivers that drop what they get, so that a send to them stays cheap.
@@ -20,26 +20,31 @@ defmodule GuildKit.Fanout.SchedulerTest do
   end
 
   test "the control: a non-yielding BIF of several ms is reported" do
-    big = Enum.to_list(1..3_000_000)
-    assert long_schedules(fn -> :erts_debug.flat_size(big) end, big) > 0
+    {_, reports} =
+      LongSchedule.measure(
+        fn -> Enum.to_list(1..3_000_000) end,
+        &:erts_debug.flat_size/1,
+        @threshold
+      )
+
+    assert reports != []
   end
 
   test "a default-mode send to 100k pids: the caller's split, in slices", %{pids: pids} do
-    assert long_schedules(fn -> :ok = Fanout.send(pids, :event) end, pids) == 0
+    {:ok, reports} = LongSchedule.measure(fn -> pids end, &Fanout.send(&1, :event), @threshold)
+    assert reports == []
   end
 
   test "splitting 100k pids in a sender or partitioner (dirty scheduler)", %{pids: pids} do
-    assert long_schedules(fn -> Fanout.split(pids, 4) end, pids) == 0
+    {_, reports} =
+      LongSchedule.measure(fn -> pids end, &(Fanout.split(&1, 4) |> tuple_size()), @threshold)
+
+    assert reports == []
   end
 
   test "checking 100k pids (offload mode's per-receiver work)", %{pids: pids} do
-    assert long_schedules(fn -> :ok = check(pids, 0) end, pids) == 0
-  end
-
-  defp drop_all do
-    receive do
-      _ -> drop_all()
-    end
+    {:ok, reports} = LongSchedule.measure(fn -> pids end, &check(&1, 0), @threshold)
+    assert reports == []
   end
 
   # The same bounded loop GuildKit.Fanout runs for offload: true.
@@ -50,51 +55,9 @@ defmodule GuildKit.Fanout.SchedulerTest do
     end
   end
 
-  # Runs `fun` in a fresh process that already holds `input` and has room for its
-  # result, and returns how many long_schedule reports came for that process.
-  defp long_schedules(fun, input) do
-    test = self()
-
-    worker =
-      :erlang.spawn_opt(
-        fn ->
-          _ = input
-          receive(do: (:go -> :ok))
-          fun.()
-          send(test, :done)
-          receive(do: (:stop -> :ok))
-        end,
-        min_heap_size: 8_000_000
-      )
-
-    Process.sleep(50)
-    previous = :erlang.system_monitor(self(), [{:long_schedule, @threshold_ms}])
-    flush_reports()
-    send(worker, :go)
-    assert_receive :done, 60_000
-    Process.sleep(20)
-    reset(previous)
-    send(worker, :stop)
-    count_reports(worker, 0)
-  end
-
-  defp reset(:undefined), do: :erlang.system_monitor(:undefined)
-  defp reset({pid, options}), do: :erlang.system_monitor(pid, options)
-
-  defp flush_reports do
+  defp drop_all do
     receive do
-      {:monitor, _, :long_schedule, _} -> flush_reports()
-    after
-      0 -> :ok
-    end
-  end
-
-  defp count_reports(pid, count) do
-    receive do
-      {:monitor, ^pid, :long_schedule, _info} -> count_reports(pid, count + 1)
-      {:monitor, _other, :long_schedule, _info} -> count_reports(pid, count)
-    after
-      0 -> count
+      _ -> drop_all()
     end
   end
 end

@@ -1,0 +1,390 @@
+defmodule GuildKit.MemberList do
+  @moduledoc """
+  A Discord-style lazy member list: grouped, windowed, and diffed in Rust.
+
+  Clients see one flat list of rows: for each non-empty group, in the order the groups
+  were given to `new/1`, a header row `{:group, group_id}` followed by that group's
+  members `{:member, member_id}`, ordered by sort key (a display name, say) and then by
+  id. A client never holds a million rows: it watches windows (ranges of rows such as
+  `{0, 99}`), and after every change the list reports, for each watched window whose
+  rows changed, the operations that bring the client's copy up to date.
+
+      iex> list = GuildKit.MemberList.new(groups: [:admins, :online, :offline])
+      iex> GuildKit.MemberList.watch(list, {0, 99})
+      []
+      iex> GuildKit.MemberList.put(list, 7, :online, "zoe")
+      [{{0, 99}, [{:insert, 0, {:group, :online}}, {:insert, 1, {:member, 7}}]}]
+      iex> GuildKit.MemberList.put(list, 3, :online, "amy")
+      [{{0, 99}, [{:insert, 1, {:member, 3}}]}]
+      iex> GuildKit.MemberList.rows(list, 0, 99)
+      [{:group, :online}, {:member, 3}, {:member, 7}]
+
+  ## Ops and the client rule
+
+  An op is `{:insert, index, row}`, `{:update, index, row}` or `{:delete, index}`, with
+  an absolute row index that always lies inside the window it is listed under. A client
+  keeps exactly the rows of its window, applies the ops in order, and after an insert
+  drops the rows that fell past the window's last index. So a change above a window
+  reaches it as the row that shifted in at its edge, a change below it produces
+  nothing, and a window whose rows are the same after a change gets no entry at all.
+
+  `put/4`, `touch/2` and `remove/2` return `[{range, ops}]` for the watched windows that
+  changed, in window order. Windows are reference-counted: a window watched by many
+  sessions is stored and reported once, and is dropped after as many `unwatch/2` calls
+  as `watch/2` calls.
+
+  ## Terms
+
+  Member ids, group ids and sort keys are any terms `GuildKit.SortedSet` supports, in
+  Erlang term order. Bad input or an unknown group raises `ArgumentError` and changes
+  nothing.
+
+  ## Concurrency, scheduling, memory
+
+  Like `GuildKit.SortedSet`, a list is a mutable handle to native memory, safe to use
+  from any process. Changes cost O(log n) plus a constant per window they touch, and run
+  on normal schedulers; reads of more than 256 rows, huge terms and changes with more
+  than 2,000 watched windows move to a dirty CPU scheduler. A member takes about
+  75–95 bytes of native memory (see `memory/1` and `bench/RESULTS.md`).
+  """
+
+  alias GuildKit.Native
+
+  @enforce_keys [:ref]
+  defstruct [:ref]
+
+  @typedoc "A member list handle."
+  @opaque t :: %__MODULE__{ref: reference()}
+
+  @typedoc "A window of rows: first and last index, inclusive."
+  @type range :: {non_neg_integer(), non_neg_integer()}
+
+  @typedoc "A row of the flat list."
+  @type row :: {:group, term()} | {:member, term()}
+
+  @typedoc "One edit of a window's copy."
+  @type op ::
+          {:insert, non_neg_integer(), row()}
+          | {:update, non_neg_integer(), row()}
+          | {:delete, non_neg_integer()}
+
+  @typedoc "The ops for each watched window that changed."
+  @type changes :: [{range(), [op()]}]
+
+  @max_native_index 0xFFFF_FFFF_FFFF_FFFF
+
+  @doc """
+  Returns an empty list whose groups are shown in the given order.
+
+  ## Options
+
+    * `:groups` (required) - the group ids in display order: hoisted roles by position,
+      then for example `:online` and `:offline`. Duplicates raise `ArgumentError`.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online, :offline])
+      iex> GuildKit.MemberList.size(list)
+      0
+
+  ## Performance
+
+  O(groups).
+  """
+  @spec new(keyword()) :: t()
+  def new(opts) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+    end
+
+    opts = Keyword.validate!(opts, [:groups])
+
+    case opts[:groups] do
+      groups when is_list(groups) ->
+        %__MODULE__{ref: Native.member_list_new(groups)}
+
+      other ->
+        raise ArgumentError, "expected :groups to be a list of group ids, got: #{inspect(other)}"
+    end
+  end
+
+  @doc """
+  Adds a member to `group_id` with `sort_key`, or moves it there if present. Returns the
+  ops for the watched windows whose rows changed.
+
+  Moving a member is a delete and an insert (nothing when its row does not change); a
+  group appearing or emptying adds or removes its header row.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online, :offline])
+      iex> GuildKit.MemberList.put(list, 1, :offline, "bob")
+      []
+      iex> GuildKit.MemberList.watch(list, {0, 9})
+      [{:group, :offline}, {:member, 1}]
+      iex> GuildKit.MemberList.put(list, 1, :online, "bob")
+      [{{0, 9}, [{:delete, 0}, {:insert, 0, {:group, :online}}]}]
+
+  Here the member kept its row; only the header above it changed.
+
+  ## Performance
+
+  O(log n + log groups) plus O(log n) per window that changed.
+  """
+  @spec put(t(), term(), term(), term()) :: changes()
+  def put(%__MODULE__{ref: ref}, member_id, group_id, sort_key) do
+    case Native.member_list_put(ref, member_id, group_id, sort_key) do
+      :guild_kit_dirty -> Native.member_list_put_dirty(ref, member_id, group_id, sort_key)
+      changes -> changes
+    end
+  end
+
+  def put(other, _member_id, _group_id, _sort_key), do: raise_not_a_list(other)
+
+  @doc """
+  Marks a member's displayed data as changed without moving it: an `:update` op for each
+  watched window showing its row. Returns `[]` when the member is absent.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> GuildKit.MemberList.put(list, 1, :online, "amy")
+      iex> GuildKit.MemberList.watch(list, {0, 9})
+      iex> GuildKit.MemberList.touch(list, 1)
+      [{{0, 9}, [{:update, 1, {:member, 1}}]}]
+
+  ## Performance
+
+  O(log n) plus O(1) per window showing the member.
+  """
+  @spec touch(t(), term()) :: changes()
+  def touch(%__MODULE__{ref: ref}, member_id) do
+    case Native.member_list_touch(ref, member_id) do
+      :guild_kit_dirty -> Native.member_list_touch_dirty(ref, member_id)
+      changes -> changes
+    end
+  end
+
+  def touch(other, _member_id), do: raise_not_a_list(other)
+
+  @doc """
+  Removes a member. Returns the ops, or `[]` when the member is absent.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> GuildKit.MemberList.put(list, 1, :online, "amy")
+      iex> GuildKit.MemberList.put(list, 2, :online, "bob")
+      iex> GuildKit.MemberList.watch(list, {0, 9})
+      iex> GuildKit.MemberList.remove(list, 1)
+      [{{0, 9}, [{:delete, 1}]}]
+
+  ## Performance
+
+  O(log n + log groups) plus O(log n) per window that changed.
+  """
+  @spec remove(t(), term()) :: changes()
+  def remove(%__MODULE__{ref: ref}, member_id) do
+    case Native.member_list_remove(ref, member_id) do
+      :guild_kit_dirty -> Native.member_list_remove_dirty(ref, member_id)
+      changes -> changes
+    end
+  end
+
+  def remove(other, _member_id), do: raise_not_a_list(other)
+
+  @doc """
+  Starts watching `range` and returns its rows now (the SYNC). The window is watched
+  until a matching `unwatch/2`; watching the same window twice needs two unwatches.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> GuildKit.MemberList.put(list, 1, :online, "amy")
+      iex> GuildKit.MemberList.watch(list, {0, 99})
+      [{:group, :online}, {:member, 1}]
+
+  ## Performance
+
+  O(log n + rows returned); more than 256 rows are read on a dirty CPU scheduler.
+  """
+  @spec watch(t(), range()) :: [row()]
+  def watch(%__MODULE__{ref: ref}, range) do
+    {first, last} = validate_range!(range)
+
+    case Native.member_list_watch(ref, first, last) do
+      :guild_kit_dirty -> Native.member_list_watch_dirty(ref, first, last)
+      rows -> rows
+    end
+  end
+
+  def watch(other, _range), do: raise_not_a_list(other)
+
+  @doc """
+  Stops one watch of `range`. Returns `:ok`, also when the range was not watched.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> GuildKit.MemberList.watch(list, {0, 9})
+      iex> GuildKit.MemberList.unwatch(list, {0, 9})
+      :ok
+
+  ## Performance
+
+  O(log windows).
+  """
+  @spec unwatch(t(), range()) :: :ok
+  def unwatch(%__MODULE__{ref: ref}, range) do
+    {first, last} = validate_range!(range)
+    Native.member_list_unwatch(ref, first, last)
+    :ok
+  end
+
+  def unwatch(other, _range), do: raise_not_a_list(other)
+
+  @doc """
+  Returns the rows `first..last` that exist.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> GuildKit.MemberList.put(list, 1, :online, "amy")
+      iex> GuildKit.MemberList.rows(list, 1, 10)
+      [{:member, 1}]
+
+  ## Performance
+
+  O(log n + rows returned); more than 256 rows are read on a dirty CPU scheduler.
+  """
+  @spec rows(t(), non_neg_integer(), non_neg_integer()) :: [row()]
+  def rows(%__MODULE__{ref: ref}, first, last) do
+    {first, last} = validate_range!({first, last})
+
+    case Native.member_list_rows(ref, first, last) do
+      :guild_kit_dirty -> Native.member_list_rows_dirty(ref, first, last)
+      rows -> rows
+    end
+  end
+
+  def rows(other, _first, _last), do: raise_not_a_list(other)
+
+  @doc """
+  Returns the row index of a member, or `nil` when it is absent.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> GuildKit.MemberList.put(list, :ada, :online, "ada")
+      iex> GuildKit.MemberList.index_of(list, :ada)
+      1
+      iex> GuildKit.MemberList.index_of(list, :bob)
+      nil
+
+  ## Performance
+
+  O(log n + log groups).
+  """
+  @spec index_of(t(), term()) :: non_neg_integer() | nil
+  def index_of(%__MODULE__{ref: ref}, member_id) do
+    case Native.member_list_index_of(ref, member_id) do
+      :guild_kit_dirty -> Native.member_list_index_of_dirty(ref, member_id)
+      index -> index
+    end
+  end
+
+  def index_of(other, _member_id), do: raise_not_a_list(other)
+
+  @doc """
+  Returns `[{group_id, member_count}]` for the non-empty groups, in display order.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:admins, :online])
+      iex> GuildKit.MemberList.put(list, 1, :online, "amy")
+      iex> GuildKit.MemberList.groups(list)
+      [{:online, 1}]
+
+  ## Performance
+
+  O(groups).
+  """
+  @spec groups(t()) :: [{term(), pos_integer()}]
+  def groups(%__MODULE__{ref: ref}), do: Native.member_list_groups(ref)
+  def groups(other), do: raise_not_a_list(other)
+
+  @doc """
+  Returns the number of rows, group headers included.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> GuildKit.MemberList.put(list, 1, :online, "amy")
+      iex> GuildKit.MemberList.size(list)
+      2
+
+  ## Performance
+
+  O(log groups).
+  """
+  @spec size(t()) :: non_neg_integer()
+  def size(%__MODULE__{ref: ref}), do: Native.member_list_size(ref)
+  def size(other), do: raise_not_a_list(other)
+
+  @doc """
+  Returns the number of members.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> GuildKit.MemberList.put(list, 1, :online, "amy")
+      iex> GuildKit.MemberList.member_count(list)
+      1
+
+  ## Performance
+
+  O(1).
+  """
+  @spec member_count(t()) :: non_neg_integer()
+  def member_count(%__MODULE__{ref: ref}), do: Native.member_list_member_count(ref)
+  def member_count(other), do: raise_not_a_list(other)
+
+  @doc """
+  Returns the bytes of native memory held by the list.
+
+  ## Examples
+
+      iex> GuildKit.MemberList.new(groups: [:online]) |> GuildKit.MemberList.memory() > 0
+      true
+
+  ## Performance
+
+  O(n / 64), on a dirty CPU scheduler.
+  """
+  @spec memory(t()) :: non_neg_integer()
+  def memory(%__MODULE__{ref: ref}), do: Native.member_list_memory(ref)
+  def memory(other), do: raise_not_a_list(other)
+
+  defp validate_range!({first, last})
+       when is_integer(first) and is_integer(last) and first >= 0 and last >= first do
+    {min(first, @max_native_index), min(last, @max_native_index)}
+  end
+
+  defp validate_range!(range) do
+    raise ArgumentError,
+          "expected a range {first, last} of non-negative integers with first <= last, got: " <>
+            inspect(range)
+  end
+
+  defp raise_not_a_list(other) do
+    raise ArgumentError, "expected a GuildKit.MemberList, got: #{inspect(other)}"
+  end
+
+  defimpl Inspect do
+    alias GuildKit.MemberList
+
+    def inspect(list, _opts) do
+      "#GuildKit.MemberList<members: #{MemberList.member_count(list)}, rows: #{MemberList.size(list)}>"
+    end
+  end
+end

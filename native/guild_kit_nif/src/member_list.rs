@@ -1,0 +1,422 @@
+//! NIFs behind `GuildKit.MemberList`.
+//!
+//! Arguments are encoded before the lock is taken; the lock is then held for the
+//! change and for turning its ops into terms. Changes and reads cost O(log n) plus the
+//! windows they touch; the normal-scheduler versions give up (returning
+//! `guild_kit_dirty`) when the input or the number of watched windows is large, and the
+//! `_dirty` twins run on a dirty CPU scheduler.
+
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use guild_kit_core::member_list::{
+    member_id_offset, Changes, MemberList, MemberListError, Op, Row,
+};
+use guild_kit_core::term_key::{Element, KeyReader};
+use rustler::types::tuple::make_tuple;
+use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
+
+use crate::atoms;
+use crate::error::Error;
+use crate::reaper;
+use crate::term_codec::{self, EncodeError, NORMAL_BUDGET};
+
+/// Most rows a normal-scheduler read returns.
+const NORMAL_ROWS: u64 = 256;
+/// Most watched windows a normal-scheduler change reports on; more go dirty.
+const NORMAL_WINDOWS: usize = 2_000;
+/// Bytes of a two-element tuple's header in a key: the tuple tag and the arity.
+const PAIR_HEADER: usize = 2;
+/// Lists larger than this are freed on the reaper thread.
+const REAP_ABOVE: u64 = 4096;
+
+rustler::atoms! {
+    group,
+    member,
+    insert,
+    update,
+    delete,
+}
+
+pub struct MemberListResource {
+    list: RwLock<MemberList>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for MemberListResource {}
+
+impl MemberListResource {
+    // No code path panics while holding the lock; see the note in sorted_set.rs.
+    fn read(&self) -> RwLockReadGuard<'_, MemberList> {
+        self.list.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, MemberList> {
+        self.list.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for MemberListResource {
+    fn drop(&mut self) {
+        let list = self.list.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if list.member_count() > REAP_ABOVE {
+            let list = std::mem::replace(list, MemberList::new(Vec::new()).expect("no groups"));
+            reaper::drop_later(list);
+        }
+    }
+}
+
+type List = ResourceArc<MemberListResource>;
+
+impl From<MemberListError> for Error {
+    fn from(error: MemberListError) -> Self {
+        match error {
+            MemberListError::UnknownGroup => Error::UnknownGroup,
+            MemberListError::DuplicateGroup(position) => Error::DuplicateGroup { position },
+            MemberListError::TooManyGroups => Error::TooManyGroups {
+                limit: guild_kit_core::member_list::MAX_GROUPS,
+            },
+            MemberListError::Full => Error::Full,
+        }
+    }
+}
+
+/// Encodes `term`; `None` when a normal-scheduler budget ran out.
+fn encode(term: Term, dirty: bool) -> Result<Option<Element>, Error> {
+    match term_codec::encode(term, (!dirty).then_some(NORMAL_BUDGET)) {
+        Ok(element) => Ok(Some(element)),
+        Err(EncodeError::OverBudget) => Ok(None),
+        Err(EncodeError::Invalid(error)) => Err(error),
+    }
+}
+
+fn dirty(env: Env) -> NifResult<Term> {
+    Ok(atoms::guild_kit_dirty().encode(env))
+}
+
+#[rustler::nif]
+fn member_list_new(groups: Term) -> NifResult<List> {
+    let mut encoded = Vec::new();
+    let mut rest = groups;
+    while !rest.is_empty_list() {
+        let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
+        let element = term_codec::encode(head, None).map_err(|e| match e {
+            EncodeError::Invalid(source) => Error::InElement {
+                position: encoded.len(),
+                source: Box::new(source),
+            },
+            EncodeError::OverBudget => unreachable!("no budget given"),
+        })?;
+        encoded.push(element);
+        if encoded.len() > guild_kit_core::member_list::MAX_GROUPS {
+            return Err(Error::TooManyGroups {
+                limit: guild_kit_core::member_list::MAX_GROUPS,
+            }
+            .into());
+        }
+        rest = tail;
+    }
+    let list = MemberList::new(encoded).map_err(Error::from)?;
+    Ok(ResourceArc::new(MemberListResource {
+        list: RwLock::new(list),
+    }))
+}
+
+#[rustler::nif]
+fn member_list_put<'a>(
+    env: Env<'a>,
+    list: &MemberListResource,
+    member_id: Term<'a>,
+    group_id: Term<'a>,
+    sort_key: Term<'a>,
+) -> NifResult<Term<'a>> {
+    put(env, list, member_id, group_id, sort_key, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn member_list_put_dirty<'a>(
+    env: Env<'a>,
+    list: &MemberListResource,
+    member_id: Term<'a>,
+    group_id: Term<'a>,
+    sort_key: Term<'a>,
+) -> NifResult<Term<'a>> {
+    put(env, list, member_id, group_id, sort_key, true)
+}
+
+fn put<'a>(
+    env: Env<'a>,
+    list: &MemberListResource,
+    member_id: Term<'a>,
+    group_id: Term<'a>,
+    sort_key: Term<'a>,
+    dirty_scheduler: bool,
+) -> NifResult<Term<'a>> {
+    // Sort key and member id are encoded together, for one hint covering both, and
+    // their tuple header (the same two bytes for every member) is left out.
+    let pair = make_tuple(env, &[sort_key, member_id]);
+    let (Some(id), Some(group), Some(pair)) = (
+        encode(member_id, dirty_scheduler)?,
+        encode(group_id, dirty_scheduler)?,
+        encode(pair, dirty_scheduler)?,
+    ) else {
+        return dirty(env);
+    };
+    let sort_and_id = Element::from_parts(pair.hint(), &pair.key()[PAIR_HEADER..]);
+    let mut guard = list.write();
+    if !dirty_scheduler && guard.watched_len() > NORMAL_WINDOWS {
+        return dirty(env);
+    }
+    let changes = guard
+        .put(&id, group.key(), &sort_and_id)
+        .map_err(Error::from)?;
+    encode_changes(env, &changes, dirty_scheduler)
+}
+
+#[rustler::nif]
+fn member_list_touch<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    member_id: Term<'a>,
+) -> NifResult<Term<'a>> {
+    touch(env, list, member_id, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn member_list_touch_dirty<'a>(
+    env: Env<'a>,
+    list: &MemberListResource,
+    member_id: Term<'a>,
+) -> NifResult<Term<'a>> {
+    touch(env, list, member_id, true)
+}
+
+fn touch<'a>(
+    env: Env<'a>,
+    list: &MemberListResource,
+    member_id: Term<'a>,
+    dirty_scheduler: bool,
+) -> NifResult<Term<'a>> {
+    let id = match encode(member_id, dirty_scheduler) {
+        Ok(Some(id)) => id,
+        Ok(None) => return dirty(env),
+        // A term that cannot be stored is not a member.
+        Err(_) => return Ok(Vec::<Term>::new().encode(env)),
+    };
+    let guard = list.read();
+    match guard.touch(id.key()) {
+        Some(changes) => encode_changes(env, &changes, dirty_scheduler),
+        None => Ok(Vec::<Term>::new().encode(env)),
+    }
+}
+
+#[rustler::nif]
+fn member_list_remove<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    member_id: Term<'a>,
+) -> NifResult<Term<'a>> {
+    remove(env, list, member_id, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn member_list_remove_dirty<'a>(
+    env: Env<'a>,
+    list: &MemberListResource,
+    member_id: Term<'a>,
+) -> NifResult<Term<'a>> {
+    remove(env, list, member_id, true)
+}
+
+fn remove<'a>(
+    env: Env<'a>,
+    list: &MemberListResource,
+    member_id: Term<'a>,
+    dirty_scheduler: bool,
+) -> NifResult<Term<'a>> {
+    let id = match encode(member_id, dirty_scheduler) {
+        Ok(Some(id)) => id,
+        Ok(None) => return dirty(env),
+        Err(_) => return Ok(Vec::<Term>::new().encode(env)),
+    };
+    let mut guard = list.write();
+    if !dirty_scheduler && guard.watched_len() > NORMAL_WINDOWS {
+        return dirty(env);
+    }
+    match guard.remove(id.key()) {
+        Some(changes) => encode_changes(env, &changes, dirty_scheduler),
+        None => Ok(Vec::<Term>::new().encode(env)),
+    }
+}
+
+#[rustler::nif]
+fn member_list_index_of<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    member_id: Term<'a>,
+) -> NifResult<Term<'a>> {
+    index_of(env, list, member_id, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn member_list_index_of_dirty<'a>(
+    env: Env<'a>,
+    list: &MemberListResource,
+    member_id: Term<'a>,
+) -> NifResult<Term<'a>> {
+    index_of(env, list, member_id, true)
+}
+
+fn index_of<'a>(
+    env: Env<'a>,
+    list: &MemberListResource,
+    member_id: Term<'a>,
+    dirty_scheduler: bool,
+) -> NifResult<Term<'a>> {
+    let id = match encode(member_id, dirty_scheduler) {
+        Ok(Some(id)) => id,
+        Ok(None) => return dirty(env),
+        Err(_) => return Ok(atoms::nil().encode(env)),
+    };
+    Ok(match list.read().index_of(id.key()) {
+        Some(index) => index.encode(env),
+        None => atoms::nil().encode(env),
+    })
+}
+
+#[rustler::nif]
+fn member_list_watch<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    first: u64,
+    last: u64,
+) -> NifResult<Term<'a>> {
+    if !dirty_free(first, last) {
+        return dirty(env);
+    }
+    let mut guard = list.write();
+    let rows: Vec<Row> = guard.watch(first, last).collect();
+    encode_rows(env, rows)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn member_list_watch_dirty<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    first: u64,
+    last: u64,
+) -> NifResult<Term<'a>> {
+    let mut guard = list.write();
+    let rows: Vec<Row> = guard.watch(first, last).collect();
+    encode_rows(env, rows)
+}
+
+#[rustler::nif]
+fn member_list_unwatch(list: &MemberListResource, first: u64, last: u64) -> bool {
+    list.write().unwatch(first, last)
+}
+
+#[rustler::nif]
+fn member_list_rows<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    first: u64,
+    last: u64,
+) -> NifResult<Term<'a>> {
+    if !dirty_free(first, last) {
+        return dirty(env);
+    }
+    let guard = list.read();
+    encode_rows(env, guard.rows(first, last).collect())
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn member_list_rows_dirty<'a>(
+    env: Env<'a>,
+    list: &'a MemberListResource,
+    first: u64,
+    last: u64,
+) -> NifResult<Term<'a>> {
+    let guard = list.read();
+    encode_rows(env, guard.rows(first, last).collect())
+}
+
+/// Whether `first..=last` is small enough to read on a normal scheduler.
+fn dirty_free(first: u64, last: u64) -> bool {
+    last.saturating_sub(first) < NORMAL_ROWS
+}
+
+#[rustler::nif]
+fn member_list_groups<'a>(env: Env<'a>, list: &'a MemberListResource) -> NifResult<Term<'a>> {
+    let guard = list.read();
+    let mut groups = Vec::new();
+    for (element, count) in guard.groups() {
+        let id = term_codec::decode(env, element)?;
+        groups.push((id, count).encode(env));
+    }
+    Ok(groups.encode(env))
+}
+
+#[rustler::nif]
+fn member_list_size(list: &MemberListResource) -> u64 {
+    list.read().size()
+}
+
+#[rustler::nif]
+fn member_list_member_count(list: &MemberListResource) -> u64 {
+    list.read().member_count()
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn member_list_memory(list: &MemberListResource) -> usize {
+    std::mem::size_of::<MemberListResource>() + list.read().heap_bytes()
+}
+
+fn encode_row<'a>(env: Env<'a>, row: Row) -> NifResult<Term<'a>> {
+    Ok(match row {
+        Row::Group(element) => (group(), term_codec::decode(env, element)?).encode(env),
+        Row::Member(element) => (member(), decode_member_id(env, element)?).encode(env),
+    })
+}
+
+/// The member id inside a member element: after the group prefix and the sort key.
+fn decode_member_id<'a>(env: Env<'a>, element: &[u8]) -> NifResult<Term<'a>> {
+    let mut reader =
+        KeyReader::with_key_offset(element, member_id_offset()).map_err(|_| Error::Corrupt)?;
+    reader.skip_term().map_err(|_| Error::Corrupt)?;
+    Ok(term_codec::decode_next(env, &mut reader)?)
+}
+
+fn encode_rows<'a>(env: Env<'a>, rows: Vec<Row>) -> NifResult<Term<'a>> {
+    let terms = rows
+        .into_iter()
+        .map(|row| encode_row(env, row))
+        .collect::<NifResult<Vec<Term>>>()?;
+    rustler::schedule::consume_timeslice(env, (1 + terms.len() / 32).min(100) as i32);
+    Ok(terms.encode(env))
+}
+
+fn encode_changes<'a>(
+    env: Env<'a>,
+    changes: &Changes,
+    dirty_scheduler: bool,
+) -> NifResult<Term<'a>> {
+    let mut entries = Vec::with_capacity(changes.len());
+    let mut op_count = 0;
+    for &((first, last), ref ops) in changes {
+        let mut op_terms = Vec::with_capacity(ops.len());
+        for op in ops {
+            op_terms.push(match *op {
+                Op::Insert(index, row) => (insert(), index, encode_row(env, row)?).encode(env),
+                Op::Update(index, row) => (update(), index, encode_row(env, row)?).encode(env),
+                Op::Delete(index) => (delete(), index).encode(env),
+            });
+        }
+        op_count += ops.len();
+        entries.push(((first, last), op_terms).encode(env));
+    }
+    if !dirty_scheduler {
+        // About 20 ops per percent of a time slice, measured as ~0.5 µs each.
+        rustler::schedule::consume_timeslice(env, (1 + op_count / 20).min(100) as i32);
+    }
+    Ok(entries.encode(env))
+}

@@ -1,0 +1,4 @@
+defmodule GuildKit.MemberList.DoctestTest do
+  use ExUnit.Case, async: true
+  doctest GuildKit.MemberList
+end

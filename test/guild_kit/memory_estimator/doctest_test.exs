@@ -1,0 +1,4 @@
+defmodule GuildKit.MemoryEstimator.DoctestTest do
+  use ExUnit.Case, async: true
+  doctest GuildKit.MemoryEstimator
+end

@@ -1,0 +1,172 @@
+defmodule GuildKit.MemoryEstimator.ProcessTest do
+  use ExUnit.Case, async: true
+
+  alias GuildKit.MemoryEstimator
+
+  defmodule Server do
+    use GenServer
+
+    def start_link(arg), do: GenServer.start_link(__MODULE__, arg)
+
+    @impl true
+    def init({:members, n}),
+      do: {:ok, %{members: Map.new(1..n, &{&1, %{nick: "n#{&1}"}}), name: "g"}}
+
+    def init(state), do: {:ok, state}
+
+    @impl true
+    def handle_call(:ping, _from, state), do: {:reply, :pong, state}
+    def handle_call(:hibernate, _from, state), do: {:reply, :ok, state, :hibernate}
+    def handle_call({:sleep, ms}, _from, state), do: {:reply, Process.sleep(ms), state}
+
+    def handle_call({:sleep_then_stop, ms}, _from, state),
+      do:
+        (
+          Process.sleep(ms)
+          {:stop, :normal, :ok, state}
+        )
+  end
+
+  defmodule Machine do
+    @behaviour :gen_statem
+    def start_link(data), do: :gen_statem.start_link(__MODULE__, data, [])
+    @impl true
+    def callback_mode, do: :state_functions
+    @impl true
+    def init(data), do: {:ok, :idle, data}
+    def idle({:call, from}, :ping, data), do: {:keep_state, data, [{:reply, from, :pong}]}
+  end
+
+  defp mailbox, do: Process.info(self(), :messages) |> elem(1)
+
+  test "measures the state inside the process, which keeps it and keeps serving" do
+    {:ok, server} = Server.start_link({:members, 100_000})
+    before = :sys.get_state(server)
+    state_words = :erts_debug.flat_size(before)
+    :erlang.garbage_collect(self())
+    {:total_heap_size, heap_before} = Process.info(self(), :total_heap_size)
+
+    assert {:ok, [{[], total}, {[:members], members}, {[:name], _}]} =
+             MemoryEstimator.process(server)
+
+    # Nothing the size of the state reached this process.
+    {:total_heap_size, heap_after} = Process.info(self(), :total_heap_size)
+    assert heap_after - heap_before < div(state_words, 10)
+    assert mailbox() == []
+
+    assert abs(total.words - state_words) / state_words < 0.02
+    assert members.words < total.words
+    assert :sys.get_state(server) == before
+    assert GenServer.call(server, :ping) == :pong
+    assert Process.info(server, :message_queue_len) == {:message_queue_len, 0}
+  end
+
+  test "takes the options of breakdown/2" do
+    {:ok, server} = Server.start_link({:members, 1000})
+    assert {:ok, [{[], root}]} = MemoryEstimator.process(server, depth: 0)
+
+    assert {:ok, [{[], ^root}, {[:members], _}]} =
+             MemoryEstimator.process(server, min_bytes: 1000)
+
+    assert {:ok, [{[], exact} | _]} = MemoryEstimator.process(server, samples: 10_000)
+    assert exact.exact?
+    assert exact.words == :erts_debug.flat_size(:sys.get_state(server))
+  end
+
+  test "names: registered, {name, node}, :global and :via" do
+    {:ok, server} = Server.start_link(%{a: 1})
+    name = :"estimator_process_test_#{System.unique_integer([:positive])}"
+    Process.register(server, name)
+    :yes = :global.register_name({__MODULE__, name}, server)
+    {:ok, _} = Registry.start_link(keys: :unique, name: Module.concat(__MODULE__, name))
+    {:ok, _} = Registry.register(Module.concat(__MODULE__, name), :me, nil)
+
+    for target <- [name, {name, node()}, {:global, {__MODULE__, name}}] do
+      assert {:ok, [{[], %{words: 6}} | _]} = MemoryEstimator.process(target)
+    end
+
+    # The test process is registered under :via; measuring itself is refused.
+    assert {:error, :calling_self} =
+             MemoryEstimator.process({:via, Registry, {Module.concat(__MODULE__, name), :me}})
+
+    :global.unregister_name({__MODULE__, name})
+  end
+
+  test "a dead or unknown process" do
+    {pid, ref} = spawn_monitor(fn -> :ok end)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :normal}
+
+    assert MemoryEstimator.process(pid) == {:error, :noproc}
+    assert MemoryEstimator.process(:no_such_process_registered) == {:error, :noproc}
+    assert MemoryEstimator.process({:no_such_process_registered, node()}) == {:error, :noproc}
+    assert MemoryEstimator.process({:global, {__MODULE__, :nobody}}) == {:error, :noproc}
+  end
+
+  test "a process that exits while the request waits" do
+    {:ok, server} = GenServer.start(Server, %{a: 1})
+    task = Task.async(fn -> GenServer.call(server, {:sleep_then_stop, 200}) end)
+    Process.sleep(50)
+    assert MemoryEstimator.process(server, timeout: 2000) == {:error, :noproc}
+    assert Task.await(task) == :ok
+    assert mailbox() == []
+  end
+
+  test "processes that do not handle :sys messages are refused and sent nothing" do
+    plain = spawn(fn -> receive do: (:stop -> :ok) end)
+    task = Task.async(fn -> receive do: (:stop -> :ok) end)
+    {:ok, manager} = :gen_event.start_link()
+    {:ok, busy} = Server.start_link(%{})
+    client = spawn(fn -> GenServer.call(busy, {:sleep, 500}) end)
+    Process.sleep(50)
+
+    for pid <- [plain, task.pid, manager, client] do
+      assert MemoryEstimator.process(pid) == {:error, :not_sys_process}
+    end
+
+    for pid <- [plain, task.pid, client] do
+      assert Process.info(pid, :messages) == {:messages, []}
+    end
+
+    send(task.pid, :stop)
+    Task.await(task)
+  end
+
+  test "a slow process: a timeout, then no stray message and an unchanged state" do
+    {:ok, server} = Server.start_link({:members, 1000})
+    before = :sys.get_state(server)
+    busy = Task.async(fn -> GenServer.call(server, {:sleep, 300}) end)
+    Process.sleep(50)
+
+    assert MemoryEstimator.process(server, timeout: 50) == {:error, :timeout}
+
+    Task.await(busy)
+    # The server has now handled the request, after its deadline.
+    assert GenServer.call(server, :ping) == :pong
+    Process.sleep(20)
+    assert mailbox() == []
+    assert :sys.get_state(server) == before
+  end
+
+  test "a hibernating GenServer and a gen_statem" do
+    {:ok, server} = Server.start_link({:members, 100})
+    :ok = GenServer.call(server, :hibernate)
+    assert {:ok, [{[], total} | _]} = MemoryEstimator.process(server)
+    assert total.words == :erts_debug.flat_size(:sys.get_state(server))
+
+    {:ok, machine} = Machine.start_link(%{count: 1})
+    # A gen_statem's state is the tuple {state, data}: sized whole.
+    assert {:ok, [{[], estimate}]} = MemoryEstimator.process(machine)
+    assert estimate.words == :erts_debug.flat_size({:idle, %{count: 1}})
+    assert :gen_statem.call(machine, :ping) == :pong
+  end
+
+  test "bad options and servers raise ArgumentError" do
+    assert_raise ArgumentError, ~r/:timeout to be a non-negative integer, got: :infinity/, fn ->
+      MemoryEstimator.process(self(), timeout: :infinity)
+    end
+
+    assert_raise ArgumentError, ~r/expected a pid or a process name .* got: "server"/, fn ->
+      MemoryEstimator.process("server")
+    end
+  end
+end

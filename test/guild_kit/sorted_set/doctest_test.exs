@@ -1,0 +1,4 @@
+defmodule GuildKit.SortedSet.DoctestTest do
+  use ExUnit.Case, async: true
+  doctest GuildKit.SortedSet
+end
