@@ -2,13 +2,20 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build test demo bench clean
+.PHONY: setup build check test demo bench clean
 
 setup:
 	@./scripts/ensure-deps.sh
 
 build: setup
 	mix compile
+
+# The static checks of `make test`, without running the tests.
+check: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	mix format --check-formatted
+	mix compile --warnings-as-errors
 
 test: setup
 	cargo fmt --all --check

@@ -23,4 +23,23 @@ defmodule GuildKit do
   about a millisecond: anything whose cost grows with its input runs on a dirty CPU
   scheduler or in bounded chunks, and bad input raises `ArgumentError`.
   """
+
+  @doc """
+  Returns the bytes of memory GuildKit's native code holds right now: every sorted set,
+  member list and snapshot, plus scratch buffers.
+
+  Large structures are freed on a background thread, so the figure can lag a drop by a
+  few milliseconds.
+
+  ## Examples
+
+      iex> GuildKit.native_memory() >= 0
+      true
+
+  ## Performance
+
+  O(1): a counter kept by the NIF library's allocator.
+  """
+  @spec native_memory() :: non_neg_integer()
+  def native_memory, do: max(GuildKit.Native.native_memory(), 0)
 end

@@ -13,6 +13,9 @@ defmodule GuildKit.Native do
 
   defp not_loaded, do: :erlang.nif_error(:nif_not_loaded)
 
+  # GuildKit
+  def native_memory, do: not_loaded()
+
   # GuildKit.SortedSet
   def sorted_set_new, do: not_loaded()
   def sorted_set_from_list(_list, _strictly_ascending), do: not_loaded()

@@ -2,6 +2,7 @@
 //! thin: it decodes arguments, calls into `guild_kit_core`, and encodes results. The
 //! Elixir side (`GuildKit.Native`) holds a stub for every NIF found here.
 
+mod allocator;
 mod atoms;
 mod error;
 mod fanout;
@@ -10,5 +11,8 @@ mod memory_estimator;
 mod reaper;
 mod sorted_set;
 mod term_codec;
+
+#[global_allocator]
+static ALLOCATOR: allocator::CountingAllocator = allocator::CountingAllocator;
 
 rustler::init!("Elixir.GuildKit.Native");
