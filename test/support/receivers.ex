@@ -1,7 +1,7 @@
 defmodule GuildKit.Test.Receivers do
   @moduledoc """
   Groups of receiver processes that record every message they get, in order, on this
-  node or (through `GuildKit.Test.PeerNode.call/5`) on a peer.
+  node or (through `GuildKit.Examples.PeerNode.call/5`) on a peer.
 
       {group, pids} = GuildKit.Test.Receivers.start(1_000)
       GuildKit.Fanout.send(pids, :hello)

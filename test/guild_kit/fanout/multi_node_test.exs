@@ -3,7 +3,8 @@ defmodule GuildKit.Fanout.MultiNodeTest do
   use ExUnit.Case, async: false
 
   alias GuildKit.Fanout
-  alias GuildKit.Test.{FakePids, PeerNode, Receivers}
+  alias GuildKit.Examples.PeerNode
+  alias GuildKit.Test.{FakePids, Receivers}
 
   @moduletag :slow
 

@@ -4,14 +4,14 @@ defmodule GuildKit.MemoryEstimator.RemoteTest do
 
   alias GuildKit.MemoryEstimator
   alias GuildKit.MemoryEstimator.Estimate
-  alias GuildKit.Test.EstimatorPeer
+  alias GuildKit.Examples.PeerNode
 
   @moduletag :slow
 
   setup_all do
-    {peer, node} = EstimatorPeer.start()
-    on_exit(fn -> EstimatorPeer.stop(peer) end)
-    %{peer: peer, node: node}
+    # Linked to this module's setup_all process, which outlives its tests.
+    %{node: node} = PeerNode.start(applications: [])
+    %{node: node}
   end
 
   test "remote pids, references, aliases and ETS tables match flat_size", %{node: node} do
@@ -51,9 +51,9 @@ defmodule GuildKit.MemoryEstimator.RemoteTest do
   end
 
   test "a remote process on a node that went down" do
-    {peer, node} = EstimatorPeer.start()
+    %{node: node} = peer = PeerNode.start(applications: [])
     {:ok, agent} = :erpc.call(node, Agent, :start, [Map, :new, []])
-    EstimatorPeer.stop(peer)
+    PeerNode.stop(peer)
     assert {:error, reason} = MemoryEstimator.process(agent, timeout: 1000)
     assert reason in [{:nodedown, node}, :noproc]
   end

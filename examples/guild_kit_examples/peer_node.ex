@@ -1,20 +1,20 @@
-defmodule GuildKit.Test.PeerNode do
+defmodule GuildKit.Examples.PeerNode do
   @moduledoc """
-  Starts peer nodes on 127.0.0.1 that run the `:guild_kit` application, for tests and
-  benchmarks that need several nodes on one machine.
+  Starts peer nodes on 127.0.0.1 that run the `:guild_kit` application, for the demo
+  and the tests that need several nodes on one machine.
 
-      peers = GuildKit.Test.PeerNode.start_many(2)
+      peers = GuildKit.Examples.PeerNode.start_many(2)
       [%{node: node} | _] = peers
-      GuildKit.Test.PeerNode.call(node, GuildKit.Fanout, :stats, [])
-      GuildKit.Test.PeerNode.stop(hd(peers))
+      GuildKit.Examples.PeerNode.call(node, GuildKit.Fanout, :stats, [])
+      GuildKit.Examples.PeerNode.stop(hd(peers))
 
   Everything a peer needs is set up here: epmd, distribution on this node (with a
   unique name, so parallel runs on one machine do not clash), the code paths of this
   node (so the peer loads the project's modules and finds the NIF through
   `:code.priv_dir(:guild_kit)`), and the application.
 
-  Code run on a peer must come from modules compiled to disk: `lib/`, `test/support/`,
-  or OTP and Elixir. Functions defined in `.exs` test files exist only on the test
+  Code run on a peer must come from modules compiled to disk: `lib/`, `examples/`,
+  `test/support/`, or OTP and Elixir. Functions defined in `.exs` test files exist only on the test
   node, so pass module, function, and arguments to `call/5` instead of closures.
 
   A peer is linked to the process that started it and stops when that process exits;
@@ -33,7 +33,7 @@ defmodule GuildKit.Test.PeerNode do
     unless Node.alive?() do
       # A no-op when epmd already runs.
       {_, 0} = System.cmd("epmd", ["-daemon"])
-      name = :"guild_kit_test_#{System.pid()}@127.0.0.1"
+      name = :"guild_kit_#{System.pid()}@127.0.0.1"
       {:ok, _} = :net_kernel.start([name, :longnames])
     end
 

@@ -1,0 +1,111 @@
+defmodule GuildKit.Examples.Session do
+  @moduledoc """
+  A connected user's session: the process a guild publishes to.
+
+  An active session watches a window of the guild's sidebar: it keeps a copy of the
+  window's rows, from the rows `GuildKit.Examples.Guild.connect/4` returned and the ops
+  it receives, exactly as a client would. It checks that events arrive in order, with
+  no gap, and records how long each event took to arrive in a
+  `GuildKit.Examples.Session.Stats` table of its node.
+
+  A passive session is connected but gets nothing, like a user who is not looking at
+  the guild.
+  """
+  use GenServer
+
+  alias GuildKit.Examples.Guild
+  alias GuildKit.Examples.Session.Stats
+
+  @doc """
+  Starts a session for `user_id` and connects it to `guild`.
+
+  ## Options
+
+    * `:watch` - the window `{first, last}` to watch; omit for a passive session;
+    * `:stats` - the node's `GuildKit.Examples.Session.Stats` table (default: none).
+  """
+  @spec start(GenServer.server(), term(), keyword()) :: GenServer.on_start()
+  def start(guild, user_id, opts \\ []) do
+    opts = Keyword.validate!(opts, [:watch, :stats])
+    GenServer.start(__MODULE__, {guild, user_id, opts})
+  end
+
+  @doc """
+  What the session saw: `%{rows: window copy, last_seq: last event seq, events: count,
+  gaps: events missed or out of order}`.
+  """
+  @spec report(GenServer.server()) :: map()
+  def report(session), do: GenServer.call(session, :report)
+
+  @impl GenServer
+  def init({guild, user_id, opts}) do
+    {:ok, rows} = Guild.connect(guild, user_id, self(), watch: opts[:watch])
+    {:ok, %{window: opts[:watch], rows: rows, stats: opts[:stats], last_seq: nil, events: 0, gaps: 0}}
+  end
+
+  @impl GenServer
+  def handle_call(:report, _from, state) do
+    {:reply, Map.take(state, [:rows, :last_seq, :events, :gaps]), state}
+  end
+
+  @impl GenServer
+  def handle_info({:member_list_ops, _guild, _seq, range, ops}, %{window: range} = state) do
+    {:noreply, %{state | rows: Enum.reduce(ops, state.rows, &apply_op(&1, &2, range))}}
+  end
+
+  def handle_info({:guild_event, _guild, seq, sent_at, _event}, state) do
+    if state.stats, do: Stats.record(state.stats, seq, :os.perf_counter(:nanosecond) - sent_at)
+    gap = if state.last_seq && seq != state.last_seq + 1, do: 1, else: 0
+    {:noreply, %{state | last_seq: seq, events: state.events + 1, gaps: state.gaps + gap}}
+  end
+
+  # The client rule of GuildKit.MemberList: keep exactly the window's rows, apply ops in
+  # order, drop rows pushed past the end by an insert.
+  defp apply_op({:insert, index, row}, rows, {first, last}),
+    do: rows |> List.insert_at(index - first, row) |> Enum.take(last - first + 1)
+
+  defp apply_op({:update, index, row}, rows, {first, _}), do: List.replace_at(rows, index - first, row)
+  defp apply_op({:delete, index}, rows, {first, _}), do: List.delete_at(rows, index - first)
+  # The plain-OTP guild re-sends whole windows.
+  defp apply_op({:sync, rows}, _rows, _range), do: rows
+
+  defmodule Stats do
+    @moduledoc """
+    Per-node delivery statistics, shared by the sessions of a node without messages:
+    for each recent event, the longest time any session took to receive it. Only
+    lock-free `:atomics` are touched on the sessions' path.
+    """
+
+    @enforce_keys [:latest, :size]
+    defstruct [:latest, :size]
+
+    @typedoc "A statistics table."
+    @type t :: %__MODULE__{latest: :atomics.atomics_ref(), size: pos_integer()}
+
+    @doc "A table for the last `size` events."
+    @spec new(pos_integer()) :: t()
+    def new(size \\ 1_000_000), do: %__MODULE__{latest: :atomics.new(size, signed: false), size: size}
+
+    @doc "Records that a session received event `seq` after `ns` nanoseconds."
+    @spec record(t(), pos_integer(), integer()) :: :ok
+    def record(%__MODULE__{latest: latest, size: size}, seq, ns) do
+      bump(latest, rem(seq, size) + 1, max(ns, 1))
+    end
+
+    defp bump(latest, index, ns) do
+      current = :atomics.get(latest, index)
+
+      if ns > current and :atomics.compare_exchange(latest, index, current, ns) != :ok do
+        bump(latest, index, ns)
+      else
+        :ok
+      end
+    end
+
+    @doc "The longest delivery time of each event in `seqs` that was recorded, in ns."
+    @spec slowest(t(), Enumerable.t()) :: [{pos_integer(), pos_integer()}]
+    def slowest(%__MODULE__{latest: latest, size: size}, seqs) do
+      for seq <- seqs, ns = :atomics.get(latest, rem(seq, size) + 1), ns > 0, do: {seq, ns}
+    end
+  end
+end
