@@ -26,7 +26,7 @@ test: setup
 	mix test --include slow
 
 demo: setup
-	mix guild_kit.demo
+	mix guild_kit.demo --baseline --report demo_report.html
 
 bench: setup
 	MIX_ENV=prod mix run bench/sorted_set.exs

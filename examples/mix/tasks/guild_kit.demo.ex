@@ -1,26 +1,73 @@
 defmodule Mix.Tasks.GuildKit.Demo do
-  @shortdoc "Runs a million-member list on GuildKit.SortedSet next to :gb_sets"
+  @shortdoc "Runs a million-member guild on GuildKit, optionally side by side with plain OTP"
   @moduledoc """
-  Runs the member-list showcase: a 1,000,000-member `GuildKit.SortedSet` of realistic
-  member keys under a stream of joins, leaves and status changes, timed next to the
-  same work on `:gb_sets`.
+  Runs a simulated guild of a million members on GuildKit and reports what it does to
+  the guild process: member-list update latency, events per second, the time until
+  every active session has an event, the state's size and how long measuring it took,
+  and normal-scheduler stalls. See `GuildKit.Examples.Demo`.
 
-      mix guild_kit.demo [--members N] [--operations N] [--seed N]
+      mix guild_kit.demo [options]
+
+  ## Options
+
+    * `--members N` - members in the guild (default 1,000,000)
+    * `--sessions N` - online users, one session process each (default 100,000)
+    * `--active F` - fraction of sessions that are active, 0 to 1 (default 0.1)
+    * `--seconds N` - how long the stream of events runs (default 20)
+    * `--rate N` - events per second in the stream (default 50)
+    * `--nodes N` - spread the sessions over N local peer nodes (default 0: this node)
+    * `--baseline` - run the same guild built only from OTP too, and compare
+    * `--report PATH` - also write the report as a self-contained HTML page
+    * `--seed N` - random seed (default 42)
   """
   use Mix.Task
 
-  @switches [members: :integer, operations: :integer, seed: :integer]
+  @switches [
+    members: :integer,
+    sessions: :integer,
+    active: :float,
+    seconds: :integer,
+    rate: :integer,
+    nodes: :integer,
+    baseline: :boolean,
+    report: :string,
+    seed: :integer
+  ]
+  @usage "usage: mix guild_kit.demo [--members N] [--sessions N] [--active 0..1] [--seconds N] " <>
+           "[--rate N] [--nodes N] [--baseline] [--report PATH] [--seed N]"
 
   @impl Mix.Task
   def run(args) do
+    opts = parse!(args)
+    Mix.Task.run("app.start")
+    GuildKit.Examples.Demo.run(opts)
+    :ok
+  end
+
+  defp parse!(args) do
     case OptionParser.parse(args, strict: @switches) do
       {opts, [], []} ->
-        Mix.Task.run("app.start")
-        GuildKit.Examples.MemberListShowcase.run(opts)
+        validate!(opts)
 
       {_, rest, invalid} ->
-        Mix.raise("usage: mix guild_kit.demo [--members N] [--operations N] [--seed N] " <>
-                    "(bad arguments: #{inspect(rest ++ Enum.map(invalid, &elem(&1, 0)))})")
+        bad = Enum.map(invalid, fn {option, _} -> option end) ++ rest
+        usage!("unknown or malformed: #{Enum.join(bad, " ")}")
     end
   end
+
+  defp validate!(opts) do
+    opts = Keyword.merge(GuildKit.Examples.Demo.defaults(), opts)
+
+    cond do
+      opts[:members] < 1 -> usage!("--members must be at least 1")
+      opts[:sessions] < 0 or opts[:sessions] > opts[:members] -> usage!("--sessions must be between 0 and --members")
+      opts[:active] < 0 or opts[:active] > 1 -> usage!("--active must be between 0 and 1")
+      opts[:seconds] < 1 -> usage!("--seconds must be at least 1")
+      opts[:rate] < 1 -> usage!("--rate must be at least 1")
+      opts[:nodes] < 0 or opts[:nodes] > 8 -> usage!("--nodes must be between 0 and 8")
+      true -> opts
+    end
+  end
+
+  defp usage!(problem), do: Mix.raise("#{problem}. #{@usage}")
 end

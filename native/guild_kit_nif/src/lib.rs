@@ -11,6 +11,7 @@ mod memory_estimator;
 mod reaper;
 mod sorted_set;
 mod term_codec;
+mod timeslice;
 
 #[global_allocator]
 static ALLOCATOR: allocator::CountingAllocator = allocator::CountingAllocator;

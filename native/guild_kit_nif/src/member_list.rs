@@ -19,6 +19,7 @@ use crate::atoms;
 use crate::error::Error;
 use crate::reaper;
 use crate::term_codec::{self, EncodeError, NORMAL_BUDGET};
+use crate::timeslice::charge;
 
 /// Most rows a normal-scheduler read returns.
 const NORMAL_ROWS: u64 = 256;
@@ -391,7 +392,7 @@ fn encode_rows<'a>(env: Env<'a>, rows: Vec<Row>) -> NifResult<Term<'a>> {
         .into_iter()
         .map(|row| encode_row(env, row))
         .collect::<NifResult<Vec<Term>>>()?;
-    rustler::schedule::consume_timeslice(env, (1 + terms.len() / 32).min(100) as i32);
+    charge(env, 1 + (terms.len() / 6) as u32);
     Ok(terms.encode(env))
 }
 
@@ -415,8 +416,8 @@ fn encode_changes<'a>(
         entries.push(((first, last), op_terms).encode(env));
     }
     if !dirty_scheduler {
-        // About 20 ops per percent of a time slice, measured as ~0.5 µs each.
-        rustler::schedule::consume_timeslice(env, (1 + op_count / 20).min(100) as i32);
+        // A change costs a few µs, and each op about half a µs more.
+        charge(env, 3 + (op_count / 2) as u32);
     }
     Ok(entries.encode(env))
 }

@@ -19,6 +19,7 @@ use crate::atoms;
 use crate::error::Error;
 use crate::reaper;
 use crate::term_codec::{self, EncodeError, NORMAL_BUDGET};
+use crate::timeslice::charge;
 
 /// Most elements a normal-scheduler slice decodes.
 const NORMAL_SLICE_ELEMENTS: usize = 256;
@@ -75,13 +76,6 @@ impl Drop for SortedSet {
 // term keeps it alive for the call, and borrowing skips two atomic reference-count
 // updates per call.
 type Set = ResourceArc<SortedSet>;
-
-/// Tells the scheduler how much of a time slice (about 1 ms) a normal-scheduler call
-/// used, so that a process calling in a tight loop is preempted on time: the VM counts a
-/// NIF call as a single reduction whatever it costs.
-fn charge(env: Env, percent: usize) {
-    rustler::schedule::consume_timeslice(env, percent.clamp(1, 100) as i32);
-}
 
 /// The element for `term`, or `None` when a normal-scheduler budget ran out.
 fn encode_arg(term: Term, dirty: bool) -> Result<Option<Element>, Error> {
@@ -263,7 +257,8 @@ fn sorted_set_slice<'a>(
     if bytes > NORMAL_DECODE_BYTES {
         return Ok(atoms::guild_kit_dirty().encode(env));
     }
-    charge(env, 1 + amount / 32);
+    // About 0.1-0.2 µs to decode a small element.
+    charge(env, 1 + (amount / 6) as u32);
     decode_list(env, &tree, start, amount)
 }
 

@@ -1,0 +1,384 @@
+defmodule GuildKit.Examples.Demo do
+  @moduledoc """
+  Runs a simulated guild of a million members on GuildKit (and, with `baseline: true`,
+  the same guild on plain OTP in the same run) and reports what it does to the guild
+  process. `mix guild_kit.demo` is the command-line front end.
+
+  The run, for each toolkit:
+
+    1. members are generated (`:members`; 5% with one of ten hoisted roles) and loaded
+       into a `GuildKit.Examples.Guild`;
+    2. one `GuildKit.Examples.Session` per online user is started (`:sessions`, spread
+       over `:nodes` peer nodes when given), a fraction of them active (`:active`),
+       watching the top ten 100-row windows of the sidebar;
+    3. a steady stream of presence changes, role changes, joins and leaves is applied
+       at `:rate` events per second for `:seconds` seconds, while the guild's memory is
+       estimated every second and `long_schedule` watches for normal-scheduler stalls;
+    4. the figures are collected, and the copies of the sidebar that active sessions
+       kept from the ops are checked against the guild's.
+  """
+
+  alias GuildKit.Examples.{Guild, PeerNode, Session}
+  alias GuildKit.Examples.Demo.Report
+
+  @defaults [
+    members: 1_000_000,
+    sessions: 100_000,
+    active: 0.1,
+    seconds: 20,
+    rate: 50,
+    nodes: 0,
+    baseline: false,
+    report: nil,
+    seed: 42
+  ]
+  @roles for r <- 1..10, do: {:role, r}
+  @windows for w <- 0..9, do: {w * 100, w * 100 + 99}
+  @stall_ms 5
+  @tick_ms 20
+  @slots 4_000_000
+
+  @doc "The default options."
+  @spec defaults() :: keyword()
+  def defaults, do: @defaults
+
+  @doc "Runs the demo with `opts` (see `defaults/0`), prints the report and returns the results."
+  @spec run(keyword()) :: [map()]
+  def run(opts \\ []) do
+    opts = Keyword.merge(@defaults, opts)
+    started = System.monotonic_time(:millisecond)
+    Process.put(:demo_started, started)
+    :rand.seed(:exsss, {opts[:seed], 11, 23})
+
+    peers = start_peers(opts[:nodes])
+    toolkits = if opts[:baseline], do: [:guild_kit, :otp], else: [:guild_kit]
+    results = Enum.map(toolkits, &run_guild(&1, opts, peers))
+    Enum.each(peers, &PeerNode.stop/1)
+
+    IO.puts(Report.text(results, opts))
+
+    if path = opts[:report] do
+      File.write!(path, Report.html(results, opts))
+      say("wrote #{path}")
+    end
+
+    say("done in #{div(System.monotonic_time(:millisecond) - started, 1000)} s")
+    results
+  end
+
+  ## One guild
+
+  defp run_guild(toolkit, opts, peers) do
+    label = label(toolkit)
+    say("#{label}: generating #{opts[:members]} members (#{opts[:sessions]} online)")
+    members = generate_members(opts[:members], opts[:sessions])
+    timings = :atomics.new(@slots, signed: false)
+
+    say("#{label}: loading them into the guild")
+    {load_us, {:ok, guild}} =
+      :timer.tc(fn ->
+        Guild.start_link(toolkit: toolkit, hoisted_roles: @roles, members: members, timings: timings)
+      end)
+
+    say("#{label}: loaded in #{ms(load_us)}; connecting #{opts[:sessions]} sessions, #{active_count(opts)} active")
+    sessions = start_sessions(guild, opts, peers)
+    # A compact heap before the run, as a long-lived guild's would be.
+    :erlang.garbage_collect(guild)
+
+    say("#{label}: running #{opts[:rate]} events/s for #{opts[:seconds]} s")
+    monitor = start_stall_monitor()
+    run = drive(guild, members, opts)
+    stalls = stop_stall_monitor(monitor, guild)
+    drained = drain(sessions, run.last_seq)
+
+    say("#{label}: measuring the guild's memory")
+    memory = measure_memory(guild, toolkit)
+    checked = check_replicas(guild, sessions)
+    delivery = delivery_times(sessions, run.last_seq)
+    stop_sessions(sessions)
+    GenServer.stop(guild)
+
+    %{
+      toolkit: toolkit,
+      label: label,
+      load_us: load_us,
+      updates: read_timings(timings, run.last_seq),
+      events: run.last_seq,
+      seconds: run.seconds,
+      busy_seconds: run.busy_seconds,
+      delivery: delivery,
+      drained: drained,
+      memory: memory,
+      memory_during_run: run.memory_us,
+      stalls: stalls,
+      checked: checked
+    }
+  end
+
+  defp label(:guild_kit), do: "GuildKit"
+  defp label(:otp), do: "plain OTP"
+
+  ## Members
+
+  # The first `online` users are online; 5% of users carry a hoisted role.
+  defp generate_members(count, online) do
+    for id <- 1..count do
+      roles = if :rand.uniform(20) == 1, do: [Enum.random(@roles)], else: []
+      status = if id <= online, do: :online, else: :offline
+      {user_id(id), %{name: name(), roles: roles, status: status}}
+    end
+  end
+
+  defp user_id(n), do: 100_000_000_000_000_000 + n * 7_919
+
+  @syllables ~w(ka ri to mi na so ha lu en do ra vi ze mo qu ty ar el is on)
+  defp name, do: for(_ <- 1..(2 + :rand.uniform(3)), into: "", do: Enum.random(@syllables))
+
+  ## Sessions
+
+  defp active_count(opts), do: round(opts[:sessions] * opts[:active])
+
+  # Sessions of users 1..sessions; the first `active` of them watch a top window.
+  defp start_sessions(guild, opts, peers) do
+    nodes = if peers == [], do: [node()], else: Enum.map(peers, & &1.node)
+    active = active_count(opts)
+
+    specs =
+      for n <- 1..opts[:sessions] do
+        {user_id(n), if(n <= active, do: Enum.at(@windows, rem(n, length(@windows))))}
+      end
+
+    chunks = Enum.chunk_every(specs, div(length(specs) + length(nodes) - 1, length(nodes)))
+
+    nodes
+    |> Enum.zip(chunks)
+    |> Enum.map(fn {node, chunk} -> :erpc.call(node, __MODULE__, :start_local_sessions, [guild, chunk], :infinity) end)
+  end
+
+  @doc false
+  # Runs on each node: starts its sessions with a statistics table of that node.
+  def start_local_sessions(guild, specs) do
+    stats = Session.Stats.new(@slots)
+
+    sessions =
+      specs
+      |> Task.async_stream(
+        fn {user_id, window} ->
+          {:ok, pid} = Session.start(guild, user_id, watch: window, stats: stats)
+          {pid, window}
+        end,
+        max_concurrency: 8,
+        ordered: false,
+        timeout: :infinity
+      )
+      |> Enum.map(fn {:ok, session} -> session end)
+
+    %{node: node(), stats: stats, sessions: sessions}
+  end
+
+  defp stop_sessions(groups) do
+    for %{node: node, sessions: sessions} <- groups do
+      :erpc.call(node, Enum, :each, [Enum.map(sessions, &elem(&1, 0)), &Process.exit(&1, :kill)], :infinity)
+    end
+  end
+
+  ## The event stream
+
+  # Applies events at the configured rate, in ticks. A guild slower than the rate makes
+  # the driver fall behind (each batch waits for the guild) rather than queue events.
+  defp drive(guild, members, opts) do
+    model = %{
+      ids: members |> Enum.map(&elem(&1, 0)) |> List.to_tuple(),
+      status: Map.new(members, fn {id, m} -> {id, m.status} end),
+      next_id: length(members) + 1,
+      left: MapSet.new()
+    }
+
+    start = System.monotonic_time(:microsecond)
+    deadline = start + opts[:seconds] * 1_000_000
+    loop(guild, model, %{rate: opts[:rate], start: start, deadline: deadline, sent: 0, busy: 0, memory: [], next_report: start})
+  end
+
+  defp loop(guild, model, run) do
+    now = System.monotonic_time(:microsecond)
+
+    cond do
+      now >= run.deadline ->
+        %{last_seq: run.sent, seconds: (now - run.start) / 1.0e6, busy_seconds: run.busy / 1.0e6, memory_us: run.memory}
+
+      now >= run.next_report ->
+        {us, result} = :timer.tc(fn -> Guild.memory(guild, timeout: 5_000) end)
+        bytes = with {:ok, b} <- result, do: b
+        elapsed = (now - run.start) / 1.0e6
+        say("  #{Float.round(elapsed, 1)} s: #{run.sent} events, #{round(run.sent / max(elapsed, 0.001))}/s, state ~#{mb(bytes)} (measured in #{ms(us)})")
+        loop(guild, model, %{run | memory: [us | run.memory], next_report: run.next_report + 1_000_000})
+
+      true ->
+        # At most one tick's worth per call, so that a guild slower than the rate keeps
+        # the driver checking its deadline.
+        due = min(trunc((now - run.start) / 1.0e6 * run.rate) - run.sent, max(div(run.rate * @tick_ms, 1000), 1))
+
+        if due > 0 do
+          {events, model} = Enum.map_reduce(1..due, model, fn _, m -> next_event(m) end)
+          {us, :ok} = :timer.tc(fn -> Guild.apply_events(guild, events) end)
+          loop(guild, model, %{run | sent: run.sent + due, busy: run.busy + us})
+        else
+          Process.sleep(@tick_ms)
+          loop(guild, model, run)
+        end
+    end
+  end
+
+  # 70% presence changes, 10% role changes, 10% joins, 10% leaves.
+  defp next_event(model) do
+    case :rand.uniform(10) do
+      n when n <= 7 ->
+        id = random_member(model)
+        status = if model.status[id] == :online, do: :offline, else: :online
+        {{:presence, id, status}, put_in(model.status[id], status)}
+
+      8 ->
+        id = random_member(model)
+        {{:roles, id, Enum.take_random(@roles, :rand.uniform(2) - 1)}, model}
+
+      9 ->
+        id = user_id(model.next_id)
+        event = {:join, id, name(), []}
+        {event, %{model | next_id: model.next_id + 1, status: Map.put(model.status, id, :offline)}}
+
+      10 ->
+        id = random_member(model)
+        {{:leave, id}, %{model | left: MapSet.put(model.left, id), status: Map.delete(model.status, id)}}
+    end
+  end
+
+  # A present member of the initial population (joiners are left alone).
+  defp random_member(model) do
+    id = elem(model.ids, :rand.uniform(tuple_size(model.ids)) - 1)
+    if MapSet.member?(model.left, id), do: random_member(model), else: id
+  end
+
+  ## Figures
+
+  defp read_timings(timings, last_seq) do
+    for seq <- 1..max(last_seq, 1), ns = :atomics.get(timings, rem(seq, @slots) + 1), ns > 0, do: ns
+  end
+
+  # Waits (at most 30 s) until every active session has seen the last event.
+  defp drain(groups, last_seq) do
+    deadline = System.monotonic_time(:millisecond) + 30_000
+    drain_until(groups, last_seq, deadline)
+  end
+
+  defp drain_until(groups, last_seq, deadline) do
+    slowest = slowest_per_event(groups, [last_seq])
+
+    cond do
+      slowest != [] -> true
+      System.monotonic_time(:millisecond) > deadline -> false
+      true -> Process.sleep(100) && drain_until(groups, last_seq, deadline)
+    end
+  end
+
+  defp delivery_times(groups, last_seq) do
+    groups |> slowest_per_event(1..max(last_seq, 1)) |> Enum.map(&elem(&1, 1))
+  end
+
+  # For each event, the longest any active session took to receive it, over all nodes.
+  defp slowest_per_event(groups, seqs) do
+    groups
+    |> Enum.flat_map(fn %{node: node, stats: stats} -> :erpc.call(node, Session.Stats, :slowest, [stats, seqs], :infinity) end)
+    |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
+    |> Enum.map(fn {seq, times} -> {seq, Enum.max(times)} end)
+  end
+
+  defp measure_memory(guild, :guild_kit) do
+    {estimate_us, {:ok, estimate}} = :timer.tc(fn -> Guild.memory(guild) end)
+    {exact_us, exact} = :timer.tc(fn -> exact_bytes(guild) end)
+    %{estimate: estimate, estimate_us: estimate_us, exact: exact, exact_us: exact_us}
+  end
+
+  defp measure_memory(guild, :otp) do
+    {exact_us, {:ok, exact}} = :timer.tc(fn -> Guild.memory(guild) end)
+    %{estimate: nil, estimate_us: nil, exact: exact, exact_us: exact_us}
+  end
+
+  # The exact size the way an OTP-only guild gets it: copy the state out, size the copy.
+  defp exact_bytes(guild), do: :erts_debug.flat_size(:sys.get_state(guild, :infinity)) * :erlang.system_info(:wordsize)
+
+  # The sidebar copies that active sessions built from the ops must equal the guild's
+  # rows. A sample of 100 sessions is checked.
+  defp check_replicas(guild, groups) do
+    active = for %{sessions: sessions} <- groups, {pid, window} <- sessions, window, do: {pid, window}
+    sample = Enum.take_random(active, 100)
+
+    matching =
+      Enum.count(sample, fn {pid, {first, last}} ->
+        Session.report(pid).rows == Guild.rows(guild, first, last)
+      end)
+
+    {matching, length(sample)}
+  end
+
+  ## Stalls
+
+  defp start_stall_monitor do
+    parent = self()
+    pid = spawn_link(fn -> stall_loop(parent, []) end)
+    :erlang.system_monitor(pid, [{:long_schedule, @stall_ms}])
+    pid
+  end
+
+  defp stall_loop(parent, seen) do
+    receive do
+      {:monitor, pid, :long_schedule, info} -> stall_loop(parent, [{pid, info[:timeout]} | seen])
+      {:stop, ^parent} -> send(parent, {:stalls, Enum.reverse(seen)})
+    end
+  end
+
+  defp stop_stall_monitor(monitor, guild) do
+    :erlang.system_monitor(:undefined)
+    send(monitor, {:stop, self()})
+
+    receive do
+      {:stalls, stalls} ->
+        %{
+          guild: for({^guild, ms} <- stalls, do: ms),
+          other: for({pid, ms} <- stalls, pid != guild, do: {describe(pid), ms})
+        }
+    end
+  end
+
+  # What a stalled process was, for the report: its registered name or initial call.
+  defp describe(pid) when pid == self(), do: "the demo's event driver"
+  defp describe(port) when is_port(port), do: "a port (#{port |> Port.info(:name) |> elem(1)})"
+
+  defp describe(pid) do
+    case Process.info(pid, [:registered_name, :dictionary]) do
+      [registered_name: name, dictionary: _] when is_atom(name) and name != [] -> inspect(name)
+      [registered_name: _, dictionary: dictionary] -> inspect(dictionary[:"$initial_call"] || pid)
+      nil -> "an exited process"
+    end
+  end
+
+  ## Peers
+
+  defp start_peers(0), do: []
+
+  defp start_peers(count) do
+    say("starting #{count} peer nodes")
+    PeerNode.start_many(count)
+  end
+
+  ## Output
+
+  @doc false
+  def say(message) do
+    elapsed = System.monotonic_time(:millisecond) - (Process.get(:demo_started) || System.monotonic_time(:millisecond))
+    IO.puts(:stderr, "[#{String.pad_leading(Float.to_string(Float.round(elapsed / 1000, 1)), 6)} s] " <> message)
+  end
+
+  defp ms(us), do: "#{Float.round(us / 1000, 2)} ms"
+  defp mb(bytes) when is_integer(bytes), do: "#{Float.round(bytes / 1_048_576, 1)} MB"
+  defp mb(other), do: inspect(other)
+end
