@@ -31,8 +31,8 @@ defmodule GuildKit.Examples.Session do
   end
 
   @doc """
-  What the session saw: `%{rows: window copy, last_seq: last event seq, events: count,
-  gaps: events missed or out of order}`.
+  What the session saw: `%{rows: window copy, first_seq: first event seq, last_seq: last
+  event seq, events: count, gaps: events missed or out of order}`.
   """
   @spec report(GenServer.server()) :: map()
   def report(session), do: GenServer.call(session, :report)
@@ -40,12 +40,12 @@ defmodule GuildKit.Examples.Session do
   @impl GenServer
   def init({guild, user_id, opts}) do
     {:ok, rows} = Guild.connect(guild, user_id, self(), watch: opts[:watch])
-    {:ok, %{window: opts[:watch], rows: rows, stats: opts[:stats], last_seq: nil, events: 0, gaps: 0}}
+    {:ok, %{window: opts[:watch], rows: rows, stats: opts[:stats], first_seq: nil, last_seq: nil, events: 0, gaps: 0}}
   end
 
   @impl GenServer
   def handle_call(:report, _from, state) do
-    {:reply, Map.take(state, [:rows, :last_seq, :events, :gaps]), state}
+    {:reply, Map.take(state, [:rows, :first_seq, :last_seq, :events, :gaps]), state}
   end
 
   @impl GenServer
@@ -56,7 +56,9 @@ defmodule GuildKit.Examples.Session do
   def handle_info({:guild_event, _guild, seq, sent_at, _event}, state) do
     if state.stats, do: Stats.record(state.stats, seq, :os.perf_counter(:nanosecond) - sent_at)
     gap = if state.last_seq && seq != state.last_seq + 1, do: 1, else: 0
-    {:noreply, %{state | last_seq: seq, events: state.events + 1, gaps: state.gaps + gap}}
+
+    {:noreply,
+     %{state | first_seq: state.first_seq || seq, last_seq: seq, events: state.events + 1, gaps: state.gaps + gap}}
   end
 
   # The client rule of GuildKit.MemberList: keep exactly the window's rows, apply ops in

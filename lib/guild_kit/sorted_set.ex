@@ -468,11 +468,14 @@ defmodule GuildKit.SortedSet do
   defp to_list!(enumerable) when is_list(enumerable), do: enumerable
 
   defp to_list!(enumerable) do
-    if Enumerable.impl_for(enumerable) do
-      Enum.to_list(enumerable)
-    else
-      raise ArgumentError, "expected an enumerable, got: #{inspect(enumerable)}"
-    end
+    Enum.to_list(enumerable)
+  rescue
+    # Includes values with an Enumerable implementation that refuses them (a fun of
+    # the wrong arity), not only values without one.
+    Protocol.UndefinedError ->
+      reraise ArgumentError,
+              [message: "expected an enumerable, got: #{inspect(enumerable)}"],
+              __STACKTRACE__
   end
 
   defp raise_not_a_set(other) do

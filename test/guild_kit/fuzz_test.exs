@@ -1,0 +1,158 @@
+defmodule GuildKit.FuzzTest do
+  @moduledoc """
+  Thousands of random terms, unsupported ones included, fed to every public function:
+  each call returns or raises `ArgumentError`, nothing else, and the VM never crashes.
+  Replay with `GUILD_KIT_SEED=<seed>`.
+  """
+  use ExUnit.Case, async: false
+  alias GuildKit.{Fanout, MemberList, MemoryEstimator, SortedSet}
+  alias GuildKit.Test.TermGenerator
+
+  @rounds 10_000
+
+  setup_all do
+    # Processes that swallow whatever they get: the only pids the fuzzer sends to.
+    sinks = for _ <- 1..5, do: spawn(fn -> sink() end)
+    port = Port.open({:spawn, "cat"}, [])
+    on_exit(fn -> Enum.each(sinks, &Process.exit(&1, :kill)) end)
+    %{sinks: sinks, port: port}
+  end
+
+  test "every public function returns or raises ArgumentError", %{sinks: sinks, port: port} do
+    seed = TermGenerator.seed(seed_from_env())
+    IO.puts("fuzz seed: #{seed}")
+    set = SortedSet.from_enumerable([1, :a, "b"])
+    list = MemberList.new(groups: [:online, :offline])
+    MemberList.watch(list, {0, 9})
+
+    for round <- 1..@rounds do
+      [a, b, c] = for _ <- 1..3, do: fuzz_term(sinks, port)
+      {name, call} = Enum.random(calls(set, list, a, b, c, sinks))
+
+      try do
+        call.()
+      rescue
+        ArgumentError ->
+          :ok
+
+        other ->
+          flunk(
+            "seed #{seed}, round #{round}: #{name} raised #{inspect(other)} for #{inspect({a, b, c}, limit: 5)}"
+          )
+      end
+    end
+
+    # Still working afterwards.
+    assert SortedSet.size(set) >= 0
+    assert is_list(MemberList.rows(list, 0, 100))
+  end
+
+  defp calls(set, list, a, b, c, sinks) do
+    target = fn -> if(:rand.uniform(4) == 1, do: a, else: set) end
+    list_target = fn -> if(:rand.uniform(4) == 1, do: a, else: list) end
+
+    [
+      {"SortedSet.new", fn -> SortedSet.new(options(a)) end},
+      {"SortedSet.from_enumerable",
+       fn -> SortedSet.from_enumerable(enumerable(a), options(b)) end},
+      {"SortedSet.from_proper_enumerable",
+       fn -> SortedSet.from_proper_enumerable(enumerable(a), options(b)) end},
+      {"SortedSet.add", fn -> SortedSet.add(target.(), b) end},
+      {"SortedSet.index_add", fn -> SortedSet.index_add(target.(), b) end},
+      {"SortedSet.remove", fn -> SortedSet.remove(target.(), b) end},
+      {"SortedSet.index_remove", fn -> SortedSet.index_remove(target.(), b) end},
+      {"SortedSet.size", fn -> SortedSet.size(target.()) end},
+      {"SortedSet.member?", fn -> SortedSet.member?(target.(), b) end},
+      {"SortedSet.find_index", fn -> SortedSet.find_index(target.(), b) end},
+      {"SortedSet.at", fn -> SortedSet.at(target.(), index(b), c) end},
+      {"SortedSet.slice", fn -> SortedSet.slice(target.(), index(b), index(c)) end},
+      {"SortedSet.to_list", fn -> SortedSet.to_list(target.()) end},
+      {"SortedSet.snapshot", fn -> SortedSet.snapshot(target.()) end},
+      {"SortedSet.memory", fn -> SortedSet.memory(target.()) end},
+      {"MemberList.new", fn -> MemberList.new(groups: enumerable(a)) end},
+      {"MemberList.put",
+       fn -> MemberList.put(list_target.(), a, Enum.random([:online, :offline, b]), c) end},
+      {"MemberList.touch", fn -> MemberList.touch(list_target.(), b) end},
+      {"MemberList.remove", fn -> MemberList.remove(list_target.(), b) end},
+      {"MemberList.watch", fn -> MemberList.watch(list_target.(), range(b, c)) end},
+      {"MemberList.unwatch", fn -> MemberList.unwatch(list_target.(), range(b, c)) end},
+      {"MemberList.rows", fn -> MemberList.rows(list_target.(), index(b), index(c)) end},
+      {"MemberList.index_of", fn -> MemberList.index_of(list_target.(), b) end},
+      {"MemberList.groups", fn -> MemberList.groups(list_target.()) end},
+      {"MemberList.size", fn -> MemberList.size(list_target.()) end},
+      {"MemberList.member_count", fn -> MemberList.member_count(list_target.()) end},
+      {"MemberList.memory", fn -> MemberList.memory(list_target.()) end},
+      {"MemoryEstimator.estimate", fn -> MemoryEstimator.estimate(a, options(b)) end},
+      {"MemoryEstimator.exact", fn -> MemoryEstimator.exact(a) end},
+      {"MemoryEstimator.breakdown", fn -> MemoryEstimator.breakdown(a, options(b)) end},
+      {"MemoryEstimator.process",
+       fn -> MemoryEstimator.process(Enum.random([a | sinks]), [timeout: 50] ++ options(b)) end},
+      {"Fanout.send", fn -> Fanout.send(receivers(a, sinks), b, options(c)) end},
+      {"Fanout.stats", fn -> Fanout.stats() end},
+      {"GuildKit.native_memory", fn -> GuildKit.native_memory() end}
+    ]
+  end
+
+  # Mostly valid shapes, sometimes the raw random term.
+  defp options(term) do
+    Enum.random([
+      [],
+      [capacity: term],
+      [samples: term],
+      [seed: term],
+      [depth: term],
+      [pack: term],
+      [offload: term],
+      [unknown: 1],
+      term
+    ])
+  end
+
+  defp enumerable(term),
+    do: Enum.random([[term], [term, term, 1], term, Enum.to_list(1..3) ++ [term]])
+
+  defp index(term), do: Enum.random([term, :rand.uniform(10) - 1, -1, 2 ** 70])
+  defp range(a, b), do: Enum.random([{index(a), index(b)}, a, {0, 5}])
+
+  # Lists of the sinks with the random term mixed in: sends only ever reach the sinks.
+  defp receivers(term, sinks) do
+    safe = if is_pid(term) and term not in sinks, do: nil, else: term
+
+    Enum.random([
+      sinks,
+      [nil | sinks],
+      [safe | sinks],
+      hd(sinks),
+      nil,
+      Enum.take(sinks, 2) ++ [safe]
+    ])
+  end
+
+  defp fuzz_term(sinks, port) do
+    case :rand.uniform(12) do
+      1 -> Enum.random(sinks)
+      2 -> make_ref()
+      3 -> port
+      4 -> fn -> :fun end
+      5 -> [1 | 2]
+      6 -> <<1::5>>
+      7 -> {self(), [make_ref()]}
+      8 -> Enum.reduce(1..:rand.uniform(2_000), :leaf, fn _, acc -> {acc} end)
+      9 -> :binary.copy(<<0>>, :rand.uniform(100_000))
+      _ -> TermGenerator.term(3)
+    end
+  end
+
+  defp sink do
+    receive do
+      _ -> sink()
+    end
+  end
+
+  defp seed_from_env do
+    case System.get_env("GUILD_KIT_SEED") do
+      nil -> nil
+      seed -> String.to_integer(seed)
+    end
+  end
+end
