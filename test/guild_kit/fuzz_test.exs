@@ -19,7 +19,7 @@ defmodule GuildKit.FuzzTest do
   end
 
   test "every public function returns or raises ArgumentError", %{sinks: sinks, port: port} do
-    seed = TermGenerator.seed(seed_from_env())
+    seed = TermGenerator.seed(TermGenerator.seed_from_env())
     IO.puts("fuzz seed: #{seed}")
     set = SortedSet.from_enumerable([1, :a, "b"])
     list = MemberList.new(groups: [:online, :offline])
@@ -146,13 +146,6 @@ defmodule GuildKit.FuzzTest do
   defp sink do
     receive do
       _ -> sink()
-    end
-  end
-
-  defp seed_from_env do
-    case System.get_env("GUILD_KIT_SEED") do
-      nil -> nil
-      seed -> String.to_integer(seed)
     end
   end
 end

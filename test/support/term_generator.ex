@@ -33,6 +33,15 @@ defmodule GuildKit.Test.TermGenerator do
     seed
   end
 
+  @doc "The seed given in `GUILD_KIT_SEED`, to replay a randomized test, or nil."
+  @spec seed_from_env() :: integer() | nil
+  def seed_from_env do
+    case System.get_env("GUILD_KIT_SEED") do
+      nil -> nil
+      seed -> String.to_integer(seed)
+    end
+  end
+
   @doc "-0.0, built from its bits so that no compiler folds it into 0.0."
   @spec negative_zero() :: float()
   def negative_zero, do: :erlang.binary_to_term(<<131, 70, 128, 0, 0, 0, 0, 0, 0, 0>>)

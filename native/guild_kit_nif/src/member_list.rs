@@ -18,7 +18,7 @@ use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 use crate::atoms;
 use crate::error::Error;
 use crate::reaper;
-use crate::term_codec::{self, EncodeError, NORMAL_BUDGET};
+use crate::term_codec::{self, encode_arg as encode, encode_lookup, EncodeError};
 use crate::timeslice::charge;
 
 /// Most rows a normal-scheduler read returns.
@@ -81,17 +81,12 @@ impl From<MemberListError> for Error {
     }
 }
 
-/// Encodes `term`; `None` when a normal-scheduler budget ran out.
-fn encode(term: Term, dirty: bool) -> Result<Option<Element>, Error> {
-    match term_codec::encode(term, (!dirty).then_some(NORMAL_BUDGET)) {
-        Ok(element) => Ok(Some(element)),
-        Err(EncodeError::OverBudget) => Ok(None),
-        Err(EncodeError::Invalid(error)) => Err(error),
-    }
-}
-
 fn dirty(env: Env) -> NifResult<Term> {
     Ok(atoms::guild_kit_dirty().encode(env))
+}
+
+fn no_changes(env: Env) -> Term {
+    Vec::<Term>::new().encode(env)
 }
 
 #[rustler::nif]
@@ -197,16 +192,14 @@ fn touch<'a>(
     member_id: Term<'a>,
     dirty_scheduler: bool,
 ) -> NifResult<Term<'a>> {
-    let id = match encode(member_id, dirty_scheduler) {
-        Ok(Some(id)) => id,
-        Ok(None) => return dirty(env),
-        // A term that cannot be stored is not a member.
-        Err(_) => return Ok(Vec::<Term>::new().encode(env)),
+    let id = match encode_lookup(env, member_id, dirty_scheduler, no_changes(env)) {
+        Ok(id) => id,
+        Err(reply) => return Ok(reply),
     };
     let guard = list.read();
     match guard.touch(id.key()) {
         Some(changes) => encode_changes(env, &changes, dirty_scheduler),
-        None => Ok(Vec::<Term>::new().encode(env)),
+        None => Ok(no_changes(env)),
     }
 }
 
@@ -234,10 +227,9 @@ fn remove<'a>(
     member_id: Term<'a>,
     dirty_scheduler: bool,
 ) -> NifResult<Term<'a>> {
-    let id = match encode(member_id, dirty_scheduler) {
-        Ok(Some(id)) => id,
-        Ok(None) => return dirty(env),
-        Err(_) => return Ok(Vec::<Term>::new().encode(env)),
+    let id = match encode_lookup(env, member_id, dirty_scheduler, no_changes(env)) {
+        Ok(id) => id,
+        Err(reply) => return Ok(reply),
     };
     let mut guard = list.write();
     if !dirty_scheduler && guard.watched_len() > NORMAL_WINDOWS {
@@ -245,7 +237,7 @@ fn remove<'a>(
     }
     match guard.remove(id.key()) {
         Some(changes) => encode_changes(env, &changes, dirty_scheduler),
-        None => Ok(Vec::<Term>::new().encode(env)),
+        None => Ok(no_changes(env)),
     }
 }
 
@@ -273,10 +265,9 @@ fn index_of<'a>(
     member_id: Term<'a>,
     dirty_scheduler: bool,
 ) -> NifResult<Term<'a>> {
-    let id = match encode(member_id, dirty_scheduler) {
-        Ok(Some(id)) => id,
-        Ok(None) => return dirty(env),
-        Err(_) => return Ok(atoms::nil().encode(env)),
+    let id = match encode_lookup(env, member_id, dirty_scheduler, atoms::nil().encode(env)) {
+        Ok(id) => id,
+        Err(reply) => return Ok(reply),
     };
     Ok(match list.read().index_of(id.key()) {
         Some(index) => index.encode(env),

@@ -11,14 +11,14 @@
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use guild_kit_core::key_tree::KeyTree;
-use guild_kit_core::term_key::{element_key, Element};
+use guild_kit_core::term_key::element_key;
 use rustler::sys::{self, ErlNifTerm};
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::Error;
 use crate::reaper;
-use crate::term_codec::{self, EncodeError, NORMAL_BUDGET};
+use crate::term_codec::{self, encode_arg, encode_lookup, EncodeError};
 use crate::timeslice::charge;
 
 /// Most elements a normal-scheduler slice decodes.
@@ -76,15 +76,6 @@ impl Drop for SortedSet {
 // term keeps it alive for the call, and borrowing skips two atomic reference-count
 // updates per call.
 type Set = ResourceArc<SortedSet>;
-
-/// The element for `term`, or `None` when a normal-scheduler budget ran out.
-fn encode_arg(term: Term, dirty: bool) -> Result<Option<Element>, Error> {
-    match term_codec::encode(term, (!dirty).then_some(NORMAL_BUDGET)) {
-        Ok(element) => Ok(Some(element)),
-        Err(EncodeError::OverBudget) => Ok(None),
-        Err(EncodeError::Invalid(error)) => Err(error),
-    }
-}
 
 fn index_or_nil(env: Env, index: Option<usize>) -> Term {
     match index {
@@ -149,11 +140,9 @@ fn remove<'a>(
     if set.read_only {
         return Err(Error::ReadOnly("GuildKit.SortedSet").into());
     }
-    // A term that cannot be stored cannot be present either.
-    let element = match encode_arg(term, dirty) {
-        Ok(Some(element)) => element,
-        Ok(None) => return Ok(atoms::guild_kit_dirty().encode(env)),
-        Err(_) => return Ok(atoms::nil().encode(env)),
+    let element = match encode_lookup(env, term, dirty, atoms::nil().encode(env)) {
+        Ok(element) => element,
+        Err(reply) => return Ok(reply),
     };
     let index = set.write()?.remove(element.key());
     if !dirty {
@@ -186,10 +175,9 @@ fn find_index<'a>(
     term: Term<'a>,
     dirty: bool,
 ) -> NifResult<Term<'a>> {
-    let element = match encode_arg(term, dirty) {
-        Ok(Some(element)) => element,
-        Ok(None) => return Ok(atoms::guild_kit_dirty().encode(env)),
-        Err(_) => return Ok(atoms::nil().encode(env)),
+    let element = match encode_lookup(env, term, dirty, atoms::nil().encode(env)) {
+        Ok(element) => element,
+        Err(reply) => return Ok(reply),
     };
     let index = set.read().position(element.key()).ok();
     if !dirty {

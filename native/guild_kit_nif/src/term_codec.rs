@@ -9,7 +9,7 @@ use std::os::raw::{c_int, c_uint};
 use guild_kit_core::key_tree::MAX_ELEMENT_LEN;
 use guild_kit_core::term_key::{Element, Escaped, Integer, KeyEncoder, KeyReader, Number, Token};
 use rustler::sys::{self, ErlNifCharEncoding, ErlNifTerm};
-use rustler::{Binary, Env, Term, TermType};
+use rustler::{Binary, Encoder, Env, Term, TermType};
 
 use crate::error::Error;
 
@@ -39,6 +39,32 @@ enum Work<'a> {
     BeginMapKey,
     EndMapKey,
     AssembleMap { values: Vec<Term<'a>>, exact: bool },
+}
+
+/// Encodes `term` for a NIF that may run on either kind of scheduler: with the normal
+/// budget unless `dirty`, and `Ok(None)` when that budget ran out.
+pub fn encode_arg(term: Term, dirty: bool) -> Result<Option<Element>, Error> {
+    match encode(term, (!dirty).then_some(NORMAL_BUDGET)) {
+        Ok(element) => Ok(Some(element)),
+        Err(EncodeError::OverBudget) => Ok(None),
+        Err(EncodeError::Invalid(error)) => Err(error),
+    }
+}
+
+/// Encodes a term to look up, or gives the reply to return at once: `guild_kit_dirty`
+/// when a normal-scheduler budget ran out, `absent` when the term cannot be stored (and
+/// so cannot be present).
+pub fn encode_lookup<'a>(
+    env: Env<'a>,
+    term: Term<'a>,
+    dirty: bool,
+    absent: Term<'a>,
+) -> Result<Element, Term<'a>> {
+    match encode_arg(term, dirty) {
+        Ok(Some(element)) => Ok(element),
+        Ok(None) => Err(crate::atoms::guild_kit_dirty().encode(env)),
+        Err(_) => Err(absent),
+    }
 }
 
 /// Encodes `term` into an element. `budget` limits the work (see [`NORMAL_BUDGET`]);

@@ -16,7 +16,7 @@ defmodule GuildKit.MemberList.OracleTest do
   @steps 3_000
 
   test "replicas built from watch and ops always equal the list" do
-    seed = TermGenerator.seed(seed_from_env())
+    seed = TermGenerator.seed(TermGenerator.seed_from_env())
     IO.puts("member list oracle seed: #{seed}")
     list = MemberList.new(groups: @groups)
 
@@ -145,11 +145,4 @@ defmodule GuildKit.MemberList.OracleTest do
   end
 
   defp churn_ranges(_list, replicas, _step), do: replicas
-
-  defp seed_from_env do
-    case System.get_env("GUILD_KIT_SEED") do
-      nil -> nil
-      seed -> String.to_integer(seed)
-    end
-  end
 end

@@ -11,7 +11,7 @@ defmodule GuildKit.SortedSet.OracleTest do
   @steps 4_000
 
   test "matches :gb_sets after every step" do
-    seed = TermGenerator.seed(seed_from_env())
+    seed = TermGenerator.seed(TermGenerator.seed_from_env())
     IO.puts("oracle seed: #{seed}")
 
     set = SortedSet.new()
@@ -76,11 +76,4 @@ defmodule GuildKit.SortedSet.OracleTest do
   end
 
   defp index_of(oracle, term), do: Enum.find_index(:gb_sets.to_list(oracle), &(&1 == term))
-
-  defp seed_from_env do
-    case System.get_env("GUILD_KIT_SEED") do
-      nil -> nil
-      seed -> String.to_integer(seed)
-    end
-  end
 end
