@@ -27,11 +27,11 @@ use std::sync::Arc;
 use crate::term_key::element_key;
 
 /// Most elements a leaf holds; a leaf that grows past it splits in two.
-pub const LEAF_MAX: usize = 64;
+pub const LEAF_MAX: usize = 128;
 const LEAF_MIN: usize = LEAF_MAX / 4;
 const LEAF_CAP: usize = LEAF_MAX + 1;
 /// Most children a branch holds.
-pub const BRANCH_MAX: usize = 64;
+pub const BRANCH_MAX: usize = 128;
 const BRANCH_MIN: usize = BRANCH_MAX / 4;
 const BRANCH_CAP: usize = BRANCH_MAX + 1;
 /// Fill of leaves and branches built by [`KeyTree::from_sorted`]: full enough to be
