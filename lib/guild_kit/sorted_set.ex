@@ -42,7 +42,7 @@ defmodule GuildKit.SortedSet do
   Integers of any size, floats, atoms, binaries (any bytes), tuples, proper lists and
   maps, nested to any depth. Pids, references, ports, funs, improper lists and
   bitstrings that are not whole bytes raise `ArgumentError`, as does a term whose
-  encoded key exceeds 32 MiB; the set is left unchanged.
+  encoded key exceeds 16 MiB; the set is left unchanged.
 
   ## Concurrency and scheduling
 

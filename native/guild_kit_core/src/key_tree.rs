@@ -44,7 +44,7 @@ pub const MAX_LEN: usize = u32::MAX as usize;
 
 /// Longest element the tree accepts. `LEAF_MAX + 1` of them must fit the `u32`
 /// offsets of one leaf (a leaf holds one extra element just before it splits).
-pub const MAX_ELEMENT_LEN: usize = 32 << 20;
+pub const MAX_ELEMENT_LEN: usize = 16 << 20;
 
 /// Bytes `skip..skip + 4` of `key`, zero-padded, as a big-endian integer. For keys that
 /// share their first `skip` bytes, this order agrees with the order of the keys (a key
@@ -1096,6 +1096,13 @@ mod tests {
         tree.check_invariants();
         assert!(tree.is_empty());
         assert_eq!(tree.iter_from(0).next(), None);
+    }
+
+    #[test]
+    fn a_full_node_of_the_longest_elements_fits_its_offsets() {
+        // A node holds up to LEAF_MAX + 1 (or BRANCH_MAX) elements just before it splits.
+        let most = LEAF_MAX.max(BRANCH_MAX) + 1;
+        assert!(most * MAX_ELEMENT_LEN <= u32::MAX as usize);
     }
 
     #[test]

@@ -33,7 +33,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::key_tree::{KeyTree, MAX_LEN};
+use crate::key_tree::{KeyTree, MAX_ELEMENT_LEN, MAX_LEN};
 use crate::term_key::{element_from_parts, element_hint, element_key, Element};
 
 /// Most groups a list can have (group positions are stored in two bytes).
@@ -55,6 +55,8 @@ pub enum MemberListError {
     TooManyGroups,
     /// The list holds as many members as it can.
     Full,
+    /// The member's sort key and id together are too large to store.
+    TooLarge,
 }
 
 /// A row of the flat list.
@@ -357,6 +359,10 @@ impl MemberList {
         key.extend_from_slice(sort_and_id.key());
         debug_assert!(key.ends_with(id_key), "sort_and_id must end with the id");
         let element = element_from_parts(sort_and_id.hint(), &key);
+        let entry = index_element(&element, id_key.len());
+        if element.len().max(entry.len()) > MAX_ELEMENT_LEN {
+            return Err(MemberListError::TooLarge);
+        }
 
         let old = self.member_element(id_key);
         if old.is_none() && self.members.len() >= MAX_LEN {
@@ -375,7 +381,7 @@ impl MemberList {
                 // Same place: at most the stored terms differ (1 versus 1.0 in a sort
                 // key); store the new ones, report nothing.
                 self.members.replace(&element);
-                self.by_id.replace(&index_element(&element, id_key.len()));
+                self.by_id.replace(&entry);
                 return Ok(Vec::new());
             }
             header_removed = self.remove_member_row(old, &mut edits);
@@ -393,7 +399,6 @@ impl MemberList {
             edits.inserted.push((row - 1, RowId::Header(position)));
         }
         edits.inserted.push((row, RowId::Member));
-        let entry = index_element(&element, id_key.len());
         if old.is_some() {
             self.by_id.replace(&entry);
         } else {

@@ -77,6 +77,9 @@ impl From<MemberListError> for Error {
                 limit: guild_kit_core::member_list::MAX_GROUPS,
             },
             MemberListError::Full => Error::Full,
+            MemberListError::TooLarge => Error::TermTooLarge {
+                limit: guild_kit_core::key_tree::MAX_ELEMENT_LEN,
+            },
         }
     }
 }

@@ -94,6 +94,17 @@ defmodule GuildKit.MemberList.ApiTest do
       assert MemberList.put(list, 2, :online, "bob") == [{{0, 9}, [{:insert, 2, {:member, 2}}]}]
     end
 
+    test "a sort key too large to store raises and changes nothing" do
+      list = list_with([{1, :online, "amy"}])
+      huge = :binary.copy(<<0>>, 9_000_000)
+
+      assert_raise ArgumentError, ~r/term too large/, fn ->
+        MemberList.put(list, 2, :online, huge)
+      end
+
+      assert MemberList.rows(list, 0, 9) == [group: :online, member: 1]
+    end
+
     test "re-putting a member at the same place reports nothing" do
       list = list_with([{1, :online, "amy"}, {2, :online, "bob"}])
       MemberList.watch(list, {0, 9})

@@ -79,7 +79,7 @@ defmodule GuildKit.SortedSet.TermsTest do
     assert SortedSet.size(set) == 3
   end
 
-  test "a term whose key would exceed 32 MiB is rejected and changes nothing" do
+  test "a term whose key would exceed 16 MiB is rejected and changes nothing" do
     set = SortedSet.from_enumerable([1])
     huge = :binary.copy(<<0>>, 20_000_000)
 
