@@ -102,6 +102,8 @@ defmodule GuildKit.Bench.SortedSet do
     slice = Harness.per_call(starts, &SortedSet.slice(set, &1, 100))
     list_slice = Harness.per_call(Enum.take(starts, few), &Enum.slice(sorted, &1, 100))
 
+    snapshot = Harness.repeat(2_000, fn -> SortedSet.snapshot(set) end)
+    gb_snapshot = Harness.repeat(2_000, fn -> gb end)
     to_list = Harness.repeat(5, fn -> SortedSet.to_list(set) end)
     gb_to_list = Harness.repeat(5, fn -> :gb_sets.to_list(gb) end)
 
@@ -114,6 +116,7 @@ defmodule GuildKit.Bench.SortedSet do
       row("find_index", find_index, "sorted list + Enum.find_index", list_find_index),
       row("at", at, "sorted list + Enum.at", list_at),
       row("slice of 100", slice, "sorted list + Enum.slice", list_slice),
+      row("snapshot", snapshot, "(an immutable value: free)", gb_snapshot),
       row("to_list", to_list, ":gb_sets.to_list", gb_to_list),
       row("from_enumerable (shuffled)", from_enum, ":gb_sets.from_list", gb_from)
     ]

@@ -350,7 +350,7 @@ defmodule GuildKit.Examples.Demo do
   end
 
   # What a stalled process was, for the report: its registered name or initial call.
-  defp describe(pid) when pid == self(), do: "the demo's event driver"
+  defp describe(pid) when pid == self(), do: "the demo's driver (sizing the state each second)"
   defp describe(port) when is_port(port), do: "a port (#{port |> Port.info(:name) |> elem(1)})"
 
   defp describe(pid) do
