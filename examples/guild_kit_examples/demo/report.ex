@@ -209,11 +209,15 @@ defmodule GuildKit.Examples.Demo.Report do
           end)
         end)
 
+      # Ticks at 1, 2 and 5 times each power of ten in range.
       ticks =
-        for exponent <- ceil(low)..floor(high)//1, exponent >= low do
-          x = 40 + (exponent - low) / (high - low) * width
+        for exponent <- (floor(low) - 1)..ceil(high)//1,
+            step <- [1, 2, 5],
+            at = :math.log10(step) + exponent,
+            at >= low and at <= high do
+          x = 40 + (at - low) / (high - low) * width
           ~s(<line x1="#{fmt(x)}" y1="#{height}" x2="#{fmt(x)}" y2="#{height + 5}" stroke="#333"/>) <>
-            ~s(<text x="#{fmt(x)}" y="#{height + 18}" font-size="11" text-anchor="middle">#{elem(duration(round(:math.pow(10, exponent))), 1)}</text>)
+            ~s(<text x="#{fmt(x)}" y="#{height + 18}" font-size="11" text-anchor="middle">#{elem(duration(round(:math.pow(10, at))), 1)}</text>)
         end
 
       """
@@ -227,11 +231,11 @@ defmodule GuildKit.Examples.Demo.Report do
     end
   end
 
-  defp legend(series, width) do
+  defp legend(series, width, top \\ 0) do
     series
     |> Enum.with_index()
     |> Enum.map_join(fn {{label, _}, i} ->
-      y = 12 + i * 16
+      y = top + 12 + i * 16
       ~s(<rect x="#{width - 130}" y="#{y - 9}" width="10" height="10" fill="#{Enum.at(@colors, i)}"/>) <>
         ~s(<text x="#{width - 115}" y="#{y}" font-size="12">#{escape(label)}</text>)
     end)
@@ -245,7 +249,7 @@ defmodule GuildKit.Examples.Demo.Report do
       |> figures()
       |> Enum.filter(fn {_name, values, ratio} -> ratio != "" and Enum.all?(values, &(is_number(elem(&1, 0)) and elem(&1, 0) > 0)) end)
 
-    height = 36 * length(rows) + 20
+    height = 36 * length(rows) + 60
     max_log = rows |> Enum.flat_map(fn {_, values, _} -> Enum.map(values, &:math.log10(elem(&1, 0))) end) |> Enum.max(fn -> 1 end)
 
     bars =
@@ -269,7 +273,7 @@ defmodule GuildKit.Examples.Demo.Report do
 
     """
     <h2>GuildKit against plain OTP</h2>
-    <svg xmlns="http://www.w3.org/2000/svg" width="820" height="#{height}" role="img">#{bars}#{legend(Enum.map(results, &{&1.label, nil}), 800)}</svg>
+    <svg xmlns="http://www.w3.org/2000/svg" width="820" height="#{height}" role="img">#{bars}#{legend(Enum.map(results, &{&1.label, nil}), 460, height - 44)}</svg>
     <p class="note">Log-scaled bars. For times lower is better; for rates higher is better.</p>
     """
   end
