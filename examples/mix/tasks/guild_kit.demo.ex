@@ -19,6 +19,7 @@ defmodule Mix.Tasks.GuildKit.Demo do
     * `--baseline` - run the same guild built only from OTP too, and compare
     * `--report PATH` - also write the report as a self-contained HTML page
     * `--seed N` - random seed (default 42)
+    * `--help` - print this help
   """
   use Mix.Task
 
@@ -31,16 +32,22 @@ defmodule Mix.Tasks.GuildKit.Demo do
     nodes: :integer,
     baseline: :boolean,
     report: :string,
-    seed: :integer
+    seed: :integer,
+    help: :boolean
   ]
   @usage "usage: mix guild_kit.demo [--members N] [--sessions N] [--active 0..1] [--seconds N] " <>
            "[--rate N] [--nodes N] [--baseline] [--report PATH] [--seed N]"
 
   @impl Mix.Task
   def run(args) do
-    opts = parse!(args)
-    Mix.Task.run("app.start")
-    GuildKit.Examples.Demo.run(opts)
+    if "--help" in args do
+      Mix.shell().info(@moduledoc)
+    else
+      opts = parse!(args)
+      Mix.Task.run("app.start")
+      GuildKit.Examples.Demo.run(opts)
+    end
+
     :ok
   end
 
@@ -56,7 +63,7 @@ defmodule Mix.Tasks.GuildKit.Demo do
   end
 
   defp validate!(opts) do
-    opts = Keyword.merge(GuildKit.Examples.Demo.defaults(), opts)
+    opts = Keyword.merge(GuildKit.Examples.Demo.defaults(), Keyword.delete(opts, :help))
 
     cond do
       opts[:members] < 1 -> usage!("--members must be at least 1")
@@ -65,6 +72,7 @@ defmodule Mix.Tasks.GuildKit.Demo do
       opts[:seconds] < 1 -> usage!("--seconds must be at least 1")
       opts[:rate] < 1 -> usage!("--rate must be at least 1")
       opts[:nodes] < 0 or opts[:nodes] > 8 -> usage!("--nodes must be between 0 and 8")
+      opts[:report] && not File.dir?(Path.dirname(Path.expand(opts[:report]))) -> usage!("--report: no such directory")
       true -> opts
     end
   end

@@ -1,0 +1,58 @@
+defmodule GuildKit.Examples.DemoTest do
+  use ExUnit.Case, async: false
+  import ExUnit.CaptureIO
+
+  alias GuildKit.Examples.Demo
+
+  @moduletag :tmp_dir
+
+  describe "mix guild_kit.demo" do
+    test "bad options get a one-line usage error, not a stack trace" do
+      for args <- [
+            ["--members", "x"],
+            ["--bogus"],
+            ["--active", "2"],
+            ["--sessions", "5", "--members", "2"],
+            ["extra"],
+            ["--report", "/no/such/dir/r.html"]
+          ] do
+        error = assert_raise Mix.Error, fn -> Mix.Tasks.GuildKit.Demo.run(args) end
+        assert error.message =~ "usage: mix guild_kit.demo"
+        refute error.message =~ "\n"
+      end
+    end
+
+    test "--help prints the options" do
+      assert capture_io(fn -> Mix.Tasks.GuildKit.Demo.run(["--help"]) end) =~ "--baseline"
+    end
+  end
+
+  @tag :slow
+  test "a small run on both toolkits reports every figure and writes the HTML page", %{
+    tmp_dir: tmp_dir
+  } do
+    report = Path.join(tmp_dir, "report.html")
+    opts = [members: 3_000, sessions: 300, seconds: 2, rate: 40, baseline: true, report: report]
+
+    {results, output} =
+      with_io(:stderr, fn -> capture_io(fn -> send(self(), {:results, Demo.run(opts)}) end) end)
+
+    assert_received {:results, [ours, theirs]}
+    _ = {results, output}
+
+    for result <- [ours, theirs] do
+      assert result.events > 40
+      assert result.updates != []
+      assert result.delivery != []
+      assert result.checked == {30, 30}
+    end
+
+    assert ours.memory.estimate > 0 and ours.memory.exact > 0
+    assert abs(ours.memory.estimate - ours.memory.exact) / ours.memory.exact < 0.05
+    assert ours.stalls.guild == []
+
+    html = File.read!(report)
+    assert html =~ "<svg" and html =~ "GuildKit against plain OTP"
+    refute html =~ ~r/<(script|link)\b/
+  end
+end
