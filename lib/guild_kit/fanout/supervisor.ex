@@ -10,6 +10,10 @@ defmodule GuildKit.Fanout.Supervisor do
 
   alias GuildKit.Fanout.{Partitioner, Runtime, Sender}
 
+  @doc """
+  Starts the fan-out processes of this node, registered under this module's name.
+  The `:guild_kit` application does this; the argument is ignored.
+  """
   @spec start_link(term()) :: Supervisor.on_start()
   def start_link(_arg), do: Supervisor.start_link(__MODULE__, :ok, name: __MODULE__)
 

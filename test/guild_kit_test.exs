@@ -1,0 +1,4 @@
+defmodule GuildKitTest do
+  use ExUnit.Case, async: true
+  doctest GuildKit
+end
