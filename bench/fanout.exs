@@ -12,12 +12,15 @@
 #               benchmark process, which notes the time on arrival).
 #
 # The message is a 200-byte binary. Each figure is the median of --rounds rounds, after
-# one warm-up round, with min and max; each round runs every mode once, in turn. It also times the split of 100k pids: the NIF
-# against Enum.group_by/2 by node then :erlang.phash2/2 in Elixir.
+# one warm-up round, with min and max; each round runs every mode once, in turn. It
+# also times the split of 100k pids: the NIF against Enum.group_by/2 by node then
+# :erlang.phash2/2 in Elixir.
 #
-# Self-contained: Benchee is unavailable (no hex.pm), and test/support is not compiled
-# in :prod, so the peer start and the receiver code live here; the receiver module's
-# object code is loaded onto the peers with :code.load_binary/3.
+# Benchee is unavailable (no hex.pm), and test/support is not compiled in :prod, so the
+# peer start and the receiver code live here; the receiver module's object code is
+# loaded onto the peers with :code.load_binary/3.
+
+Code.require_file("support/harness.exs", __DIR__)
 
 # The receivers run on the peers too; their object code is kept to load it there.
 {:module, Bench.Receiver, receiver_beam, _} =
@@ -52,6 +55,7 @@
   end
 
 defmodule Bench.Fanout do
+  alias GuildKit.Bench.Harness
   alias GuildKit.Fanout
 
   @message :binary.copy(<<7>>, 200)
@@ -261,27 +265,22 @@ defmodule Bench.Fanout do
   # whose heap is large enough that collections do not dominate either side, and
   # returns each one's median time.
   defp medians_ms(funs, runs) do
-    parent = self()
+    Harness.in_big_process(
+      fn ->
+        Enum.each(funs, & &1.())
 
-    measure = fn ->
-      Enum.each(funs, & &1.())
-
-      samples =
-        for _ <- 1..runs do
-          for fun <- funs do
-            :erlang.garbage_collect()
-            elem(:timer.tc(fun), 0) / 1000
+        samples =
+          for _ <- 1..runs do
+            for fun <- funs do
+              :erlang.garbage_collect()
+              elem(:timer.tc(fun), 0) / 1000
+            end
           end
-        end
 
-      send(parent, {:medians, samples |> Enum.zip() |> Enum.map(&median(Tuple.to_list(&1)))})
-    end
-
-    :erlang.spawn_opt(measure, min_heap_size: 4_000_000)
-
-    receive do
-      {:medians, medians} -> medians
-    end
+        samples |> Enum.zip() |> Enum.map(&median(Tuple.to_list(&1)))
+      end,
+      4_000_000
+    )
   end
 
   # -- output ----------------------------------------------------------------------

@@ -21,8 +21,6 @@ defmodule GuildKit.Bench.SortedSet do
       "Timing overhead of one empty measured call: #{Harness.format_ns(overhead.median)} (included below).\n"
     )
 
-    if Code.ensure_loaded?(Benchee), do: run_benchee(List.last(sizes))
-
     for n <- sizes do
       {rows, memory} = Harness.in_big_process(fn -> measure(n) end)
       IO.puts("## #{n} members\n")
@@ -134,27 +132,6 @@ defmodule GuildKit.Bench.SortedSet do
       Harness.format_ns(baseline.p99),
       "#{Float.round(baseline.median / ours.median, 1)}×"
     ]
-  end
-
-  # Benchee is used when it happens to be available (it cannot be installed here).
-  defp run_benchee(n) do
-    set = SortedSet.from_enumerable(for i <- 1..n, do: {i * 4, <<i::64>>})
-    gb = :gb_sets.from_list(SortedSet.to_list(set))
-
-    apply(Benchee, :run, [
-      %{
-        "SortedSet.add/remove" => fn ->
-          m = {:rand.uniform(n) * 4 + 1, "new"}
-          SortedSet.add(set, m)
-          SortedSet.remove(set, m)
-        end,
-        ":gb_sets.add/delete" => fn ->
-          m = {:rand.uniform(n) * 4 + 1, "new"}
-          :gb_sets.delete(m, :gb_sets.add(m, gb))
-        end,
-        "SortedSet.find_index" => fn -> SortedSet.find_index(set, {:rand.uniform(n) * 4, "x"}) end
-      }
-    ])
   end
 end
 

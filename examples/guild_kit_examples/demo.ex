@@ -274,9 +274,15 @@ defmodule GuildKit.Examples.Demo do
     slowest = slowest_per_event(groups, [last_seq])
 
     cond do
-      slowest != [] -> true
-      System.monotonic_time(:millisecond) > deadline -> false
-      true -> Process.sleep(100) && drain_until(groups, last_seq, deadline)
+      slowest != [] ->
+        true
+
+      System.monotonic_time(:millisecond) > deadline ->
+        false
+
+      true ->
+        Process.sleep(100)
+        drain_until(groups, last_seq, deadline)
     end
   end
 

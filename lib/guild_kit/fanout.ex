@@ -89,16 +89,18 @@ defmodule GuildKit.Fanout do
   `offload: true` the caller only checks the list, about 2 ns per receiver, and
   `send/2` copies it to the sender.
 
-  Measured on 2 shared cores at 100,000 receivers: the caller is blocked 1.0-1.1 ms
-  (0.54 ms with `offload: true`) when they are local, 2.3-4.5 ms when they are on two
-  other nodes; delivery to all of them took 0.8-1.1 times as long as a `send/2` loop
-  locally and 2.3-3.1 times less across the two nodes. See `bench/RESULTS.md`.
+  Measured on 2 cores at 100,000 receivers, idle: the caller is blocked about 1 ms
+  (0.6 ms with `offload: true`) when they are local, 1.8-2.1 ms when they are on two
+  other nodes; delivery to all of them took 0.8-0.9 times as long as a `send/2` loop
+  locally and 3.0-3.4 times less across the two nodes. See `bench/RESULTS.md`.
   """
 
   import Kernel, except: [send: 2]
 
   alias GuildKit.Fanout.Runtime
   alias GuildKit.Native
+
+  require GuildKit.Native
 
   # How long a caller waits for its sender to be restarted before dropping a message.
   @sender_wait_ms 50
@@ -157,7 +159,7 @@ defmodule GuildKit.Fanout do
   O(n) in the caller for n receivers: a Rust list walk of about 10 ns per local
   receiver in slices on the caller's scheduler, or with `offload: true` a check of
   about 2 ns per receiver plus the copy of the list into the sender's mailbox. About
-  1 ms (0.5 ms with `offload: true`) for 100,000 local receivers. Delivery then takes
+  1 ms (0.6 ms with `offload: true`) for 100,000 local receivers. Delivery then takes
   O(n) in the workers, spread over them.
   """
   @spec send(receiver() | [receiver()], term(), keyword()) :: :ok
@@ -213,10 +215,7 @@ defmodule GuildKit.Fanout do
   # The split of `receivers` for `workers` buckets, on a dirty scheduler when long.
   @spec split([receiver()], pos_integer()) :: split() | {:guild_kit_bad_receiver, integer()}
   def split(receivers, workers) do
-    case Native.fanout_split(receivers, workers) do
-      :guild_kit_dirty -> Native.fanout_split_dirty(receivers, workers)
-      result -> result
-    end
+    Native.with_dirty_twin(Native.fanout_split(receivers, workers))
   end
 
   @doc false
@@ -335,10 +334,8 @@ defmodule GuildKit.Fanout do
   defp split_send(runtime, receivers, payload, wait_ms) do
     case sender(runtime, wait_ms) do
       nil ->
-        case split(receivers, runtime.workers) do
-          {:guild_kit_bad_receiver, position} -> raise_bad_receiver(receivers, position)
-          _split -> drop(receivers)
-        end
+        check!(receivers, receivers, 0)
+        drop(receivers)
 
       sender ->
         case native_split_send(receivers, runtime.workers, sender, payload) do

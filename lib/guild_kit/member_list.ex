@@ -44,11 +44,14 @@ defmodule GuildKit.MemberList do
   Like `GuildKit.SortedSet`, a list is a mutable handle to native memory, safe to use
   from any process. Changes cost O(log n) plus a constant per window they touch, and run
   on normal schedulers; reads of more than 256 rows, huge terms and changes with more
-  than 2,000 watched windows move to a dirty CPU scheduler. A member takes about
-  75–95 bytes of native memory (see `memory/1` and `bench/RESULTS.md`).
+  than 2,000 watched windows move to a dirty CPU scheduler. A member of the
+  million-member sidebar in `bench/RESULTS.md` took 86 bytes of native memory (see
+  `memory/1`).
   """
 
   alias GuildKit.Native
+
+  require GuildKit.Native
 
   @enforce_keys [:ref]
   defstruct [:ref]
@@ -133,10 +136,7 @@ defmodule GuildKit.MemberList do
   """
   @spec put(t(), term(), term(), term()) :: changes()
   def put(%__MODULE__{ref: ref}, member_id, group_id, sort_key) do
-    case Native.member_list_put(ref, member_id, group_id, sort_key) do
-      :guild_kit_dirty -> Native.member_list_put_dirty(ref, member_id, group_id, sort_key)
-      changes -> changes
-    end
+    Native.with_dirty_twin(Native.member_list_put(ref, member_id, group_id, sort_key))
   end
 
   def put(other, _member_id, _group_id, _sort_key), do: raise_not_a_list(other)
@@ -159,10 +159,7 @@ defmodule GuildKit.MemberList do
   """
   @spec touch(t(), term()) :: changes()
   def touch(%__MODULE__{ref: ref}, member_id) do
-    case Native.member_list_touch(ref, member_id) do
-      :guild_kit_dirty -> Native.member_list_touch_dirty(ref, member_id)
-      changes -> changes
-    end
+    Native.with_dirty_twin(Native.member_list_touch(ref, member_id))
   end
 
   def touch(other, _member_id), do: raise_not_a_list(other)
@@ -185,10 +182,7 @@ defmodule GuildKit.MemberList do
   """
   @spec remove(t(), term()) :: changes()
   def remove(%__MODULE__{ref: ref}, member_id) do
-    case Native.member_list_remove(ref, member_id) do
-      :guild_kit_dirty -> Native.member_list_remove_dirty(ref, member_id)
-      changes -> changes
-    end
+    Native.with_dirty_twin(Native.member_list_remove(ref, member_id))
   end
 
   def remove(other, _member_id), do: raise_not_a_list(other)
@@ -212,10 +206,7 @@ defmodule GuildKit.MemberList do
   def watch(%__MODULE__{ref: ref}, range) do
     {first, last} = validate_range!(range)
 
-    case Native.member_list_watch(ref, first, last) do
-      :guild_kit_dirty -> Native.member_list_watch_dirty(ref, first, last)
-      rows -> rows
-    end
+    Native.with_dirty_twin(Native.member_list_watch(ref, first, last))
   end
 
   def watch(other, _range), do: raise_not_a_list(other)
@@ -261,10 +252,7 @@ defmodule GuildKit.MemberList do
   def rows(%__MODULE__{ref: ref}, first, last) do
     {first, last} = validate_range!({first, last})
 
-    case Native.member_list_rows(ref, first, last) do
-      :guild_kit_dirty -> Native.member_list_rows_dirty(ref, first, last)
-      rows -> rows
-    end
+    Native.with_dirty_twin(Native.member_list_rows(ref, first, last))
   end
 
   def rows(other, _first, _last), do: raise_not_a_list(other)
@@ -287,10 +275,7 @@ defmodule GuildKit.MemberList do
   """
   @spec index_of(t(), term()) :: non_neg_integer() | nil
   def index_of(%__MODULE__{ref: ref}, member_id) do
-    case Native.member_list_index_of(ref, member_id) do
-      :guild_kit_dirty -> Native.member_list_index_of_dirty(ref, member_id)
-      index -> index
-    end
+    Native.with_dirty_twin(Native.member_list_index_of(ref, member_id))
   end
 
   def index_of(other, _member_id), do: raise_not_a_list(other)

@@ -13,6 +13,28 @@ defmodule GuildKit.Native do
 
   defp not_loaded, do: :erlang.nif_error(:nif_not_loaded)
 
+  @doc false
+  # `with_dirty_twin(Native.name(args))` calls the normal-scheduler NIF `name` and, when
+  # it answers `:guild_kit_dirty` (its input was too big for a normal scheduler), its
+  # twin `name_dirty` with the same arguments, each evaluated once. A macro, so that the
+  # call costs what the `case` written out would.
+  defmacro with_dirty_twin({{:., _, [native, name]}, _, args}) do
+    dirty = :"#{name}_dirty"
+    vars = Macro.generate_arguments(length(args), __MODULE__)
+
+    bindings =
+      Enum.zip_with(vars, args, fn var, arg -> quote(do: unquote(var) = unquote(arg)) end)
+
+    quote do
+      unquote_splicing(bindings)
+
+      case unquote(native).unquote(name)(unquote_splicing(vars)) do
+        :guild_kit_dirty -> unquote(native).unquote(dirty)(unquote_splicing(vars))
+        result -> result
+      end
+    end
+  end
+
   # GuildKit
   def native_memory, do: not_loaded()
 

@@ -58,13 +58,15 @@ defmodule GuildKit.SortedSet do
   ## Memory
 
   Each member is stored once, as an order-preserving byte key, in a B+tree with packed
-  leaves: `{integer, 8-byte binary}` members take about 40–50 bytes each (see
-  `memory/1` and `bench/RESULTS.md`). The memory is freed when the last handle to the
-  set (and its snapshots) is garbage collected; sets above a few thousand elements are
-  freed on a background thread.
+  leaves: `{integer, 8-byte binary}` members took 30–36 bytes each in sets of 10,000
+  to 1,000,000 (see `memory/1` and `bench/RESULTS.md`). The memory is freed when the
+  last handle to the set (and its snapshots) is garbage collected; sets above a few
+  thousand elements are freed on a background thread.
   """
 
   alias GuildKit.Native
+
+  require GuildKit.Native
 
   @enforce_keys [:ref]
   defstruct [:ref]
@@ -309,10 +311,7 @@ defmodule GuildKit.SortedSet do
   def at(%__MODULE__{ref: ref}, index, default) when is_integer(index) and index >= 0 do
     index = min(index, @max_native_index)
 
-    case Native.sorted_set_at(ref, index, default) do
-      :guild_kit_dirty -> Native.sorted_set_at_dirty(ref, index, default)
-      term -> term
-    end
+    Native.with_dirty_twin(Native.sorted_set_at(ref, index, default))
   end
 
   def at(%__MODULE__{}, index, _default) do
@@ -421,31 +420,19 @@ defmodule GuildKit.SortedSet do
   def read_only?(%__MODULE__{ref: ref}), do: Native.sorted_set_read_only(ref)
 
   defp native_add(ref, term) do
-    case Native.sorted_set_add(ref, term) do
-      :guild_kit_dirty -> Native.sorted_set_add_dirty(ref, term)
-      index -> index
-    end
+    Native.with_dirty_twin(Native.sorted_set_add(ref, term))
   end
 
   defp native_remove(ref, term) do
-    case Native.sorted_set_remove(ref, term) do
-      :guild_kit_dirty -> Native.sorted_set_remove_dirty(ref, term)
-      index -> index
-    end
+    Native.with_dirty_twin(Native.sorted_set_remove(ref, term))
   end
 
   defp native_find_index(ref, term) do
-    case Native.sorted_set_find_index(ref, term) do
-      :guild_kit_dirty -> Native.sorted_set_find_index_dirty(ref, term)
-      index -> index
-    end
+    Native.with_dirty_twin(Native.sorted_set_find_index(ref, term))
   end
 
   defp native_slice(ref, start, amount) do
-    case Native.sorted_set_slice(ref, start, amount) do
-      :guild_kit_dirty -> Native.sorted_set_slice_dirty(ref, start, amount)
-      list -> list
-    end
+    Native.with_dirty_twin(Native.sorted_set_slice(ref, start, amount))
   end
 
   defp validate_options!(opts) do

@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::key_tree::{KeyTree, MAX_ELEMENT_LEN, MAX_LEN};
-use crate::term_key::{element_from_parts, element_hint, element_key, Element};
+use crate::term_key::{element_from_parts, element_hint, element_key, Element, KeyReader};
 
 /// Most groups a list can have (group positions are stored in two bytes).
 pub const MAX_GROUPS: usize = u16::MAX as usize;
@@ -57,6 +57,8 @@ pub enum MemberListError {
     Full,
     /// The member's sort key and id together are too large to store.
     TooLarge,
+    /// `sort_and_id` is not two encoded terms.
+    Corrupt,
 }
 
 /// A row of the flat list.
@@ -176,6 +178,23 @@ impl Edits {
             }
         }
         y
+    }
+
+    /// Drops the removal and insertion of a row that comes back where it was, with the
+    /// rows around it in place: a member put back at its own row, or the header of a
+    /// group whose only member moved within it.
+    fn cancel_unmoved(&mut self) {
+        for (row, id) in self.removed.clone() {
+            let Some(&(new_row, _)) = self.inserted.iter().find(|&&(_, other)| other == id) else {
+                continue;
+            };
+            let mut without = self.clone();
+            without.removed.retain(|&(r, _)| r != row);
+            without.inserted.retain(|&(i, _)| i != new_row);
+            if without.destination(row) == new_row {
+                *self = without;
+            }
+        }
     }
 
     fn removed_at(&self, y: u64) -> Option<RowId> {
@@ -337,15 +356,14 @@ impl MemberList {
         self.members.len() as u64
     }
 
-    /// Adds a member, or moves it if present. `id` is the member id's encoding,
-    /// `group` the group id's key and `sort_and_id` the sort key's and then the member
-    /// id's encodings back to back in one element (one hint for both; see
-    /// [`Element::from_parts`]). Returns the ops for the watched windows that changed.
+    /// Adds a member, or moves it if present. `group` is the group id's key and
+    /// `sort_and_id` the sort key's and then the member id's encodings back to back in
+    /// one element (one hint for both; see [`Element::from_parts`]). Returns the ops for
+    /// the watched windows that changed.
     ///
     /// Time: O(log n + log groups) plus O(log n) per affected window.
     pub fn put(
         &mut self,
-        id: &Element,
         group: &[u8],
         sort_and_id: &Element,
     ) -> Result<Changes<'_>, MemberListError> {
@@ -353,11 +371,14 @@ impl MemberList {
             .group_positions
             .get(group)
             .ok_or(MemberListError::UnknownGroup)?;
-        let id_key = id.key();
+        // The member id's key is what follows the sort key's.
+        let mut reader =
+            KeyReader::new(sort_and_id.as_bytes()).map_err(|_| MemberListError::Corrupt)?;
+        reader.skip_term().map_err(|_| MemberListError::Corrupt)?;
+        let id_key = &sort_and_id.key()[reader.key_offset()..];
         let mut key = Vec::with_capacity(GROUP_PREFIX + sort_and_id.key().len());
         key.extend_from_slice(&position.to_be_bytes());
         key.extend_from_slice(sort_and_id.key());
-        debug_assert!(key.ends_with(id_key), "sort_and_id must end with the id");
         let element = element_from_parts(sort_and_id.hint(), &key);
         let entry = index_element(&element, id_key.len());
         if element.len().max(entry.len()) > MAX_ELEMENT_LEN {
@@ -372,10 +393,6 @@ impl MemberList {
             old_len: self.size(),
             ..Edits::default()
         };
-        let mut header_removed = false;
-        let same_group = old
-            .as_ref()
-            .is_some_and(|old| group_of(element_key(old)) == position);
         if let Some(old) = &old {
             if element_key(old) == key {
                 // Same place: at most the stored terms differ (1 versus 1.0 in a sort
@@ -384,18 +401,15 @@ impl MemberList {
                 self.by_id.replace(&entry);
                 return Ok(Vec::new());
             }
-            header_removed = self.remove_member_row(old, &mut edits);
+            self.remove_member_row(old, &mut edits);
         }
         let rank = self
             .members
             .insert(&element)
             .expect("the member was removed or absent");
         let header_appears = self.add_to_group(position);
-        let row = rank as u64 + self.headers.prefix(position as usize + 1);
-        if same_group && header_removed && header_appears {
-            // The only member moved within its group: the header never left.
-            edits.removed.remove(0);
-        } else if header_appears {
+        let row = self.member_row(&key, rank);
+        if header_appears {
             edits.inserted.push((row - 1, RowId::Header(position)));
         }
         edits.inserted.push((row, RowId::Member));
@@ -405,7 +419,7 @@ impl MemberList {
             self.by_id.insert(&entry);
         }
         edits.new_len = self.size();
-        cancel_unmoved_member(&mut edits, old.is_some(), row);
+        edits.cancel_unmoved();
         Ok(self.changes(&edits))
     }
 
@@ -415,11 +429,15 @@ impl MemberList {
     /// Time: O(log n) plus O(1) per window holding the row.
     pub fn touch(&self, id_key: &[u8]) -> Option<Changes<'_>> {
         let element = self.member_element(id_key)?;
-        let row = self.row_of(&element);
-        let stored = self.row_at(row).expect("the member's row exists");
+        let key = element_key(&element);
+        let (rank, stored) = self
+            .members
+            .find(key)
+            .expect("indexed members are in the tree");
+        let row = self.member_row(key, rank);
         let changes = self
             .ranges_overlapping(row, row)
-            .map(|range| (range, vec![Op::Update(row, stored)]))
+            .map(|range| (range, vec![Op::Update(row, Row::Member(stored))]))
             .collect();
         Some(changes)
     }
@@ -559,8 +577,14 @@ impl MemberList {
         let rank = self
             .members
             .position(key)
-            .expect("indexed members are in the tree") as u64;
-        rank + self.headers.prefix(group_of(key) as usize + 1)
+            .expect("indexed members are in the tree");
+        self.member_row(key, rank)
+    }
+
+    /// The row of the member with `key` at `rank` among all members: its rank plus a
+    /// header for each non-empty group up to its own.
+    fn member_row(&self, key: &[u8], rank: usize) -> u64 {
+        rank as u64 + self.headers.prefix(group_of(key) as usize + 1)
     }
 
     /// The group holding row `row`, and the member rank there (`None` for its header).
@@ -597,16 +621,16 @@ impl MemberList {
     }
 
     /// Takes a member's row out of the member tree and its group, recording the rows
-    /// removed (the header first, when the group empties). Returns whether the header
-    /// went. The id index is the caller's to update.
-    fn remove_member_row(&mut self, element: &[u8], edits: &mut Edits) -> bool {
+    /// removed (the header first, when the group empties). The id index is the caller's
+    /// to update.
+    fn remove_member_row(&mut self, element: &[u8], edits: &mut Edits) {
         let key = element_key(element);
         let position = group_of(key) as usize;
         let rank = self
             .members
             .remove(key)
-            .expect("indexed members are in the tree") as u64;
-        let row = rank + self.headers.prefix(position + 1);
+            .expect("indexed members are in the tree");
+        let row = self.member_row(key, rank);
         let group = &mut self.groups[position];
         group.members -= 1;
         let empties = group.members == 0;
@@ -618,7 +642,6 @@ impl MemberList {
                 .push((row - 1, RowId::Header(position as u16)));
         }
         edits.removed.push((row, RowId::Member));
-        empties
     }
 
     fn ranges_overlapping(&self, low: u64, high: u64) -> impl Iterator<Item = Range> + '_ {
@@ -667,21 +690,4 @@ fn group_of(member_key: &[u8]) -> u16 {
 fn index_element(member_element: &[u8], id_key_len: usize) -> Vec<u8> {
     let (without_id, id_key) = member_element.split_at(member_element.len() - id_key_len);
     element_from_parts(without_id, id_key)
-}
-
-/// A member put back at the row it had, with the rows around it in place, did not move
-/// at all: drop its delete/insert pair.
-fn cancel_unmoved_member(edits: &mut Edits, existed: bool, row: u64) {
-    if !existed {
-        return;
-    }
-    let (old_row, _) = *edits.removed.last().expect("the old row was recorded last");
-    let mut without = edits.clone();
-    without.removed.retain(|&(r, _)| r != old_row);
-    without.inserted.retain(|&(i, _)| i != row);
-    if without.destination(old_row) == row {
-        *edits = without;
-    }
-    edits.removed.sort_unstable_by_key(|&(r, _)| r);
-    edits.inserted.sort_unstable_by_key(|&(i, _)| i);
 }

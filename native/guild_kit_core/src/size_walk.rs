@@ -31,7 +31,7 @@
 //!   dirty one. One unit is about one term visited.
 
 use crate::size_model::{
-    self, expected_hashmap_nodes, flatmap_words, fun_words, hashmap_words, list_words, tuple_words,
+    self, expected_hashmap_words, flatmap_words, fun_words, hashmap_words, list_words, tuple_words,
     SMALL_MAP_LIMIT,
 };
 
@@ -248,9 +248,8 @@ enum Frame<T> {
         ctx: Ctx,
     },
     /// The entries of the hashmap walked whole whose iterator is last in
-    /// `Walk::map_entries`; `at` of them were consumed.
+    /// `Walk::map_entries`.
     Entries {
-        at: usize,
         ctx: Ctx,
     },
     /// Hash `key` once it has been walked (its walk started at `work_before`).
@@ -380,7 +379,7 @@ impl<V: TermView> Walk<'_, V> {
                     // An improper tail (`[]` is never pushed).
                     None => self.visit(rest, ctx)?,
                 },
-                Frame::Entries { at, ctx } => self.next_hashed_entry(at, ctx)?,
+                Frame::Entries { ctx } => self.next_hashed_entry(ctx)?,
                 Frame::HashKey { key, work_before } => {
                     // Hashing reads the key again: charge what walking it cost.
                     self.charge(self.size.work - work_before)?;
@@ -424,13 +423,13 @@ impl<V: TermView> Walk<'_, V> {
 
     /// Takes the next entry of the innermost hashmap walked whole: its key is walked,
     /// then hashed, then its value walked.
-    fn next_hashed_entry(&mut self, at: usize, ctx: Ctx) -> Result<(), Interrupt> {
+    fn next_hashed_entry(&mut self, ctx: Ctx) -> Result<(), Interrupt> {
         let entries = self.map_entries.last_mut().expect("pushed with its frame");
         let Some((key, value)) = entries.next() else {
             self.map_entries.pop();
             return Ok(());
         };
-        self.stack.push(Frame::Entries { at: at + 1, ctx });
+        self.stack.push(Frame::Entries { ctx });
         self.emit(value, ctx)?;
         self.stack.push(Frame::HashKey {
             key,
@@ -621,12 +620,11 @@ impl<V: TermView> Walk<'_, V> {
                 .push((Vec::with_capacity(size), Vec::with_capacity(size)));
             let entries = self.view.entries(map);
             self.map_entries.push(entries);
-            self.stack.push(Frame::Entries { at: 0, ctx });
+            self.stack.push(Frame::Entries { ctx });
         } else if size > SMALL_MAP_LIMIT {
             // Sampled: the first k entries, which come in hash order.
             self.size.exact = false;
-            let nodes = expected_hashmap_nodes(size as u64);
-            self.size.words += w * (3.0 * size as f64 + 2.0 * nodes);
+            self.size.words += w * expected_hashmap_words(size as u64);
             let child = child_ctx(ctx, true, size as f64 / k as f64);
             let mut entries = self.view.entries(map);
             for (key, value) in entries.by_ref().take(k) {

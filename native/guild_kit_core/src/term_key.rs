@@ -779,6 +779,11 @@ impl<'a> KeyReader<'a> {
         self.pos >= self.key.len()
     }
 
+    /// How many bytes of the key have been read.
+    pub fn key_offset(&self) -> usize {
+        self.pos
+    }
+
     /// Reads past one whole term, keeping float marks in step.
     ///
     /// Time: O(term size), with an explicit counter stack.

@@ -104,7 +104,7 @@ proptest! {
             let changes = match step.clone() {
                 Step::Put { id, group, sort } => {
                     model.insert(id, (group, sort));
-                    let changes = list.put(&int(id), groups[group as usize].key(), &sort_and_id(sort, id)).unwrap();
+                    let changes = list.put(groups[group as usize].key(), &sort_and_id(sort, id)).unwrap();
                     changes.iter().map(|(r, ops)| (*r, ops.iter().map(|op| owned(op, &groups)).collect::<Vec<_>>())).collect::<Vec<_>>()
                 }
                 Step::Touch(id) => match list.touch(int(id).key()) {

@@ -2,7 +2,7 @@
 //!
 //! A walk reads a list of receivers once. Pids of this node go into worker buckets
 //! (`guild_kit_core::partition`, keyed by `:erlang.phash2/1` of the pid); pids of other
-//! nodes are set aside, in input order, for the Elixir side to group by node. The node
+//! nodes are set aside, in reverse input order, for the Elixir side to group by node. The node
 //! of a remote pid is not reachable through the NIF API (`enif_get_local_pid` fails on
 //! it, and Erlang orders pids by number before node, so no comparison recovers it),
 //! hence that split of the work.
@@ -32,6 +32,8 @@ use rustler::{Encoder, Env, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::Error;
+use crate::timeslice::charge_since;
+use crate::twin::twin_nifs;
 
 /// Most receivers a normal-scheduler [`fanout_split`] walks before handing over to the
 /// dirty twin: at about 10 ns each, 4,096 take some 40 µs, far below the 1 ms limit,
@@ -144,8 +146,10 @@ fn walk(
 struct Parts {
     /// One list per bucket, each in reverse input order.
     local: Partition<ErlNifTerm>,
-    /// Other nodes' pids, in input order.
-    remote: Vec<ErlNifTerm>,
+    /// Other nodes' pids, a list in reverse input order, built as they come so that no
+    /// call does more than its slice of the work.
+    remote: ErlNifTerm,
+    remote_count: usize,
     /// Receivers walked so far, `nil`s included, for positions in error reports.
     walked: usize,
 }
@@ -160,7 +164,8 @@ impl Parts {
             })?;
         Ok(Parts {
             local,
-            remote: Vec::new(),
+            remote: empty,
+            remote_count: 0,
             walked: 0,
         })
     }
@@ -178,7 +183,12 @@ impl Parts {
     ) -> Result<Option<Stop>, Error> {
         let raw_out = out.as_c_arg();
         let copy_remote = raw_out != env.as_c_arg();
-        let Parts { local, remote, .. } = self;
+        let Parts {
+            local,
+            remote,
+            remote_count,
+            ..
+        } = self;
         let stop = walk(
             env,
             receivers,
@@ -198,11 +208,14 @@ impl Parts {
             },
             |term| {
                 // A remote pid is boxed, so it must be copied into another env.
-                remote.push(if copy_remote {
+                let pid = if copy_remote {
                     unsafe { sys::enif_make_copy(raw_out, term) }
                 } else {
                     term
-                });
+                };
+                // SAFETY: `pid` and `remote` both belong to `out`.
+                *remote = unsafe { sys::enif_make_list_cell(raw_out, pid, *remote) };
+                *remote_count += 1;
             },
         )?;
         let walked = self.walked;
@@ -217,13 +230,13 @@ impl Parts {
     }
 
     fn is_empty(&self) -> bool {
-        self.local.is_empty() && self.remote.is_empty()
+        self.local.is_empty() && self.remote_count == 0
     }
 
     /// `{buckets, counts, local_count, remote, remote_count}` in `out`: `buckets` a
     /// tuple of one list per worker, `counts` their lengths.
     ///
-    /// Time: O(workers + remote pids).
+    /// Time: O(workers).
     fn encode(self, out: Env) -> Term {
         let counts: Vec<ErlNifTerm> = self
             .local
@@ -237,34 +250,25 @@ impl Parts {
             make_tuple(out, &lists),
             make_tuple(out, &counts),
             local_count,
-            make_list(out, &self.remote),
-            self.remote.len(),
+            // SAFETY: the list was built in `out`.
+            unsafe { Term::new(out, self.remote) },
+            self.remote_count,
         )
             .encode(out)
     }
 }
 
+twin_nifs! {
+    fanout_split / fanout_split_dirty => split(receivers: [Term<'a>], workers: [u32]);
+}
+
 /// Splits `receivers` for `workers` buckets and returns
 /// `{buckets, counts, local_count, remote, remote_count}` (see [`Parts::encode`]),
-/// `{guild_kit_bad_receiver, position}`, or `guild_kit_dirty` past the budget. Used by
-/// the sender and partitioner processes; callers use [`fanout_split_send`].
-#[rustler::nif]
-fn fanout_split<'a>(env: Env<'a>, receivers: Term<'a>, workers: u32) -> NifResult<Term<'a>> {
-    split(env, receivers, workers, Some(NORMAL_RECEIVERS))
-}
-
-/// [`fanout_split`] without a budget, on a dirty CPU scheduler.
-#[rustler::nif(schedule = "DirtyCpu")]
-fn fanout_split_dirty<'a>(env: Env<'a>, receivers: Term<'a>, workers: u32) -> NifResult<Term<'a>> {
-    split(env, receivers, workers, None)
-}
-
-fn split<'a>(
-    env: Env<'a>,
-    receivers: Term<'a>,
-    workers: u32,
-    budget: Option<usize>,
-) -> NifResult<Term<'a>> {
+/// `{guild_kit_bad_receiver, position}`, or on a normal scheduler `guild_kit_dirty`
+/// past [`NORMAL_RECEIVERS`]. Used by the sender and partitioner processes; callers use
+/// [`fanout_split_send`].
+fn split<'a>(env: Env<'a>, receivers: Term<'a>, workers: u32, dirty: bool) -> NifResult<Term<'a>> {
+    let budget = (!dirty).then_some(NORMAL_RECEIVERS);
     let mut parts = Parts::new(env, workers)?;
     Ok(match parts.add(env, env, receivers, budget)? {
         None => parts.encode(env),
@@ -355,7 +359,7 @@ fn slice<'a>(
         Some(stop) => Ok(stop.encode(env)),
         None if parts.is_empty() => Ok((0, 0).encode(env)),
         None => {
-            let counts = (parts.local.len(), parts.remote.len());
+            let counts = (parts.local.len(), parts.remote_count);
             let sent = message_env.run(|out| {
                 let message = (
                     atoms::guild_kit_fanout_split(),
@@ -388,6 +392,15 @@ const CHECK_CELLS: usize = 65_536;
 /// slower (0.45 ms at 100k receivers) than this check plus `send/2`'s own copy (0.40).
 #[rustler::nif]
 fn fanout_check<'a>(env: Env<'a>, receivers: Term<'a>, position: usize) -> NifResult<Term<'a>> {
+    let started = Instant::now();
+    let result = check(env, receivers, position);
+    // The VM counts the call as one reduction; report its time so that a caller
+    // checking a long list in a loop yields on time.
+    charge_since(env, started);
+    result
+}
+
+fn check<'a>(env: Env<'a>, receivers: Term<'a>, position: usize) -> NifResult<Term<'a>> {
     let nil = atoms::nil().encode(env).as_c_arg();
     let mut cells = Cells::new(receivers, Some(CHECK_CELLS));
     loop {
@@ -433,13 +446,5 @@ fn make_tuple<'a>(env: Env<'a>, terms: &[ErlNifTerm]) -> Term<'a> {
         let tuple =
             sys::enif_make_tuple_from_array(env.as_c_arg(), terms.as_ptr(), terms.len() as _);
         Term::new(env, tuple)
-    }
-}
-
-fn make_list<'a>(env: Env<'a>, terms: &[ErlNifTerm]) -> Term<'a> {
-    // SAFETY: the elements belong to `env`.
-    unsafe {
-        let list = sys::enif_make_list_from_array(env.as_c_arg(), terms.as_ptr(), terms.len() as _);
-        Term::new(env, list)
     }
 }

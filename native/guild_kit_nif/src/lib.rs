@@ -12,6 +12,7 @@ mod reaper;
 mod sorted_set;
 mod term_codec;
 mod timeslice;
+mod twin;
 
 #[global_allocator]
 static ALLOCATOR: allocator::CountingAllocator = allocator::CountingAllocator;

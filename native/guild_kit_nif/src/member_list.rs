@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::reaper;
 use crate::term_codec::{self, encode_arg as encode, encode_lookup, EncodeError};
 use crate::timeslice::charge;
+use crate::twin::twin_nifs;
 
 /// Most rows a normal-scheduler read returns.
 const NORMAL_ROWS: u64 = 256;
@@ -80,6 +81,7 @@ impl From<MemberListError> for Error {
             MemberListError::TooLarge => Error::TermTooLarge {
                 limit: guild_kit_core::key_tree::MAX_ELEMENT_LEN,
             },
+            MemberListError::Corrupt => Error::Corrupt,
         }
     }
 }
@@ -90,6 +92,21 @@ fn dirty(env: Env) -> NifResult<Term> {
 
 fn no_changes(env: Env) -> Term {
     Vec::<Term>::new().encode(env)
+}
+
+twin_nifs! {
+    member_list_put / member_list_put_dirty =>
+        put(list: [&'a MemberListResource], member_id: [Term<'a>], group_id: [Term<'a>], sort_key: [Term<'a>]);
+    member_list_touch / member_list_touch_dirty =>
+        touch(list: [&'a MemberListResource], member_id: [Term<'a>]);
+    member_list_remove / member_list_remove_dirty =>
+        remove(list: [&'a MemberListResource], member_id: [Term<'a>]);
+    member_list_index_of / member_list_index_of_dirty =>
+        index_of(list: [&'a MemberListResource], member_id: [Term<'a>]);
+    member_list_watch / member_list_watch_dirty =>
+        watch(list: [&'a MemberListResource], first: [u64], last: [u64]);
+    member_list_rows / member_list_rows_dirty =>
+        rows(list: [&'a MemberListResource], first: [u64], last: [u64]);
 }
 
 #[rustler::nif]
@@ -120,28 +137,6 @@ fn member_list_new(groups: Term) -> NifResult<List> {
     }))
 }
 
-#[rustler::nif]
-fn member_list_put<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    member_id: Term<'a>,
-    group_id: Term<'a>,
-    sort_key: Term<'a>,
-) -> NifResult<Term<'a>> {
-    put(env, list, member_id, group_id, sort_key, false)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_put_dirty<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    member_id: Term<'a>,
-    group_id: Term<'a>,
-    sort_key: Term<'a>,
-) -> NifResult<Term<'a>> {
-    put(env, list, member_id, group_id, sort_key, true)
-}
-
 fn put<'a>(
     env: Env<'a>,
     list: &MemberListResource,
@@ -153,8 +148,7 @@ fn put<'a>(
     // Sort key and member id are encoded together, for one hint covering both, and
     // their tuple header (the same two bytes for every member) is left out.
     let pair = make_tuple(env, &[sort_key, member_id]);
-    let (Some(id), Some(group), Some(pair)) = (
-        encode(member_id, dirty_scheduler)?,
+    let (Some(group), Some(pair)) = (
         encode(group_id, dirty_scheduler)?,
         encode(pair, dirty_scheduler)?,
     ) else {
@@ -165,28 +159,8 @@ fn put<'a>(
     if !dirty_scheduler && guard.watched_len() > NORMAL_WINDOWS {
         return dirty(env);
     }
-    let changes = guard
-        .put(&id, group.key(), &sort_and_id)
-        .map_err(Error::from)?;
+    let changes = guard.put(group.key(), &sort_and_id).map_err(Error::from)?;
     encode_changes(env, &changes, dirty_scheduler)
-}
-
-#[rustler::nif]
-fn member_list_touch<'a>(
-    env: Env<'a>,
-    list: &'a MemberListResource,
-    member_id: Term<'a>,
-) -> NifResult<Term<'a>> {
-    touch(env, list, member_id, false)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_touch_dirty<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    member_id: Term<'a>,
-) -> NifResult<Term<'a>> {
-    touch(env, list, member_id, true)
 }
 
 fn touch<'a>(
@@ -204,24 +178,6 @@ fn touch<'a>(
         Some(changes) => encode_changes(env, &changes, dirty_scheduler),
         None => Ok(no_changes(env)),
     }
-}
-
-#[rustler::nif]
-fn member_list_remove<'a>(
-    env: Env<'a>,
-    list: &'a MemberListResource,
-    member_id: Term<'a>,
-) -> NifResult<Term<'a>> {
-    remove(env, list, member_id, false)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_remove_dirty<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    member_id: Term<'a>,
-) -> NifResult<Term<'a>> {
-    remove(env, list, member_id, true)
 }
 
 fn remove<'a>(
@@ -244,24 +200,6 @@ fn remove<'a>(
     }
 }
 
-#[rustler::nif]
-fn member_list_index_of<'a>(
-    env: Env<'a>,
-    list: &'a MemberListResource,
-    member_id: Term<'a>,
-) -> NifResult<Term<'a>> {
-    index_of(env, list, member_id, false)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_index_of_dirty<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    member_id: Term<'a>,
-) -> NifResult<Term<'a>> {
-    index_of(env, list, member_id, true)
-}
-
 fn index_of<'a>(
     env: Env<'a>,
     list: &MemberListResource,
@@ -278,28 +216,16 @@ fn index_of<'a>(
     })
 }
 
-#[rustler::nif]
-fn member_list_watch<'a>(
+fn watch<'a>(
     env: Env<'a>,
-    list: &'a MemberListResource,
+    list: &MemberListResource,
     first: u64,
     last: u64,
+    dirty_scheduler: bool,
 ) -> NifResult<Term<'a>> {
-    if !dirty_free(first, last) {
+    if !dirty_scheduler && !dirty_free(first, last) {
         return dirty(env);
     }
-    let mut guard = list.write();
-    let rows: Vec<Row> = guard.watch(first, last).collect();
-    encode_rows(env, rows)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_watch_dirty<'a>(
-    env: Env<'a>,
-    list: &'a MemberListResource,
-    first: u64,
-    last: u64,
-) -> NifResult<Term<'a>> {
     let mut guard = list.write();
     let rows: Vec<Row> = guard.watch(first, last).collect();
     encode_rows(env, rows)
@@ -310,27 +236,16 @@ fn member_list_unwatch(list: &MemberListResource, first: u64, last: u64) -> bool
     list.write().unwatch(first, last)
 }
 
-#[rustler::nif]
-fn member_list_rows<'a>(
+fn rows<'a>(
     env: Env<'a>,
-    list: &'a MemberListResource,
+    list: &MemberListResource,
     first: u64,
     last: u64,
+    dirty_scheduler: bool,
 ) -> NifResult<Term<'a>> {
-    if !dirty_free(first, last) {
+    if !dirty_scheduler && !dirty_free(first, last) {
         return dirty(env);
     }
-    let guard = list.read();
-    encode_rows(env, guard.rows(first, last).collect())
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_rows_dirty<'a>(
-    env: Env<'a>,
-    list: &'a MemberListResource,
-    first: u64,
-    last: u64,
-) -> NifResult<Term<'a>> {
     let guard = list.read();
     encode_rows(env, guard.rows(first, last).collect())
 }

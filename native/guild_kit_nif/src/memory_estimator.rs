@@ -23,7 +23,7 @@
 //!   on, so walked hashmaps get their exact node count.
 
 use std::mem::MaybeUninit;
-use std::os::raw::c_int;
+use std::time::Instant;
 
 use guild_kit_core::etf::{self, FunEnv};
 use guild_kit_core::size_model::{
@@ -31,14 +31,17 @@ use guild_kit_core::size_model::{
     map_hash_salt, off_heap_bytes, uint64_words, BinaryHome, FLOAT_WORDS, LOCAL_REF_WORDS,
     REMOTE_PID_WORDS, REMOTE_REF_WORDS,
 };
-use guild_kit_core::size_walk::{size_of, Interrupt, Node, Settings, Size, TermView};
+use guild_kit_core::size_walk::{size_of, Interrupt, Node, Settings, Size, TermView, CLOCK_EVERY};
 use rustler::sys::{
     self, ErlNifBinary, ErlNifEnv, ErlNifHash, ErlNifMapIterator, ErlNifMapIteratorEntry,
-    ErlNifPid, ErlNifPort, ErlNifTerm,
+    ErlNifTerm,
 };
-use rustler::{Encoder, Env, Term, TermType};
+use rustler::{Encoder, Env, NifResult, Term, TermType};
 
 use crate::atoms;
+use crate::term_codec::{make_bignum, tuple_elements};
+use crate::timeslice::charge_since;
+use crate::twin::twin_nifs;
 
 /// Units of work (about one term each, see `size_walk`) a normal-scheduler call may
 /// spend before handing over to the dirty twin: 5–25 ns a unit on the project
@@ -54,30 +57,31 @@ const NORMAL_TIME_BUDGET: std::time::Duration = std::time::Duration::from_micros
 /// encoding and a release: about 0.4 µs for a reference).
 const EXTERNAL_COST: u64 = 20;
 
-/// Bytes of binary per unit: reading a binary at a bit offset copies it.
-const COPIED_BYTES_PER_UNIT: u64 = 256;
+/// Binaries from this size up make the walk look at the clock: reading a binary at a
+/// bit offset copies it, and only the clock tells how long that took.
+const CLOCK_CHECK_BYTES: usize = 64 * 1024;
 
 /// Longest bignum magnitude (bytes) a normal-scheduler call encodes to read its length.
 const NORMAL_BIGNUM_BYTES: usize = 4096;
 
-#[rustler::nif]
-fn memory_estimate<'a>(env: Env<'a>, term: Term<'a>, samples: u64, seed: u64) -> Term<'a> {
-    run(env, term, Some(samples), seed, true)
+twin_nifs! {
+    memory_estimate / memory_estimate_dirty =>
+        estimate(term: [Term<'a>], samples: [u64], seed: [u64]);
+    memory_exact / memory_exact_dirty => exact(term: [Term<'a>]);
 }
 
-#[rustler::nif(schedule = "DirtyCpu")]
-fn memory_estimate_dirty<'a>(env: Env<'a>, term: Term<'a>, samples: u64, seed: u64) -> Term<'a> {
-    run(env, term, Some(samples), seed, false)
+fn estimate<'a>(
+    env: Env<'a>,
+    term: Term<'a>,
+    samples: u64,
+    seed: u64,
+    dirty: bool,
+) -> NifResult<Term<'a>> {
+    Ok(run(env, term, Some(samples), seed, !dirty))
 }
 
-#[rustler::nif]
-fn memory_exact<'a>(env: Env<'a>, term: Term<'a>) -> Term<'a> {
-    run(env, term, None, 0, true)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn memory_exact_dirty<'a>(env: Env<'a>, term: Term<'a>) -> Term<'a> {
-    run(env, term, None, 0, false)
+fn exact<'a>(env: Env<'a>, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+    Ok(run(env, term, None, 0, !dirty))
 }
 
 fn run<'a>(
@@ -93,29 +97,17 @@ fn run<'a>(
         budget: bounded.then_some(NORMAL_BUDGET),
         time_budget: bounded.then_some(NORMAL_TIME_BUDGET),
     };
+    let started = Instant::now();
     let mut view = NifView::new(env, bounded);
     let result = size_of(&mut view, term.as_c_arg(), &settings);
     drop(view);
-    match result {
-        Ok(size) => {
-            if bounded {
-                report_timeslice(env, size.work);
-            }
-            encode(env, &size)
-        }
-        Err(Interrupt::OverBudget) => {
-            report_timeslice(env, NORMAL_BUDGET);
-            atoms::guild_kit_dirty().encode(env)
-        }
+    if bounded {
+        charge_since(env, started);
     }
-}
-
-/// Tells the scheduler how much of the 1 ms timeslice the call used, so that reduction
-/// counting stays fair to other processes.
-fn report_timeslice(env: Env, work: u64) {
-    // NORMAL_BUDGET is about half of a 1 ms timeslice.
-    let percent = (work * 50 / NORMAL_BUDGET).clamp(1, 100) as i32;
-    rustler::schedule::consume_timeslice(env, percent);
+    match result {
+        Ok(size) => encode(env, &size),
+        Err(Interrupt::OverBudget) => atoms::guild_kit_dirty().encode(env),
+    }
 }
 
 fn encode<'a>(env: Env<'a>, size: &Size) -> Term<'a> {
@@ -214,19 +206,16 @@ impl<'a> NifView<'a> {
     /// True when `raw` is below 2^(8 · NORMAL_BIGNUM_BYTES) in magnitude. Comparing
     /// bignums of different lengths is O(1).
     fn bignum_is_small(&mut self, raw: ErlNifTerm) -> bool {
-        let env = self.raw_env();
+        let env = self.env;
         let limits = *self.bignum_limits.get_or_insert_with(|| {
-            let etf = etf::power_of_256(NORMAL_BIGNUM_BYTES);
-            let mut high = ErlNifTerm::default();
-            // SAFETY: a well-formed external term; the result lives in the calling env.
-            unsafe { sys::enif_binary_to_term(env, etf.as_ptr(), etf.len(), &mut high, 0) };
-            let mut negated = etf.clone();
-            negated[6] = 1; // the sign byte of LARGE_BIG_EXT
-            let mut low = ErlNifTerm::default();
-            unsafe { sys::enif_binary_to_term(env, negated.as_ptr(), negated.len(), &mut low, 0) };
-            (low, high)
+            // 256^NORMAL_BIGNUM_BYTES, big-endian.
+            let mut magnitude = vec![0; NORMAL_BIGNUM_BYTES + 1];
+            magnitude[0] = 1;
+            let limit =
+                |negative| make_bignum(env, negative, &magnitude).expect("a well-formed bignum");
+            (limit(true), limit(false))
         });
-        // SAFETY: all four terms belong to the calling env.
+        // SAFETY: all three terms belong to the calling env.
         unsafe { sys::enif_compare(limits.0, raw) < 0 && sys::enif_compare(raw, limits.1) < 0 }
     }
 
@@ -242,8 +231,11 @@ impl<'a> NifView<'a> {
                 BinaryHome::OffHeap
             };
             let len = binary.size;
-            // A binary at a bit offset was copied to be aligned: charge for that.
-            let cost = len as u64 / COPIED_BYTES_PER_UNIT;
+            let cost = if len >= CLOCK_CHECK_BYTES {
+                CLOCK_EVERY
+            } else {
+                0
+            };
             return Ok(costly_leaf(
                 binary_words(len, home),
                 off_heap_bytes(len, home),
@@ -320,16 +312,13 @@ impl<'a> NifView<'a> {
         })
     }
 
-    fn elements(&self, tuple: ErlNifTerm) -> &[ErlNifTerm] {
-        let mut arity: c_int = 0;
-        let mut elements: *const ErlNifTerm = std::ptr::null();
-        // SAFETY: on success `elements` points at `arity` terms that live as long as the
-        // tuple: for the call, or as long as `scratch`, both longer than `self` is used.
-        let ok = unsafe { sys::enif_get_tuple(self.raw_env(), tuple, &mut arity, &mut elements) };
-        if ok == 0 || arity <= 0 {
-            return &[];
-        }
-        unsafe { std::slice::from_raw_parts(elements, arity as usize) }
+    /// Reads the elements of `tuple` and keeps them for [`TermView::element`].
+    fn read_tuple(&mut self, tuple: ErlNifTerm) -> usize {
+        // SAFETY: a tuple of the calling env or of `scratch`; its elements live as long
+        // as it does, for the call or as long as `scratch`, both longer than `self`.
+        let elements = tuple_elements(unsafe { Term::new(self.env, tuple) }).unwrap_or(&[]);
+        self.last_tuple = (tuple, elements.as_ptr(), elements.len());
+        elements.len()
     }
 }
 
@@ -350,11 +339,10 @@ impl<'a> TermView for NifView<'a> {
         // SAFETY: a term of the calling env (or `scratch`); see the type's docs.
         let term = unsafe { Term::new(self.env, raw) };
         Ok(match term.get_type() {
-            TermType::Atom => leaf(0, 0, 0),
             TermType::Integer => return self.integer(raw),
             TermType::Float => leaf(FLOAT_WORDS, 0, 8),
             TermType::Binary => return self.binary(raw),
-            TermType::Tuple => Node::Tuple(self.elements(raw).len()),
+            TermType::Tuple => Node::Tuple(self.read_tuple(raw)),
             // `[]` is an immediate, answered above: this list has a cell.
             TermType::List => Node::List,
             TermType::Map => {
@@ -363,30 +351,19 @@ impl<'a> TermView for NifView<'a> {
                 unsafe { sys::enif_get_map_size(env, raw, &mut size) };
                 Node::Map { size }
             }
-            TermType::Pid => {
-                let mut pid = MaybeUninit::<ErlNifPid>::uninit();
-                // SAFETY: fills `pid` on success only; we only look at the result.
-                let local = unsafe { sys::enif_get_local_pid(env, raw, pid.as_mut_ptr()) } != 0;
-                leaf(if local { 0 } else { REMOTE_PID_WORDS }, 0, 0)
-            }
-            TermType::Port => {
-                let mut port = MaybeUninit::<ErlNifPort>::uninit();
-                // SAFETY: as for pids.
-                let local = unsafe { sys::enif_get_local_port(env, raw, port.as_mut_ptr()) } != 0;
-                leaf(if local { 0 } else { REMOTE_PID_WORDS }, 0, 0)
-            }
+            // Local pids and ports are immediates, answered above: these are remote.
+            TermType::Pid | TermType::Port => leaf(REMOTE_PID_WORDS, 0, 0),
             TermType::Ref => self.reference(raw),
             TermType::Fun => return self.fun(raw),
-            // Every Erlang type is listed above; an unknown one would be a type added by
-            // a later OTP, and counts as an immediate.
-            TermType::Unknown => leaf(0, 0, 0),
+            // Atoms are immediates too. An unknown type would be one added by a later
+            // OTP, and counts as an immediate.
+            TermType::Atom | TermType::Unknown => leaf(0, 0, 0),
         })
     }
 
     fn element(&mut self, container: ErlNifTerm, index: usize) -> ErlNifTerm {
         if self.last_tuple.0 != container || self.last_tuple.1.is_null() {
-            let elements = self.elements(container);
-            self.last_tuple = (container, elements.as_ptr(), elements.len());
+            self.read_tuple(container);
         }
         let (_, elements, len) = self.last_tuple;
         assert!(index < len, "element {index} of a tuple of {len}");

@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::reaper;
 use crate::term_codec::{self, encode_arg, encode_lookup, EncodeError};
 use crate::timeslice::charge;
+use crate::twin::twin_nifs;
 
 /// Most elements a normal-scheduler slice decodes.
 const NORMAL_SLICE_ELEMENTS: usize = 256;
@@ -84,23 +85,20 @@ fn index_or_nil(env: Env, index: Option<usize>) -> Term {
     }
 }
 
+twin_nifs! {
+    sorted_set_add / sorted_set_add_dirty => add(set: [&'a SortedSet], term: [Term<'a>]);
+    sorted_set_remove / sorted_set_remove_dirty => remove(set: [&'a SortedSet], term: [Term<'a>]);
+    sorted_set_find_index / sorted_set_find_index_dirty =>
+        find_index(set: [&'a SortedSet], term: [Term<'a>]);
+    sorted_set_at / sorted_set_at_dirty =>
+        at(set: [&'a SortedSet], index: [u64], default: [Term<'a>]);
+    sorted_set_slice / sorted_set_slice_dirty =>
+        slice(set: [&'a SortedSet], start: [u64], amount: [u64]);
+}
+
 #[rustler::nif]
 fn sorted_set_new() -> Set {
     SortedSet::new(KeyTree::new(), false)
-}
-
-#[rustler::nif]
-fn sorted_set_add<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> NifResult<Term<'a>> {
-    add(env, set, term, false)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_add_dirty<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    term: Term<'a>,
-) -> NifResult<Term<'a>> {
-    add(env, set, term, true)
 }
 
 fn add<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
@@ -115,20 +113,6 @@ fn add<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>, dirty: bool) -> Nif
         charge(env, 1);
     }
     Ok(index_or_nil(env, index))
-}
-
-#[rustler::nif]
-fn sorted_set_remove<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>) -> NifResult<Term<'a>> {
-    remove(env, set, term, false)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_remove_dirty<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    term: Term<'a>,
-) -> NifResult<Term<'a>> {
-    remove(env, set, term, true)
 }
 
 fn remove<'a>(
@@ -151,24 +135,6 @@ fn remove<'a>(
     Ok(index_or_nil(env, index))
 }
 
-#[rustler::nif]
-fn sorted_set_find_index<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    term: Term<'a>,
-) -> NifResult<Term<'a>> {
-    find_index(env, set, term, false)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_find_index_dirty<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    term: Term<'a>,
-) -> NifResult<Term<'a>> {
-    find_index(env, set, term, true)
-}
-
 fn find_index<'a>(
     env: Env<'a>,
     set: &SortedSet,
@@ -188,26 +154,6 @@ fn find_index<'a>(
 
 /// The term at `index`, or `default` past the end. (A stored term that happens to be the
 /// `guild_kit_dirty` atom only costs a needless second call.)
-#[rustler::nif]
-fn sorted_set_at<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    index: u64,
-    default: Term<'a>,
-) -> NifResult<Term<'a>> {
-    at(env, set, index, default, false)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_at_dirty<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    index: u64,
-    default: Term<'a>,
-) -> NifResult<Term<'a>> {
-    at(env, set, index, default, true)
-}
-
 fn at<'a>(
     env: Env<'a>,
     set: &'a SortedSet,
@@ -229,13 +175,19 @@ fn at<'a>(
     Ok(term)
 }
 
-#[rustler::nif]
-fn sorted_set_slice<'a>(
+fn slice<'a>(
     env: Env<'a>,
     set: &'a SortedSet,
     start: u64,
     amount: u64,
+    dirty: bool,
 ) -> NifResult<Term<'a>> {
+    if dirty {
+        // Walk a snapshot so that writers are never held up by a long read.
+        let tree = set.snapshot();
+        let (start, amount) = clamp_range(&tree, start, amount);
+        return decode_list(env, &tree, start, amount);
+    }
     let tree = set.read();
     let (start, amount) = clamp_range(&tree, start, amount);
     if amount > NORMAL_SLICE_ELEMENTS {
@@ -247,19 +199,6 @@ fn sorted_set_slice<'a>(
     }
     // About 0.1-0.2 µs to decode a small element.
     charge(env, 1 + (amount / 6) as u32);
-    decode_list(env, &tree, start, amount)
-}
-
-#[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_slice_dirty<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    start: u64,
-    amount: u64,
-) -> NifResult<Term<'a>> {
-    // Walk a snapshot so that writers are never held up by a long read.
-    let tree = set.snapshot();
-    let (start, amount) = clamp_range(&tree, start, amount);
     decode_list(env, &tree, start, amount)
 }
 

@@ -272,7 +272,7 @@ fn encode_node<'a>(
 }
 
 /// The elements of a tuple, or `None` when `term` is not one.
-fn tuple_elements<'a>(term: Term<'a>) -> Option<&'a [ErlNifTerm]> {
+pub(crate) fn tuple_elements<'a>(term: Term<'a>) -> Option<&'a [ErlNifTerm]> {
     let mut arity: c_int = 0;
     let mut elements: *const ErlNifTerm = std::ptr::null();
     // SAFETY: on success `elements` points at `arity` terms owned by the tuple, which
@@ -502,7 +502,7 @@ fn decode_with<'a>(
     Some(unsafe { Term::new(env, values[0]) })
 }
 
-fn make_bignum(env: Env, negative: bool, magnitude: &[u8]) -> Option<ErlNifTerm> {
+pub(crate) fn make_bignum(env: Env, negative: bool, magnitude: &[u8]) -> Option<ErlNifTerm> {
     let mut etf = Vec::with_capacity(magnitude.len() + 8);
     etf.push(131);
     if magnitude.len() <= 255 {

@@ -8,6 +8,7 @@
 //! one percent per 10 µs owed.
 
 use std::cell::Cell;
+use std::time::Instant;
 
 use rustler::Env;
 
@@ -26,4 +27,10 @@ pub fn charge(env: Env, micros: u32) {
     if percent > 0 {
         rustler::schedule::consume_timeslice(env, percent.min(100) as i32);
     }
+}
+
+/// Charges the time since `started`, rounded up to a whole microsecond.
+pub fn charge_since(env: Env, started: Instant) {
+    let micros = started.elapsed().as_nanos().div_ceil(1000);
+    charge(env, micros.min(u128::from(u32::MAX)) as u32);
 }

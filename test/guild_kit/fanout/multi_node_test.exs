@@ -65,9 +65,8 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
     expected = for i <- 1..200, do: {:seq, i}
 
-    for {node, group, pids} <- groups do
+    for {node, group, _pids} <- groups do
       results = await(node, group, 200 * 400)
-      assert Enum.map(results, &elem(&1, 0)) == pids
       assert Enum.all?(results, fn {_pid, messages} -> messages == expected end)
     end
 

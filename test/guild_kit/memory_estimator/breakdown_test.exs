@@ -3,6 +3,7 @@ defmodule GuildKit.MemoryEstimator.BreakdownTest do
 
   alias GuildKit.MemoryEstimator
   alias GuildKit.MemoryEstimator.Estimate
+  alias GuildKit.Test.EstimatorTerms
 
   defmodule Config do
     defstruct limits: %{max_members: 1000, max_channels: 50}, region: "eu", flags: []
@@ -92,12 +93,20 @@ defmodule GuildKit.MemoryEstimator.BreakdownTest do
     end
   end
 
-  test "large fields are sampled with their own seed" do
+  test "sampled fields of same-sized elements add up to the exact size" do
     term = %{a: Enum.map(1..10_000, &{&1}), b: Enum.map(1..10_000, &{&1})}
     breakdown = Map.new(MemoryEstimator.breakdown(term))
     refute breakdown[[]].exact?
     assert breakdown[[:a]].words == 40_000
     assert breakdown[[]].words == :erts_debug.flat_size(term)
+  end
+
+  test "large fields are sampled with their own seed" do
+    {list, _rand} = EstimatorTerms.mixed(:list, 10_000, EstimatorTerms.seed(1))
+    breakdown = Map.new(MemoryEstimator.breakdown(%{a: list, b: list}))
+    refute breakdown[[:a]].exact?
+    # The same list, sampled at other positions, gives another estimate.
+    assert breakdown[[:a]].words != breakdown[[:b]].words
   end
 
   test "bad options raise ArgumentError naming the value" do

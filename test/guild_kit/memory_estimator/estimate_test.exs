@@ -1,6 +1,8 @@
 defmodule GuildKit.MemoryEstimator.EstimateTest do
   use ExUnit.Case, async: true
 
+  import Bitwise
+
   alias GuildKit.MemoryEstimator
   alias GuildKit.MemoryEstimator.Estimate
   alias GuildKit.Test.EstimatorTerms, as: Gen
@@ -97,6 +99,25 @@ defmodule GuildKit.MemoryEstimator.EstimateTest do
       estimate = MemoryEstimator.estimate(list, samples: 1024).off_heap_binary_bytes
       assert abs(estimate - exact) / exact < 0.15
     end
+
+    test "a sampled hashmap's trie takes its expected size, close to the real one" do
+      # Immediate keys and values take no words: all that is counted is the trie.
+      for {keys, max_error} <- [{100, 0.03}, {1_000, 0.015}, {100_000, 0.002}],
+          seed <- 1..5 do
+        rand = Gen.seed(seed)
+        {pairs, _} = Enum.map_reduce(1..keys, rand, fn i, r -> next_key(i, r) end)
+        map = Map.new(pairs)
+        exact = :erts_debug.flat_size(map)
+        estimate = MemoryEstimator.estimate(map, samples: 16).words
+        assert abs(estimate - exact) / exact < max_error, "#{keys} keys, seed #{seed}"
+      end
+    end
+  end
+
+  # A random small-integer key, distinct from all others by its low bits.
+  defp next_key(i, rand) do
+    {high, rand} = :rand.uniform_s(1 <<< 30, rand)
+    {{high * 1_000_000 + i, 0}, rand}
   end
 
   describe "accuracy against flat_size at default options" do

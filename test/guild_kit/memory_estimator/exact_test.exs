@@ -97,6 +97,12 @@ defmodule GuildKit.MemoryEstimator.ExactTest do
       end
     end
 
+    test "large refcounted binaries are read on a normal scheduler" do
+      # Their size is in their header: no reason to hand them to a dirty scheduler.
+      binaries = Enum.map(1..50, fn _ -> copy(?d, 8_000_000) end)
+      assert {400, 400_000_000, true, _, _} = GuildKit.Native.memory_exact(binaries)
+    end
+
     test "sub-binaries of refcounted binaries" do
       parent = copy(?d, 300)
 

@@ -20,6 +20,12 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
     result
   end
 
+  # `bytes` as a sub-binary at bit offset 3.
+  defp shifted(bytes) do
+    <<_::3, shifted::binary-size(byte_size(bytes)), _::5>> = <<0::3, bytes::binary, 0::5>>
+    shifted
+  end
+
   # Building these inputs leaves much garbage; collected at the end of the setup, it
   # cannot fill the heap (and show up as a collection of tens of milliseconds) during
   # the measured calls.
@@ -70,7 +76,7 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
     )
   end
 
-  test "terms only a dirty scheduler reads: funs, references, bitstrings, bignums" do
+  test "terms only a dirty scheduler reads: funs, references, bitstrings, bignums, binaries at a bit offset" do
     setup = fn ->
       {guild, _} = Gen.guild_state(100_000, Gen.seed(2))
 
@@ -78,7 +84,9 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
         funs: [fn -> guild end | Enum.map(1..1000, fn i -> fn -> {i, "captured"} end end)],
         refs: Enum.map(1..100_000, fn _ -> make_ref() end),
         bits: Enum.map(1..10_000, &<<&1::size(rem(&1, 500) + 1)>>),
-        bignums: Enum.map(1..10_000, &(2 ** (64 * rem(&1, 700)) + &1))
+        bignums: Enum.map(1..10_000, &(2 ** (64 * rem(&1, 700)) + &1)),
+        # Reading a binary at a bit offset copies it.
+        shifted: Enum.map(1..400, &shifted(:binary.copy(<<&1>>, 100_000)))
       }
     end
 
