@@ -100,8 +100,6 @@ defmodule GuildKit.Fanout do
   alias GuildKit.Fanout.Runtime
   alias GuildKit.Native
 
-  require GuildKit.Native
-
   # How long a caller waits for its sender to be restarted before dropping a message.
   @sender_wait_ms 50
 
@@ -215,7 +213,7 @@ defmodule GuildKit.Fanout do
   # The split of `receivers` for `workers` buckets, on a dirty scheduler when long.
   @spec split([receiver()], pos_integer()) :: split() | {:guild_kit_bad_receiver, integer()}
   def split(receivers, workers) do
-    Native.with_dirty_twin(Native.fanout_split(receivers, workers))
+    Native.fanout_split(receivers, workers)
   end
 
   @doc false

@@ -51,8 +51,6 @@ defmodule GuildKit.MemberList do
 
   alias GuildKit.Native
 
-  require GuildKit.Native
-
   @enforce_keys [:ref]
   defstruct [:ref]
 
@@ -136,7 +134,7 @@ defmodule GuildKit.MemberList do
   """
   @spec put(t(), term(), term(), term()) :: changes()
   def put(%__MODULE__{ref: ref}, member_id, group_id, sort_key) do
-    Native.with_dirty_twin(Native.member_list_put(ref, member_id, group_id, sort_key))
+    Native.member_list_put(ref, member_id, group_id, sort_key)
   end
 
   def put(other, _member_id, _group_id, _sort_key), do: raise_not_a_list(other)
@@ -159,7 +157,7 @@ defmodule GuildKit.MemberList do
   """
   @spec touch(t(), term()) :: changes()
   def touch(%__MODULE__{ref: ref}, member_id) do
-    Native.with_dirty_twin(Native.member_list_touch(ref, member_id))
+    Native.member_list_touch(ref, member_id)
   end
 
   def touch(other, _member_id), do: raise_not_a_list(other)
@@ -182,7 +180,7 @@ defmodule GuildKit.MemberList do
   """
   @spec remove(t(), term()) :: changes()
   def remove(%__MODULE__{ref: ref}, member_id) do
-    Native.with_dirty_twin(Native.member_list_remove(ref, member_id))
+    Native.member_list_remove(ref, member_id)
   end
 
   def remove(other, _member_id), do: raise_not_a_list(other)
@@ -206,7 +204,7 @@ defmodule GuildKit.MemberList do
   def watch(%__MODULE__{ref: ref}, range) do
     {first, last} = validate_range!(range)
 
-    Native.with_dirty_twin(Native.member_list_watch(ref, first, last))
+    Native.member_list_watch(ref, first, last)
   end
 
   def watch(other, _range), do: raise_not_a_list(other)
@@ -252,7 +250,7 @@ defmodule GuildKit.MemberList do
   def rows(%__MODULE__{ref: ref}, first, last) do
     {first, last} = validate_range!({first, last})
 
-    Native.with_dirty_twin(Native.member_list_rows(ref, first, last))
+    Native.member_list_rows(ref, first, last)
   end
 
   def rows(other, _first, _last), do: raise_not_a_list(other)
@@ -275,7 +273,7 @@ defmodule GuildKit.MemberList do
   """
   @spec index_of(t(), term()) :: non_neg_integer() | nil
   def index_of(%__MODULE__{ref: ref}, member_id) do
-    Native.with_dirty_twin(Native.member_list_index_of(ref, member_id))
+    Native.member_list_index_of(ref, member_id)
   end
 
   def index_of(other, _member_id), do: raise_not_a_list(other)

@@ -98,8 +98,6 @@ defmodule GuildKit.MemoryEstimator do
   alias GuildKit.MemoryEstimator.Estimate
   alias GuildKit.Native
 
-  require GuildKit.Native
-
   @default_samples 200
   @default_seed 0
   @default_depth 2
@@ -184,7 +182,7 @@ defmodule GuildKit.MemoryEstimator do
   """
   @spec exact(term()) :: Estimate.t()
   def exact(term) do
-    to_estimate(Native.with_dirty_twin(Native.memory_exact(term)))
+    to_estimate(Native.memory_exact(term))
   end
 
   @doc """
@@ -465,7 +463,7 @@ defmodule GuildKit.MemoryEstimator do
     samples = min(samples, @max_u64)
     seed = Bitwise.band(seed, @max_u64)
 
-    to_estimate(Native.with_dirty_twin(Native.memory_estimate(term, samples, seed)))
+    to_estimate(Native.memory_estimate(term, samples, seed))
   end
 
   defp to_estimate({words, off_heap_bytes, exact?, sampled, total}) do

@@ -1,6 +1,8 @@
 defmodule GuildKit.Native do
   # The only module that loads the NIF library. Every NIF in native/guild_kit_nif has a
   # stub here with the same name and arity; the stubs are replaced when the library loads.
+  # A NIF that needs a dirty scheduler moves itself there (native/guild_kit_nif/src/
+  # schedule.rs), so each has one stub.
   @moduledoc false
 
   @on_load :load_nif
@@ -13,28 +15,6 @@ defmodule GuildKit.Native do
 
   defp not_loaded, do: :erlang.nif_error(:nif_not_loaded)
 
-  @doc false
-  # `with_dirty_twin(Native.name(args))` calls the normal-scheduler NIF `name` and, when
-  # it answers `:guild_kit_dirty` (its input was too big for a normal scheduler), its
-  # twin `name_dirty` with the same arguments, each evaluated once. A macro, so that the
-  # call costs what the `case` written out would.
-  defmacro with_dirty_twin({{:., _, [native, name]}, _, args}) do
-    dirty = :"#{name}_dirty"
-    vars = Macro.generate_arguments(length(args), __MODULE__)
-
-    bindings =
-      Enum.zip_with(vars, args, fn var, arg -> quote(do: unquote(var) = unquote(arg)) end)
-
-    quote do
-      unquote_splicing(bindings)
-
-      case unquote(native).unquote(name)(unquote_splicing(vars)) do
-        :guild_kit_dirty -> unquote(native).unquote(dirty)(unquote_splicing(vars))
-        result -> result
-      end
-    end
-  end
-
   # GuildKit
   def native_memory, do: not_loaded()
 
@@ -42,15 +22,10 @@ defmodule GuildKit.Native do
   def sorted_set_new, do: not_loaded()
   def sorted_set_from_list(_list, _strictly_ascending), do: not_loaded()
   def sorted_set_add(_set, _term), do: not_loaded()
-  def sorted_set_add_dirty(_set, _term), do: not_loaded()
   def sorted_set_remove(_set, _term), do: not_loaded()
-  def sorted_set_remove_dirty(_set, _term), do: not_loaded()
   def sorted_set_find_index(_set, _term), do: not_loaded()
-  def sorted_set_find_index_dirty(_set, _term), do: not_loaded()
   def sorted_set_at(_set, _index, _default), do: not_loaded()
-  def sorted_set_at_dirty(_set, _index, _default), do: not_loaded()
   def sorted_set_slice(_set, _start, _amount), do: not_loaded()
-  def sorted_set_slice_dirty(_set, _start, _amount), do: not_loaded()
   def sorted_set_size(_set), do: not_loaded()
   def sorted_set_read_only(_set), do: not_loaded()
   def sorted_set_snapshot(_set), do: not_loaded()
@@ -59,18 +34,12 @@ defmodule GuildKit.Native do
   # GuildKit.MemberList
   def member_list_new(_groups), do: not_loaded()
   def member_list_put(_list, _member_id, _group_id, _sort_key), do: not_loaded()
-  def member_list_put_dirty(_list, _member_id, _group_id, _sort_key), do: not_loaded()
   def member_list_touch(_list, _member_id), do: not_loaded()
-  def member_list_touch_dirty(_list, _member_id), do: not_loaded()
   def member_list_remove(_list, _member_id), do: not_loaded()
-  def member_list_remove_dirty(_list, _member_id), do: not_loaded()
   def member_list_index_of(_list, _member_id), do: not_loaded()
-  def member_list_index_of_dirty(_list, _member_id), do: not_loaded()
   def member_list_watch(_list, _first, _last), do: not_loaded()
-  def member_list_watch_dirty(_list, _first, _last), do: not_loaded()
   def member_list_unwatch(_list, _first, _last), do: not_loaded()
   def member_list_rows(_list, _first, _last), do: not_loaded()
-  def member_list_rows_dirty(_list, _first, _last), do: not_loaded()
   def member_list_groups(_list), do: not_loaded()
   def member_list_size(_list), do: not_loaded()
   def member_list_member_count(_list), do: not_loaded()
@@ -78,13 +47,10 @@ defmodule GuildKit.Native do
 
   # GuildKit.MemoryEstimator
   def memory_estimate(_term, _samples, _seed), do: not_loaded()
-  def memory_estimate_dirty(_term, _samples, _seed), do: not_loaded()
   def memory_exact(_term), do: not_loaded()
-  def memory_exact_dirty(_term), do: not_loaded()
 
   # GuildKit.Fanout
   def fanout_split(_receivers, _workers), do: not_loaded()
-  def fanout_split_dirty(_receivers, _workers), do: not_loaded()
   def fanout_split_send(_receivers, _workers, _to, _payload), do: not_loaded()
   def fanout_split_send_more(_rest, _progress, _to, _payload), do: not_loaded()
   def fanout_check(_receivers, _position), do: not_loaded()

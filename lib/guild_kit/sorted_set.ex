@@ -66,8 +66,6 @@ defmodule GuildKit.SortedSet do
 
   alias GuildKit.Native
 
-  require GuildKit.Native
-
   @enforce_keys [:ref]
   defstruct [:ref]
 
@@ -311,7 +309,7 @@ defmodule GuildKit.SortedSet do
   def at(%__MODULE__{ref: ref}, index, default) when is_integer(index) and index >= 0 do
     index = min(index, @max_native_index)
 
-    Native.with_dirty_twin(Native.sorted_set_at(ref, index, default))
+    Native.sorted_set_at(ref, index, default)
   end
 
   def at(%__MODULE__{}, index, _default) do
@@ -420,19 +418,19 @@ defmodule GuildKit.SortedSet do
   def read_only?(%__MODULE__{ref: ref}), do: Native.sorted_set_read_only(ref)
 
   defp native_add(ref, term) do
-    Native.with_dirty_twin(Native.sorted_set_add(ref, term))
+    Native.sorted_set_add(ref, term)
   end
 
   defp native_remove(ref, term) do
-    Native.with_dirty_twin(Native.sorted_set_remove(ref, term))
+    Native.sorted_set_remove(ref, term)
   end
 
   defp native_find_index(ref, term) do
-    Native.with_dirty_twin(Native.sorted_set_find_index(ref, term))
+    Native.sorted_set_find_index(ref, term)
   end
 
   defp native_slice(ref, start, amount) do
-    Native.with_dirty_twin(Native.sorted_set_slice(ref, start, amount))
+    Native.sorted_set_slice(ref, start, amount)
   end
 
   defp validate_options!(opts) do

@@ -1,10 +1,6 @@
 //! Errors raised to Elixir. Every variant becomes an `ArgumentError` whose message says
 //! what was wrong; none leaks as a bare atom.
 
-use rustler::{Encoder, Env, Term};
-
-use crate::atoms;
-
 /// Something wrong with the caller's input.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,33 +40,32 @@ pub enum Error {
     SplitFinished,
     #[error("internal error: a stored element could not be read back; please report this")]
     Corrupt,
+    #[error("argument {position}: expected {expected}")]
+    BadArgument {
+        position: usize,
+        expected: &'static str,
+    },
+    #[error(
+        "expected a {kind}, got a handle that is not one: a forged or foreign reference, \
+         a handle of another kind, or one made on another node or in an earlier run of the VM"
+    )]
+    NotAHandle { kind: &'static str },
+    #[error("internal error: {0}; please report this")]
+    Internal(&'static str),
 }
 
-/// The exception struct `%ArgumentError{message: ...}`, raised as is so that Elixir's
-/// `rescue ArgumentError` catches it without any wrapping.
-struct ArgumentError(String);
-
-impl Encoder for ArgumentError {
-    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
-        Term::map_from_term_arrays(
-            env,
-            &[
-                atoms::struct_().encode(env),
-                atoms::exception().encode(env),
-                atoms::message().encode(env),
-            ],
-            &[
-                atoms::argument_error().encode(env),
-                true.encode(env),
-                self.0.encode(env),
-            ],
-        )
-        .expect("three distinct keys make a map")
-    }
+/// `%ArgumentError{message: ...}`, raised as is so that Elixir's `rescue ArgumentError`
+/// catches it without any wrapping.
+#[derive(rustler::NifException)]
+#[module = "ArgumentError"]
+struct ArgumentError {
+    message: String,
 }
 
 impl From<Error> for rustler::Error {
     fn from(error: Error) -> Self {
-        rustler::Error::RaiseTerm(Box::new(ArgumentError(error.to_string())))
+        rustler::Error::RaiseTerm(Box::new(ArgumentError {
+            message: error.to_string(),
+        }))
     }
 }

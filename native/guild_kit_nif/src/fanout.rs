@@ -32,8 +32,8 @@ use rustler::{Encoder, Env, LocalPid, NifResult, OwnedEnv, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::Error;
-use crate::timeslice::charge_since;
-use crate::twin::twin_nifs;
+use crate::raw;
+use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
 
 /// Most receivers a normal-scheduler [`fanout_split`] walks before handing over to the
 /// dirty twin: at about 10 ns each, 4,096 take some 40 µs, far below the 1 ms limit,
@@ -49,14 +49,8 @@ enum Stop {
     OverBudget(ErlNifTerm),
 }
 
-impl Stop {
-    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
-        match self {
-            Stop::BadReceiver(position) => (atoms::guild_kit_bad_receiver(), *position).encode(env),
-            // The split NIFs start over on a dirty scheduler.
-            Stop::OverBudget(_) => atoms::guild_kit_dirty().encode(env),
-        }
-    }
+fn bad_receiver(env: Env, position: usize) -> Term {
+    (atoms::guild_kit_bad_receiver(), position).encode(env)
 }
 
 /// The next step of a list walk.
@@ -258,22 +252,23 @@ impl Parts {
     }
 }
 
-twin_nifs! {
-    fanout_split / fanout_split_dirty => split(receivers: [Term<'a>], workers: [u32]);
+nifs! {
+    fn fanout_split(receivers: Term, workers: u32) => split;
 }
 
 /// Splits `receivers` for `workers` buckets and returns
-/// `{buckets, counts, local_count, remote, remote_count}` (see [`Parts::encode`]),
-/// `{guild_kit_bad_receiver, position}`, or on a normal scheduler `guild_kit_dirty`
-/// past [`NORMAL_RECEIVERS`]. Used by the sender and partitioner processes; callers use
+/// `{buckets, counts, local_count, remote, remote_count}` (see [`Parts::encode`]) or
+/// `{guild_kit_bad_receiver, position}`, moving to a dirty scheduler past
+/// [`NORMAL_RECEIVERS`]. Used by the sender and partitioner processes; callers use
 /// [`fanout_split_send`].
-fn split<'a>(env: Env<'a>, receivers: Term<'a>, workers: u32, dirty: bool) -> NifResult<Term<'a>> {
-    let budget = (!dirty).then_some(NORMAL_RECEIVERS);
+fn split<'a>(call: Call<'a>, receivers: Term<'a>, workers: u32) -> Outcome<'a> {
+    let env = call.env();
     let mut parts = Parts::new(env, workers)?;
-    Ok(match parts.add(env, env, receivers, budget)? {
-        None => parts.encode(env),
-        Some(stop) => stop.encode(env),
-    })
+    match parts.add(env, env, receivers, call.budget(NORMAL_RECEIVERS))? {
+        None => Ok(parts.encode(env)),
+        Some(Stop::OverBudget(_)) => Err(Exit::Dirty),
+        Some(Stop::BadReceiver(position)) => Ok(bad_receiver(env, position)),
+    }
 }
 
 /// Receivers one [`fanout_split_send`] call walks: some 80-100 µs at about 10 ns each.
@@ -291,39 +286,52 @@ pub struct SplitInProgress(Mutex<Option<(OwnedEnv, Parts)>>);
 #[rustler::resource_impl]
 impl rustler::Resource for SplitInProgress {}
 
+impl Handle for SplitInProgress {
+    const KIND: &'static str = "fan-out split in progress";
+}
+
+nifs! {
+    fn fanout_split_send(receivers: Term, workers: u32, to: LocalPid, payload: Term) => split_send;
+    fn fanout_split_send_more(
+        rest: Term,
+        progress: ResourceArc<SplitInProgress>,
+        to: LocalPid,
+        payload: Term,
+    ) => split_send_more;
+    fn fanout_check(receivers: Term, position: usize) => check_slice;
+}
+
 /// Starts splitting `receivers` for `workers` buckets, to send the split to `to` as
 /// `{guild_kit_fanout_split, split, payload}`. Walks up to [`SEND_SLICE`] receivers;
 /// see [`slice`] for what it returns.
-#[rustler::nif]
-fn fanout_split_send<'a>(
-    env: Env<'a>,
+fn split_send<'a>(
+    call: Call<'a>,
     receivers: Term<'a>,
     workers: u32,
     to: LocalPid,
     payload: Term<'a>,
-) -> NifResult<Term<'a>> {
+) -> Outcome<'a> {
     let message_env = OwnedEnv::new();
     let parts = message_env.run(|out| Parts::new(out, workers))?;
-    slice(env, (message_env, parts), receivers, &to, payload)
+    slice(call, (message_env, parts), receivers, &to, payload)
 }
 
 /// Goes on with a split started by [`fanout_split_send`], from `rest`, the list it
 /// returned.
-#[rustler::nif]
-fn fanout_split_send_more<'a>(
-    env: Env<'a>,
+fn split_send_more<'a>(
+    call: Call<'a>,
     rest: Term<'a>,
     progress: ResourceArc<SplitInProgress>,
     to: LocalPid,
     payload: Term<'a>,
-) -> NifResult<Term<'a>> {
+) -> Outcome<'a> {
     // Only the caller that started the split holds the resource, so the lock is never
     // contended; a poisoned one (a panic in an earlier slice) still holds valid parts.
     let taken = progress.0.lock().unwrap_or_else(|e| e.into_inner()).take();
     let Some(state) = taken else {
         return Err(Error::SplitFinished.into());
     };
-    slice(env, state, rest, &to, payload)
+    slice(call, state, rest, &to, payload)
 }
 
 /// Walks one slice and returns:
@@ -334,20 +342,21 @@ fn fanout_split_send_more<'a>(
 /// * `guild_kit_unsent` when `to` is no longer alive;
 /// * `{guild_kit_bad_receiver, position}` (nothing is sent).
 fn slice<'a>(
-    env: Env<'a>,
+    call: Call<'a>,
     (message_env, mut parts): (OwnedEnv, Parts),
     receivers: Term<'a>,
     to: &LocalPid,
     payload: Term<'a>,
-) -> NifResult<Term<'a>> {
+) -> Outcome<'a> {
+    let env = call.env();
     let started = Instant::now();
     let stop = message_env.run(|out| parts.add(env, out, receivers, Some(SEND_SLICE)))?;
-    // Charges the time to the caller's timeslice as if a timeslice were 0.4 ms (ERTS
-    // counts about 1 ms), so the caller yields to the other processes of its scheduler
+    // Charges the time two and a half times over, as if a timeslice were 0.4 ms rather
+    // than ERTS's 1 ms, so the caller yields to the other processes of its scheduler
     // after a few slices: the slices of one send never hold the scheduler for more
     // than about half a millisecond in a row.
-    let percent = (started.elapsed().as_micros() / 4).clamp(1, 100) as i32;
-    rustler::schedule::consume_timeslice(env, percent);
+    let micros = started.elapsed().as_micros().min(u128::from(u32::MAX / 3)) as u32;
+    call.charge((micros * 5 / 2).max(10));
     match stop {
         Some(Stop::OverBudget(rest)) => {
             let progress =
@@ -356,17 +365,17 @@ fn slice<'a>(
             let rest = unsafe { Term::new(env, rest) };
             Ok((atoms::guild_kit_more(), rest, progress).encode(env))
         }
-        Some(stop) => Ok(stop.encode(env)),
+        Some(Stop::BadReceiver(position)) => Ok(bad_receiver(env, position)),
         None if parts.is_empty() => Ok((0, 0).encode(env)),
         None => {
             let counts = (parts.local.len(), parts.remote_count);
-            let sent = message_env.run(|out| {
-                let message = (
+            let sent = raw::send_moving(env, to, &message_env, |out| {
+                (
                     atoms::guild_kit_fanout_split(),
                     parts.encode(out),
                     payload.in_env(out),
-                );
-                send(env, to, out, message.encode(out))
+                )
+                    .encode(out)
             });
             Ok(if sent {
                 counts.encode(env)
@@ -390,14 +399,13 @@ const CHECK_CELLS: usize = 65_536;
 ///
 /// A walk that also copied the list into a message env and sent it was measured
 /// slower (0.45 ms at 100k receivers) than this check plus `send/2`'s own copy (0.40).
-#[rustler::nif]
-fn fanout_check<'a>(env: Env<'a>, receivers: Term<'a>, position: usize) -> NifResult<Term<'a>> {
+fn check_slice<'a>(call: Call<'a>, receivers: Term<'a>, position: usize) -> Outcome<'a> {
     let started = Instant::now();
-    let result = check(env, receivers, position);
+    let result = check(call.env(), receivers, position);
     // The VM counts the call as one reduction; report its time so that a caller
     // checking a long list in a loop yields on time.
-    charge_since(env, started);
-    result
+    call.charge_since(started);
+    Ok(result?)
 }
 
 fn check<'a>(env: Env<'a>, receivers: Term<'a>, position: usize) -> NifResult<Term<'a>> {
@@ -420,23 +428,6 @@ fn check<'a>(env: Env<'a>, receivers: Term<'a>, position: usize) -> NifResult<Te
                 return Ok((atoms::guild_kit_more(), rest, position + CHECK_CELLS).encode(env));
             }
         }
-    }
-}
-
-/// Sends `message`, a term of the message env `out`, from the calling process to `to`.
-/// The terms move into the receiver's mailbox; `out` is left empty. Messages sent this
-/// way keep their order with every other message from the caller to `to`, since ERTS
-/// queues them as signals from the calling process.
-fn send(env: Env, to: &LocalPid, out: Env, message: Term) -> bool {
-    // SAFETY: `env` is the calling process's env, `out` a process-independent env
-    // holding `message`, as enif_send requires.
-    unsafe {
-        sys::enif_send(
-            env.as_c_arg(),
-            to.as_c_arg(),
-            out.as_c_arg(),
-            message.as_c_arg(),
-        ) != 0
     }
 }
 

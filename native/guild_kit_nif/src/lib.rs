@@ -8,11 +8,11 @@ mod error;
 mod fanout;
 mod member_list;
 mod memory_estimator;
+mod raw;
 mod reaper;
+mod schedule;
 mod sorted_set;
 mod term_codec;
-mod timeslice;
-mod twin;
 
 #[global_allocator]
 static ALLOCATOR: allocator::CountingAllocator = allocator::CountingAllocator;

@@ -2,9 +2,9 @@
 //!
 //! Arguments are encoded before the lock is taken; the lock is then held for the
 //! change and for turning its ops into terms. Changes and reads cost O(log n) plus the
-//! windows they touch; the normal-scheduler versions give up (returning
-//! `guild_kit_dirty`) when the input or the number of watched windows is large, and the
-//! `_dirty` twins run on a dirty CPU scheduler.
+//! windows they touch; they start on the caller's normal scheduler and move themselves
+//! to a dirty CPU scheduler (`crate::schedule`) when the input or the number of watched
+//! windows is large.
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -18,9 +18,8 @@ use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 use crate::atoms;
 use crate::error::Error;
 use crate::reaper;
+use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
 use crate::term_codec::{self, encode_arg as encode, encode_lookup, EncodeError};
-use crate::timeslice::charge;
-use crate::twin::twin_nifs;
 
 /// Most rows a normal-scheduler read returns.
 const NORMAL_ROWS: u64 = 256;
@@ -46,6 +45,10 @@ pub struct MemberListResource {
 #[rustler::resource_impl]
 impl rustler::Resource for MemberListResource {}
 
+impl Handle for MemberListResource {
+    const KIND: &'static str = "GuildKit.MemberList";
+}
+
 impl MemberListResource {
     // No code path panics while holding the lock; see the note in sorted_set.rs.
     fn read(&self) -> RwLockReadGuard<'_, MemberList> {
@@ -67,8 +70,6 @@ impl Drop for MemberListResource {
     }
 }
 
-type List = ResourceArc<MemberListResource>;
-
 impl From<MemberListError> for Error {
     fn from(error: MemberListError) -> Self {
         match error {
@@ -86,42 +87,42 @@ impl From<MemberListError> for Error {
     }
 }
 
-fn dirty(env: Env) -> NifResult<Term> {
-    Ok(atoms::guild_kit_dirty().encode(env))
-}
-
 fn no_changes(env: Env) -> Term {
     Vec::<Term>::new().encode(env)
 }
 
-twin_nifs! {
-    member_list_put / member_list_put_dirty =>
-        put(list: [&'a MemberListResource], member_id: [Term<'a>], group_id: [Term<'a>], sort_key: [Term<'a>]);
-    member_list_touch / member_list_touch_dirty =>
-        touch(list: [&'a MemberListResource], member_id: [Term<'a>]);
-    member_list_remove / member_list_remove_dirty =>
-        remove(list: [&'a MemberListResource], member_id: [Term<'a>]);
-    member_list_index_of / member_list_index_of_dirty =>
-        index_of(list: [&'a MemberListResource], member_id: [Term<'a>]);
-    member_list_watch / member_list_watch_dirty =>
-        watch(list: [&'a MemberListResource], first: [u64], last: [u64]);
-    member_list_rows / member_list_rows_dirty =>
-        rows(list: [&'a MemberListResource], first: [u64], last: [u64]);
+nifs! {
+    fn member_list_put(list: &MemberListResource, member_id: Term, group_id: Term, sort_key: Term) => put;
+    fn member_list_touch(list: &MemberListResource, member_id: Term) => touch;
+    fn member_list_remove(list: &MemberListResource, member_id: Term) => remove;
+    fn member_list_index_of(list: &MemberListResource, member_id: Term) => index_of;
+    fn member_list_watch(list: &MemberListResource, first: u64, last: u64) => watch;
+    fn member_list_rows(list: &MemberListResource, first: u64, last: u64) => rows;
+    fn member_list_new(groups: Term) => new_list;
+    fn member_list_memory(list: &MemberListResource) => memory;
 }
 
-#[rustler::nif]
-fn member_list_new(groups: Term) -> NifResult<List> {
+/// Builds an empty list with the given groups, on the normal scheduler unless the group
+/// ids are large.
+fn new_list<'a>(call: Call<'a>, groups: Term<'a>) -> Outcome<'a> {
     let mut encoded = Vec::new();
     let mut rest = groups;
+    let mut budget = call.budget(term_codec::NORMAL_BUDGET);
     while !rest.is_empty_list() {
         let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
-        let element = term_codec::encode(head, None).map_err(|e| match e {
+        let element = term_codec::encode(head, budget).map_err(|e| match e {
             EncodeError::Invalid(source) => Error::InElement {
                 position: encoded.len(),
                 source: Box::new(source),
-            },
-            EncodeError::OverBudget => unreachable!("no budget given"),
+            }
+            .into(),
+            EncodeError::OverBudget => Exit::Dirty,
         })?;
+        if let Some(left) = budget.as_mut() {
+            let spent = 1 + element.as_bytes().len() / 16;
+            call.go_dirty_if(spent >= *left)?;
+            *left -= spent;
+        }
         encoded.push(element);
         if encoded.len() > guild_kit_core::member_list::MAX_GROUPS {
             return Err(Error::TooManyGroups {
@@ -134,81 +135,57 @@ fn member_list_new(groups: Term) -> NifResult<List> {
     let list = MemberList::new(encoded).map_err(Error::from)?;
     Ok(ResourceArc::new(MemberListResource {
         list: RwLock::new(list),
-    }))
+    })
+    .encode(call.env()))
 }
 
 fn put<'a>(
-    env: Env<'a>,
+    call: Call<'a>,
     list: &MemberListResource,
     member_id: Term<'a>,
     group_id: Term<'a>,
     sort_key: Term<'a>,
-    dirty_scheduler: bool,
-) -> NifResult<Term<'a>> {
+) -> Outcome<'a> {
+    let env = call.env();
     // Sort key and member id are encoded together, for one hint covering both, and
     // their tuple header (the same two bytes for every member) is left out.
     let pair = make_tuple(env, &[sort_key, member_id]);
-    let (Some(group), Some(pair)) = (
-        encode(group_id, dirty_scheduler)?,
-        encode(pair, dirty_scheduler)?,
-    ) else {
-        return dirty(env);
-    };
+    let group = encode(&call, group_id)?;
+    let pair = encode(&call, pair)?;
     let sort_and_id = Element::from_parts(pair.hint(), &pair.key()[PAIR_HEADER..]);
     let mut guard = list.write();
-    if !dirty_scheduler && guard.watched_len() > NORMAL_WINDOWS {
-        return dirty(env);
-    }
+    call.go_dirty_if(guard.watched_len() > NORMAL_WINDOWS)?;
     let changes = guard.put(group.key(), &sort_and_id).map_err(Error::from)?;
-    encode_changes(env, &changes, dirty_scheduler)
+    encode_changes(&call, &changes)
 }
 
-fn touch<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    member_id: Term<'a>,
-    dirty_scheduler: bool,
-) -> NifResult<Term<'a>> {
-    let id = match encode_lookup(env, member_id, dirty_scheduler, no_changes(env)) {
-        Ok(id) => id,
-        Err(reply) => return Ok(reply),
+fn touch<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> Outcome<'a> {
+    let Some(id) = encode_lookup(&call, member_id)? else {
+        return Ok(no_changes(call.env()));
     };
     let guard = list.read();
     match guard.touch(id.key()) {
-        Some(changes) => encode_changes(env, &changes, dirty_scheduler),
-        None => Ok(no_changes(env)),
+        Some(changes) => encode_changes(&call, &changes),
+        None => Ok(no_changes(call.env())),
     }
 }
 
-fn remove<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    member_id: Term<'a>,
-    dirty_scheduler: bool,
-) -> NifResult<Term<'a>> {
-    let id = match encode_lookup(env, member_id, dirty_scheduler, no_changes(env)) {
-        Ok(id) => id,
-        Err(reply) => return Ok(reply),
+fn remove<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> Outcome<'a> {
+    let Some(id) = encode_lookup(&call, member_id)? else {
+        return Ok(no_changes(call.env()));
     };
     let mut guard = list.write();
-    if !dirty_scheduler && guard.watched_len() > NORMAL_WINDOWS {
-        return dirty(env);
-    }
+    call.go_dirty_if(guard.watched_len() > NORMAL_WINDOWS)?;
     match guard.remove(id.key()) {
-        Some(changes) => encode_changes(env, &changes, dirty_scheduler),
-        None => Ok(no_changes(env)),
+        Some(changes) => encode_changes(&call, &changes),
+        None => Ok(no_changes(call.env())),
     }
 }
 
-fn index_of<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    member_id: Term<'a>,
-    dirty_scheduler: bool,
-) -> NifResult<Term<'a>> {
-    let id = match encode_lookup(env, member_id, dirty_scheduler, atoms::nil().encode(env)) {
-        Ok(id) => id,
-        Err(reply) => return Ok(reply),
+fn index_of<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> Outcome<'a> {
+    let env = call.env();
+    let Some(id) = encode_lookup(&call, member_id)? else {
+        return Ok(atoms::nil().encode(env));
     };
     Ok(match list.read().index_of(id.key()) {
         Some(index) => index.encode(env),
@@ -216,19 +193,11 @@ fn index_of<'a>(
     })
 }
 
-fn watch<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    first: u64,
-    last: u64,
-    dirty_scheduler: bool,
-) -> NifResult<Term<'a>> {
-    if !dirty_scheduler && !dirty_free(first, last) {
-        return dirty(env);
-    }
+fn watch<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) -> Outcome<'a> {
+    call.go_dirty_if(!dirty_free(first, last))?;
     let mut guard = list.write();
     let rows: Vec<Row> = guard.watch(first, last).collect();
-    encode_rows(env, rows)
+    encode_rows(&call, rows)
 }
 
 #[rustler::nif]
@@ -236,18 +205,10 @@ fn member_list_unwatch(list: &MemberListResource, first: u64, last: u64) -> bool
     list.write().unwatch(first, last)
 }
 
-fn rows<'a>(
-    env: Env<'a>,
-    list: &MemberListResource,
-    first: u64,
-    last: u64,
-    dirty_scheduler: bool,
-) -> NifResult<Term<'a>> {
-    if !dirty_scheduler && !dirty_free(first, last) {
-        return dirty(env);
-    }
+fn rows<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) -> Outcome<'a> {
+    call.go_dirty_if(!dirty_free(first, last))?;
     let guard = list.read();
-    encode_rows(env, guard.rows(first, last).collect())
+    encode_rows(&call, guard.rows(first, last).collect())
 }
 
 /// Whether `first..=last` is small enough to read on a normal scheduler.
@@ -276,9 +237,13 @@ fn member_list_member_count(list: &MemberListResource) -> u64 {
     list.read().member_count()
 }
 
-#[rustler::nif(schedule = "DirtyCpu")]
-fn member_list_memory(list: &MemberListResource) -> usize {
-    std::mem::size_of::<MemberListResource>() + list.read().heap_bytes()
+/// Lists of up to this many members are measured on a normal scheduler.
+const NORMAL_MEMORY_MEMBERS: u64 = 32 * 1024;
+
+fn memory<'a>(call: Call<'a>, list: &MemberListResource) -> Outcome<'a> {
+    let guard = list.read();
+    call.go_dirty_if(guard.member_count() > NORMAL_MEMORY_MEMBERS)?;
+    Ok((std::mem::size_of::<MemberListResource>() + guard.heap_bytes()).encode(call.env()))
 }
 
 fn encode_row<'a>(env: Env<'a>, row: Row) -> NifResult<Term<'a>> {
@@ -296,20 +261,18 @@ fn decode_member_id<'a>(env: Env<'a>, element: &[u8]) -> NifResult<Term<'a>> {
     Ok(term_codec::decode_next(env, &mut reader)?)
 }
 
-fn encode_rows<'a>(env: Env<'a>, rows: Vec<Row>) -> NifResult<Term<'a>> {
+fn encode_rows<'a>(call: &Call<'a>, rows: Vec<Row>) -> Outcome<'a> {
+    let env = call.env();
     let terms = rows
         .into_iter()
         .map(|row| encode_row(env, row))
         .collect::<NifResult<Vec<Term>>>()?;
-    charge(env, 1 + (terms.len() / 6) as u32);
+    call.charge(1 + (terms.len() / 6) as u32);
     Ok(terms.encode(env))
 }
 
-fn encode_changes<'a>(
-    env: Env<'a>,
-    changes: &Changes,
-    dirty_scheduler: bool,
-) -> NifResult<Term<'a>> {
+fn encode_changes<'a>(call: &Call<'a>, changes: &Changes) -> Outcome<'a> {
+    let env = call.env();
     let mut entries = Vec::with_capacity(changes.len());
     let mut op_count = 0;
     for &((first, last), ref ops) in changes {
@@ -324,9 +287,7 @@ fn encode_changes<'a>(
         op_count += ops.len();
         entries.push(((first, last), op_terms).encode(env));
     }
-    if !dirty_scheduler {
-        // A change costs a few µs, and each op about half a µs more.
-        charge(env, 3 + (op_count / 2) as u32);
-    }
+    // A change costs a few µs, and each op about half a µs more.
+    call.charge(3 + (op_count / 2) as u32);
     Ok(entries.encode(env))
 }

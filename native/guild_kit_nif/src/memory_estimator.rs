@@ -4,9 +4,9 @@
 //! shows it real terms through [`NifView`], which reads each term with the NIF API and
 //! sizes it with `guild_kit_core::size_model`.
 //!
-//! Each size has a normal-scheduler NIF that gives up past [`NORMAL_BUDGET`] or
-//! [`NORMAL_TIME_BUDGET`] (returning `guild_kit_dirty`) and a `_dirty` twin that runs on
-//! a dirty CPU scheduler without limit. Both return
+//! Each size starts on the caller's normal scheduler and moves itself to a dirty CPU
+//! scheduler (`crate::schedule`) past [`NORMAL_BUDGET`] or [`NORMAL_TIME_BUDGET`],
+//! where it starts over without limit. Both return
 //! `{words, off_heap_bytes, exact?, visited, terms}`.
 //!
 //! What the NIF API shows, and how:
@@ -36,12 +36,11 @@ use rustler::sys::{
     self, ErlNifBinary, ErlNifEnv, ErlNifHash, ErlNifMapIterator, ErlNifMapIteratorEntry,
     ErlNifTerm,
 };
-use rustler::{Encoder, Env, NifResult, Term, TermType};
+use rustler::{Encoder, Env, Term, TermType};
 
-use crate::atoms;
-use crate::term_codec::{make_bignum, tuple_elements};
-use crate::timeslice::charge_since;
-use crate::twin::twin_nifs;
+use crate::raw;
+use crate::schedule::{nifs, Call, Exit, Outcome};
+use crate::term_codec::make_bignum;
 
 /// Units of work (about one term each, see `size_walk`) a normal-scheduler call may
 /// spend before handing over to the dirty twin: 5–25 ns a unit on the project
@@ -64,33 +63,22 @@ const CLOCK_CHECK_BYTES: usize = 64 * 1024;
 /// Longest bignum magnitude (bytes) a normal-scheduler call encodes to read its length.
 const NORMAL_BIGNUM_BYTES: usize = 4096;
 
-twin_nifs! {
-    memory_estimate / memory_estimate_dirty =>
-        estimate(term: [Term<'a>], samples: [u64], seed: [u64]);
-    memory_exact / memory_exact_dirty => exact(term: [Term<'a>]);
+nifs! {
+    fn memory_estimate(term: Term, samples: u64, seed: u64) => estimate;
+    fn memory_exact(term: Term) => exact;
 }
 
-fn estimate<'a>(
-    env: Env<'a>,
-    term: Term<'a>,
-    samples: u64,
-    seed: u64,
-    dirty: bool,
-) -> NifResult<Term<'a>> {
-    Ok(run(env, term, Some(samples), seed, !dirty))
+fn estimate<'a>(call: Call<'a>, term: Term<'a>, samples: u64, seed: u64) -> Outcome<'a> {
+    run(call, term, Some(samples), seed)
 }
 
-fn exact<'a>(env: Env<'a>, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
-    Ok(run(env, term, None, 0, !dirty))
+fn exact<'a>(call: Call<'a>, term: Term<'a>) -> Outcome<'a> {
+    run(call, term, None, 0)
 }
 
-fn run<'a>(
-    env: Env<'a>,
-    term: Term<'a>,
-    samples: Option<u64>,
-    seed: u64,
-    bounded: bool,
-) -> Term<'a> {
+fn run<'a>(call: Call<'a>, term: Term<'a>, samples: Option<u64>, seed: u64) -> Outcome<'a> {
+    let env = call.env();
+    let bounded = !call.is_dirty();
     let settings = Settings {
         samples: samples.map(|s| usize::try_from(s).unwrap_or(usize::MAX)),
         seed,
@@ -101,12 +89,10 @@ fn run<'a>(
     let mut view = NifView::new(env, bounded);
     let result = size_of(&mut view, term.as_c_arg(), &settings);
     drop(view);
-    if bounded {
-        charge_since(env, started);
-    }
+    call.charge_since(started);
     match result {
-        Ok(size) => encode(env, &size),
-        Err(Interrupt::OverBudget) => atoms::guild_kit_dirty().encode(env),
+        Ok(size) => Ok(encode(env, &size)),
+        Err(Interrupt::OverBudget) => Err(Exit::Dirty),
     }
 }
 
@@ -211,8 +197,11 @@ impl<'a> NifView<'a> {
             // 256^NORMAL_BIGNUM_BYTES, big-endian.
             let mut magnitude = vec![0; NORMAL_BIGNUM_BYTES + 1];
             magnitude[0] = 1;
-            let limit =
-                |negative| make_bignum(env, negative, &magnitude).expect("a well-formed bignum");
+            let limit = |negative| {
+                make_bignum(env, negative, &magnitude)
+                    .expect("a well-formed bignum")
+                    .as_c_arg()
+            };
             (limit(true), limit(false))
         });
         // SAFETY: all three terms belong to the calling env.
@@ -316,7 +305,8 @@ impl<'a> NifView<'a> {
     fn read_tuple(&mut self, tuple: ErlNifTerm) -> usize {
         // SAFETY: a tuple of the calling env or of `scratch`; its elements live as long
         // as it does, for the call or as long as `scratch`, both longer than `self`.
-        let elements = tuple_elements(unsafe { Term::new(self.env, tuple) }).unwrap_or(&[]);
+        let elements = raw::tuple_elements(unsafe { Term::new(self.env, tuple) })
+            .map_or(&[][..], |elements| elements.as_raw());
         self.last_tuple = (tuple, elements.as_ptr(), elements.len());
         elements.len()
     }

@@ -4,23 +4,22 @@
 //! most: terms are encoded before the lock is taken, and anything that walks many
 //! elements first takes an O(1) copy-on-write snapshot and then works without the lock.
 //!
-//! Each operation whose cost grows with its input has a normal-scheduler version that
-//! gives up past a small budget (returning `guild_kit_dirty`) and a `_dirty` twin that
-//! runs on a dirty CPU scheduler without limits.
+//! Each operation whose cost grows with its input starts on the caller's normal
+//! scheduler with a small budget and moves itself to a dirty CPU scheduler past it
+//! (`crate::schedule`).
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use guild_kit_core::key_tree::KeyTree;
 use guild_kit_core::term_key::element_key;
-use rustler::sys::{self, ErlNifTerm};
-use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
+use rustler::{Encoder, Env, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::Error;
+use crate::raw::TermBuffer;
 use crate::reaper;
+use crate::schedule::{nifs, Call, Handle, Outcome};
 use crate::term_codec::{self, encode_arg, encode_lookup, EncodeError};
-use crate::timeslice::charge;
-use crate::twin::twin_nifs;
 
 /// Most elements a normal-scheduler slice decodes.
 const NORMAL_SLICE_ELEMENTS: usize = 256;
@@ -36,6 +35,10 @@ pub struct SortedSet {
 
 #[rustler::resource_impl]
 impl rustler::Resource for SortedSet {}
+
+impl Handle for SortedSet {
+    const KIND: &'static str = "GuildKit.SortedSet";
+}
 
 impl SortedSet {
     fn new(tree: KeyTree, read_only: bool) -> ResourceArc<SortedSet> {
@@ -85,15 +88,14 @@ fn index_or_nil(env: Env, index: Option<usize>) -> Term {
     }
 }
 
-twin_nifs! {
-    sorted_set_add / sorted_set_add_dirty => add(set: [&'a SortedSet], term: [Term<'a>]);
-    sorted_set_remove / sorted_set_remove_dirty => remove(set: [&'a SortedSet], term: [Term<'a>]);
-    sorted_set_find_index / sorted_set_find_index_dirty =>
-        find_index(set: [&'a SortedSet], term: [Term<'a>]);
-    sorted_set_at / sorted_set_at_dirty =>
-        at(set: [&'a SortedSet], index: [u64], default: [Term<'a>]);
-    sorted_set_slice / sorted_set_slice_dirty =>
-        slice(set: [&'a SortedSet], start: [u64], amount: [u64]);
+nifs! {
+    fn sorted_set_add(set: &SortedSet, term: Term) => add;
+    fn sorted_set_remove(set: &SortedSet, term: Term) => remove;
+    fn sorted_set_find_index(set: &SortedSet, term: Term) => find_index;
+    fn sorted_set_at(set: &SortedSet, index: u64, default: Term) => at;
+    fn sorted_set_slice(set: &SortedSet, start: u64, amount: u64) => slice;
+    fn sorted_set_memory(set: &SortedSet) => memory;
+    fn sorted_set_from_list(list: Term, strictly_ascending: bool) => from_list;
 }
 
 #[rustler::nif]
@@ -101,105 +103,64 @@ fn sorted_set_new() -> Set {
     SortedSet::new(KeyTree::new(), false)
 }
 
-fn add<'a>(env: Env<'a>, set: &'a SortedSet, term: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+fn add<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a> {
     if set.read_only {
         return Err(Error::ReadOnly("GuildKit.SortedSet").into());
     }
-    let Some(element) = encode_arg(term, dirty)? else {
-        return Ok(atoms::guild_kit_dirty().encode(env));
-    };
+    let element = encode_arg(&call, term)?;
     let index = set.write()?.insert(element.as_bytes());
-    if !dirty {
-        charge(env, 1);
-    }
-    Ok(index_or_nil(env, index))
+    call.charge(1);
+    Ok(index_or_nil(call.env(), index))
 }
 
-fn remove<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    term: Term<'a>,
-    dirty: bool,
-) -> NifResult<Term<'a>> {
+fn remove<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a> {
     if set.read_only {
         return Err(Error::ReadOnly("GuildKit.SortedSet").into());
     }
-    let element = match encode_lookup(env, term, dirty, atoms::nil().encode(env)) {
-        Ok(element) => element,
-        Err(reply) => return Ok(reply),
+    let Some(element) = encode_lookup(&call, term)? else {
+        return Ok(atoms::nil().encode(call.env()));
     };
     let index = set.write()?.remove(element.key());
-    if !dirty {
-        charge(env, 1);
-    }
-    Ok(index_or_nil(env, index))
+    call.charge(1);
+    Ok(index_or_nil(call.env(), index))
 }
 
-fn find_index<'a>(
-    env: Env<'a>,
-    set: &SortedSet,
-    term: Term<'a>,
-    dirty: bool,
-) -> NifResult<Term<'a>> {
-    let element = match encode_lookup(env, term, dirty, atoms::nil().encode(env)) {
-        Ok(element) => element,
-        Err(reply) => return Ok(reply),
+fn find_index<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a> {
+    let Some(element) = encode_lookup(&call, term)? else {
+        return Ok(atoms::nil().encode(call.env()));
     };
     let index = set.read().position(element.key()).ok();
-    if !dirty {
-        charge(env, 1);
-    }
-    Ok(index_or_nil(env, index))
+    call.charge(1);
+    Ok(index_or_nil(call.env(), index))
 }
 
-/// The term at `index`, or `default` past the end. (A stored term that happens to be the
-/// `guild_kit_dirty` atom only costs a needless second call.)
-fn at<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    index: u64,
-    default: Term<'a>,
-    dirty: bool,
-) -> NifResult<Term<'a>> {
+/// The term at `index`, or `default` past the end.
+fn at<'a>(call: Call<'a>, set: &SortedSet, index: u64, default: Term<'a>) -> Outcome<'a> {
     let tree = set.read();
     let Some(element) = usize::try_from(index).ok().and_then(|i| tree.get(i)) else {
         return Ok(default);
     };
-    if !dirty && element.len() > NORMAL_DECODE_BYTES {
-        return Ok(atoms::guild_kit_dirty().encode(env));
-    }
-    let term = term_codec::decode(env, element)?;
-    if !dirty {
-        charge(env, 1);
-    }
+    call.go_dirty_if(element.len() > NORMAL_DECODE_BYTES)?;
+    let term = term_codec::decode(call.env(), element)?;
+    call.charge(1);
     Ok(term)
 }
 
-fn slice<'a>(
-    env: Env<'a>,
-    set: &'a SortedSet,
-    start: u64,
-    amount: u64,
-    dirty: bool,
-) -> NifResult<Term<'a>> {
-    if dirty {
+fn slice<'a>(call: Call<'a>, set: &SortedSet, start: u64, amount: u64) -> Outcome<'a> {
+    if call.is_dirty() {
         // Walk a snapshot so that writers are never held up by a long read.
         let tree = set.snapshot();
         let (start, amount) = clamp_range(&tree, start, amount);
-        return decode_list(env, &tree, start, amount);
+        return decode_list(call.env(), &tree, start, amount);
     }
     let tree = set.read();
     let (start, amount) = clamp_range(&tree, start, amount);
-    if amount > NORMAL_SLICE_ELEMENTS {
-        return Ok(atoms::guild_kit_dirty().encode(env));
-    }
+    call.go_dirty_if(amount > NORMAL_SLICE_ELEMENTS)?;
     let bytes: usize = tree.iter_from(start).take(amount).map(<[u8]>::len).sum();
-    if bytes > NORMAL_DECODE_BYTES {
-        return Ok(atoms::guild_kit_dirty().encode(env));
-    }
+    call.go_dirty_if(bytes > NORMAL_DECODE_BYTES)?;
     // About 0.1-0.2 µs to decode a small element.
-    charge(env, 1 + (amount / 6) as u32);
-    decode_list(env, &tree, start, amount)
+    call.charge(1 + (amount / 6) as u32);
+    decode_list(call.env(), &tree, start, amount)
 }
 
 /// Limits `start..start + amount` to what exists, so huge amounts allocate nothing.
@@ -212,20 +173,12 @@ fn clamp_range(tree: &KeyTree, start: u64, amount: u64) -> (usize, usize) {
     (start, amount)
 }
 
-fn decode_list<'a>(
-    env: Env<'a>,
-    tree: &KeyTree,
-    start: usize,
-    amount: usize,
-) -> NifResult<Term<'a>> {
-    let mut terms: Vec<ErlNifTerm> = Vec::with_capacity(amount);
+fn decode_list<'a>(env: Env<'a>, tree: &KeyTree, start: usize, amount: usize) -> Outcome<'a> {
+    let mut terms = TermBuffer::with_capacity(env, amount);
     for element in tree.iter_from(start).take(amount) {
-        terms.push(term_codec::decode(env, element)?.as_c_arg());
+        terms.push(term_codec::decode(env, element)?);
     }
-    // SAFETY: every term was made in `env` during this call.
-    let list =
-        unsafe { sys::enif_make_list_from_array(env.as_c_arg(), terms.as_ptr(), terms.len() as _) };
-    Ok(unsafe { Term::new(env, list) })
+    Ok(terms.list(0))
 }
 
 #[rustler::nif]
@@ -247,30 +200,41 @@ fn sorted_set_snapshot(set: Set) -> Set {
     SortedSet::new(set.snapshot(), true)
 }
 
-#[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_memory(set: &SortedSet) -> usize {
-    std::mem::size_of::<SortedSet>() + set.snapshot().heap_bytes()
+/// Trees of up to this many elements are measured on a normal scheduler.
+const NORMAL_MEMORY_ELEMENTS: usize = 64 * 1024;
+
+fn memory<'a>(call: Call<'a>, set: &SortedSet) -> Outcome<'a> {
+    let tree = set.snapshot();
+    call.go_dirty_if(tree.len() > NORMAL_MEMORY_ELEMENTS)?;
+    Ok((std::mem::size_of::<SortedSet>() + tree.heap_bytes()).encode(call.env()))
 }
 
 /// Builds a set from a list. With `strictly_ascending`, the terms must already be in
 /// strictly ascending order; otherwise they are sorted and de-duplicated, keeping the
-/// first of equal terms.
-#[rustler::nif(schedule = "DirtyCpu")]
-fn sorted_set_from_list(list: Term, strictly_ascending: bool) -> NifResult<Set> {
+/// first of equal terms. Short lists are built on the normal scheduler.
+fn from_list<'a>(call: Call<'a>, list: Term<'a>, strictly_ascending: bool) -> Outcome<'a> {
     // All elements go into one buffer: a million small allocations would cost as much to
     // free as to make, and freeing them contends with the schedulers' allocator.
     let mut arena: Vec<u8> = Vec::new();
     let mut spans: Vec<Span> = Vec::new();
     let mut rest = list;
+    let mut budget = call.budget(term_codec::NORMAL_BUDGET);
     while !rest.is_empty_list() {
         let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
-        let element = term_codec::encode(head, None).map_err(|e| match e {
+        let element = term_codec::encode(head, budget).map_err(|e| match e {
             EncodeError::Invalid(source) => Error::InElement {
                 position: spans.len(),
                 source: Box::new(source),
-            },
-            EncodeError::OverBudget => unreachable!("no budget on dirty schedulers"),
+            }
+            .into(),
+            EncodeError::OverBudget => crate::schedule::Exit::Dirty,
         })?;
+        if let Some(left) = budget.as_mut() {
+            // One unit per 16 bytes encoded, as the encoder counts them, and one a term.
+            let spent = 1 + element.as_bytes().len() / 16;
+            call.go_dirty_if(spent >= *left)?;
+            *left -= spent;
+        }
         spans.push(Span {
             start: arena.len(),
             len: element.as_bytes().len(),
@@ -293,7 +257,7 @@ fn sorted_set_from_list(list: Term, strictly_ascending: bool) -> NifResult<Set> 
             .iter()
             .map(|span| &arena[span.start..span.start + span.len]),
     );
-    Ok(SortedSet::new(tree, false))
+    Ok(SortedSet::new(tree, false).encode(call.env()))
 }
 
 /// Where one encoded element lies in a shared buffer.

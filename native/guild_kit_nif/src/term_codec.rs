@@ -4,14 +4,16 @@
 //! nesting depth is bounded by memory rather than by the scheduler's C stack.
 
 use std::cell::RefCell;
-use std::os::raw::{c_int, c_uint};
 
 use guild_kit_core::key_tree::MAX_ELEMENT_LEN;
 use guild_kit_core::term_key::{Element, Escaped, Integer, KeyEncoder, KeyReader, Number, Token};
-use rustler::sys::{self, ErlNifCharEncoding, ErlNifTerm};
-use rustler::{Binary, Encoder, Env, Term, TermType};
+use rustler::sys::ErlNifTerm;
+use rustler::types::binary::NewBinary;
+use rustler::{Atom, Binary, Encoder, Env, Term, TermType};
 
 use crate::error::Error;
+use crate::raw::{self, TermBuffer};
+use crate::schedule::{Call, Exit};
 
 /// How much work a walk may do on a normal scheduler before it gives up and asks to be
 /// rerun on a dirty one. One unit is a term node or 16 bytes of binary or atom text;
@@ -41,29 +43,28 @@ enum Work<'a> {
     AssembleMap { values: Vec<Term<'a>>, exact: bool },
 }
 
-/// Encodes `term` for a NIF that may run on either kind of scheduler: with the normal
-/// budget unless `dirty`, and `Ok(None)` when that budget ran out.
-pub fn encode_arg(term: Term, dirty: bool) -> Result<Option<Element>, Error> {
-    match encode(term, (!dirty).then_some(NORMAL_BUDGET)) {
-        Ok(element) => Ok(Some(element)),
-        Err(EncodeError::OverBudget) => Ok(None),
-        Err(EncodeError::Invalid(error)) => Err(error),
+impl From<EncodeError> for Exit {
+    fn from(error: EncodeError) -> Self {
+        match error {
+            EncodeError::Invalid(error) => error.into(),
+            EncodeError::OverBudget => Exit::Dirty,
+        }
     }
 }
 
-/// Encodes a term to look up, or gives the reply to return at once: `guild_kit_dirty`
-/// when a normal-scheduler budget ran out, `absent` when the term cannot be stored (and
-/// so cannot be present).
-pub fn encode_lookup<'a>(
-    env: Env<'a>,
-    term: Term<'a>,
-    dirty: bool,
-    absent: Term<'a>,
-) -> Result<Element, Term<'a>> {
-    match encode_arg(term, dirty) {
-        Ok(Some(element)) => Ok(element),
-        Ok(None) => Err(crate::atoms::guild_kit_dirty().encode(env)),
-        Err(_) => Err(absent),
+/// Encodes a term to store, within the normal budget unless `call` is dirty. A term
+/// that cannot be stored raises.
+pub fn encode_arg(call: &Call, term: Term) -> Result<Element, Exit> {
+    Ok(encode(term, call.budget(NORMAL_BUDGET))?)
+}
+
+/// Encodes a term to look up, within the normal budget unless `call` is dirty.
+/// `Ok(None)` when the term cannot be stored, and so cannot be present.
+pub fn encode_lookup(call: &Call, term: Term) -> Result<Option<Element>, Exit> {
+    match encode(term, call.budget(NORMAL_BUDGET)) {
+        Ok(element) => Ok(Some(element)),
+        Err(EncodeError::Invalid(_)) => Ok(None),
+        Err(EncodeError::OverBudget) => Err(Exit::Dirty),
     }
 }
 
@@ -97,16 +98,15 @@ fn encode_flat(term: Term, out: &mut KeyEncoder) -> Result<bool, EncodeError> {
     if encode_scalar(term, false, out)? {
         return Ok(true);
     }
-    let Some(elements) = tuple_elements(term) else {
+    let Some(elements) = raw::tuple_elements(term) else {
         return Ok(false);
     };
     if elements.len() > 16 {
         return Ok(false);
     }
     out.push_tuple(elements.len());
-    for &element in elements {
-        // SAFETY: the element belongs to the tuple, alive for the whole NIF call.
-        if !encode_scalar(unsafe { Term::new(term.get_env(), element) }, false, out)? {
+    for element in elements.iter() {
+        if !encode_scalar(element, false, out)? {
             return Ok(false);
         }
     }
@@ -118,7 +118,7 @@ fn encode_scalar(term: Term, exact: bool, out: &mut KeyEncoder) -> Result<bool, 
     match term.get_type() {
         TermType::Integer | TermType::Float | TermType::Atom | TermType::Binary => {
             let mut no_children = Vec::new();
-            encode_node(term.get_env(), term, exact, out, &mut no_children)?;
+            encode_node(term, exact, out, &mut no_children)?;
             Ok(true)
         }
         _ => Ok(false),
@@ -126,7 +126,6 @@ fn encode_scalar(term: Term, exact: bool, out: &mut KeyEncoder) -> Result<bool, 
 }
 
 fn encode_nested(term: Term, budget: Option<usize>) -> Result<Element, EncodeError> {
-    let env = term.get_env();
     let mut spent = 0usize;
     let budget = budget.unwrap_or(usize::MAX);
     let mut stack = vec![Work::Term(term, false)];
@@ -141,7 +140,7 @@ fn encode_nested(term: Term, budget: Option<usize>) -> Result<Element, EncodeErr
         let out = encoders.last_mut().expect("an encoder is always open");
         match work {
             Work::Term(term, exact) => {
-                spent += encode_node(env, term, exact, out, &mut stack)?;
+                spent += encode_node(term, exact, out, &mut stack)?;
             }
             Work::ListTail(tail, exact) => {
                 if tail.is_empty_list() {
@@ -183,22 +182,16 @@ fn encode_nested(term: Term, budget: Option<usize>) -> Result<Element, EncodeErr
 
 /// Writes one node and pushes the work for its children. Returns extra budget spent.
 fn encode_node<'a>(
-    env: Env<'a>,
     term: Term<'a>,
     exact: bool,
     out: &mut KeyEncoder,
     stack: &mut Vec<Work<'a>>,
 ) -> Result<usize, Error> {
-    let raw_env = env.as_c_arg();
-    let raw = term.as_c_arg();
     match term.get_type() {
         TermType::Integer => {
-            let mut small: i64 = 0;
-            let mut unsigned: u64 = 0;
-            // SAFETY: env and term come from the running NIF call.
-            if unsafe { sys::enif_get_int64(raw_env, raw, &mut small) } != 0 {
+            if let Ok(small) = term.decode::<i64>() {
                 out.push_number(Number::Int(small), exact);
-            } else if unsafe { sys::enif_get_uint64(raw_env, raw, &mut unsigned) } != 0 {
+            } else if let Ok(unsigned) = term.decode::<u64>() {
                 out.push_number(Number::UInt(unsigned), exact);
             } else {
                 let (negative, magnitude) = bignum_parts(term).ok_or(Error::Corrupt)?;
@@ -213,10 +206,8 @@ fn encode_node<'a>(
             }
         }
         TermType::Float => {
-            let mut f: f64 = 0.0;
-            // SAFETY: as above.
-            unsafe { sys::enif_get_double(raw_env, raw, &mut f) };
-            out.push_number(Number::Float(f), exact);
+            let float = term.decode::<f64>().map_err(|_| Error::Corrupt)?;
+            out.push_number(Number::Float(float), exact);
         }
         TermType::Atom => {
             push_atom(term, out).ok_or(Error::Corrupt)?;
@@ -229,12 +220,14 @@ fn encode_node<'a>(
             return Ok(binary.len() / 16);
         }
         TermType::Tuple => {
-            let elements = tuple_elements(term).ok_or(Error::Corrupt)?;
+            let elements = raw::tuple_elements(term).ok_or(Error::Corrupt)?;
             out.push_tuple(elements.len());
-            for &element in elements.iter().rev() {
-                // SAFETY: the element belongs to the tuple, alive for the whole NIF call.
-                stack.push(Work::Term(unsafe { Term::new(env, element) }, exact));
-            }
+            stack.extend(
+                elements
+                    .iter()
+                    .rev()
+                    .map(|element| Work::Term(element, exact)),
+            );
         }
         TermType::List => {
             out.push_list_start();
@@ -271,30 +264,6 @@ fn encode_node<'a>(
     Ok(0)
 }
 
-/// The elements of a tuple, or `None` when `term` is not one.
-pub(crate) fn tuple_elements<'a>(term: Term<'a>) -> Option<&'a [ErlNifTerm]> {
-    let mut arity: c_int = 0;
-    let mut elements: *const ErlNifTerm = std::ptr::null();
-    // SAFETY: on success `elements` points at `arity` terms owned by the tuple, which
-    // lives as long as the NIF call (the `'a` of the term).
-    let ok = unsafe {
-        sys::enif_get_tuple(
-            term.get_env().as_c_arg(),
-            term.as_c_arg(),
-            &mut arity,
-            &mut elements,
-        )
-    };
-    if ok == 0 {
-        return None;
-    }
-    Some(if arity == 0 {
-        &[]
-    } else {
-        unsafe { std::slice::from_raw_parts(elements, arity as usize) }
-    })
-}
-
 /// Sign and big-endian magnitude of a bignum, read from its external term format
 /// (the NIF API has no direct accessor).
 fn bignum_parts(term: Term) -> Option<(bool, Vec<u8>)> {
@@ -315,28 +284,9 @@ fn bignum_parts(term: Term) -> Option<(bool, Vec<u8>)> {
 }
 
 fn push_atom(term: Term, out: &mut KeyEncoder) -> Option<()> {
-    let env = term.get_env().as_c_arg();
-    let raw = term.as_c_arg();
-    let mut len: c_uint = 0;
-    // SAFETY: env and term come from the running NIF call; the buffer holds len + 1.
-    let latin1 = unsafe {
-        sys::enif_get_atom_length(env, raw, &mut len, ErlNifCharEncoding::ERL_NIF_LATIN1)
-    };
-    if latin1 != 0 {
-        let mut buf = [0u8; 256];
-        let written = unsafe {
-            sys::enif_get_atom(
-                env,
-                raw,
-                buf.as_mut_ptr() as *mut _,
-                len + 1,
-                ErlNifCharEncoding::ERL_NIF_LATIN1,
-            )
-        };
-        if written == 0 {
-            return None;
-        }
-        out.push_atom_latin1(&buf[..len as usize]);
+    let mut buffer = [0u8; 256];
+    if let Some(latin1) = raw::atom_latin1(term, &mut buffer) {
+        out.push_atom_latin1(latin1);
         return Some(());
     }
     // NIF API 2.16 cannot read atoms beyond Latin-1; their external format carries UTF-8.
@@ -383,16 +333,22 @@ pub fn decode_next<'a>(env: Env<'a>, reader: &mut KeyReader) -> Result<Term<'a>,
     SCRATCH
         .with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
-                let (frames, values) = &mut *scratch;
+                let (frames, storage) = &mut *scratch;
                 frames.clear();
-                values.clear();
-                let term = decode_with(env, reader, frames, values);
-                if values.capacity() > KEEP_CAPACITY || frames.capacity() > KEEP_CAPACITY {
+                let mut values = TermBuffer::reuse(env, std::mem::take(storage));
+                let term = decode_with(env, reader, frames, &mut values);
+                *storage = values.into_storage();
+                if storage.capacity() > KEEP_CAPACITY || frames.capacity() > KEEP_CAPACITY {
                     *scratch = (Vec::new(), Vec::new());
                 }
                 term
             }
-            Err(_) => decode_with(env, reader, &mut Vec::new(), &mut Vec::new()),
+            Err(_) => decode_with(
+                env,
+                reader,
+                &mut Vec::new(),
+                &mut TermBuffer::with_capacity(env, 0),
+            ),
         })
         .ok_or(Error::Corrupt)
 }
@@ -401,30 +357,24 @@ fn decode_with<'a>(
     env: Env<'a>,
     reader: &mut KeyReader,
     frames: &mut Vec<Frame>,
-    values: &mut Vec<ErlNifTerm>,
+    values: &mut TermBuffer<'a>,
 ) -> Option<Term<'a>> {
-    let raw_env = env.as_c_arg();
     while let Some(token) = reader.next().ok()? {
         let value = match token {
-            Token::Integer(Integer::I64(v)) => unsafe { sys::enif_make_int64(raw_env, v) },
-            Token::Integer(Integer::U64(v)) => unsafe { sys::enif_make_uint64(raw_env, v) },
+            Token::Integer(Integer::I64(v)) => v.encode(env),
+            Token::Integer(Integer::U64(v)) => v.encode(env),
             Token::Integer(Integer::Big {
                 negative,
                 magnitude,
             }) => make_bignum(env, negative, &magnitude)?,
-            Token::Float(f) => unsafe { sys::enif_make_double(raw_env, f) },
+            Token::Float(f) => f.encode(env),
             Token::Atom(text) => make_atom(env, text)?,
             Token::Binary(bytes) => {
-                let mut term: ErlNifTerm = ErlNifTerm::default();
-                // SAFETY: enif_make_new_binary returns a writable buffer of that length.
-                let data = unsafe { sys::enif_make_new_binary(raw_env, bytes.len(), &mut term) };
-                if !bytes.is_empty() {
-                    let dst = unsafe { std::slice::from_raw_parts_mut(data, bytes.len()) };
-                    bytes.copy_to(dst);
-                }
-                term
+                let mut binary = NewBinary::new(env, bytes.len());
+                bytes.copy_to(binary.as_mut_slice());
+                binary.into()
             }
-            Token::Tuple(0) => unsafe { sys::enif_make_tuple_from_array(raw_env, [].as_ptr(), 0) },
+            Token::Tuple(0) => values.tuple(values.len()),
             Token::Tuple(arity) => {
                 frames.push(Frame::Tuple {
                     arity,
@@ -432,7 +382,7 @@ fn decode_with<'a>(
                 });
                 continue;
             }
-            Token::Map(0) => unsafe { sys::enif_make_new_map(raw_env) },
+            Token::Map(0) => Term::map_new(env),
             Token::Map(size) => {
                 frames.push(Frame::Map {
                     size,
@@ -450,10 +400,7 @@ fn decode_with<'a>(
                 let Some(Frame::List { start }) = frames.pop() else {
                     return None;
                 };
-                let items = &values[start..];
-                let list = unsafe {
-                    sys::enif_make_list_from_array(raw_env, items.as_ptr(), items.len() as c_uint)
-                };
+                let list = values.list(start);
                 values.truncate(start);
                 list
             }
@@ -463,28 +410,10 @@ fn decode_with<'a>(
         loop {
             let (start, built) = match frames.last() {
                 Some(&Frame::Tuple { arity, start }) if values.len() - start == arity => {
-                    let items = &values[start..];
-                    let tuple = unsafe {
-                        sys::enif_make_tuple_from_array(raw_env, items.as_ptr(), arity as c_uint)
-                    };
-                    (start, tuple)
+                    (start, values.tuple(start))
                 }
                 Some(&Frame::Map { size, start }) if values.len() - start == 2 * size => {
-                    let (keys, vals) = values[start..].split_at(size);
-                    let mut map: ErlNifTerm = ErlNifTerm::default();
-                    let ok = unsafe {
-                        sys::enif_make_map_from_arrays(
-                            raw_env,
-                            keys.as_ptr(),
-                            vals.as_ptr(),
-                            size,
-                            &mut map,
-                        )
-                    };
-                    if ok == 0 {
-                        return None;
-                    }
-                    (start, map)
+                    (start, values.map(start)?)
                 }
                 _ => break,
             };
@@ -499,10 +428,10 @@ fn decode_with<'a>(
     if !frames.is_empty() || values.len() != 1 {
         return None;
     }
-    Some(unsafe { Term::new(env, values[0]) })
+    values.last()
 }
 
-pub(crate) fn make_bignum(env: Env, negative: bool, magnitude: &[u8]) -> Option<ErlNifTerm> {
+pub(crate) fn make_bignum<'a>(env: Env<'a>, negative: bool, magnitude: &[u8]) -> Option<Term<'a>> {
     let mut etf = Vec::with_capacity(magnitude.len() + 8);
     etf.push(131);
     if magnitude.len() <= 255 {
@@ -513,31 +442,29 @@ pub(crate) fn make_bignum(env: Env, negative: bool, magnitude: &[u8]) -> Option<
     }
     etf.push(u8::from(negative));
     etf.extend(magnitude.iter().rev());
-    env.binary_to_term(&etf).map(|(term, _)| term.as_c_arg())
+    env.binary_to_term(&etf).map(|(term, _)| term)
 }
 
-fn make_atom(env: Env, text: Escaped) -> Option<ErlNifTerm> {
+fn make_atom<'a>(env: Env<'a>, text: Escaped) -> Option<Term<'a>> {
     let utf8 = match text.as_borrowed() {
         Some(plain) => std::borrow::Cow::Borrowed(plain),
         None => std::borrow::Cow::Owned(text.to_vec()),
     };
-    let raw_env = env.as_c_arg();
     if utf8.is_ascii() {
-        // SAFETY: the pointer and length describe `utf8`.
-        return Some(unsafe {
-            sys::enif_make_atom_len(raw_env, utf8.as_ptr() as *const _, utf8.len())
-        });
+        return Atom::from_bytes(env, &utf8)
+            .ok()
+            .map(|atom| atom.encode(env));
     }
     let chars = std::str::from_utf8(&utf8).ok()?;
     if chars.chars().all(|c| (c as u32) < 256) {
         let latin1: Vec<u8> = chars.chars().map(|c| c as u8).collect();
-        return Some(unsafe {
-            sys::enif_make_atom_len(raw_env, latin1.as_ptr() as *const _, latin1.len())
-        });
+        return Atom::from_bytes(env, &latin1)
+            .ok()
+            .map(|atom| atom.encode(env));
     }
     // Beyond Latin-1: build it from its external format, as NIF API 2.16 cannot.
     let mut etf = vec![131, 118];
     etf.extend_from_slice(&(utf8.len() as u16).to_be_bytes());
     etf.extend_from_slice(&utf8);
-    env.binary_to_term(&etf).map(|(term, _)| term.as_c_arg())
+    env.binary_to_term(&etf).map(|(term, _)| term)
 }

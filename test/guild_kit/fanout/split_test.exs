@@ -63,19 +63,20 @@ defmodule GuildKit.Fanout.SplitTest do
     assert remote == Enum.reverse(ghosts)
   end
 
-  test "gives the same split on the normal scheduler and on the dirty one", %{pids: pids} do
-    # Up to 4,096 receivers the normal-scheduler NIF answers; above, the dirty twin.
+  test "splits the same below and above the normal-scheduler budget", %{pids: pids} do
+    # Up to 4,096 receivers the split runs on the caller's scheduler; longer lists move
+    # the call to a dirty one. Either way each bucket holds exactly its receivers.
     for size <- [0, 1, 4_095, 4_096, 4_097, 10_000] do
       receivers = pids |> Stream.cycle() |> Enum.take(size)
-      normal = GuildKit.Native.fanout_split(receivers, 3)
-      dirty = GuildKit.Native.fanout_split_dirty(receivers, 3)
+      {buckets, counts, ^size, [], 0} = Fanout.split(receivers, 3)
 
-      if size <= 4_096 do
-        assert normal == dirty
-      else
-        assert normal == :guild_kit_dirty
-        assert Fanout.split(receivers, 3) == dirty
+      for index <- 0..2 do
+        bucket = elem(buckets, index)
+        assert length(bucket) == elem(counts, index)
+        assert Enum.all?(bucket, &(rem(:erlang.phash2(&1), 3) == index))
       end
+
+      assert buckets |> Tuple.to_list() |> Enum.concat() |> Enum.sort() == Enum.sort(receivers)
     end
   end
 
