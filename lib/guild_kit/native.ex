@@ -54,4 +54,33 @@ defmodule GuildKit.Native do
   def fanout_split_send(_receivers, _workers, _to, _payload), do: not_loaded()
   def fanout_split_send_more(_rest, _progress, _to, _payload), do: not_loaded()
   def fanout_check(_receivers, _position), do: not_loaded()
+
+  # GuildKit.Permissions
+  def permissions_new(_everyone, _roles, _owner, _channels), do: not_loaded()
+  def permissions_put_role(_perms, _role, _bits), do: not_loaded()
+  def permissions_delete_role(_perms, _role), do: not_loaded()
+  def permissions_put_everyone(_perms, _bits), do: not_loaded()
+  def permissions_put_owner(_perms, _owner), do: not_loaded()
+  def permissions_put_channel(_perms, _channel, _overwrites), do: not_loaded()
+  def permissions_delete_channel(_perms, _channel), do: not_loaded()
+  def permissions_compute(_perms, _member, _roles), do: not_loaded()
+  def permissions_compute_channel(_perms, _member, _roles, _channel), do: not_loaded()
+  def permissions_has_channel(_perms, _channel), do: not_loaded()
+  def permissions_export(_perms), do: not_loaded()
+  def permissions_info(_perms), do: not_loaded()
+
+  # GuildKit.Audience
+  def audience_new, do: not_loaded()
+  def audience_add(_audience, _pid, _member, _roles, _active, _windows), do: not_loaded()
+  def audience_update(_audience, _pid, _roles, _active, _windows), do: not_loaded()
+  def audience_update_member(_audience, _member, _roles), do: not_loaded()
+  def audience_remove(_audience, _pid), do: not_loaded()
+  def audience_member(_audience, _pid), do: not_loaded()
+  def audience_size(_audience), do: not_loaded()
+  def audience_select(_audience, _perms, _filter, _forced, _sessions), do: not_loaded()
+  def audience_count(_audience, _perms, _filter, _forced, _sessions), do: not_loaded()
+  def audience_select_groups(_audience, _perms, _channels, _required, _sessions), do: not_loaded()
+  def audience_to_list(_audience), do: not_loaded()
+  def audience_memory(_audience), do: not_loaded()
+  def audience_max_sessions, do: not_loaded()
 end

@@ -1,0 +1,622 @@
+//! NIFs behind `GuildKit.Audience`.
+//!
+//! The core (`guild_kit_core::audience`) knows sessions by slot; this adapter keeps
+//! each slot's pid and finds a session's slot from its pid. Local pids are kept as they
+//! are (one word each) and found through a hash table of slots; pids of other nodes,
+//! which only a relay with remote sessions has, are kept in their external format.
+//!
+//! Every call takes the audience's lock. A select starts on the caller's normal
+//! scheduler, estimates the cache work it needs, then the bytes of the list it builds,
+//! and moves to a dirty CPU scheduler when either would take more than a fraction of a
+//! millisecond (the cache work done before moving is kept: the rerun finds it done).
+
+use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use guild_kit_core::audience::{
+    slots_of, Audience, AudienceError, Filter, Sessions, Window, MAX_SESSIONS,
+};
+use guild_kit_core::term_key::Element;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use rustler::{Atom, Encoder, Env, LocalPid, NifResult, Term, TermType};
+
+use crate::error::Error;
+use crate::permissions::{Budget, PermissionsResource};
+use crate::raw::{self, TermBuffer};
+use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
+use crate::term_codec;
+
+rustler::atoms! {
+    all,
+    channel,
+    window,
+    active,
+    passive,
+    member_id,
+    role_ids,
+    pid,
+    watch,
+}
+
+/// Cache work (in the core's units, about 5 ns each) a select does on a normal
+/// scheduler before it moves to a dirty one.
+const NORMAL_SELECT_UNITS: u64 = 100_000;
+/// Bytes of result (list cells and pids) a select builds on a normal scheduler.
+const NORMAL_RESULT_BYTES: usize = 1 << 20;
+/// Heap bytes of a list cell, and of a remote pid besides.
+const CELL_BYTES: usize = 16;
+const REMOTE_PID_BYTES: usize = 40;
+/// Sessions `to_list` and `memory` walk on a normal scheduler.
+const NORMAL_SESSIONS: usize = 1024;
+
+pub struct AudienceResource {
+    state: Mutex<State>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for AudienceResource {}
+
+impl Handle for AudienceResource {
+    const KIND: &'static str = "GuildKit.Audience";
+}
+
+impl AudienceResource {
+    // No code path panics while holding the lock; should one ever do so, the state is
+    // still whole (each change is one core call plus table updates that cannot fail),
+    // so a poisoned lock is taken over.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A session's pid as the caller gave it.
+enum Pid {
+    Local(LocalPid),
+    /// The external term format of a pid of another node.
+    Remote(Box<[u8]>),
+}
+
+fn decode_pid(term: Term, position: usize) -> Result<Pid, Error> {
+    if let Ok(local) = term.decode::<LocalPid>() {
+        return Ok(Pid::Local(local));
+    }
+    if term.get_type() == TermType::Pid {
+        return Ok(Pid::Remote(term.to_binary().as_slice().into()));
+    }
+    Err(Error::BadArgument {
+        position,
+        expected: "a pid",
+    })
+}
+
+#[derive(Default)]
+struct State {
+    core: Audience,
+    /// Per slot: the session's pid. A slot of a remote session holds the pid of the
+    /// process that added it, never read.
+    pids: Vec<Option<LocalPid>>,
+    by_pid: HashTable<u32>,
+    remote: HashMap<u32, Box<[u8]>>,
+    remote_slots: HashMap<Box<[u8]>, u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl State {
+    fn slot_of(&self, pid: &Pid) -> Option<u32> {
+        match pid {
+            Pid::Local(local) => {
+                let pids = &self.pids;
+                self.by_pid
+                    .find(self.hasher.hash_one(local), |&slot| {
+                        pids[slot as usize].as_ref() == Some(local)
+                    })
+                    .copied()
+            }
+            Pid::Remote(etf) => self.remote_slots.get(etf).copied(),
+        }
+    }
+
+    fn insert(&mut self, slot: u32, pid: Pid) {
+        let index = slot as usize;
+        if self.pids.len() <= index {
+            self.pids.resize(index + 1, None);
+        }
+        match pid {
+            Pid::Local(local) => {
+                self.pids[index] = Some(local);
+                let (pids, hasher) = (&self.pids, &self.hasher);
+                self.by_pid
+                    .insert_unique(hasher.hash_one(local), slot, |&s| {
+                        hasher.hash_one(pids[s as usize].expect("a local slot"))
+                    });
+            }
+            Pid::Remote(etf) => {
+                self.pids[index] = None;
+                self.remote_slots.insert(etf.clone(), slot);
+                self.remote.insert(slot, etf);
+            }
+        }
+    }
+
+    fn forget(&mut self, slot: u32) {
+        let index = slot as usize;
+        match self.pids.get_mut(index).and_then(Option::take) {
+            Some(local) => {
+                if let Ok(entry) = self
+                    .by_pid
+                    .find_entry(self.hasher.hash_one(local), |&s| s == slot)
+                {
+                    entry.remove();
+                }
+            }
+            None => {
+                if let Some(etf) = self.remote.remove(&slot) {
+                    self.remote_slots.remove(&etf);
+                }
+            }
+        }
+    }
+
+    fn pid_term<'a>(&self, env: Env<'a>, slot: u32) -> Result<Term<'a>, Error> {
+        match self.pids.get(slot as usize).copied().flatten() {
+            Some(local) => Ok(local.encode(env)),
+            None => {
+                let etf = self.remote.get(&slot).ok_or(Error::Corrupt)?;
+                env.binary_to_term(etf)
+                    .map(|(term, _)| term)
+                    .ok_or(Error::Corrupt)
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.core.heap_bytes()
+            + self.pids.capacity() * std::mem::size_of::<Option<LocalPid>>()
+            + self.by_pid.allocation_size()
+            + self.remote.allocation_size()
+            + self.remote_slots.allocation_size()
+            + self.remote.values().map(|etf| 2 * etf.len()).sum::<usize>()
+    }
+}
+
+impl From<AudienceError> for Error {
+    fn from(error: AudienceError) -> Self {
+        match error {
+            AudienceError::Full => Error::Full,
+            AudienceError::UnknownChannel => Error::UnknownChannel,
+            AudienceError::TooLarge => Error::TermTooLarge {
+                limit: u32::MAX as usize,
+            },
+        }
+    }
+}
+
+nifs! {
+    fn audience_add(audience: &AudienceResource, pid: Term, member: Term, roles: Term, active: bool, windows: Term) => add;
+    fn audience_update(audience: &AudienceResource, pid: Term, roles: Term, active: Term, windows: Term) => update;
+    fn audience_update_member(audience: &AudienceResource, member: Term, roles: Term) => update_member;
+    fn audience_select(audience: &AudienceResource, perms: &PermissionsResource, filter: Term, forced: Term, sessions: Term) => select;
+    fn audience_count(audience: &AudienceResource, perms: &PermissionsResource, filter: Term, forced: Term, sessions: Term) => count;
+    fn audience_select_groups(audience: &AudienceResource, perms: &PermissionsResource, channels: Term, required: u64, sessions: Term) => select_groups;
+    fn audience_to_list(audience: &AudienceResource) => to_list;
+    fn audience_memory(audience: &AudienceResource) => memory;
+}
+
+#[rustler::nif]
+fn audience_new() -> rustler::ResourceArc<AudienceResource> {
+    rustler::ResourceArc::new(AudienceResource {
+        state: Mutex::new(State::default()),
+    })
+}
+
+#[rustler::nif]
+fn audience_size(audience: &AudienceResource) -> usize {
+    audience.lock().core.len()
+}
+
+#[rustler::nif]
+fn audience_member(audience: &AudienceResource, pid: Term) -> NifResult<bool> {
+    let pid = decode_pid(pid, 1)?;
+    Ok(audience.lock().slot_of(&pid).is_some())
+}
+
+#[rustler::nif]
+fn audience_remove(audience: &AudienceResource, pid: Term) -> NifResult<bool> {
+    let pid = decode_pid(pid, 1)?;
+    let mut state = audience.lock();
+    let Some(slot) = state.slot_of(&pid) else {
+        return Ok(false);
+    };
+    state.core.remove(slot);
+    state.forget(slot);
+    Ok(true)
+}
+
+/// A list of `{first, last}` windows.
+fn decode_windows(budget: &mut Budget, windows: Term) -> Result<Vec<Window>, Exit> {
+    let mut decoded = Vec::new();
+    let mut rest = windows;
+    while !rest.is_empty_list() {
+        let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
+        budget.spend(1)?;
+        let window: (u64, u64) = head.decode().map_err(|_| Error::InElement {
+            position: decoded.len(),
+            source: Box::new(Error::BadArgument {
+                position: 0,
+                expected: "a window {first, last} of integers in 0..2^64-1",
+            }),
+        })?;
+        decoded.push(window);
+        rest = tail;
+    }
+    Ok(decoded)
+}
+
+fn role_refs(roles: &[Element]) -> Vec<&[u8]> {
+    roles.iter().map(Element::as_bytes).collect()
+}
+
+fn add<'a>(
+    call: Call<'a>,
+    audience: &AudienceResource,
+    pid: Term<'a>,
+    member: Term<'a>,
+    roles: Term<'a>,
+    active: bool,
+    windows: Term<'a>,
+) -> Outcome<'a> {
+    let pid = decode_pid(pid, 1)?;
+    let mut budget = Budget::new(&call);
+    let member = budget.encode_arg(member, None)?;
+    let roles = budget.encode_list(roles, false)?;
+    let windows = decode_windows(&mut budget, windows)?;
+    let mut state = audience.lock();
+    if state.slot_of(&pid).is_some() {
+        return Err(Error::SessionExists.into());
+    }
+    let slot = state
+        .core
+        .insert(member.as_bytes(), &role_refs(&roles), active, &windows)
+        .map_err(Error::from)?;
+    state.insert(slot, pid);
+    call.charge(1);
+    Ok(rustler::types::atom::ok().encode(call.env()))
+}
+
+/// `nil` keeps what the session has.
+fn update<'a>(
+    call: Call<'a>,
+    audience: &AudienceResource,
+    pid: Term<'a>,
+    roles: Term<'a>,
+    active: Term<'a>,
+    windows: Term<'a>,
+) -> Outcome<'a> {
+    let pid = decode_pid(pid, 1)?;
+    let keep = |term: Term| term.decode::<Atom>().ok() == Some(crate::atoms::nil());
+    let mut budget = Budget::new(&call);
+    let roles = match keep(roles) {
+        true => None,
+        false => Some(budget.encode_list(roles, false)?),
+    };
+    let active: Option<bool> = match keep(active) {
+        true => None,
+        false => Some(active.decode().map_err(|_| Error::BadArgument {
+            position: 3,
+            expected: "a boolean or nil",
+        })?),
+    };
+    let windows = match keep(windows) {
+        true => None,
+        false => Some(decode_windows(&mut budget, windows)?),
+    };
+    let mut state = audience.lock();
+    let slot = state.slot_of(&pid).ok_or(Error::UnknownSession)?;
+    if let Some(roles) = roles {
+        state
+            .core
+            .set_roles(slot, &role_refs(&roles))
+            .map_err(Error::from)?;
+    }
+    if let Some(active) = active {
+        state.core.set_active(slot, active);
+    }
+    if let Some(windows) = windows {
+        state.core.set_windows(slot, &windows);
+    }
+    call.charge(1);
+    Ok(rustler::types::atom::ok().encode(call.env()))
+}
+
+fn update_member<'a>(
+    call: Call<'a>,
+    audience: &AudienceResource,
+    member: Term<'a>,
+    roles: Term<'a>,
+) -> Outcome<'a> {
+    let mut budget = Budget::new(&call);
+    let roles = budget.encode_list(roles, false)?;
+    let Some(member) = budget.encode_lookup(member)? else {
+        return Ok(0.encode(call.env()));
+    };
+    let updated = audience
+        .lock()
+        .core
+        .set_member_roles(member.as_bytes(), &role_refs(&roles))
+        .map_err(Error::from)?;
+    call.charge(1);
+    Ok(updated.encode(call.env()))
+}
+
+/// A decoded filter, owning its channel key.
+enum OwnedFilter {
+    All,
+    Channel(Element, u64),
+    Window(Window),
+}
+
+impl OwnedFilter {
+    fn as_filter(&self) -> Filter<'_> {
+        match self {
+            OwnedFilter::All => Filter::All,
+            OwnedFilter::Channel(channel, required) => Filter::Channel {
+                channel: channel.as_bytes(),
+                required: *required,
+            },
+            OwnedFilter::Window(window) => Filter::Window(*window),
+        }
+    }
+}
+
+/// `:all`, `{:channel, id, required}` or `{:window, first, last}`, as the Elixir side
+/// normalizes them.
+fn decode_filter(budget: &mut Budget, filter: Term) -> Result<OwnedFilter, Exit> {
+    let bad = || Error::BadArgument {
+        position: 2,
+        expected: ":all, {:channel, channel_id, required_bits} or {:window, first, last}",
+    };
+    if filter.decode::<Atom>().ok() == Some(all()) {
+        return Ok(OwnedFilter::All);
+    }
+    let elements = raw::tuple_elements(filter).ok_or_else(bad)?;
+    let fields: Vec<Term> = elements.iter().collect();
+    let tag = fields.first().and_then(|tag| tag.decode::<Atom>().ok());
+    match (tag, fields.as_slice()) {
+        (Some(tag), [_, id, required]) if tag == channel() => {
+            let required: u64 = required.decode().map_err(|_| bad())?;
+            // A channel id that cannot be stored names no channel.
+            let id = budget.encode_lookup(*id)?.ok_or(Error::UnknownChannel)?;
+            Ok(OwnedFilter::Channel(id, required))
+        }
+        (Some(tag), [_, first, last]) if tag == window() => {
+            let first: u64 = first.decode().map_err(|_| bad())?;
+            let last: u64 = last.decode().map_err(|_| bad())?;
+            Ok(OwnedFilter::Window((first, last)))
+        }
+        _ => Err(bad().into()),
+    }
+}
+
+fn decode_sessions(sessions: Term) -> Result<Sessions, Error> {
+    match sessions.decode::<Atom>() {
+        Ok(atom) if atom == active() => Ok(Sessions::Active),
+        Ok(atom) if atom == passive() => Ok(Sessions::Passive),
+        Ok(atom) if atom == all() => Ok(Sessions::All),
+        _ => Err(Error::BadArgument {
+            position: 4,
+            expected: ":active, :passive or :all",
+        }),
+    }
+}
+
+/// Runs a select under the lock: decodes, estimates, updates the cache and hands the
+/// selected slots to `finish`.
+fn with_selection<'a>(
+    call: &Call<'a>,
+    audience: &AudienceResource,
+    perms: &PermissionsResource,
+    filter: Term<'a>,
+    forced: Term<'a>,
+    sessions: Term<'a>,
+    finish: impl FnOnce(&State, &[u64]) -> Outcome<'a>,
+) -> Outcome<'a> {
+    let started = Instant::now();
+    let mut budget = Budget::new(call);
+    let filter = decode_filter(&mut budget, filter)?;
+    let sessions = decode_sessions(sessions)?;
+    let forced = budget.encode_list(forced, true)?;
+    let forced = role_refs(&forced);
+    let mut guard = audience.lock();
+    let state = &mut *guard;
+    let model = &perms.model;
+    call.go_dirty_if(
+        state
+            .core
+            .select_cost(model, &filter.as_filter(), forced.len())
+            > NORMAL_SELECT_UNITS,
+    )?;
+    let selection = state
+        .core
+        .select(model, filter.as_filter(), sessions, &forced)
+        .map_err(Error::from)?;
+    let selection = selection.to_vec();
+    let result = finish(state, &selection);
+    call.charge_since(started);
+    result
+}
+
+fn select<'a>(
+    call: Call<'a>,
+    audience: &AudienceResource,
+    perms: &PermissionsResource,
+    filter: Term<'a>,
+    forced: Term<'a>,
+    sessions: Term<'a>,
+) -> Outcome<'a> {
+    with_selection(
+        &call,
+        audience,
+        perms,
+        filter,
+        forced,
+        sessions,
+        |state, selection| {
+            let count: usize = selection.iter().map(|w| w.count_ones() as usize).sum();
+            let remote = if state.remote.is_empty() {
+                0
+            } else {
+                slots_of(selection)
+                    .filter(|s| state.remote.contains_key(s))
+                    .count()
+            };
+            call.go_dirty_if(count * CELL_BYTES + remote * REMOTE_PID_BYTES > NORMAL_RESULT_BYTES)?;
+            let env = call.env();
+            let mut pids = TermBuffer::with_capacity(env, count);
+            if remote == 0 {
+                for slot in slots_of(selection) {
+                    if let Some(local) = state.pids[slot as usize] {
+                        pids.push(local.encode(env));
+                    }
+                }
+            } else {
+                for slot in slots_of(selection) {
+                    pids.push(state.pid_term(env, slot)?);
+                }
+            }
+            Ok(pids.list(0))
+        },
+    )
+}
+
+fn count<'a>(
+    call: Call<'a>,
+    audience: &AudienceResource,
+    perms: &PermissionsResource,
+    filter: Term<'a>,
+    forced: Term<'a>,
+    sessions: Term<'a>,
+) -> Outcome<'a> {
+    with_selection(
+        &call,
+        audience,
+        perms,
+        filter,
+        forced,
+        sessions,
+        |_, selection| {
+            let count: u64 = selection.iter().map(|w| u64::from(w.count_ones())).sum();
+            Ok(count.encode(call.env()))
+        },
+    )
+}
+
+/// `channels` is a list of `{channel_id, value}`; returns `[{%{channel_id => value},
+/// [pid]}]`, one entry per distinct set of visible channels.
+fn select_groups<'a>(
+    call: Call<'a>,
+    audience: &AudienceResource,
+    perms: &PermissionsResource,
+    channels: Term<'a>,
+    required: u64,
+    sessions: Term<'a>,
+) -> Outcome<'a> {
+    let started = Instant::now();
+    let env = call.env();
+    let sessions = decode_sessions(sessions)?;
+    let mut budget = Budget::new(&call);
+    let mut keys: Vec<(Term, Term)> = Vec::new();
+    let mut elements: Vec<Element> = Vec::new();
+    let mut rest = channels;
+    while !rest.is_empty_list() {
+        let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
+        let pair: (Term, Term) = head.decode().map_err(|_| Error::BadArgument {
+            position: 2,
+            expected: "a list of {channel_id, value} pairs",
+        })?;
+        elements.push(budget.encode_lookup(pair.0)?.ok_or(Error::UnknownChannel)?);
+        keys.push(pair);
+        rest = tail;
+    }
+    let asked: Vec<(&[u8], u64)> = elements.iter().map(|e| (e.as_bytes(), required)).collect();
+    let mut state = audience.lock();
+    // Each channel costs at most one select's cache work; the grouping walks every slot
+    // once per 64 channels.
+    let cost: u64 = asked
+        .iter()
+        .map(|&(channel, required)| {
+            state
+                .core
+                .select_cost(&perms.model, &Filter::Channel { channel, required }, 0)
+        })
+        .sum::<u64>()
+        + (state.core.len() * asked.len().div_ceil(64)) as u64;
+    call.go_dirty_if(cost > NORMAL_SELECT_UNITS)?;
+    let groups = state
+        .core
+        .group_by_channels(&perms.model, &asked, sessions)
+        .map_err(Error::from)?;
+    let bytes: usize = groups
+        .iter()
+        .map(|g| g.slots.len() * (CELL_BYTES + REMOTE_PID_BYTES) + g.channels.len() * 3 * 8 + 64)
+        .sum();
+    call.go_dirty_if(bytes > NORMAL_RESULT_BYTES)?;
+    let mut out = TermBuffer::with_capacity(env, groups.len());
+    for group in &groups {
+        let mut map = TermBuffer::with_capacity(env, 2 * group.channels.len());
+        for &k in &group.channels {
+            map.push(keys[k as usize].0);
+        }
+        for &k in &group.channels {
+            map.push(keys[k as usize].1);
+        }
+        let map = map
+            .map(0)
+            .ok_or(Error::Internal("duplicate channel ids in a group"))?;
+        let mut pids = TermBuffer::with_capacity(env, group.slots.len());
+        for &slot in &group.slots {
+            pids.push(state.pid_term(env, slot)?);
+        }
+        out.push((map, pids.list(0)).encode(env));
+    }
+    call.charge_since(started);
+    Ok(out.list(0))
+}
+
+fn to_list<'a>(call: Call<'a>, audience: &AudienceResource) -> Outcome<'a> {
+    let state = audience.lock();
+    call.go_dirty_if(state.core.len() > NORMAL_SESSIONS)?;
+    let env = call.env();
+    let mut out = TermBuffer::with_capacity(env, state.core.len());
+    for slot in state.core.slots() {
+        let session = state.core.session(slot).ok_or(Error::Corrupt)?;
+        let mut roles = TermBuffer::with_capacity(env, session.roles.len());
+        for role in &session.roles {
+            roles.push(term_codec::decode(env, role)?);
+        }
+        let windows: Vec<(u64, u64)> = session.windows.to_vec();
+        let fields = [
+            (pid(), state.pid_term(env, slot)?),
+            (member_id(), term_codec::decode(env, session.member)?),
+            (role_ids(), roles.list(0)),
+            (active(), session.active.encode(env)),
+            (watch(), windows.encode(env)),
+        ];
+        let map = Term::map_from_pairs(env, &fields.map(|(key, value)| (key.to_term(env), value)))
+            .map_err(|_| Error::Internal("building a session map"))?;
+        out.push(map);
+    }
+    Ok(out.list(0))
+}
+
+fn memory<'a>(call: Call<'a>, audience: &AudienceResource) -> Outcome<'a> {
+    let state = audience.lock();
+    call.go_dirty_if(state.core.len() > NORMAL_SESSIONS * 16)?;
+    Ok((std::mem::size_of::<AudienceResource>() + state.heap_bytes()).encode(call.env()))
+}
+
+/// Most sessions an audience holds.
+#[rustler::nif]
+fn audience_max_sessions() -> usize {
+    MAX_SESSIONS
+}
