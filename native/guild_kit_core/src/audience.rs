@@ -68,13 +68,21 @@ const MIN_LOG: usize = 1024;
 /// Work units of replaying one changed slot (hash lookups of its roles), relative to
 /// one slot of a full recompute.
 const REPLAY_UNITS: u64 = 16;
+/// Work units of putting one session into its group (a hash lookup and a push).
+const GROUP_UNITS: u64 = 24;
+
+/// Most distinct role ids an audience holds at once (role numbers take two bytes).
+pub const MAX_ROLES: usize = 1 << 16;
 
 /// A session's place in the audience.
 pub type Slot = u32;
+/// An interned role.
+type Role = u16;
 /// A watched member-list window: first and last row, inclusive.
 pub type Window = (u64, u64);
 
-const NONE: u32 = u32::MAX;
+/// Slot numbers fit in two bytes: the tables of slots store them so.
+const _: () = assert!(MAX_SESSIONS <= 1 << 16);
 
 /// Which sessions a select considers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +120,22 @@ pub enum AudienceError {
     UnknownChannel,
     /// The member keys or role sets would exceed 4 GiB.
     TooLarge,
+    /// The sessions would hold more than [`MAX_ROLES`] distinct role ids.
+    TooManyRoles,
+}
+
+/// Makes room for `additional` more items, growing by a quarter rather than doubling:
+/// the arrays that grow with the sessions keep at most a quarter of slack, at an
+/// amortized O(1) per item all the same.
+fn reserve<T>(items: &mut Vec<T>, additional: usize) {
+    if items.len() + additional > items.capacity() {
+        items.reserve_exact(additional.max(items.capacity() / 4).max(16));
+    }
+}
+
+fn push<T>(items: &mut Vec<T>, item: T) {
+    reserve(items, 1);
+    items.push(item);
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -182,47 +206,51 @@ pub fn slots_of(words: &[u64]) -> impl Iterator<Item = Slot> + '_ {
 struct Roles {
     keys: Vec<Box<[u8]>>,
     sets_holding: Vec<u32>,
-    free: Vec<u32>,
-    table: HashTable<u32>,
+    free: Vec<Role>,
+    table: HashTable<Role>,
 }
 
 impl Roles {
-    fn find(&self, hasher: &DefaultHashBuilder, key: &[u8]) -> Option<u32> {
+    fn find(&self, hasher: &DefaultHashBuilder, key: &[u8]) -> Option<Role> {
         let keys = &self.keys;
         self.table
             .find(hasher.hash_one(key), |&role| *keys[role as usize] == *key)
             .copied()
     }
 
-    /// The role's number, and whether it was new.
-    fn intern(&mut self, hasher: &DefaultHashBuilder, key: &[u8]) -> (u32, bool) {
+    /// The role's number, and whether it is new (held by no set yet).
+    fn intern(
+        &mut self,
+        hasher: &DefaultHashBuilder,
+        key: &[u8],
+    ) -> Result<(Role, bool), AudienceError> {
         if let Some(role) = self.find(hasher, key) {
-            return (role, false);
+            return Ok((role, false));
         }
         let role = match self.free.pop() {
             Some(role) => {
                 self.keys[role as usize] = key.into();
                 role
             }
-            None => {
+            None if self.keys.len() < MAX_ROLES => {
                 self.keys.push(key.into());
                 self.sets_holding.push(0);
-                (self.keys.len() - 1) as u32
+                (self.keys.len() - 1) as Role
             }
+            None => return Err(AudienceError::TooManyRoles),
         };
         let keys = &self.keys;
         self.table.insert_unique(hasher.hash_one(key), role, |&r| {
             hasher.hash_one(&*keys[r as usize])
         });
-        (role, true)
+        Ok((role, true))
     }
 
-    fn release(&mut self, hasher: &DefaultHashBuilder, role: u32) {
+    fn release(&mut self, hasher: &DefaultHashBuilder, role: Role) {
         let held = &mut self.sets_holding[role as usize];
         *held -= 1;
         if *held == 0 {
-            let keys = &self.keys;
-            let key = &keys[role as usize];
+            let key = &self.keys[role as usize];
             if let Ok(entry) = self
                 .table
                 .find_entry(hasher.hash_one(&**key), |&r| r == role)
@@ -238,7 +266,7 @@ impl Roles {
         self.keys.capacity() * std::mem::size_of::<Box<[u8]>>()
             + self.keys.iter().map(|k| k.len()).sum::<usize>()
             + self.sets_holding.capacity() * 4
-            + self.free.capacity() * 4
+            + self.free.capacity() * 2
             + self.table.allocation_size()
     }
 }
@@ -249,7 +277,7 @@ impl Roles {
 struct RoleSets {
     spans: Vec<Span>,
     sessions: Vec<u32>,
-    arena: Vec<u32>,
+    arena: Vec<Role>,
     garbage: usize,
     free: Vec<u32>,
     table: HashTable<u32>,
@@ -257,7 +285,7 @@ struct RoleSets {
 
 impl RoleSets {
     #[inline]
-    fn roles(&self, set: u32) -> &[u32] {
+    fn roles(&self, set: u32) -> &[Role] {
         &self.arena[self.spans[set as usize].range()]
     }
 
@@ -265,7 +293,7 @@ impl RoleSets {
     fn intern(
         &mut self,
         hasher: &DefaultHashBuilder,
-        roles: &[u32],
+        roles: &[Role],
     ) -> Result<(u32, bool), AudienceError> {
         let hash = hasher.hash_one(roles);
         let (spans, arena) = (&self.spans, &self.arena);
@@ -286,6 +314,7 @@ impl RoleSets {
             start: self.arena.len() as u32,
             len: roles.len() as u32,
         };
+        reserve(&mut self.arena, roles.len());
         self.arena.extend_from_slice(roles);
         let set = match self.free.pop() {
             Some(set) => {
@@ -294,8 +323,8 @@ impl RoleSets {
                 set
             }
             None => {
-                self.spans.push(span);
-                self.sessions.push(1);
+                push(&mut self.spans, span);
+                push(&mut self.sessions, 1);
                 (self.spans.len() - 1) as u32
             }
         };
@@ -352,7 +381,7 @@ impl RoleSets {
     fn heap_bytes(&self) -> usize {
         self.spans.capacity() * std::mem::size_of::<Span>()
             + self.sessions.capacity() * 4
-            + self.arena.capacity() * 4
+            + self.arena.capacity() * 2
             + self.free.capacity() * 4
             + self.table.allocation_size()
     }
@@ -363,14 +392,15 @@ impl RoleSets {
 struct Table {
     member_span: Vec<Span>,
     role_set: Vec<u32>,
-    next_of_member: Vec<u32>,
+    /// The next session of the same member; a slot's own number ends the chain.
+    next_of_member: Vec<u16>,
     occupied: Bits,
     active: Bits,
     free: Vec<u32>,
     len: usize,
     keys: Vec<u8>,
     key_garbage: usize,
-    member_heads: HashTable<u32>,
+    member_heads: HashTable<u16>,
     roles: Roles,
     sets: RoleSets,
     windows: StdHashMap<Window, BTreeSet<u32>>,
@@ -390,24 +420,33 @@ impl Table {
             .find(self.hasher.hash_one(member), |&s| {
                 keys[spans[s as usize].range()] == *member
             })
-            .copied()
+            .map(|&s| u32::from(s))
     }
 
     /// The slots of `member`'s sessions (unordered).
     fn slots_of_member<'t>(&'t self, member: &[u8]) -> impl Iterator<Item = u32> + 't {
-        let mut next = self.head_of(member).unwrap_or(NONE);
+        let mut next = self.head_of(member);
         std::iter::from_fn(move || {
-            if next == NONE {
-                return None;
-            }
-            let slot = next;
-            next = self.next_of_member[slot as usize];
+            let slot = next?;
+            let after = u32::from(self.next_of_member[slot as usize]);
+            next = (after != slot).then_some(after);
             Some(slot)
         })
     }
 
     fn is_session(&self, slot: u32) -> bool {
         self.occupied.get(slot)
+    }
+
+    /// The sessions `sessions` names among the 64 slots of word `index`.
+    #[inline]
+    fn considered(&self, index: usize, sessions: Sessions) -> u64 {
+        let (occupied, active) = (self.occupied.word(index), self.active.word(index));
+        match sessions {
+            Sessions::Active => active,
+            Sessions::Passive => occupied & !active,
+            Sessions::All => occupied,
+        }
     }
 
     fn slot_count(&self) -> usize {
@@ -419,25 +458,32 @@ impl Table {
     }
 
     /// Sorted, deduplicated role numbers for these keys, interning new roles. Returns
-    /// the numbers and which of them are new.
-    fn intern_roles(&mut self, roles: &[&[u8]]) -> (Vec<u32>, Vec<u32>) {
+    /// the numbers and which of them are new. Nothing is left interned on error.
+    fn intern_roles(&mut self, roles: &[&[u8]]) -> Result<(Vec<Role>, Vec<Role>), AudienceError> {
         let mut numbers = Vec::with_capacity(roles.len());
         let mut new = Vec::new();
         for key in roles {
-            let (role, is_new) = self.roles.intern(&self.hasher, key);
-            if is_new {
-                new.push(role);
+            match self.roles.intern(&self.hasher, key) {
+                Ok((role, is_new)) => {
+                    if is_new {
+                        new.push(role);
+                    }
+                    numbers.push(role);
+                }
+                Err(error) => {
+                    self.drop_unheld(&new);
+                    return Err(error);
+                }
             }
-            numbers.push(role);
         }
         numbers.sort_unstable();
         numbers.dedup();
-        (numbers, new)
+        Ok((numbers, new))
     }
 
     /// Interns a role set for these role numbers; a new set holds each of its roles.
     /// Returns the set and whether it is new.
-    fn intern_set(&mut self, numbers: &[u32]) -> Result<(u32, bool), AudienceError> {
+    fn intern_set(&mut self, numbers: &[Role]) -> Result<(u32, bool), AudienceError> {
         let (set, is_new) = self.sets.intern(&self.hasher, numbers)?;
         if is_new {
             for &role in numbers {
@@ -448,7 +494,7 @@ impl Table {
     }
 
     /// Drops roles interned for a set that was not created after all.
-    fn drop_unheld(&mut self, new_roles: &[u32]) {
+    fn drop_unheld(&mut self, new_roles: &[Role]) {
         for &role in new_roles {
             if self.roles.sets_holding[role as usize] == 0 {
                 self.roles.sets_holding[role as usize] = 1;
@@ -478,6 +524,7 @@ impl Table {
             start: self.keys.len() as u32,
             len: member.len() as u32,
         };
+        reserve(&mut self.keys, member.len());
         self.keys.extend_from_slice(member);
         Ok(span)
     }
@@ -494,49 +541,66 @@ impl Table {
         self.key_garbage = 0;
     }
 
+    /// Chains `slot` into its member's sessions, right after the first one.
     fn link_member(&mut self, slot: u32) {
-        let member_span = self.member_span[slot as usize];
-        let member = &self.keys[member_span.range()];
+        let member = &self.keys[self.member_span[slot as usize].range()];
         match self.head_of(member) {
             Some(head) => {
-                self.next_of_member[slot as usize] = self.next_of_member[head as usize];
-                self.next_of_member[head as usize] = slot;
+                let after = self.next_of_member[head as usize];
+                // The head was the last one: `slot` becomes the last one.
+                self.next_of_member[slot as usize] = if u32::from(after) == head {
+                    slot as u16
+                } else {
+                    after
+                };
+                self.next_of_member[head as usize] = slot as u16;
             }
             None => {
-                self.next_of_member[slot as usize] = NONE;
-                let (keys, spans) = (&self.keys, &self.member_span);
-                let hash = self.hasher.hash_one(member);
-                let hasher = &self.hasher;
-                self.member_heads.insert_unique(hash, slot, |&s| {
-                    hasher.hash_one(&keys[spans[s as usize].range()])
-                });
+                self.next_of_member[slot as usize] = slot as u16;
+                let (keys, spans, hasher) = (&self.keys, &self.member_span, &self.hasher);
+                self.member_heads
+                    .insert_unique(hasher.hash_one(member), slot as u16, |&s| {
+                        hasher.hash_one(&keys[spans[s as usize].range()])
+                    });
             }
         }
     }
 
     fn unlink_member(&mut self, slot: u32) {
-        let head = self.head_of(self.member(slot)).unwrap_or(NONE);
-        let next = self.next_of_member[slot as usize];
+        let Some(head) = self.head_of(self.member(slot)) else {
+            return;
+        };
+        let next = u32::from(self.next_of_member[slot as usize]);
+        let is_last = next == slot;
         if head == slot {
             let hash = self.hasher.hash_one(self.member(slot));
-            if let Ok(entry) = self.member_heads.find_entry(hash, |&s| s == slot) {
-                if next == NONE {
+            if let Ok(entry) = self
+                .member_heads
+                .find_entry(hash, |&s| u32::from(s) == slot)
+            {
+                if is_last {
                     entry.remove();
                 } else {
-                    *entry.into_mut() = next;
+                    *entry.into_mut() = next as u16;
                 }
             }
         } else {
             let mut at = head;
-            while at != NONE {
-                if self.next_of_member[at as usize] == slot {
-                    self.next_of_member[at as usize] = next;
+            loop {
+                let after = u32::from(self.next_of_member[at as usize]);
+                if after == slot {
+                    // The one before `slot` takes its successor, or ends the chain.
+                    self.next_of_member[at as usize] =
+                        if is_last { at as u16 } else { next as u16 };
                     break;
                 }
-                at = self.next_of_member[at as usize];
+                if after == at {
+                    break;
+                }
+                at = after;
             }
         }
-        self.next_of_member[slot as usize] = NONE;
+        self.next_of_member[slot as usize] = slot as u16;
     }
 
     fn set_windows(&mut self, slot: u32, windows: &[Window]) {
@@ -567,7 +631,7 @@ impl Table {
     fn heap_bytes(&self) -> usize {
         let slots = self.member_span.capacity() * std::mem::size_of::<Span>()
             + self.role_set.capacity() * 4
-            + self.next_of_member.capacity() * 4
+            + self.next_of_member.capacity() * 2
             + (self.occupied.0.capacity() + self.active.0.capacity()) * 8
             + self.free.capacity() * 4;
         // A BTreeSet node holds up to 11 slots in about 96 bytes; count 16 per slot.
@@ -600,7 +664,7 @@ struct Known {
 }
 
 impl Known {
-    fn refresh_role(&mut self, table: &Table, role: u32) {
+    fn refresh_role(&mut self, table: &Table, role: Role) {
         let bits = self
             .model
             .as_ref()
@@ -620,39 +684,11 @@ impl Known {
         }
         let index = set as usize;
         if self.set_base.len() <= index {
+            let missing = index + 1 - self.set_base.len();
+            reserve(&mut self.set_base, missing);
             self.set_base.resize(index + 1, 0);
         }
         self.set_base[index] = crate::permissions::admin_to_all(bits);
-    }
-
-    fn is_owner(&self, member: &[u8]) -> bool {
-        self.model.as_ref().is_some_and(|m| m.is_owner(member))
-    }
-
-    /// The permissions in `channel` of the session in `slot`.
-    ///
-    /// Time: O(k).
-    fn slot_permissions(&self, table: &Table, channel: &Channel, slot: u32) -> u64 {
-        let member = table.member(slot);
-        if self.is_owner(member) {
-            return ALL;
-        }
-        let set = table.role_set[slot as usize];
-        let base = self.set_base[set as usize];
-        if base == ALL {
-            return ALL;
-        }
-        let known = table
-            .sets
-            .roles(set)
-            .iter()
-            .filter(|&&role| self.role_bits[role as usize].is_some())
-            .map(|&role| &*table.roles.keys[role as usize]);
-        let in_roles = channel.apply_roles(base, known);
-        match channel.member(member) {
-            Some(overwrite) => overwrite.apply(in_roles),
-            None => in_roles,
-        }
     }
 }
 
@@ -802,9 +838,9 @@ impl Audience {
                 slot
             }
             None => {
-                t.member_span.push(span);
-                t.role_set.push(set);
-                t.next_of_member.push(NONE);
+                push(&mut t.member_span, span);
+                push(&mut t.role_set, set);
+                push(&mut t.next_of_member, 0);
                 (t.member_span.len() - 1) as u32
             }
         };
@@ -956,7 +992,7 @@ impl Audience {
     }
 
     fn intern(&mut self, roles: &[&[u8]]) -> Result<u32, AudienceError> {
-        let (numbers, new_roles) = self.table.intern_roles(roles);
+        let (numbers, new_roles) = self.table.intern_roles(roles)?;
         let (set, is_new) = match self.table.intern_set(&numbers) {
             Ok(interned) => interned,
             Err(error) => {
@@ -973,22 +1009,53 @@ impl Audience {
         Ok(set)
     }
 
+    /// An estimate of the work [`Audience::prepare`] does for `model`, in units of
+    /// about one slot of a full recompute, to decide where to run it.
+    ///
+    /// Time: O(1).
+    pub fn prepare_cost(&self, model: &Permissions) -> u64 {
+        let Some(known) = &self.known.model else {
+            return self.full_cost();
+        };
+        let mut cost = 0;
+        if known.base_stamp() != model.base_stamp() {
+            cost += self.full_cost() + self.table.roles.keys.len() as u64;
+        }
+        if !known.same_channels(model) {
+            cost += self.cache.entry_count as u64;
+        }
+        cost
+    }
+
+    fn full_cost(&self) -> u64 {
+        let t = &self.table;
+        (t.slot_count() + t.sets.arena.len() + t.sets.spans.len()) as u64
+    }
+
+    /// Brings what the audience knows of the permissions up to `model`: per-role and
+    /// per-role-set base permissions, and which cache entries still hold. Selects do
+    /// this themselves; a caller can do it first to learn the cost of the rest
+    /// ([`Audience::select_cost`]) exactly.
+    ///
+    /// Time: nothing when `model` is the last one seen; O(roles + sum of set sizes + n)
+    /// after a base change; O(entries) after a channel change.
+    pub fn prepare(&mut self, model: &Permissions) {
+        self.sync(model);
+    }
+
     /// An estimate of the work [`Audience::select`] would do, in units of about one
-    /// slot of a full recompute, to decide where to run it.
+    /// slot of a full recompute, to decide where to run it. Exact for the cache once
+    /// [`Audience::prepare`] has seen `model`.
     ///
     /// Time: O(1) (plus a hash lookup of the channel).
     pub fn select_cost(&self, model: &Permissions, filter: &Filter, forced: usize) -> u64 {
         let t = &self.table;
-        let full = (t.slot_count() + t.sets.arena.len() + t.sets.spans.len()) as u64;
-        let mut cost = forced as u64 * 4 + t.words() as u64;
-        let base_changed = self
+        let mut cost = self.prepare_cost(model) + forced as u64 * 4 + t.words() as u64;
+        let synced = self
             .known
             .model
             .as_ref()
-            .is_none_or(|m| m.base_stamp() != model.base_stamp());
-        if base_changed {
-            cost += full;
-        }
+            .is_some_and(|m| m.base_stamp() == model.base_stamp());
         match *filter {
             Filter::All => {}
             Filter::Window(window) => {
@@ -1005,18 +1072,41 @@ impl Audience {
                     .and_then(|list| list.iter().find(|e| e.required == required));
                 cost += match entry {
                     Some(e)
-                        if !base_changed
+                        if synced
                             && e.base_stamp == model.base_stamp()
                             && e.channel.stamp() == current.stamp()
                             && e.epoch >= self.cache.log_base =>
                     {
                         (self.cache.epoch() - e.epoch) * REPLAY_UNITS
                     }
-                    _ => full + current.len() as u64 * 4,
+                    _ => self.full_cost() + current.len() as u64 * 4,
                 };
             }
         }
         cost
+    }
+
+    /// An estimate of the work [`Audience::group_by_channels`] would do, in the units of
+    /// [`Audience::select_cost`].
+    ///
+    /// Time: O(channels + n / 64).
+    pub fn group_cost(
+        &self,
+        model: &Permissions,
+        channels: &[(&[u8], u64)],
+        sessions: Sessions,
+    ) -> u64 {
+        let t = &self.table;
+        let considered: u64 = (0..t.words())
+            .map(|index| u64::from(t.considered(index, sessions).count_ones()))
+            .sum();
+        let per_channel: u64 = channels
+            .iter()
+            .map(|&(channel, required)| {
+                self.select_cost(model, &Filter::Channel { channel, required }, 0) + considered
+            })
+            .sum();
+        per_channel + considered * GROUP_UNITS * channels.len().div_ceil(64) as u64
     }
 
     /// The slots of the sessions `sessions` names that pass `filter`, as a bitmap of 64
@@ -1041,40 +1131,24 @@ impl Audience {
         let mut selection = std::mem::take(&mut self.selection);
         selection.clear();
         selection.resize(words, 0);
-        let t = &self.table;
-        let considered = |index: usize| -> u64 {
-            let occupied = t.occupied.word(index);
-            let active = t.active.word(index);
-            match sessions {
-                Sessions::Active => active,
-                Sessions::Passive => occupied & !active,
-                Sessions::All => occupied,
-            }
-        };
         match filter {
             Filter::All => {
                 for (index, word) in selection.iter_mut().enumerate() {
-                    *word = considered(index);
+                    *word = self.table.considered(index, sessions);
                 }
             }
             Filter::Window(window) => {
+                let t = &self.table;
                 for &slot in t.windows.get(&window).into_iter().flatten() {
                     let (index, bit) = (slot as usize / 64, 1u64 << (slot % 64));
-                    selection[index] |= considered(index) & bit;
+                    selection[index] |= t.considered(index, sessions) & bit;
                 }
             }
             Filter::Channel { channel, required } => {
                 self.ensure_entry(model, channel, required)?;
                 let visible = self.cache.visible(channel, required);
-                let t = &self.table;
                 for (index, word) in selection.iter_mut().enumerate() {
-                    let occupied = t.occupied.word(index);
-                    let active = t.active.word(index);
-                    let considered = match sessions {
-                        Sessions::Active => active,
-                        Sessions::Passive => occupied & !active,
-                        Sessions::All => occupied,
-                    };
+                    let considered = self.table.considered(index, sessions);
                     *word = considered & visible.get(index).copied().unwrap_or(0);
                 }
             }
@@ -1135,6 +1209,9 @@ impl Audience {
         if channels.is_empty() {
             return Ok(Vec::new());
         }
+        let considered: Vec<u64> = (0..self.table.words())
+            .map(|index| self.table.considered(index, sessions))
+            .collect();
         let slot_count = self.table.slot_count();
         let per_slot = channels.len().div_ceil(64);
         let mut patterns = vec![0u64; slot_count * per_slot];
@@ -1142,37 +1219,46 @@ impl Audience {
         // bringing up the next one may evict it.
         for (k, &(channel, required)) in channels.iter().enumerate() {
             self.ensure_entry(model, channel, required)?;
-            for slot in slots_of(self.cache.visible(channel, required)) {
-                if (slot as usize) < slot_count {
-                    patterns[slot as usize * per_slot + k / 64] |= 1u64 << (k % 64);
+            let visible = self.cache.visible(channel, required);
+            let (offset, bit) = (k / 64, 1u64 << (k % 64));
+            for (index, &mask) in considered.iter().enumerate() {
+                let mut word = mask & visible.get(index).copied().unwrap_or(0);
+                while word != 0 {
+                    let slot = index * 64 + word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    patterns[slot * per_slot + offset] |= bit;
                 }
             }
         }
-        let t = &self.table;
         let mut groups: Vec<Group> = Vec::new();
-        let mut by_pattern: HashMap<&[u64], usize> = HashMap::new();
-        for slot in slots_of(&t.occupied.0) {
-            let considered = match sessions {
-                Sessions::Active => t.active.get(slot),
-                Sessions::Passive => !t.active.get(slot),
-                Sessions::All => true,
-            };
-            if !considered {
-                continue;
-            }
-            let pattern = &patterns[slot as usize * per_slot..(slot as usize + 1) * per_slot];
-            if pattern.iter().all(|&w| w == 0) {
-                continue;
-            }
-            let group = *by_pattern.entry(pattern).or_insert_with(|| {
-                let channels = slots_of(pattern).collect();
+        let mut add = |group: &mut Option<usize>, pattern: &[u64], slot: u32| {
+            let index = *group.get_or_insert_with(|| {
                 groups.push(Group {
-                    channels,
+                    channels: slots_of(pattern).collect(),
                     slots: Vec::new(),
                 });
                 groups.len() - 1
             });
-            groups[group].slots.push(slot);
+            groups[index].slots.push(slot);
+        };
+        if per_slot == 1 {
+            // Up to 64 channels: a pattern is one word.
+            let mut by_pattern: HashMap<u64, Option<usize>> = HashMap::new();
+            for slot in slots_of(&considered) {
+                let pattern = patterns[slot as usize];
+                if pattern != 0 {
+                    add(by_pattern.entry(pattern).or_default(), &[pattern], slot);
+                }
+            }
+        } else {
+            let mut by_pattern: HashMap<&[u64], Option<usize>> = HashMap::new();
+            for slot in slots_of(&considered) {
+                let at = slot as usize * per_slot;
+                let pattern = &patterns[at..at + per_slot];
+                if pattern.iter().any(|&w| w != 0) {
+                    add(by_pattern.entry(pattern).or_default(), pattern, slot);
+                }
+            }
         }
         Ok(groups)
     }
@@ -1268,9 +1354,9 @@ impl Audience {
         let t = &self.table;
         self.known.role_bits.clear();
         self.known.role_bits.resize(t.roles.keys.len(), None);
-        for role in 0..t.roles.keys.len() as u32 {
-            if t.roles.sets_holding[role as usize] > 0 {
-                self.known.refresh_role(t, role);
+        for role in 0..t.roles.keys.len() {
+            if t.roles.sets_holding[role] > 0 {
+                self.known.refresh_role(t, role as Role);
             }
         }
     }
@@ -1345,34 +1431,19 @@ impl Audience {
             && entry.base_stamp == model.base_stamp()
             && entry.channel.stamp() == channel.stamp()
             && entry.epoch >= log_base;
+        let view = View::new(table, known, &channel, required, overwrites);
         if fresh {
             let words = table.words();
             if entry.visible.len() < words {
                 entry.visible.resize(words, 0);
             }
             for &slot in &log[(entry.epoch - log_base) as usize..] {
-                let visible = table.is_session(slot)
-                    && known.slot_permissions(table, &channel, slot) & required == required;
-                let bit = 1u64 << (slot % 64);
-                let word = &mut entry.visible[slot as usize / 64];
-                if visible {
-                    *word |= bit;
-                } else {
-                    *word &= !bit;
-                }
+                view.refresh_slot(&mut entry.visible, slot);
             }
         } else {
-            recompute(
-                entry,
-                table,
-                known,
-                &channel,
-                required,
-                overwrites,
-                set_visible,
-            );
+            view.recompute(&mut entry.visible, set_visible);
             entry.base_stamp = model.base_stamp();
-            entry.channel = channel;
+            entry.channel = channel.clone();
         }
         entry.epoch = epoch;
         Ok(())
@@ -1419,74 +1490,138 @@ fn evict_least_used(cache: &mut Cache) {
     }
 }
 
-/// Recomputes an entry in full: once per role set, then once per slot, then the
-/// members with overwrites of their own and the owner.
-///
-/// Time: O(n + sum of set sizes + overwrites).
-fn recompute(
-    entry: &mut Entry,
-    table: &Table,
-    known: &Known,
-    channel: &Channel,
+/// One channel's overwrites laid out for the audience: the role overwrites by role
+/// number (none for roles the model does not know), so that a session's permissions
+/// take array reads, not hash lookups.
+struct View<'a> {
+    table: &'a Table,
+    known: &'a Known,
+    channel: &'a Channel,
     required: u64,
-    overwrites: &mut Vec<Overwrite>,
-    set_visible: &mut Vec<bool>,
-) {
-    // The role overwrites by role number; roles the model does not know get none.
-    overwrites.clear();
-    overwrites.resize(table.roles.keys.len(), Overwrite::default());
-    for (key, overwrite) in channel.roles() {
-        if let Some(role) = table.roles.find(&table.hasher, key) {
-            if known.role_bits[role as usize].is_some() {
-                overwrites[role as usize] = overwrite;
+    overwrites: &'a [Overwrite],
+    owner: Option<&'a [u8]>,
+}
+
+impl<'a> View<'a> {
+    /// Lays out `channel` in `scratch`.
+    ///
+    /// Time: O(roles + overwrites).
+    fn new(
+        table: &'a Table,
+        known: &'a Known,
+        channel: &'a Channel,
+        required: u64,
+        scratch: &'a mut Vec<Overwrite>,
+    ) -> Self {
+        scratch.clear();
+        scratch.resize(table.roles.keys.len(), Overwrite::default());
+        for (key, overwrite) in channel.roles() {
+            if let Some(role) = table.roles.find(&table.hasher, key) {
+                if known.role_bits[role as usize].is_some() {
+                    scratch[role as usize] = overwrite;
+                }
             }
         }
-    }
-    let everyone = channel.everyone();
-    set_visible.clear();
-    set_visible.resize(table.sets.spans.len(), false);
-    for (set, visible) in set_visible.iter_mut().enumerate() {
-        if !table.sets.is_live(set as u32) {
-            continue;
+        View {
+            table,
+            known,
+            channel,
+            required,
+            overwrites: scratch,
+            owner: known.model.as_ref().and_then(|m| m.owner()),
         }
-        let base = known.set_base[set];
-        let permissions = if base == ALL {
-            ALL
+    }
+
+    /// Whether members holding `set` (and no overwrite of their own) may see the channel.
+    ///
+    /// Time: O(k).
+    #[inline]
+    fn set_visible(&self, set: u32) -> bool {
+        self.permits(self.set_permissions(set))
+    }
+
+    #[inline]
+    fn set_permissions(&self, set: u32) -> u64 {
+        let base = self.known.set_base[set as usize];
+        if base == ALL {
+            return ALL;
+        }
+        let mut merged = Overwrite::default();
+        for &role in self.table.sets.roles(set) {
+            merged = merged.merge(self.overwrites[role as usize]);
+        }
+        merged.apply(self.channel.everyone().apply(base))
+    }
+
+    #[inline]
+    fn permits(&self, permissions: u64) -> bool {
+        permissions & self.required == self.required
+    }
+
+    /// Whether the session in `slot` may see the channel.
+    ///
+    /// Time: O(k).
+    fn slot_visible(&self, slot: u32) -> bool {
+        let member = self.table.member(slot);
+        if self.owner == Some(member) {
+            return true;
+        }
+        let set = self.table.role_set[slot as usize];
+        if self.known.set_base[set as usize] == ALL {
+            return true;
+        }
+        let permissions = self.set_permissions(set);
+        self.permits(match self.channel.member(member) {
+            Some(overwrite) => overwrite.apply(permissions),
+            None => permissions,
+        })
+    }
+
+    /// Sets the bit of `slot` in `visible` to whether it is a session that may see the
+    /// channel.
+    #[inline]
+    fn refresh_slot(&self, visible: &mut [u64], slot: u32) {
+        let on = self.table.is_session(slot) && self.slot_visible(slot);
+        let bit = 1u64 << (slot % 64);
+        let word = &mut visible[slot as usize / 64];
+        if on {
+            *word |= bit;
         } else {
-            let mut merged = Overwrite::default();
-            for &role in table.sets.roles(set as u32) {
-                merged = merged.merge(overwrites[role as usize]);
-            }
-            merged.apply(everyone.apply(base))
-        };
-        *visible = permissions & required == required;
+            *word &= !bit;
+        }
     }
-    let words = table.words();
-    entry.visible.clear();
-    entry.visible.resize(words, 0);
-    for (index, word) in entry.visible.iter_mut().enumerate() {
-        let mut occupied = table.occupied.word(index);
-        let mut bits = 0u64;
-        while occupied != 0 {
-            let bit = occupied.trailing_zeros();
-            occupied &= occupied - 1;
-            let slot = index * 64 + bit as usize;
-            if set_visible[table.role_set[slot] as usize] {
-                bits |= 1u64 << bit;
+
+    /// Recomputes `visible` in full: once per role set, then once per slot, then the
+    /// members with overwrites of their own and the owner.
+    ///
+    /// Time: O(n + sum of set sizes + overwrites).
+    fn recompute(&self, visible: &mut Vec<u64>, set_visible: &mut Vec<bool>) {
+        let table = self.table;
+        set_visible.clear();
+        set_visible.resize(table.sets.spans.len(), false);
+        for (set, on) in set_visible.iter_mut().enumerate() {
+            if table.sets.is_live(set as u32) {
+                *on = self.set_visible(set as u32);
             }
         }
-        *word = bits;
-    }
-    let owner = known.model.as_ref().and_then(|m| m.owner());
-    for member in channel.members().map(|(m, _)| m).chain(owner) {
-        for slot in table.slots_of_member(member) {
-            let visible = known.slot_permissions(table, channel, slot) & required == required;
-            let bit = 1u64 << (slot % 64);
-            let word = &mut entry.visible[slot as usize / 64];
-            if visible {
-                *word |= bit;
-            } else {
-                *word &= !bit;
+        visible.clear();
+        visible.resize(table.words(), 0);
+        for (index, word) in visible.iter_mut().enumerate() {
+            let mut occupied = table.occupied.word(index);
+            let mut bits = 0u64;
+            while occupied != 0 {
+                let bit = occupied.trailing_zeros();
+                occupied &= occupied - 1;
+                if set_visible[table.role_set[index * 64 + bit as usize] as usize] {
+                    bits |= 1u64 << bit;
+                }
+            }
+            *word = bits;
+        }
+        let members = self.channel.members().map(|(member, _)| member);
+        for member in members.chain(self.owner) {
+            for slot in table.slots_of_member(member) {
+                self.refresh_slot(visible, slot);
             }
         }
     }

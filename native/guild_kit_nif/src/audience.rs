@@ -93,10 +93,11 @@ fn decode_pid(term: Term, position: usize) -> Result<Pid, Error> {
 #[derive(Default)]
 struct State {
     core: Audience,
-    /// Per slot: the session's pid. A slot of a remote session holds the pid of the
-    /// process that added it, never read.
-    pids: Vec<Option<LocalPid>>,
-    by_pid: HashTable<u32>,
+    /// Per slot: the session's pid. The slot of a remote session (one in `remote`)
+    /// holds the pid of the process that added it instead, never read: one word a
+    /// session, where an `Option` would take two.
+    pids: Vec<LocalPid>,
+    by_pid: HashTable<u16>,
     remote: HashMap<u32, Box<[u8]>>,
     remote_slots: HashMap<Box<[u8]>, u32>,
     hasher: DefaultHashBuilder,
@@ -109,30 +110,38 @@ impl State {
                 let pids = &self.pids;
                 self.by_pid
                     .find(self.hasher.hash_one(local), |&slot| {
-                        pids[slot as usize].as_ref() == Some(local)
+                        pids[slot as usize] == *local
                     })
-                    .copied()
+                    .map(|&slot| u32::from(slot))
             }
             Pid::Remote(etf) => self.remote_slots.get(etf).copied(),
         }
     }
 
-    fn insert(&mut self, slot: u32, pid: Pid) {
+    /// Records the pid of the session in `slot`; `caller` fills the slots of remote
+    /// sessions.
+    fn insert(&mut self, slot: u32, pid: Pid, caller: LocalPid) {
         let index = slot as usize;
         if self.pids.len() <= index {
-            self.pids.resize(index + 1, None);
+            // Grown by a quarter, like the core's per-slot arrays.
+            let missing = index + 1 - self.pids.len();
+            if self.pids.len() + missing > self.pids.capacity() {
+                self.pids
+                    .reserve_exact(missing.max(self.pids.capacity() / 4).max(16));
+            }
+            self.pids.resize(index + 1, caller);
         }
         match pid {
             Pid::Local(local) => {
-                self.pids[index] = Some(local);
+                self.pids[index] = local;
                 let (pids, hasher) = (&self.pids, &self.hasher);
                 self.by_pid
-                    .insert_unique(hasher.hash_one(local), slot, |&s| {
-                        hasher.hash_one(pids[s as usize].expect("a local slot"))
+                    .insert_unique(hasher.hash_one(local), slot as u16, |&s| {
+                        hasher.hash_one(pids[s as usize])
                     });
             }
             Pid::Remote(etf) => {
-                self.pids[index] = None;
+                self.pids[index] = caller;
                 self.remote_slots.insert(etf.clone(), slot);
                 self.remote.insert(slot, etf);
             }
@@ -140,39 +149,32 @@ impl State {
     }
 
     fn forget(&mut self, slot: u32) {
-        let index = slot as usize;
-        match self.pids.get_mut(index).and_then(Option::take) {
-            Some(local) => {
-                if let Ok(entry) = self
-                    .by_pid
-                    .find_entry(self.hasher.hash_one(local), |&s| s == slot)
-                {
-                    entry.remove();
-                }
+        match self.remote.remove(&slot) {
+            Some(etf) => {
+                self.remote_slots.remove(&etf);
             }
             None => {
-                if let Some(etf) = self.remote.remove(&slot) {
-                    self.remote_slots.remove(&etf);
+                let hash = self.hasher.hash_one(self.pids[slot as usize]);
+                if let Ok(entry) = self.by_pid.find_entry(hash, |&s| u32::from(s) == slot) {
+                    entry.remove();
                 }
             }
         }
     }
 
     fn pid_term<'a>(&self, env: Env<'a>, slot: u32) -> Result<Term<'a>, Error> {
-        match self.pids.get(slot as usize).copied().flatten() {
-            Some(local) => Ok(local.encode(env)),
-            None => {
-                let etf = self.remote.get(&slot).ok_or(Error::Corrupt)?;
-                env.binary_to_term(etf)
-                    .map(|(term, _)| term)
-                    .ok_or(Error::Corrupt)
-            }
+        match self.remote.get(&slot) {
+            None => Ok(self.pids[slot as usize].encode(env)),
+            Some(etf) => env
+                .binary_to_term(etf)
+                .map(|(term, _)| term)
+                .ok_or(Error::Corrupt),
         }
     }
 
     fn heap_bytes(&self) -> usize {
         self.core.heap_bytes()
-            + self.pids.capacity() * std::mem::size_of::<Option<LocalPid>>()
+            + self.pids.capacity() * std::mem::size_of::<LocalPid>()
             + self.by_pid.allocation_size()
             + self.remote.allocation_size()
             + self.remote_slots.allocation_size()
@@ -187,6 +189,9 @@ impl From<AudienceError> for Error {
             AudienceError::UnknownChannel => Error::UnknownChannel,
             AudienceError::TooLarge => Error::TermTooLarge {
                 limit: u32::MAX as usize,
+            },
+            AudienceError::TooManyRoles => Error::TooManyRoles {
+                limit: guild_kit_core::audience::MAX_ROLES,
             },
         }
     }
@@ -279,7 +284,7 @@ fn add<'a>(
         .core
         .insert(member.as_bytes(), &role_refs(&roles), active, &windows)
         .map_err(Error::from)?;
-    state.insert(slot, pid);
+    state.insert(slot, pid, call.env().pid());
     call.charge(1);
     Ok(rustler::types::atom::ok().encode(call.env()))
 }
@@ -475,9 +480,7 @@ fn select<'a>(
             let mut pids = TermBuffer::with_capacity(env, count);
             if remote == 0 {
                 for slot in slots_of(selection) {
-                    if let Some(local) = state.pids[slot as usize] {
-                        pids.push(local.encode(env));
-                    }
+                    pids.push(state.pids[slot as usize].encode(env));
                 }
             } else {
                 for slot in slots_of(selection) {
@@ -540,18 +543,9 @@ fn select_groups<'a>(
     }
     let asked: Vec<(&[u8], u64)> = elements.iter().map(|e| (e.as_bytes(), required)).collect();
     let mut state = audience.lock();
-    // Each channel costs at most one select's cache work; the grouping walks every slot
-    // once per 64 channels.
-    let cost: u64 = asked
-        .iter()
-        .map(|&(channel, required)| {
-            state
-                .core
-                .select_cost(&perms.model, &Filter::Channel { channel, required }, 0)
-        })
-        .sum::<u64>()
-        + (state.core.len() * asked.len().div_ceil(64)) as u64;
-    call.go_dirty_if(cost > NORMAL_SELECT_UNITS)?;
+    call.go_dirty_if(state.core.prepare_cost(&perms.model) > NORMAL_SELECT_UNITS)?;
+    state.core.prepare(&perms.model);
+    call.go_dirty_if(state.core.group_cost(&perms.model, &asked, sessions) > NORMAL_SELECT_UNITS)?;
     let groups = state
         .core
         .group_by_channels(&perms.model, &asked, sessions)

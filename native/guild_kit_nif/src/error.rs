@@ -65,6 +65,8 @@ pub enum Error {
     UnknownSession,
     #[error("the pid is already in the audience")]
     SessionExists,
+    #[error("too many roles: an audience's sessions hold at most {limit} distinct role ids")]
+    TooManyRoles { limit: usize },
 }
 
 /// `%ArgumentError{message: ...}`, raised as is so that Elixir's `rescue ArgumentError`
