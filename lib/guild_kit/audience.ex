@@ -411,6 +411,10 @@ defmodule GuildKit.Audience do
       iex> pid == self()
       true
 
+  The groups are computed in one call (on a dirty CPU scheduler when that is big) and
+  returned in chunks of a fraction of a megabyte, so that a huge result (every session
+  seeing a different set of channels) never costs the caller a long pause.
+
   ## Performance
 
   O(channels × n / 64 + n × channels / 64 + the result), plus each channel's cache
@@ -424,14 +428,13 @@ defmodule GuildKit.Audience do
     opts = validate_opts!(opts, sessions: :passive, required: @view_channel)
     sessions = validate_sessions!(opts[:sessions])
     required = validate_bits!(opts[:required])
+    channels = Map.to_list(channels)
+    native = Permissions.native(permissions)
 
-    Native.audience_select_groups(
-      ref,
-      Permissions.native(permissions),
-      Map.to_list(channels),
-      required,
-      sessions
-    )
+    case Native.audience_select_groups(ref, native, channels, required, sessions) do
+      {groups, nil} -> groups
+      {groups, cursor} -> more_groups(cursor, channels, [groups])
+    end
   end
 
   def select_groups(%__MODULE__{}, _permissions, channels, _opts) do
@@ -452,9 +455,12 @@ defmodule GuildKit.Audience do
       iex> [%{member_id: 42, role_ids: [:a, :b], active: true, watch: [{0, 99}]}] =
       ...>   GuildKit.Audience.to_list(audience)
 
+  The list is built in chunks of a fraction of a megabyte, each in one call: it is a
+  consistent snapshot only if the audience does not change meanwhile.
+
   ## Performance
 
-  O(n); more than a thousand sessions are listed on a dirty CPU scheduler.
+  O(n), in bounded chunks on the caller's scheduler.
   """
   @spec to_list(t()) :: [
           %{
@@ -465,8 +471,37 @@ defmodule GuildKit.Audience do
             watch: [window()]
           }
         ]
-  def to_list(%__MODULE__{ref: ref}), do: Native.audience_to_list(ref)
+  def to_list(%__MODULE__{ref: ref}), do: to_list(ref, 0, [])
   def to_list(other), do: raise_not_an_audience(other)
+
+  # Big results come in chunks, so that no call builds (and no heap takes in) more than
+  # a fraction of a megabyte at once.
+  defp to_list(ref, from_slot, chunks) do
+    case Native.audience_to_list(ref, from_slot) do
+      {sessions, nil} -> Enum.concat(Enum.reverse([sessions | chunks]))
+      {sessions, next_slot} -> to_list(ref, next_slot, [sessions | chunks])
+    end
+  end
+
+  # A group too big for one chunk continues in the next as {:more, pids}.
+  defp more_groups(cursor, channels, chunks) do
+    case Native.audience_groups_next(cursor, channels) do
+      {groups, nil} -> join_groups(Enum.reverse([groups | chunks]))
+      {groups, cursor} -> more_groups(cursor, channels, [groups | chunks])
+    end
+  end
+
+  defp join_groups(chunks) do
+    chunks
+    |> Enum.concat()
+    |> Enum.reduce([], fn
+      {:more, pids}, [{channels, parts} | groups] -> [{channels, [pids | parts]} | groups]
+      {channels, pids}, groups -> [{channels, [pids]} | groups]
+    end)
+    |> Enum.reduce([], fn {channels, parts}, groups ->
+      [{channels, parts |> Enum.reverse() |> Enum.concat()} | groups]
+    end)
+  end
 
   @doc """
   Returns the bytes of native memory held by the audience, caches included.

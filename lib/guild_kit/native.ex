@@ -80,7 +80,8 @@ defmodule GuildKit.Native do
   def audience_select(_audience, _perms, _filter, _forced, _sessions), do: not_loaded()
   def audience_count(_audience, _perms, _filter, _forced, _sessions), do: not_loaded()
   def audience_select_groups(_audience, _perms, _channels, _required, _sessions), do: not_loaded()
-  def audience_to_list(_audience), do: not_loaded()
+  def audience_to_list(_audience, _from_slot), do: not_loaded()
+  def audience_groups_next(_cursor, _channels), do: not_loaded()
   def audience_memory(_audience), do: not_loaded()
   def audience_max_sessions, do: not_loaded()
 end

@@ -971,6 +971,13 @@ impl Audience {
         slots_of(&self.table.occupied.0)
     }
 
+    /// How many sessions `member` has.
+    ///
+    /// Time: O(sessions of the member).
+    pub fn member_session_count(&self, member: &[u8]) -> usize {
+        self.table.slots_of_member(member).count()
+    }
+
     /// The slots of `member`'s sessions, ascending.
     ///
     /// Time: O(sessions of the member).

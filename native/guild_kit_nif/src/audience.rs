@@ -11,6 +11,7 @@
 //! millisecond (the cache work done before moving is kept: the rerun finds it done).
 
 use std::hash::BuildHasher;
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -19,11 +20,13 @@ use guild_kit_core::audience::{
 };
 use guild_kit_core::term_key::Element;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
-use rustler::{Atom, Encoder, Env, LocalPid, NifResult, Term, TermType};
+use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term, TermType};
 
+use crate::atoms;
 use crate::error::Error;
 use crate::permissions::{Budget, PermissionsResource};
 use crate::raw::{self, TermBuffer};
+use crate::reaper;
 use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
 use crate::term_codec;
 
@@ -37,6 +40,7 @@ rustler::atoms! {
     role_ids,
     pid,
     watch,
+    more,
 }
 
 /// Cache work (in the core's units, about 5 ns each) a select does on a normal
@@ -44,11 +48,21 @@ rustler::atoms! {
 const NORMAL_SELECT_UNITS: u64 = 100_000;
 /// Bytes of result (list cells and pids) a select builds on a normal scheduler.
 const NORMAL_RESULT_BYTES: usize = 1 << 20;
+/// Nanoseconds of result building a select does on a normal scheduler: a local pid
+/// takes a few, a pid of another node about a microsecond and a half (it is rebuilt
+/// from its external format).
+const NORMAL_RESULT_NANOS: usize = 300_000;
+const LOCAL_PID_NANOS: usize = 4;
+const REMOTE_PID_NANOS: usize = 1_500;
+const MAP_ENTRY_NANOS: usize = 50;
 /// Heap bytes of a list cell, and of a remote pid besides.
 const CELL_BYTES: usize = 16;
 const REMOTE_PID_BYTES: usize = 40;
-/// Sessions `to_list` and `memory` walk on a normal scheduler.
+/// Sessions `to_list` and `memory` walk on a normal scheduler, and sessions of one
+/// member `update_member` changes there.
 const NORMAL_SESSIONS: usize = 1024;
+/// Audiences with more sessions than this are freed on the reaper thread.
+const REAP_ABOVE: usize = 4096;
 
 pub struct AudienceResource {
     state: Mutex<State>,
@@ -59,6 +73,15 @@ impl rustler::Resource for AudienceResource {}
 
 impl Handle for AudienceResource {
     const KIND: &'static str = "GuildKit.Audience";
+}
+
+impl Drop for AudienceResource {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if state.core.len() > REAP_ABOVE {
+            reaper::drop_later(std::mem::take(state));
+        }
+    }
 }
 
 impl AudienceResource {
@@ -100,6 +123,8 @@ struct State {
     by_pid: HashTable<u16>,
     remote: HashMap<u32, Box<[u8]>>,
     remote_slots: HashMap<Box<[u8]>, u32>,
+    /// The slots of remote sessions, 64 a word: a select counts them with popcounts.
+    remote_bits: Vec<u64>,
     hasher: DefaultHashBuilder,
 }
 
@@ -144,6 +169,11 @@ impl State {
                 self.pids[index] = caller;
                 self.remote_slots.insert(etf.clone(), slot);
                 self.remote.insert(slot, etf);
+                let word = index / 64;
+                if self.remote_bits.len() <= word {
+                    self.remote_bits.resize(word + 1, 0);
+                }
+                self.remote_bits[word] |= 1 << (slot % 64);
             }
         }
     }
@@ -152,6 +182,7 @@ impl State {
         match self.remote.remove(&slot) {
             Some(etf) => {
                 self.remote_slots.remove(&etf);
+                self.remote_bits[slot as usize / 64] &= !(1 << (slot % 64));
             }
             None => {
                 let hash = self.hasher.hash_one(self.pids[slot as usize]);
@@ -159,6 +190,13 @@ impl State {
                     entry.remove();
                 }
             }
+        }
+    }
+
+    fn pid_of(&self, slot: u32) -> PidCopy {
+        match self.remote.get(&slot) {
+            None => PidCopy::Local(self.pids[slot as usize]),
+            Some(etf) => PidCopy::Remote(etf.clone()),
         }
     }
 
@@ -178,6 +216,7 @@ impl State {
             + self.by_pid.allocation_size()
             + self.remote.allocation_size()
             + self.remote_slots.allocation_size()
+            + self.remote_bits.capacity() * 8
             + self.remote.values().map(|etf| 2 * etf.len()).sum::<usize>()
     }
 }
@@ -198,13 +237,17 @@ impl From<AudienceError> for Error {
 }
 
 nifs! {
+    fn audience_size(audience: &AudienceResource) => size;
+    fn audience_member(audience: &AudienceResource, pid: Term) => member;
+    fn audience_remove(audience: &AudienceResource, pid: Term) => remove;
     fn audience_add(audience: &AudienceResource, pid: Term, member: Term, roles: Term, active: bool, windows: Term) => add;
     fn audience_update(audience: &AudienceResource, pid: Term, roles: Term, active: Term, windows: Term) => update;
     fn audience_update_member(audience: &AudienceResource, member: Term, roles: Term) => update_member;
     fn audience_select(audience: &AudienceResource, perms: &PermissionsResource, filter: Term, forced: Term, sessions: Term) => select;
     fn audience_count(audience: &AudienceResource, perms: &PermissionsResource, filter: Term, forced: Term, sessions: Term) => count;
     fn audience_select_groups(audience: &AudienceResource, perms: &PermissionsResource, channels: Term, required: u64, sessions: Term) => select_groups;
-    fn audience_to_list(audience: &AudienceResource) => to_list;
+    fn audience_to_list(audience: &AudienceResource, from: u64) => to_list;
+    fn audience_groups_next(cursor: ResourceArc<GroupsCursor>, channels: Term) => groups_next;
     fn audience_memory(audience: &AudienceResource) => memory;
 }
 
@@ -215,27 +258,28 @@ fn audience_new() -> rustler::ResourceArc<AudienceResource> {
     })
 }
 
-#[rustler::nif]
-fn audience_size(audience: &AudienceResource) -> usize {
-    audience.lock().core.len()
+fn size<'a>(call: Call<'a>, audience: &AudienceResource) -> Outcome<'a> {
+    Ok(audience.lock().core.len().encode(call.env()))
 }
 
-#[rustler::nif]
-fn audience_member(audience: &AudienceResource, pid: Term) -> NifResult<bool> {
+fn member<'a>(call: Call<'a>, audience: &AudienceResource, pid: Term<'a>) -> Outcome<'a> {
     let pid = decode_pid(pid, 1)?;
-    Ok(audience.lock().slot_of(&pid).is_some())
+    Ok(audience.lock().slot_of(&pid).is_some().encode(call.env()))
 }
 
-#[rustler::nif]
-fn audience_remove(audience: &AudienceResource, pid: Term) -> NifResult<bool> {
+fn remove<'a>(call: Call<'a>, audience: &AudienceResource, pid: Term<'a>) -> Outcome<'a> {
     let pid = decode_pid(pid, 1)?;
     let mut state = audience.lock();
-    let Some(slot) = state.slot_of(&pid) else {
-        return Ok(false);
+    let removed = match state.slot_of(&pid) {
+        Some(slot) => {
+            state.core.remove(slot);
+            state.forget(slot);
+            true
+        }
+        None => false,
     };
-    state.core.remove(slot);
-    state.forget(slot);
-    Ok(true)
+    call.charge(1);
+    Ok(removed.encode(call.env()))
 }
 
 /// A list of `{first, last}` windows.
@@ -345,8 +389,9 @@ fn update_member<'a>(
     let Some(member) = budget.encode_lookup(member)? else {
         return Ok(0.encode(call.env()));
     };
-    let updated = audience
-        .lock()
+    let mut state = audience.lock();
+    call.go_dirty_if(state.core.member_session_count(member.as_bytes()) > NORMAL_SESSIONS)?;
+    let updated = state
         .core
         .set_member_roles(member.as_bytes(), &role_refs(&roles))
         .map_err(Error::from)?;
@@ -468,14 +513,14 @@ fn select<'a>(
         sessions,
         |state, selection| {
             let count: usize = selection.iter().map(|w| w.count_ones() as usize).sum();
-            let remote = if state.remote.is_empty() {
-                0
-            } else {
-                slots_of(selection)
-                    .filter(|s| state.remote.contains_key(s))
-                    .count()
-            };
-            call.go_dirty_if(count * CELL_BYTES + remote * REMOTE_PID_BYTES > NORMAL_RESULT_BYTES)?;
+            let remote: usize = selection
+                .iter()
+                .zip(&state.remote_bits)
+                .map(|(s, r)| (s & r).count_ones() as usize)
+                .sum();
+            let bytes = count * CELL_BYTES + remote * REMOTE_PID_BYTES;
+            let nanos = count * LOCAL_PID_NANOS + remote * REMOTE_PID_NANOS;
+            call.go_dirty_if(bytes > NORMAL_RESULT_BYTES || nanos > NORMAL_RESULT_NANOS)?;
             let env = call.env();
             let mut pids = TermBuffer::with_capacity(env, count);
             if remote == 0 {
@@ -528,18 +573,11 @@ fn select_groups<'a>(
     let env = call.env();
     let sessions = decode_sessions(sessions)?;
     let mut budget = Budget::new(&call);
-    let mut keys: Vec<(Term, Term)> = Vec::new();
-    let mut elements: Vec<Element> = Vec::new();
-    let mut rest = channels;
-    while !rest.is_empty_list() {
-        let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
-        let pair: (Term, Term) = head.decode().map_err(|_| Error::BadArgument {
-            position: 2,
-            expected: "a list of {channel_id, value} pairs",
-        })?;
-        elements.push(budget.encode_lookup(pair.0)?.ok_or(Error::UnknownChannel)?);
-        keys.push(pair);
-        rest = tail;
+    let pairs = channel_terms(channels)?;
+    let mut elements: Vec<Element> = Vec::with_capacity(pairs.len());
+    for &(channel, _) in &pairs {
+        // A channel id that cannot be stored names no channel.
+        elements.push(budget.encode_lookup(channel)?.ok_or(Error::UnknownChannel)?);
     }
     let asked: Vec<(&[u8], u64)> = elements.iter().map(|e| (e.as_bytes(), required)).collect();
     let mut state = audience.lock();
@@ -550,40 +588,210 @@ fn select_groups<'a>(
         .core
         .group_by_channels(&perms.model, &asked, sessions)
         .map_err(Error::from)?;
-    let bytes: usize = groups
-        .iter()
-        .map(|g| g.slots.len() * (CELL_BYTES + REMOTE_PID_BYTES) + g.channels.len() * 3 * 8 + 64)
-        .sum();
-    call.go_dirty_if(bytes > NORMAL_RESULT_BYTES)?;
-    let mut out = TermBuffer::with_capacity(env, groups.len());
-    for group in &groups {
-        let mut map = TermBuffer::with_capacity(env, 2 * group.channels.len());
-        for &k in &group.channels {
-            map.push(keys[k as usize].0);
-        }
-        for &k in &group.channels {
-            map.push(keys[k as usize].1);
-        }
-        let map = map
-            .map(0)
-            .ok_or(Error::Internal("duplicate channel ids in a group"))?;
-        let mut pids = TermBuffer::with_capacity(env, group.slots.len());
-        for &slot in &group.slots {
-            pids.push(state.pid_term(env, slot)?);
-        }
-        out.push((map, pids.list(0)).encode(env));
-    }
+    // The pids are taken now: the rest of the result is built from this snapshot,
+    // whatever happens to the audience in between.
+    let pending: VecDeque<PendingGroup> = groups
+        .into_iter()
+        .map(|group| PendingGroup {
+            pids: group.slots.iter().map(|&slot| state.pid_of(slot)).collect(),
+            channels: group.channels,
+            started: false,
+        })
+        .collect();
+    drop(state);
+    let cursor = GroupsCursor {
+        rest: Mutex::new(pending),
+    };
+    let chunk = cursor.next_chunk(env, &pairs)?;
     call.charge_since(started);
-    Ok(out.list(0))
+    Ok(if cursor.is_done() {
+        (chunk, atoms::nil()).encode(env)
+    } else {
+        (chunk, ResourceArc::new(cursor)).encode(env)
+    })
 }
 
-fn to_list<'a>(call: Call<'a>, audience: &AudienceResource) -> Outcome<'a> {
-    let state = audience.lock();
-    call.go_dirty_if(state.core.len() > NORMAL_SESSIONS)?;
+/// The rest of a `select_groups` result: `{chunk, nil | cursor}` again.
+fn groups_next<'a>(call: Call<'a>, cursor: ResourceArc<GroupsCursor>, channels: Term<'a>) -> Outcome<'a> {
     let env = call.env();
-    let mut out = TermBuffer::with_capacity(env, state.core.len());
-    for slot in state.core.slots() {
+    let chunk = cursor.next_chunk(env, &channel_terms(channels)?)?;
+    call.charge(10);
+    Ok(if cursor.is_done() {
+        (chunk, atoms::nil()).encode(env)
+    } else {
+        (chunk, cursor).encode(env)
+    })
+}
+
+/// The argument list of `{channel_id, value}` pairs, as terms.
+fn channel_terms(channels: Term) -> Result<Vec<(Term, Term)>, Error> {
+    let mut pairs = Vec::new();
+    let mut rest = channels;
+    while !rest.is_empty_list() {
+        let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
+        pairs.push(head.decode().map_err(|_| Error::BadArgument {
+            position: 1,
+            expected: "a list of {channel_id, value} pairs",
+        })?);
+        rest = tail;
+    }
+    Ok(pairs)
+}
+
+/// A session's pid, copied out of the audience.
+enum PidCopy {
+    Local(LocalPid),
+    Remote(Box<[u8]>),
+}
+
+impl PidCopy {
+    fn term<'a>(&self, env: Env<'a>) -> Result<Term<'a>, Error> {
+        match self {
+            PidCopy::Local(local) => Ok(local.encode(env)),
+            PidCopy::Remote(etf) => env
+                .binary_to_term(etf)
+                .map(|(term, _)| term)
+                .ok_or(Error::Corrupt),
+        }
+    }
+
+    /// Bytes and nanoseconds of building it into a list.
+    fn cost(&self) -> Cost {
+        match self {
+            PidCopy::Local(_) => Cost {
+                bytes: CELL_BYTES,
+                nanos: LOCAL_PID_NANOS,
+            },
+            PidCopy::Remote(_) => Cost {
+                bytes: CELL_BYTES + REMOTE_PID_BYTES,
+                nanos: REMOTE_PID_NANOS,
+            },
+        }
+    }
+}
+
+/// What building part of a result costs.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    bytes: usize,
+    nanos: usize,
+}
+
+impl Cost {
+    fn add(&mut self, other: Cost) {
+        self.bytes += other.bytes;
+        self.nanos += other.nanos;
+    }
+
+    fn exceeds_chunk(&self) -> bool {
+        self.bytes > CHUNK_BYTES || self.nanos > NORMAL_RESULT_NANOS
+    }
+}
+
+struct PendingGroup {
+    channels: Vec<u32>,
+    pids: VecDeque<PidCopy>,
+    /// Some of its pids were returned already.
+    started: bool,
+}
+
+/// The groups of a `select_groups` result not returned yet. A result is returned in
+/// chunks of at most about [`CHUNK_BYTES`] and [`NORMAL_RESULT_NANOS`] of building,
+/// so that no call builds, and no caller merges into its heap, more than that at once.
+/// A group too big for one chunk is split: its other parts come as `{:more, pids}`.
+pub struct GroupsCursor {
+    rest: Mutex<VecDeque<PendingGroup>>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for GroupsCursor {}
+
+impl Handle for GroupsCursor {
+    const KIND: &'static str = "GuildKit.Audience groups cursor";
+}
+
+/// Bytes of terms one call of a chunked result builds.
+const CHUNK_BYTES: usize = 512 * 1024;
+
+impl GroupsCursor {
+    fn rest(&self) -> MutexGuard<'_, VecDeque<PendingGroup>> {
+        self.rest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_done(&self) -> bool {
+        self.rest().is_empty()
+    }
+
+    /// The next chunk: whole groups, and the start of the next one if it does not fit.
+    fn next_chunk<'a>(&self, env: Env<'a>, channels: &[(Term<'a>, Term<'a>)]) -> Result<Term<'a>, Error> {
+        let mut rest = self.rest();
+        let mut out = TermBuffer::with_capacity(env, 0);
+        let mut spent = Cost::default();
+        while let Some(group) = rest.front_mut() {
+            let head = if group.started {
+                more().encode(env)
+            } else {
+                spent.add(Cost {
+                    bytes: 64 + group.channels.len() * 24,
+                    nanos: group.channels.len() * MAP_ENTRY_NANOS,
+                });
+                let mut map = TermBuffer::with_capacity(env, 2 * group.channels.len());
+                for &k in &group.channels {
+                    map.push(channels.get(k as usize).ok_or(Error::Corrupt)?.0);
+                }
+                for &k in &group.channels {
+                    map.push(channels.get(k as usize).ok_or(Error::Corrupt)?.1);
+                }
+                map.map(0)
+                    .ok_or(Error::Internal("duplicate channel ids in a group"))?
+            };
+            let mut pids = TermBuffer::with_capacity(env, 0);
+            while let Some(pid) = group.pids.front() {
+                if spent.exceeds_chunk() {
+                    break;
+                }
+                spent.add(pid.cost());
+                pids.push(pid.term(env)?);
+                group.pids.pop_front();
+            }
+            out.push((head, pids.list(0)).encode(env));
+            if group.pids.is_empty() {
+                rest.pop_front();
+            } else {
+                group.started = true;
+            }
+            if spent.exceeds_chunk() {
+                break;
+            }
+        }
+        Ok(out.list(0))
+    }
+}
+
+/// Sessions in slot order from `from`, at most about [`CHUNK_BYTES`] and
+/// [`NORMAL_RESULT_NANOS`] of them: `{sessions, next | nil}`.
+fn to_list<'a>(call: Call<'a>, audience: &AudienceResource, from: u64) -> Outcome<'a> {
+    let state = audience.lock();
+    let env = call.env();
+    let mut out = TermBuffer::with_capacity(env, 0);
+    let mut spent = Cost::default();
+    let from = u32::try_from(from).unwrap_or(u32::MAX);
+    for slot in state.core.slots().skip_while(|&slot| slot < from) {
         let session = state.core.session(slot).ok_or(Error::Corrupt)?;
+        let size = Cost {
+            bytes: 160
+                + 2 * session.member.len()
+                + session.roles.iter().map(|r| 24 + 2 * r.len()).sum::<usize>()
+                + session.windows.len() * 56,
+            // Decoding is about 50 ns a term; a remote pid costs more.
+            nanos: 300
+                + 50 * session.roles.len()
+                + if state.remote.contains_key(&slot) { REMOTE_PID_NANOS } else { 0 },
+        };
+        if spent.bytes > 0 && spent.exceeds_chunk() {
+            return Ok((out.list(0), slot).encode(env));
+        }
+        spent.add(size);
         let mut roles = TermBuffer::with_capacity(env, session.roles.len());
         for role in &session.roles {
             roles.push(term_codec::decode(env, role)?);
@@ -600,7 +808,8 @@ fn to_list<'a>(call: Call<'a>, audience: &AudienceResource) -> Outcome<'a> {
             .map_err(|_| Error::Internal("building a session map"))?;
         out.push(map);
     }
-    Ok(out.list(0))
+    call.charge(1 + (spent.nanos / 1000) as u32);
+    Ok((out.list(0), atoms::nil()).encode(env))
 }
 
 fn memory<'a>(call: Call<'a>, audience: &AudienceResource) -> Outcome<'a> {

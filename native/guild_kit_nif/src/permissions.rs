@@ -12,6 +12,7 @@ use rustler::{Atom, Encoder, Env, ResourceArc, Term};
 
 use crate::error::Error;
 use crate::raw::{self, TermBuffer};
+use crate::reaper;
 use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
 use crate::term_codec::{self, encode_arg, encode_lookup, EncodeError};
 
@@ -23,6 +24,11 @@ rustler::atoms! {
 
 /// Most roles, channels and overwrites `export` builds on a normal scheduler.
 const NORMAL_ITEMS: usize = 512;
+/// Most roles (or channels) a change copies on a normal scheduler: copy-on-write copies
+/// the map it changes.
+const NORMAL_COPY: usize = 16 * 1024;
+/// Values with more roles and channels than this are freed on the reaper thread.
+const REAP_ABOVE: usize = 4096;
 
 pub struct PermissionsResource {
     pub model: Permissions,
@@ -33,6 +39,15 @@ impl rustler::Resource for PermissionsResource {}
 
 impl Handle for PermissionsResource {
     const KIND: &'static str = "GuildKit.Permissions";
+}
+
+impl Drop for PermissionsResource {
+    fn drop(&mut self) {
+        // Only the parts no other value shares are freed, but those may be big.
+        if self.model.roles().len() + self.model.channels().len() > REAP_ABOVE {
+            reaper::drop_later(std::mem::take(&mut self.model));
+        }
+    }
 }
 
 fn wrap<'a>(call: &Call<'a>, model: Permissions) -> Term<'a> {
@@ -50,6 +65,8 @@ nifs! {
     fn permissions_compute_channel(perms: &PermissionsResource, member: Term, roles: Term, channel: Term) => compute_channel;
     fn permissions_has_channel(perms: &PermissionsResource, channel: Term) => has_channel;
     fn permissions_export(perms: &PermissionsResource) => export;
+    fn permissions_put_everyone(perms: &PermissionsResource, bits: u64) => put_everyone;
+    fn permissions_info(perms: &PermissionsResource) => info;
 }
 
 /// Encoding work allowed on a normal scheduler, shared by all the terms of one call.
@@ -275,6 +292,7 @@ fn put_role<'a>(
 }
 
 fn delete_role<'a>(call: Call<'a>, perms: &PermissionsResource, role: Term<'a>) -> Outcome<'a> {
+    call.go_dirty_if(perms.model.roles().len() > NORMAL_COPY)?;
     let model = match encode_lookup(&call, role)? {
         Some(role) => perms.model.without_role(role.as_bytes()),
         None => perms.model.clone(),
@@ -282,14 +300,8 @@ fn delete_role<'a>(call: Call<'a>, perms: &PermissionsResource, role: Term<'a>) 
     Ok(wrap(&call, model))
 }
 
-#[rustler::nif]
-fn permissions_put_everyone(
-    perms: &PermissionsResource,
-    bits: u64,
-) -> ResourceArc<PermissionsResource> {
-    ResourceArc::new(PermissionsResource {
-        model: perms.model.with_everyone(bits),
-    })
+fn put_everyone<'a>(call: Call<'a>, perms: &PermissionsResource, bits: u64) -> Outcome<'a> {
+    Ok(wrap(&call, perms.model.with_everyone(bits)))
 }
 
 fn put_owner<'a>(call: Call<'a>, perms: &PermissionsResource, owner: Term<'a>) -> Outcome<'a> {
@@ -308,6 +320,7 @@ fn put_channel<'a>(
     channel: Term<'a>,
     overwrites: Term<'a>,
 ) -> Outcome<'a> {
+    call.go_dirty_if(perms.model.channels().len() > NORMAL_COPY)?;
     let mut budget = Budget::new(&call);
     let channel = budget.encode_arg(channel, None)?;
     let overwrites = decode_channel(&mut budget, overwrites)?;
@@ -447,7 +460,7 @@ fn overwrite_list<'a>(env: Env<'a>, channel: &Channel) -> Result<Term<'a>, Error
 }
 
 /// `{roles, channels}`: how many of each the value has.
-#[rustler::nif]
-fn permissions_info(perms: &PermissionsResource) -> (usize, usize) {
-    (perms.model.roles().len(), perms.model.channels().len())
+fn info<'a>(call: Call<'a>, perms: &PermissionsResource) -> Outcome<'a> {
+    let counts = (perms.model.roles().len(), perms.model.channels().len());
+    Ok(counts.encode(call.env()))
 }
