@@ -704,8 +704,22 @@ struct Entry {
 }
 
 /// Per-channel answers and the session changes they have yet to see.
+/// How much work the cache has done, for tests and statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Entries computed in full.
+    pub recomputes: u64,
+    /// Slots recomputed from the change log.
+    pub replayed: u64,
+    /// Selects answered from an entry that needed nothing.
+    pub hits: u64,
+    /// Entries held now.
+    pub entries: usize,
+}
+
 #[derive(Debug)]
 struct Cache {
+    stats: CacheStats,
     min_log: usize,
     max_entries: usize,
     entries: HashMap<Box<[u8]>, Vec<Entry>>,
@@ -720,6 +734,7 @@ struct Cache {
 impl Default for Cache {
     fn default() -> Self {
         Cache {
+            stats: CacheStats::default(),
             min_log: MIN_LOG,
             max_entries: MAX_ENTRIES,
             entries: HashMap::new(),
@@ -985,6 +1000,16 @@ impl Audience {
         let mut slots: Vec<u32> = self.table.slots_of_member(member).collect();
         slots.sort_unstable();
         slots
+    }
+
+    /// What the per-channel cache has done so far.
+    ///
+    /// Time: O(1).
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.cache.entry_count,
+            ..self.cache.stats
+        }
     }
 
     /// Bytes of heap memory held.
@@ -1427,6 +1452,7 @@ impl Audience {
             log,
             overwrites,
             set_visible,
+            stats,
             ..
         } = cache;
         let entry = entries
@@ -1439,15 +1465,20 @@ impl Audience {
             && entry.channel.stamp() == channel.stamp()
             && entry.epoch >= log_base;
         let view = View::new(table, known, &channel, required, overwrites);
-        if fresh {
+        let replay = &log[(entry.epoch.max(log_base) - log_base) as usize..];
+        if fresh && replay.is_empty() {
+            stats.hits += 1;
+        } else if fresh {
+            stats.replayed += replay.len() as u64;
             let words = table.words();
             if entry.visible.len() < words {
                 entry.visible.resize(words, 0);
             }
-            for &slot in &log[(entry.epoch - log_base) as usize..] {
+            for &slot in replay {
                 view.refresh_slot(&mut entry.visible, slot);
             }
         } else {
+            stats.recomputes += 1;
             view.recompute(&mut entry.visible, set_visible);
             entry.base_stamp = model.base_stamp();
             entry.channel = channel.clone();
@@ -1631,5 +1662,187 @@ impl<'a> View<'a> {
                 self.refresh_slot(visible, slot);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::permissions::{Overwrite, Target, VIEW_CHANNEL};
+
+    fn model() -> Permissions {
+        Permissions::new(VIEW_CHANNEL, [(&b"mod"[..], 0), (&b"other"[..], 0)], None)
+            .with_channel(
+                b"a",
+                Channel::new([(Target::Role(b"mod"), Overwrite::new(0, VIEW_CHANNEL))]),
+            )
+            .with_channel(b"b", Channel::new([]))
+    }
+
+    fn select(audience: &mut Audience, model: &Permissions, channel: &[u8]) -> Vec<Slot> {
+        let filter = Filter::Channel {
+            channel,
+            required: VIEW_CHANNEL,
+        };
+        slots_of(audience.select(model, filter, Sessions::All, &[]).unwrap()).collect()
+    }
+
+    fn audience(sessions: u32) -> Audience {
+        let mut audience = Audience::new();
+        for n in 0..sessions {
+            let roles: &[&[u8]] = if n % 2 == 0 { &[b"mod"] } else { &[] };
+            audience.insert(&n.to_be_bytes(), roles, true, &[]).unwrap();
+        }
+        audience
+    }
+
+    #[test]
+    fn a_change_to_one_channel_leaves_the_others_cached() {
+        let mut audience = audience(10);
+        let m = model();
+        assert_eq!(select(&mut audience, &m, b"a"), [1, 3, 5, 7, 9]);
+        assert_eq!(select(&mut audience, &m, b"b").len(), 10);
+        assert_eq!(audience.cache_stats().recomputes, 2);
+
+        let m = m.with_channel(
+            b"b",
+            Channel::new([(Target::Everyone, Overwrite::new(0, VIEW_CHANNEL))]),
+        );
+        assert_eq!(select(&mut audience, &m, b"a"), [1, 3, 5, 7, 9]);
+        assert_eq!(
+            audience.cache_stats().recomputes,
+            2,
+            "channel a did not change"
+        );
+        assert_eq!(select(&mut audience, &m, b"b"), Vec::<Slot>::new());
+        assert_eq!(audience.cache_stats().recomputes, 3);
+        assert_eq!(select(&mut audience, &m, b"b"), Vec::<Slot>::new());
+        // Channel a after the change, and channel b now.
+        assert_eq!(audience.cache_stats().hits, 2);
+    }
+
+    #[test]
+    fn session_changes_are_replayed_not_recomputed() {
+        let mut audience = audience(10);
+        let m = model();
+        select(&mut audience, &m, b"a");
+        audience.set_roles(1, &[b"mod"]).unwrap();
+        audience.remove(3);
+        let slot = audience.insert(b"new", &[b"other"], false, &[]).unwrap();
+        assert_eq!(slot, 3, "the freed slot is reused");
+        assert_eq!(select(&mut audience, &m, b"a"), [3, 5, 7, 9]);
+        let stats = audience.cache_stats();
+        assert_eq!((stats.recomputes, stats.replayed), (1, 3));
+        // Giving a session the roles it has changes nothing.
+        audience.set_roles(5, &[]).unwrap();
+        select(&mut audience, &m, b"a");
+        assert_eq!(audience.cache_stats().replayed, 3);
+    }
+
+    #[test]
+    fn a_role_held_by_few_is_patched_and_everyone_recomputes() {
+        let mut audience = audience(100);
+        audience.set_roles(7, &[b"other"]).unwrap();
+        let m = model();
+        assert_eq!(select(&mut audience, &m, b"b").len(), 100);
+        let m = m.with_role(b"other", 0x8);
+        assert_eq!(select(&mut audience, &m, b"b").len(), 100);
+        let stats = audience.cache_stats();
+        assert_eq!(
+            (stats.recomputes, stats.replayed),
+            (1, 1),
+            "only slot 7 holds the role"
+        );
+        let m = m.with_channel(
+            b"b",
+            Channel::new([(Target::Everyone, Overwrite::new(0, VIEW_CHANNEL))]),
+        );
+        assert_eq!(
+            select(&mut audience, &m, b"b"),
+            [7],
+            "an administrator bypasses the deny"
+        );
+        let m = m.with_everyone(0);
+        select(&mut audience, &m, b"b");
+        assert_eq!(audience.cache_stats().recomputes, 3);
+    }
+
+    #[test]
+    fn the_owner_changes_only_the_owner_sessions() {
+        let mut audience = audience(10);
+        let m = model();
+        select(&mut audience, &m, b"a");
+        let owner = 4u32.to_be_bytes();
+        let m = m.with_owner(Some(&owner));
+        assert_eq!(select(&mut audience, &m, b"a"), [1, 3, 4, 5, 7, 9]);
+        let stats = audience.cache_stats();
+        assert_eq!((stats.recomputes, stats.replayed), (1, 1));
+    }
+
+    #[test]
+    fn an_unknown_channel_changes_nothing() {
+        let mut audience = audience(4);
+        let filter = Filter::Channel {
+            channel: b"nope",
+            required: VIEW_CHANNEL,
+        };
+        assert_eq!(
+            audience.select(&model(), filter, Sessions::All, &[]).err(),
+            Some(AudienceError::UnknownChannel)
+        );
+        assert_eq!(audience.len(), 4);
+        assert_eq!(audience.cache_stats(), CacheStats::default());
+    }
+
+    #[test]
+    fn member_chains_survive_removals_anywhere() {
+        let mut audience = Audience::new();
+        let slots: Vec<Slot> = (0..5)
+            .map(|_| audience.insert(b"ann", &[], true, &[]).unwrap())
+            .collect();
+        audience.insert(b"bob", &[], true, &[]).unwrap();
+        assert_eq!(audience.member_slots(b"ann"), slots);
+        for (removed, expected) in [
+            (2, vec![0, 1, 3, 4]),
+            (0, vec![1, 3, 4]),
+            (4, vec![1, 3]),
+            (1, vec![3]),
+        ] {
+            audience.remove(removed);
+            assert_eq!(audience.member_slots(b"ann"), expected);
+        }
+        audience.remove(3);
+        assert!(audience.member_slots(b"ann").is_empty());
+        assert_eq!(audience.member_slots(b"bob"), [5]);
+        assert_eq!(audience.insert(b"ann", &[], true, &[]).unwrap(), 3);
+        assert_eq!(audience.member_slots(b"ann"), [3]);
+    }
+
+    #[test]
+    fn limits_refuse_and_leave_nothing_behind() {
+        let mut audience = Audience::new();
+        for n in 0..MAX_SESSIONS as u32 {
+            audience.insert(&n.to_be_bytes(), &[], false, &[]).unwrap();
+        }
+        assert_eq!(
+            audience.insert(b"one more", &[], false, &[]),
+            Err(AudienceError::Full)
+        );
+        assert_eq!(audience.len(), MAX_SESSIONS);
+
+        let mut audience = Audience::new();
+        let keys: Vec<[u8; 4]> = (0..MAX_ROLES as u32 + 1).map(u32::to_be_bytes).collect();
+        let roles: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        assert_eq!(
+            audience.insert(b"ann", &roles, true, &[]),
+            Err(AudienceError::TooManyRoles)
+        );
+        assert!(audience.is_empty());
+        assert_eq!(audience.table.roles.table.len(), 0);
+        // Every number is free again.
+        audience
+            .insert(b"ann", &roles[..MAX_ROLES], true, &[])
+            .unwrap();
+        assert_eq!(audience.session(0).unwrap().roles.len(), MAX_ROLES);
     }
 }

@@ -10,8 +10,8 @@
 //! and moves to a dirty CPU scheduler when either would take more than a fraction of a
 //! millisecond (the cache work done before moving is kept: the rerun finds it done).
 
-use std::hash::BuildHasher;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -577,7 +577,11 @@ fn select_groups<'a>(
     let mut elements: Vec<Element> = Vec::with_capacity(pairs.len());
     for &(channel, _) in &pairs {
         // A channel id that cannot be stored names no channel.
-        elements.push(budget.encode_lookup(channel)?.ok_or(Error::UnknownChannel)?);
+        elements.push(
+            budget
+                .encode_lookup(channel)?
+                .ok_or(Error::UnknownChannel)?,
+        );
     }
     let asked: Vec<(&[u8], u64)> = elements.iter().map(|e| (e.as_bytes(), required)).collect();
     let mut state = audience.lock();
@@ -612,7 +616,11 @@ fn select_groups<'a>(
 }
 
 /// The rest of a `select_groups` result: `{chunk, nil | cursor}` again.
-fn groups_next<'a>(call: Call<'a>, cursor: ResourceArc<GroupsCursor>, channels: Term<'a>) -> Outcome<'a> {
+fn groups_next<'a>(
+    call: Call<'a>,
+    cursor: ResourceArc<GroupsCursor>,
+    channels: Term<'a>,
+) -> Outcome<'a> {
     let env = call.env();
     let chunk = cursor.next_chunk(env, &channel_terms(channels)?)?;
     call.charge(10);
@@ -723,7 +731,11 @@ impl GroupsCursor {
     }
 
     /// The next chunk: whole groups, and the start of the next one if it does not fit.
-    fn next_chunk<'a>(&self, env: Env<'a>, channels: &[(Term<'a>, Term<'a>)]) -> Result<Term<'a>, Error> {
+    fn next_chunk<'a>(
+        &self,
+        env: Env<'a>,
+        channels: &[(Term<'a>, Term<'a>)],
+    ) -> Result<Term<'a>, Error> {
         let mut rest = self.rest();
         let mut out = TermBuffer::with_capacity(env, 0);
         let mut spent = Cost::default();
@@ -781,12 +793,20 @@ fn to_list<'a>(call: Call<'a>, audience: &AudienceResource, from: u64) -> Outcom
         let size = Cost {
             bytes: 160
                 + 2 * session.member.len()
-                + session.roles.iter().map(|r| 24 + 2 * r.len()).sum::<usize>()
+                + session
+                    .roles
+                    .iter()
+                    .map(|r| 24 + 2 * r.len())
+                    .sum::<usize>()
                 + session.windows.len() * 56,
             // Decoding is about 50 ns a term; a remote pid costs more.
             nanos: 300
                 + 50 * session.roles.len()
-                + if state.remote.contains_key(&slot) { REMOTE_PID_NANOS } else { 0 },
+                + if state.remote.contains_key(&slot) {
+                    REMOTE_PID_NANOS
+                } else {
+                    0
+                },
         };
         if spent.bytes > 0 && spent.exceeds_chunk() {
             return Ok((out.list(0), slot).encode(env));
