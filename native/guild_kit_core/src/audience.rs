@@ -1334,8 +1334,9 @@ impl Audience {
             .replace(model.clone())
             .expect("synced before");
         let old_bits = std::mem::take(&mut self.known.role_bits);
-        self.refresh_all();
+        self.refresh_roles();
         if old.everyone() != model.everyone() {
+            self.refresh_sets();
             return;
         }
         let t = &self.table;
@@ -1343,14 +1344,22 @@ impl Audience {
         let changed_roles: Vec<bool> = (0..t.roles.keys.len())
             .map(|role| old_bits.get(role).copied().flatten() != self.known.role_bits[role])
             .collect();
-        let changed_sets: Vec<bool> = (0..t.sets.spans.len() as u32)
-            .map(|set| {
-                t.sets.is_live(set) && t.sets.roles(set).iter().any(|&r| changed_roles[r as usize])
-            })
-            .collect();
+        // Only the sets holding a changed role have a new base.
+        let mut changed_sets = vec![false; t.sets.spans.len()];
+        if changed_roles.contains(&true) {
+            for (set, changed) in changed_sets.iter_mut().enumerate() {
+                let set = set as u32;
+                if t.sets.is_live(set)
+                    && t.sets.roles(set).iter().any(|&r| changed_roles[r as usize])
+                {
+                    self.known.refresh_set(t, set);
+                    *changed = true;
+                }
+            }
+        }
         let limit = self.cache.min_log.max(t.slot_count() / 8);
         let mut slots: Vec<u32> = Vec::new();
-        if changed_sets.iter().any(|&c| c) {
+        if changed_sets.contains(&true) {
             for slot in slots_of(&t.occupied.0) {
                 if changed_sets[t.role_set[slot as usize] as usize] {
                     slots.push(slot);
@@ -1464,11 +1473,14 @@ impl Audience {
             && entry.base_stamp == model.base_stamp()
             && entry.channel.stamp() == channel.stamp()
             && entry.epoch >= log_base;
-        let view = View::new(table, known, &channel, required, overwrites);
         let replay = &log[(entry.epoch.max(log_base) - log_base) as usize..];
         if fresh && replay.is_empty() {
+            // The common case: nothing to do.
             stats.hits += 1;
-        } else if fresh {
+            return Ok(());
+        }
+        let view = View::new(table, known, &channel, required, overwrites);
+        if fresh {
             stats.replayed += replay.len() as u64;
             let words = table.words();
             if entry.visible.len() < words {

@@ -174,6 +174,9 @@ impl Channel {
     /// Time: O(|member|).
     #[inline]
     pub fn member(&self, member: &[u8]) -> Option<Overwrite> {
+        if self.members.is_empty() {
+            return None;
+        }
         self.members.get(member).copied()
     }
 
