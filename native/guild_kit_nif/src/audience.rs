@@ -268,6 +268,7 @@ fn member<'a>(call: Call<'a>, audience: &AudienceResource, pid: Term<'a>) -> Out
 }
 
 fn remove<'a>(call: Call<'a>, audience: &AudienceResource, pid: Term<'a>) -> Outcome<'a> {
+    let started = Instant::now();
     let pid = decode_pid(pid, 1)?;
     let mut state = audience.lock();
     let removed = match state.slot_of(&pid) {
@@ -278,7 +279,7 @@ fn remove<'a>(call: Call<'a>, audience: &AudienceResource, pid: Term<'a>) -> Out
         }
         None => false,
     };
-    call.charge(1);
+    call.charge_since(started);
     Ok(removed.encode(call.env()))
 }
 
@@ -315,6 +316,7 @@ fn add<'a>(
     active: bool,
     windows: Term<'a>,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     let pid = decode_pid(pid, 1)?;
     let mut budget = Budget::new(&call);
     let member = budget.encode_arg(member, None)?;
@@ -329,7 +331,7 @@ fn add<'a>(
         .insert(member.as_bytes(), &role_refs(&roles), active, &windows)
         .map_err(Error::from)?;
     state.insert(slot, pid, call.env().pid());
-    call.charge(1);
+    call.charge_since(started);
     Ok(rustler::types::atom::ok().encode(call.env()))
 }
 
@@ -342,6 +344,7 @@ fn update<'a>(
     active: Term<'a>,
     windows: Term<'a>,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     let pid = decode_pid(pid, 1)?;
     let keep = |term: Term| term.decode::<Atom>().ok() == Some(crate::atoms::nil());
     let mut budget = Budget::new(&call);
@@ -374,7 +377,7 @@ fn update<'a>(
     if let Some(windows) = windows {
         state.core.set_windows(slot, &windows);
     }
-    call.charge(1);
+    call.charge_since(started);
     Ok(rustler::types::atom::ok().encode(call.env()))
 }
 
@@ -384,6 +387,7 @@ fn update_member<'a>(
     member: Term<'a>,
     roles: Term<'a>,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     let mut budget = Budget::new(&call);
     let roles = budget.encode_list(roles, false)?;
     let Some(member) = budget.encode_lookup(member)? else {
@@ -395,7 +399,7 @@ fn update_member<'a>(
         .core
         .set_member_roles(member.as_bytes(), &role_refs(&roles))
         .map_err(Error::from)?;
-    call.charge(1);
+    call.charge_since(started);
     Ok(updated.encode(call.env()))
 }
 
@@ -621,9 +625,10 @@ fn groups_next<'a>(
     cursor: ResourceArc<GroupsCursor>,
     channels: Term<'a>,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     let env = call.env();
     let chunk = cursor.next_chunk(env, &channel_terms(channels)?)?;
-    call.charge(10);
+    call.charge_since(started);
     Ok(if cursor.is_done() {
         (chunk, atoms::nil()).encode(env)
     } else {
@@ -783,6 +788,7 @@ impl GroupsCursor {
 /// Sessions in slot order from `from`, at most about [`CHUNK_BYTES`] and
 /// [`NORMAL_RESULT_NANOS`] of them: `{sessions, next | nil}`.
 fn to_list<'a>(call: Call<'a>, audience: &AudienceResource, from: u64) -> Outcome<'a> {
+    let started = Instant::now();
     let state = audience.lock();
     let env = call.env();
     let mut out = TermBuffer::with_capacity(env, 0);
@@ -799,9 +805,9 @@ fn to_list<'a>(call: Call<'a>, audience: &AudienceResource, from: u64) -> Outcom
                     .map(|r| 24 + 2 * r.len())
                     .sum::<usize>()
                 + session.windows.len() * 56,
-            // Decoding is about 50 ns a term; a remote pid costs more.
-            nanos: 300
-                + 50 * session.roles.len()
+            // A session's map takes a microsecond or two; a remote pid costs more.
+            nanos: 1_500
+                + 100 * session.roles.len()
                 + if state.remote.contains_key(&slot) {
                     REMOTE_PID_NANOS
                 } else {
@@ -809,6 +815,7 @@ fn to_list<'a>(call: Call<'a>, audience: &AudienceResource, from: u64) -> Outcom
                 },
         };
         if spent.bytes > 0 && spent.exceeds_chunk() {
+            call.charge_since(started);
             return Ok((out.list(0), slot).encode(env));
         }
         spent.add(size);
@@ -828,7 +835,7 @@ fn to_list<'a>(call: Call<'a>, audience: &AudienceResource, from: u64) -> Outcom
             .map_err(|_| Error::Internal("building a session map"))?;
         out.push(map);
     }
-    call.charge(1 + (spent.nanos / 1000) as u32);
+    call.charge_since(started);
     Ok((out.list(0), atoms::nil()).encode(env))
 }
 

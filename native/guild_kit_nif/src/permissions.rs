@@ -8,6 +8,8 @@
 
 use guild_kit_core::permissions::{Channel, Overwrite, Permissions, Target};
 use guild_kit_core::term_key::Element;
+use std::time::Instant;
+
 use rustler::{Atom, Encoder, Env, ResourceArc, Term};
 
 use crate::error::Error;
@@ -266,6 +268,7 @@ fn new<'a>(
     owner: Term<'a>,
     channels: Term<'a>,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     let mut budget = Budget::new(&call);
     let roles = decode_roles(&mut budget, roles)?;
     let owner = decode_owner(&mut budget, owner)?;
@@ -278,6 +281,7 @@ fn new<'a>(
     for (id, channel) in channels {
         model = model.with_channel(id.as_bytes(), channel);
     }
+    call.charge_since(started);
     Ok(wrap(&call, model))
 }
 
@@ -287,16 +291,21 @@ fn put_role<'a>(
     role: Term<'a>,
     bits: u64,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     let role = encode_arg(&call, role)?;
-    Ok(wrap(&call, perms.model.with_role(role.as_bytes(), bits)))
+    let model = perms.model.with_role(role.as_bytes(), bits);
+    call.charge_since(started);
+    Ok(wrap(&call, model))
 }
 
 fn delete_role<'a>(call: Call<'a>, perms: &PermissionsResource, role: Term<'a>) -> Outcome<'a> {
+    let started = Instant::now();
     call.go_dirty_if(perms.model.roles().len() > NORMAL_COPY)?;
     let model = match encode_lookup(&call, role)? {
         Some(role) => perms.model.without_role(role.as_bytes()),
         None => perms.model.clone(),
     };
+    call.charge_since(started);
     Ok(wrap(&call, model))
 }
 
@@ -320,14 +329,14 @@ fn put_channel<'a>(
     channel: Term<'a>,
     overwrites: Term<'a>,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     call.go_dirty_if(perms.model.channels().len() > NORMAL_COPY)?;
     let mut budget = Budget::new(&call);
     let channel = budget.encode_arg(channel, None)?;
     let overwrites = decode_channel(&mut budget, overwrites)?;
-    Ok(wrap(
-        &call,
-        perms.model.with_channel(channel.as_bytes(), overwrites),
-    ))
+    let model = perms.model.with_channel(channel.as_bytes(), overwrites);
+    call.charge_since(started);
+    Ok(wrap(&call, model))
 }
 
 fn delete_channel<'a>(
@@ -335,10 +344,12 @@ fn delete_channel<'a>(
     perms: &PermissionsResource,
     channel: Term<'a>,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     let model = match encode_lookup(&call, channel)? {
         Some(channel) => perms.model.without_channel(channel.as_bytes()),
         None => perms.model.clone(),
     };
+    call.charge_since(started);
     Ok(wrap(&call, model))
 }
 
@@ -348,6 +359,7 @@ fn compute<'a>(
     member: Term<'a>,
     roles: Term<'a>,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     let mut budget = Budget::new(&call);
     let roles = budget.encode_list(roles, true)?;
     let bits = match budget.encode_lookup(member)? {
@@ -356,7 +368,7 @@ fn compute<'a>(
             .base(member.as_bytes(), roles.iter().map(Element::as_bytes)),
         None => perms.model.roles_base(roles.iter().map(Element::as_bytes)),
     };
-    call.charge(1);
+    call.charge_since(started);
     Ok(bits.encode(call.env()))
 }
 
@@ -367,6 +379,7 @@ fn compute_channel<'a>(
     roles: Term<'a>,
     channel: Term<'a>,
 ) -> Outcome<'a> {
+    let started = Instant::now();
     let mut budget = Budget::new(&call);
     let channel = budget
         .encode_lookup(channel)?
@@ -384,7 +397,7 @@ fn compute_channel<'a>(
             channel.as_bytes(),
         )
         .ok_or(Error::UnknownChannel)?;
-    call.charge(1);
+    call.charge_since(started);
     Ok(bits.encode(call.env()))
 }
 
@@ -400,6 +413,7 @@ fn has_channel<'a>(call: Call<'a>, perms: &PermissionsResource, channel: Term<'a
 /// sorted by id; a channel's overwrites as merged: `@everyone` first (when it has
 /// bits), then roles, then members.
 fn export<'a>(call: Call<'a>, perms: &PermissionsResource) -> Outcome<'a> {
+    let started = Instant::now();
     let model = &perms.model;
     let overwrites: usize = model.channels().map(|(_, c)| c.len()).sum();
     call.go_dirty_if(model.roles().len() + model.channels().len() + overwrites > NORMAL_ITEMS)?;
@@ -424,6 +438,7 @@ fn export<'a>(call: Call<'a>, perms: &PermissionsResource) -> Outcome<'a> {
     for (id, channel) in channels {
         channel_terms.push((decode(id)?, overwrite_list(env, channel)?).encode(env));
     }
+    call.charge_since(started);
     Ok((
         model.everyone(),
         role_terms.list(0),
