@@ -336,19 +336,8 @@ defmodule GuildKit.Audience do
   @spec select(t(), Permissions.t(), filter(), keyword()) :: [pid()]
   def select(audience, permissions, filter, opts \\ [])
 
-  def select(%__MODULE__{ref: ref}, permissions, filter, opts) do
-    {force, sessions} = select_opts!(opts)
-
-    Native.audience_select(
-      ref,
-      Permissions.native(permissions),
-      normalize_filter!(filter),
-      force,
-      sessions
-    )
-  end
-
-  def select(other, _permissions, _filter, _opts), do: raise_not_an_audience(other)
+  def select(audience, permissions, filter, opts),
+    do: run_select(audience, permissions, filter, opts, :pids)
 
   @doc """
   Returns how many pids `select/4` would return, without building the list.
@@ -368,19 +357,16 @@ defmodule GuildKit.Audience do
   @spec count(t(), Permissions.t(), filter(), keyword()) :: non_neg_integer()
   def count(audience, permissions, filter, opts \\ [])
 
-  def count(%__MODULE__{ref: ref}, permissions, filter, opts) do
-    {force, sessions} = select_opts!(opts)
+  def count(audience, permissions, filter, opts),
+    do: run_select(audience, permissions, filter, opts, :count)
 
-    Native.audience_count(
-      ref,
-      Permissions.native(permissions),
-      normalize_filter!(filter),
-      force,
-      sessions
-    )
+  defp run_select(%__MODULE__{ref: ref}, permissions, filter, opts, what) do
+    {force, sessions} = select_opts!(opts)
+    native = Permissions.native(permissions)
+    Native.audience_select(ref, native, normalize_filter!(filter), force, sessions, what)
   end
 
-  def count(other, _permissions, _filter, _opts), do: raise_not_an_audience(other)
+  defp run_select(other, _permissions, _filter, _opts, _what), do: raise_not_an_audience(other)
 
   @doc """
   Groups sessions by the channels of `channels` they may see: the building block of

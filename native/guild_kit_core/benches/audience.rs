@@ -13,7 +13,8 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
 use guild_kit_core::audience::{slots_of, Audience, Filter, Sessions};
 use guild_kit_core::permissions::{Channel, Overwrite, Permissions, Target, VIEW_CHANNEL};
 
@@ -134,6 +135,27 @@ fn select(audience: &mut Audience, perms: &Permissions, channel: u64) -> usize {
     slots_of(words).count()
 }
 
+/// Times the first select of channel `n % 50 + 1` with the permissions `change(n)`
+/// makes (made outside the timing), for a new `n` each time.
+fn first_select_after(
+    group: &mut BenchmarkGroup<WallTime>,
+    what: &str,
+    audience: &mut Audience,
+    n: &mut u64,
+    change: impl Fn(u64) -> Permissions,
+) {
+    group.bench_function(format!("first select after {what}"), |b| {
+        b.iter_batched(
+            || {
+                *n += 1;
+                (change(*n), *n % 50 + 1)
+            },
+            |(changed, channel)| black_box(select(audience, &changed, channel)),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn benches(c: &mut Criterion) {
     let Setup {
         perms,
@@ -165,47 +187,28 @@ fn benches(c: &mut Criterion) {
     });
 
     let mut n = 0u64;
-    group.bench_function("first select after a channel change", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                let key = id(b'c', n % 50 + 1);
-                let old = perms.channel(&key).unwrap();
-                let mut overwrites: Vec<(Target, Overwrite)> =
-                    vec![(Target::Everyone, old.everyone())];
-                overwrites.extend(old.roles().map(|(r, o)| (Target::Role(r), o)));
-                overwrites.push((Target::Member(b"nobody"), Overwrite::new(n, 0)));
-                (
-                    perms.with_channel(&key, Channel::new(overwrites)),
-                    n % 50 + 1,
-                )
-            },
-            |(changed, channel)| black_box(select(&mut audience, &changed, channel)),
-            BatchSize::SmallInput,
-        )
+    first_select_after(&mut group, "a channel change", &mut audience, &mut n, |n| {
+        let key = id(b'c', n % 50 + 1);
+        let old = perms.channel(&key).unwrap();
+        let mut overwrites: Vec<(Target, Overwrite)> = vec![(Target::Everyone, old.everyone())];
+        overwrites.extend(old.roles().map(|(r, o)| (Target::Role(r), o)));
+        overwrites.push((Target::Member(b"nobody"), Overwrite::new(n, 0)));
+        perms.with_channel(&key, Channel::new(overwrites))
     });
-
-    group.bench_function("first select after @everyone changes", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                (perms.with_everyone(VIEW_CHANNEL | n << 20), n % 50 + 1)
-            },
-            |(changed, channel)| black_box(select(&mut audience, &changed, channel)),
-            BatchSize::SmallInput,
-        )
-    });
-
-    group.bench_function("first select after one role's bits change", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                (perms.with_role(&id(b'r', n % 100 + 1), n << 20), n % 50 + 1)
-            },
-            |(changed, channel)| black_box(select(&mut audience, &changed, channel)),
-            BatchSize::SmallInput,
-        )
-    });
+    first_select_after(
+        &mut group,
+        "@everyone changes",
+        &mut audience,
+        &mut n,
+        |n| perms.with_everyone(VIEW_CHANNEL | n << 20),
+    );
+    first_select_after(
+        &mut group,
+        "one role's bits change",
+        &mut audience,
+        &mut n,
+        |n| perms.with_role(&id(b'r', n % 100 + 1), n << 20),
+    );
 
     select(&mut audience, &perms, 1);
     group.bench_function("first select after 10 sessions change roles", |b| {
@@ -245,16 +248,13 @@ fn benches(c: &mut Criterion) {
         _ => 2,
     });
     let mut group = c.benchmark_group("audience 15k sessions, 70% without roles");
-    group.bench_function("first select after @everyone changes", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                (perms.with_everyone(VIEW_CHANNEL | n << 20), n % 50 + 1)
-            },
-            |(changed, channel)| black_box(select(&mut audience, &changed, channel)),
-            BatchSize::SmallInput,
-        )
-    });
+    first_select_after(
+        &mut group,
+        "@everyone changes",
+        &mut audience,
+        &mut n,
+        |n| perms.with_everyone(VIEW_CHANNEL | n << 20),
+    );
     group.finish();
 }
 

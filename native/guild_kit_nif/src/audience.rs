@@ -41,6 +41,8 @@ rustler::atoms! {
     pid,
     watch,
     more,
+    pids,
+    count,
 }
 
 /// Cache work (in the core's units, about 5 ns each) a select does on a normal
@@ -243,8 +245,7 @@ nifs! {
     fn audience_add(audience: &AudienceResource, pid: Term, member: Term, roles: Term, active: bool, windows: Term) => add;
     fn audience_update(audience: &AudienceResource, pid: Term, roles: Term, active: Term, windows: Term) => update;
     fn audience_update_member(audience: &AudienceResource, member: Term, roles: Term) => update_member;
-    fn audience_select(audience: &AudienceResource, perms: &PermissionsResource, filter: Term, forced: Term, sessions: Term) => select;
-    fn audience_count(audience: &AudienceResource, perms: &PermissionsResource, filter: Term, forced: Term, sessions: Term) => count;
+    fn audience_select(audience: &AudienceResource, perms: &PermissionsResource, filter: Term, forced: Term, sessions: Term, what: Term) => select;
     fn audience_select_groups(audience: &AudienceResource, perms: &PermissionsResource, channels: Term, required: u64, sessions: Term) => select_groups;
     fn audience_to_list(audience: &AudienceResource, from: u64) => to_list;
     fn audience_groups_next(cursor: ResourceArc<GroupsCursor>, channels: Term) => groups_next;
@@ -500,6 +501,7 @@ fn with_selection<'a>(
     result
 }
 
+/// `what` is `:pids` for the list of pids, `:count` for how many there are.
 fn select<'a>(
     call: Call<'a>,
     audience: &AudienceResource,
@@ -507,7 +509,20 @@ fn select<'a>(
     filter: Term<'a>,
     forced: Term<'a>,
     sessions: Term<'a>,
+    what: Term<'a>,
 ) -> Outcome<'a> {
+    let count_only = match what.decode::<Atom>() {
+        Ok(atom) if atom == pids() => false,
+        Ok(atom) if atom == count() => true,
+        _ => {
+            return Err(Error::BadArgument {
+                position: 5,
+                expected: ":pids or :count",
+            }
+            .into())
+        }
+    };
+    let env = call.env();
     with_selection(
         &call,
         audience,
@@ -517,6 +532,9 @@ fn select<'a>(
         sessions,
         |state, selection| {
             let count: usize = selection.iter().map(|w| w.count_ones() as usize).sum();
+            if count_only {
+                return Ok(count.encode(env));
+            }
             let remote: usize = selection
                 .iter()
                 .zip(&state.remote_bits)
@@ -525,7 +543,6 @@ fn select<'a>(
             let bytes = count * CELL_BYTES + remote * REMOTE_PID_BYTES;
             let nanos = count * LOCAL_PID_NANOS + remote * REMOTE_PID_NANOS;
             call.go_dirty_if(bytes > NORMAL_RESULT_BYTES || nanos > NORMAL_RESULT_NANOS)?;
-            let env = call.env();
             let mut pids = TermBuffer::with_capacity(env, count);
             if remote == 0 {
                 for slot in slots_of(selection) {
@@ -537,28 +554,6 @@ fn select<'a>(
                 }
             }
             Ok(pids.list(0))
-        },
-    )
-}
-
-fn count<'a>(
-    call: Call<'a>,
-    audience: &AudienceResource,
-    perms: &PermissionsResource,
-    filter: Term<'a>,
-    forced: Term<'a>,
-    sessions: Term<'a>,
-) -> Outcome<'a> {
-    with_selection(
-        &call,
-        audience,
-        perms,
-        filter,
-        forced,
-        sessions,
-        |_, selection| {
-            let count: u64 = selection.iter().map(|w| u64::from(w.count_ones())).sum();
-            Ok(count.encode(call.env()))
         },
     )
 }
