@@ -472,21 +472,9 @@ defmodule GuildKit.Audience do
   # A group too big for one chunk continues in the next as {:more, pids}.
   defp more_groups(cursor, channels, chunks) do
     case Native.audience_groups_next(cursor, channels) do
-      {groups, nil} -> join_groups(Enum.reverse([groups | chunks]))
+      {groups, nil} -> Permissions.join_chunks(Enum.reverse([groups | chunks]))
       {groups, cursor} -> more_groups(cursor, channels, [groups | chunks])
     end
-  end
-
-  defp join_groups(chunks) do
-    chunks
-    |> Enum.concat()
-    |> Enum.reduce([], fn
-      {:more, pids}, [{channels, parts} | groups] -> [{channels, [pids | parts]} | groups]
-      {channels, pids}, groups -> [{channels, [pids]} | groups]
-    end)
-    |> Enum.reduce([], fn {channels, parts}, groups ->
-      [{channels, parts |> Enum.reverse() |> Enum.concat()} | groups]
-    end)
   end
 
   @doc """

@@ -67,6 +67,7 @@ defmodule GuildKit.Native do
   def permissions_compute_channel(_perms, _member, _roles, _channel), do: not_loaded()
   def permissions_has_channel(_perms, _channel), do: not_loaded()
   def permissions_export(_perms), do: not_loaded()
+  def permissions_export_next(_cursor), do: not_loaded()
   def permissions_info(_perms), do: not_loaded()
 
   # GuildKit.Audience

@@ -382,21 +382,53 @@ defmodule GuildKit.Permissions do
 
   ## Performance
 
-  O(roles + channels + overwrites); large ones are built on a dirty CPU scheduler.
+  O(roles + channels + overwrites). Sorting many of them runs on a dirty CPU
+  scheduler, and the terms come in chunks of a fraction of a megabyte, so that even a
+  huge value never holds a scheduler, nor costs the caller one long pause, at once.
   """
   @spec to_options(t()) :: keyword()
   def to_options(%__MODULE__{ref: ref}) do
-    {everyone, roles, owner, channels} = Native.permissions_export(ref)
+    {everyone, owner, roles, channels, cursor} = Native.permissions_export(ref)
+    {roles, channels} = export_rest(cursor, [roles], [channels])
 
     [
       everyone: everyone,
       roles: Map.new(roles),
       owner: List.first(owner),
-      channels: Map.new(channels)
+      channels: Map.new(join_chunks(channels))
     ]
   end
 
   def to_options(other), do: raise_not_permissions(other)
+
+  # Big values come in chunks, so that no call builds (and no heap takes in) more than a
+  # fraction of a megabyte at once.
+  defp export_rest(nil, roles, channels) do
+    {Enum.concat(Enum.reverse(roles)), Enum.reverse(channels)}
+  end
+
+  defp export_rest(cursor, roles, channels) do
+    {more_roles, more_channels, cursor} = Native.permissions_export_next(cursor)
+    export_rest(cursor, [more_roles | roles], [more_channels | channels])
+  end
+
+  @doc false
+  # Joins chunks of `{key, list}` entries in which an entry too big for one chunk
+  # continues in the next as `{:more, list}`. Shared with GuildKit.Audience.
+  @spec join_chunks([[{term(), list()}]]) :: [{term(), list()}]
+  def join_chunks([single]), do: single
+
+  def join_chunks(chunks) do
+    chunks
+    |> Enum.concat()
+    |> Enum.reduce([], fn
+      {:more, items}, [{key, parts} | entries] -> [{key, [items | parts]} | entries]
+      {key, items}, entries -> [{key, [items]} | entries]
+    end)
+    |> Enum.reduce([], fn {key, parts}, entries ->
+      [{key, parts |> Enum.reverse() |> Enum.concat()} | entries]
+    end)
+  end
 
   @doc false
   # The native value, for GuildKit.Audience.

@@ -8,6 +8,8 @@
 
 use guild_kit_core::permissions::{Channel, Overwrite, Permissions, Target};
 use guild_kit_core::term_key::Element;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use rustler::{Atom, Encoder, Env, ResourceArc, Term};
@@ -22,6 +24,7 @@ rustler::atoms! {
     everyone,
     role,
     member,
+    more,
 }
 
 /// Most roles, channels and overwrites `export` builds on a normal scheduler.
@@ -67,6 +70,7 @@ nifs! {
     fn permissions_compute_channel(perms: &PermissionsResource, member: Term, roles: Term, channel: Term) => compute_channel;
     fn permissions_has_channel(perms: &PermissionsResource, channel: Term) => has_channel;
     fn permissions_export(perms: &PermissionsResource) => export;
+    fn permissions_export_next(cursor: ResourceArc<ExportCursor>) => export_next;
     fn permissions_put_everyone(perms: &PermissionsResource, bits: u64) => put_everyone;
     fn permissions_info(perms: &PermissionsResource) => info;
 }
@@ -409,69 +413,151 @@ fn has_channel<'a>(call: Call<'a>, perms: &PermissionsResource, channel: Term<'a
     Ok(known.encode(call.env()))
 }
 
-/// `{everyone, [{role_id, bits}], [owner] | [], [{channel_id, [overwrite]}]}`, each list
-/// sorted by id; a channel's overwrites as merged: `@everyone` first (when it has
-/// bits), then roles, then members.
+/// `{everyone, [owner] | [], roles, channels, nil | cursor}`: the start of the value's
+/// contents, in id order, in chunks (see [`ExportCursor`]).
 fn export<'a>(call: Call<'a>, perms: &PermissionsResource) -> Outcome<'a> {
     let started = Instant::now();
     let model = &perms.model;
-    let overwrites: usize = model.channels().map(|(_, c)| c.len()).sum();
-    call.go_dirty_if(model.roles().len() + model.channels().len() + overwrites > NORMAL_ITEMS)?;
+    call.go_dirty_if(model.roles().len() + model.channels().len() > NORMAL_ITEMS)?;
     let env = call.env();
-    let decode = |element: &[u8]| term_codec::decode(env, element);
-
-    let mut roles: Vec<(&[u8], u64)> = model.roles().collect();
+    let mut roles: Vec<(Box<[u8]>, u64)> = model.roles().map(|(id, bits)| (id.into(), bits)).collect();
     roles.sort_unstable();
-    let mut role_terms = TermBuffer::with_capacity(env, roles.len());
-    for (id, bits) in roles {
-        role_terms.push((decode(id)?, bits).encode(env));
-    }
-
+    let mut channels: Vec<(Box<[u8]>, Arc<Channel>)> = model
+        .channels()
+        .map(|(id, channel)| (id.into(), channel.clone()))
+        .collect();
+    channels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut owner = TermBuffer::with_capacity(env, 1);
     if let Some(id) = model.owner() {
-        owner.push(decode(id)?);
+        owner.push(term_codec::decode(env, id)?);
     }
-
-    let mut channels: Vec<(&[u8], &Channel)> = model.channels().map(|(id, c)| (id, &**c)).collect();
-    channels.sort_unstable_by_key(|(id, _)| *id);
-    let mut channel_terms = TermBuffer::with_capacity(env, channels.len());
-    for (id, channel) in channels {
-        channel_terms.push((decode(id)?, overwrite_list(env, channel)?).encode(env));
-    }
+    let cursor = ExportCursor {
+        rest: Mutex::new(Export {
+            roles: roles.into(),
+            channels: channels.into(),
+            current: VecDeque::new(),
+        }),
+    };
+    let (role_terms, channel_terms) = cursor.next_chunk(env)?;
     call.charge_since(started);
-    Ok((
-        model.everyone(),
-        role_terms.list(0),
-        owner.list(0),
-        channel_terms.list(0),
-    )
-        .encode(env))
+    let rest = if cursor.is_done() {
+        crate::atoms::nil().encode(env)
+    } else {
+        ResourceArc::new(cursor).encode(env)
+    };
+    Ok((model.everyone(), owner.list(0), role_terms, channel_terms, rest).encode(env))
 }
 
-fn overwrite_list<'a>(env: Env<'a>, channel: &Channel) -> Result<Term<'a>, Error> {
-    let mut terms = TermBuffer::with_capacity(env, channel.len());
-    let everyone_overwrite = channel.everyone();
-    if everyone_overwrite != Overwrite::default() {
-        terms.push(
-            (
-                everyone(),
-                everyone_overwrite.allow,
-                everyone_overwrite.deny,
-            )
-                .encode(env),
-        );
+/// The rest of an export: `{roles, channels, nil | cursor}`.
+fn export_next<'a>(call: Call<'a>, cursor: ResourceArc<ExportCursor>) -> Outcome<'a> {
+    let started = Instant::now();
+    let env = call.env();
+    let (role_terms, channel_terms) = cursor.next_chunk(env)?;
+    call.charge_since(started);
+    let rest = if cursor.is_done() {
+        crate::atoms::nil().encode(env)
+    } else {
+        cursor.encode(env)
+    };
+    Ok((role_terms, channel_terms, rest).encode(env))
+}
+
+/// What an export has yet to return, in id order.
+struct Export {
+    roles: VecDeque<(Box<[u8]>, u64)>,
+    channels: VecDeque<(Box<[u8]>, Arc<Channel>)>,
+    /// The overwrites of the first channel in `channels`, once it was started.
+    current: VecDeque<(Atom, Option<Box<[u8]>>, Overwrite)>,
+}
+
+/// The rest of a `to_options/1` export. Contents come in chunks of about
+/// [`CHUNK_BYTES`] of terms, so that no call builds (and no caller's heap merges) more
+/// than that at once; a channel whose overwrites do not fit continues in the next chunk
+/// as `{:more, overwrites}`.
+pub struct ExportCursor {
+    rest: Mutex<Export>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for ExportCursor {}
+
+impl Handle for ExportCursor {
+    const KIND: &'static str = "GuildKit.Permissions export cursor";
+}
+
+/// Bytes of terms one chunk of an export builds.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+impl ExportCursor {
+    fn rest(&self) -> std::sync::MutexGuard<'_, Export> {
+        self.rest.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_done(&self) -> bool {
+        let rest = self.rest();
+        rest.roles.is_empty() && rest.channels.is_empty()
+    }
+
+    /// `(roles, channels)` worth about [`CHUNK_BYTES`] (at least one item).
+    fn next_chunk<'a>(&self, env: Env<'a>) -> Result<(Term<'a>, Term<'a>), Error> {
+        let mut rest = self.rest();
+        let mut bytes = 0;
+        // A decoded id takes about twice its encoded size; each tuple and cons a few words.
+        let cost = |id: &[u8]| 64 + 2 * id.len();
+        let mut roles = TermBuffer::with_capacity(env, 0);
+        while bytes < CHUNK_BYTES {
+            let Some((id, bits)) = rest.roles.pop_front() else { break };
+            bytes += cost(&id);
+            roles.push((term_codec::decode(env, &id)?, bits).encode(env));
+        }
+        let mut channels = TermBuffer::with_capacity(env, 0);
+        while bytes < CHUNK_BYTES {
+            let Some((id, channel)) = rest.channels.front() else { break };
+            let head = if rest.current.is_empty() {
+                bytes += cost(id);
+                let head = term_codec::decode(env, id)?;
+                rest.current = overwrites_in_order(channel);
+                head
+            } else {
+                more().encode(env)
+            };
+            let mut overwrites = TermBuffer::with_capacity(env, 0);
+            while bytes < CHUNK_BYTES {
+                let Some((kind, id, overwrite)) = rest.current.pop_front() else { break };
+                let (allow, deny) = (overwrite.allow, overwrite.deny);
+                overwrites.push(match id {
+                    None => (kind, allow, deny).encode(env),
+                    Some(id) => {
+                        bytes += cost(&id);
+                        (kind, term_codec::decode(env, &id)?, allow, deny).encode(env)
+                    }
+                });
+                bytes += 64;
+            }
+            channels.push((head, overwrites.list(0)).encode(env));
+            if rest.current.is_empty() {
+                rest.channels.pop_front();
+            }
+        }
+        Ok((roles.list(0), channels.list(0)))
+    }
+}
+
+/// A channel's overwrites as merged: `@everyone` first (when it has bits), then roles,
+/// then members, each in id order.
+fn overwrites_in_order(channel: &Channel) -> VecDeque<(Atom, Option<Box<[u8]>>, Overwrite)> {
+    let mut out = VecDeque::with_capacity(channel.len());
+    if channel.everyone() != Overwrite::default() {
+        out.push_back((everyone(), None, channel.everyone()));
     }
     for (kind, mut list) in [
         (role(), channel.roles().collect::<Vec<_>>()),
         (member(), channel.members().collect::<Vec<_>>()),
     ] {
         list.sort_unstable_by_key(|(id, _)| *id);
-        for (id, overwrite) in list {
-            let id = term_codec::decode(env, id)?;
-            terms.push((kind, id, overwrite.allow, overwrite.deny).encode(env));
-        }
+        out.extend(list.into_iter().map(|(id, o)| (kind, Some(id.into()), o)));
     }
-    Ok(terms.list(0))
+    out
 }
 
 /// `{roles, channels}`: how many of each the value has.
