@@ -263,6 +263,12 @@ defmodule GuildKit.Permissions.ApiTest do
     assert map_size(options[:channels]) == 600
     assert Permissions.compute(perms, :x, [16], 1) == (16 <<< 4 ||| @view)
 
+    # A channel too big for one chunk of to_options/1 comes back whole.
+    big = for m <- 1..20_000, do: {:member, {:user, m}, m, 0}
+    with_big = Permissions.put_channel(perms, :big, big)
+    assert Permissions.to_options(with_big)[:channels][:big] == Enum.sort(big)
+    assert Permissions.to_options(with_big)[:channels][1] == options[:channels][1]
+
     assert Permissions.compute(perms, :x, Enum.to_list(1..3_000), 1) ==
              Enum.reduce(1..3_000, @view, &(&1 <<< 4 ||| &2))
   end
