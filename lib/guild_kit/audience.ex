@@ -63,7 +63,9 @@ defmodule GuildKit.Audience do
       there.
 
   Sessions with the same roles share one interned role set, whose permissions are
-  worked out once.
+  worked out once. At most 1,024 `(channel, required bits)` answers are kept (the least
+  recently used one makes room), each a bit per session; and the sessions of an
+  audience hold at most 65,536 distinct role ids at once.
 
   | operation | time |
   |---|---|
@@ -90,7 +92,7 @@ defmodule GuildKit.Audience do
       `GuildKit.MemberList`'s changes;
     * passive updates: `select_groups(audience, perms, %{channel_id => last_seq})`
       groups the passive sessions by the channels they may see, with the map each
-      group should get: one native call, whatever the number of sessions and channels;
+      group should get, computed in one native call (and returned in bounded chunks);
     * role changes: `update_member(audience, member_id, role_ids)`; new permissions:
       just pass the new value to the next select; activity: `update(audience, pid,
       active: flag, watch: windows)`; exits: `remove(audience, pid)`;
