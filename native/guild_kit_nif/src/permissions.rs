@@ -420,7 +420,8 @@ fn export<'a>(call: Call<'a>, perms: &PermissionsResource) -> Outcome<'a> {
     let model = &perms.model;
     call.go_dirty_if(model.roles().len() + model.channels().len() > NORMAL_ITEMS)?;
     let env = call.env();
-    let mut roles: Vec<(Box<[u8]>, u64)> = model.roles().map(|(id, bits)| (id.into(), bits)).collect();
+    let mut roles: Vec<(Box<[u8]>, u64)> =
+        model.roles().map(|(id, bits)| (id.into(), bits)).collect();
     roles.sort_unstable();
     let mut channels: Vec<(Box<[u8]>, Arc<Channel>)> = model
         .channels()
@@ -445,7 +446,14 @@ fn export<'a>(call: Call<'a>, perms: &PermissionsResource) -> Outcome<'a> {
     } else {
         ResourceArc::new(cursor).encode(env)
     };
-    Ok((model.everyone(), owner.list(0), role_terms, channel_terms, rest).encode(env))
+    Ok((
+        model.everyone(),
+        owner.list(0),
+        role_terms,
+        channel_terms,
+        rest,
+    )
+        .encode(env))
 }
 
 /// The rest of an export: `{roles, channels, nil | cursor}`.
@@ -506,13 +514,17 @@ impl ExportCursor {
         let cost = |id: &[u8]| 64 + 2 * id.len();
         let mut roles = TermBuffer::with_capacity(env, 0);
         while bytes < CHUNK_BYTES {
-            let Some((id, bits)) = rest.roles.pop_front() else { break };
+            let Some((id, bits)) = rest.roles.pop_front() else {
+                break;
+            };
             bytes += cost(&id);
             roles.push((term_codec::decode(env, &id)?, bits).encode(env));
         }
         let mut channels = TermBuffer::with_capacity(env, 0);
         while bytes < CHUNK_BYTES {
-            let Some((id, channel)) = rest.channels.front() else { break };
+            let Some((id, channel)) = rest.channels.front() else {
+                break;
+            };
             let head = if rest.current.is_empty() {
                 bytes += cost(id);
                 let head = term_codec::decode(env, id)?;
@@ -523,7 +535,9 @@ impl ExportCursor {
             };
             let mut overwrites = TermBuffer::with_capacity(env, 0);
             while bytes < CHUNK_BYTES {
-                let Some((kind, id, overwrite)) = rest.current.pop_front() else { break };
+                let Some((kind, id, overwrite)) = rest.current.pop_front() else {
+                    break;
+                };
                 let (allow, deny) = (overwrite.allow, overwrite.deny);
                 overwrites.push(match id {
                     None => (kind, allow, deny).encode(env),
