@@ -470,12 +470,16 @@ fn export_next<'a>(call: Call<'a>, cursor: ResourceArc<ExportCursor>) -> Outcome
     Ok((role_terms, channel_terms, rest).encode(env))
 }
 
+/// An overwrite as `to_options/1` lists it: its kind, its role or member id (none for
+/// `@everyone`), its bits.
+type ListedOverwrite = (Atom, Option<Box<[u8]>>, Overwrite);
+
 /// What an export has yet to return, in id order.
 struct Export {
     roles: VecDeque<(Box<[u8]>, u64)>,
     channels: VecDeque<(Box<[u8]>, Arc<Channel>)>,
     /// The overwrites of the first channel in `channels`, once it was started.
-    current: VecDeque<(Atom, Option<Box<[u8]>>, Overwrite)>,
+    current: VecDeque<ListedOverwrite>,
 }
 
 /// The rest of a `to_options/1` export. Contents come in chunks of about
@@ -559,7 +563,7 @@ impl ExportCursor {
 
 /// A channel's overwrites as merged: `@everyone` first (when it has bits), then roles,
 /// then members, each in id order.
-fn overwrites_in_order(channel: &Channel) -> VecDeque<(Atom, Option<Box<[u8]>>, Overwrite)> {
+fn overwrites_in_order(channel: &Channel) -> VecDeque<ListedOverwrite> {
     let mut out = VecDeque::with_capacity(channel.len());
     if channel.everyone() != Overwrite::default() {
         out.push_back((everyone(), None, channel.everyone()));
