@@ -132,10 +132,11 @@ defmodule GuildKit.Permissions do
   ## Options
 
     * `:everyone` - the `@everyone` role's bits (default `0`).
-    * `:roles` - `%{role_id => bits}` (default `%{}`).
+    * `:roles` - `%{role_id => bits}` (default `%{}`; a list of `{role_id, bits}` pairs
+      is taken too, a later pair replacing an earlier one).
     * `:owner` - the owner's member id, or `nil` for none (default `nil`).
-    * `:channels` - `%{channel_id => [overwrite]}` (default `%{}`), as `put_channel/3`
-      takes them; with the others, what `to_options/1` returns.
+    * `:channels` - `%{channel_id => [overwrite]}` (default `%{}`, or a list of pairs),
+      as `put_channel/3` takes them; with the others, what `to_options/1` returns.
 
   ## Examples
 
@@ -461,7 +462,14 @@ defmodule GuildKit.Permissions do
   end
 
   defp validate_roles!(roles) do
-    raise ArgumentError, "expected :roles to be a map of role_id => bits, got: #{inspect(roles)}"
+    case pairs(roles, []) do
+      {:ok, roles} ->
+        validate_roles!(Map.new(roles))
+
+      :error ->
+        raise ArgumentError,
+              "expected :roles to be a map of role_id => bits, got: #{inspect(roles)}"
+    end
   end
 
   defp validate_channels!(channels) when is_map(channels) do
@@ -472,9 +480,20 @@ defmodule GuildKit.Permissions do
   end
 
   defp validate_channels!(channels) do
-    raise ArgumentError,
-          "expected :channels to be a map of channel_id => overwrites, got: #{inspect(channels)}"
+    case pairs(channels, []) do
+      {:ok, channels} ->
+        validate_channels!(Map.new(channels))
+
+      :error ->
+        raise ArgumentError,
+              "expected :channels to be a map of channel_id => overwrites, got: #{inspect(channels)}"
+    end
   end
+
+  # A proper list of {key, value} pairs, in order.
+  defp pairs([], acc), do: {:ok, Enum.reverse(acc)}
+  defp pairs([{_key, _value} = pair | rest], acc), do: pairs(rest, [pair | acc])
+  defp pairs(_other, _acc), do: :error
 
   defp validate_overwrites!(overwrites), do: validate_overwrites!(overwrites, overwrites, 0)
 

@@ -128,13 +128,17 @@ defmodule GuildKit.Permissions.BadInputTest do
       assert_raise ArgumentError, fn -> Permissions.new(bad) end
     end
 
-    assert_raise ArgumentError, ~r/:roles to be a map/, fn ->
-      Permissions.new(roles: [{:a, 1}])
+    for bad <- [[:a], [{:a, 1} | :tail], {:a, 1}, :roles, [{:a, 1, 2}]] do
+      assert_raise ArgumentError, ~r/:roles to be a map/, fn -> Permissions.new(roles: bad) end
+
+      assert_raise ArgumentError, ~r/:channels to be a map/, fn ->
+        Permissions.new(channels: bad)
+      end
     end
 
-    assert_raise ArgumentError, ~r/:channels to be a map/, fn ->
-      Permissions.new(channels: [c: []])
-    end
+    # Lists of pairs are taken as maps.
+    assert Permissions.new(roles: [a: 1, a: 2], channels: [c: []]) |> Permissions.to_options() ==
+             [everyone: 0, roles: %{a: 2}, owner: nil, channels: %{c: []}]
 
     unchanged(context)
   end
