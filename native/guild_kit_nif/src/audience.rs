@@ -800,9 +800,9 @@ fn to_list<'a>(call: Call<'a>, audience: &AudienceResource, from: u64) -> Outcom
                     .map(|r| 24 + 2 * r.len())
                     .sum::<usize>()
                 + session.windows.len() * 56,
-            // A session's map takes a microsecond or two; a remote pid costs more.
-            nanos: 1_500
-                + 100 * session.roles.len()
+            // A session's map takes a few microseconds; a remote pid costs more.
+            nanos: 3_000
+                + 150 * session.roles.len()
                 + if state.remote.contains_key(&slot) {
                     REMOTE_PID_NANOS
                 } else {
