@@ -73,21 +73,19 @@ pub unsafe extern "C" fn dirty_entry<J: DirtyJob>(
 ) -> ErlNifTerm {
     let lifetime = ();
     // SAFETY: the VM passes the calling process's env and `argc` terms of that env,
-    // valid for this call.
-    let (env, args) = unsafe {
+    // valid for this call; the result is turned into the VM's return value (raising for
+    // errors) in that env, as rustler's own generated entry points do.
+    unsafe {
         let env = Env::new(&lifetime, env);
         let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
             .iter()
             .map(|&term| Term::new(env, term))
             .collect();
-        (env, args)
-    };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        J::run(Call::dirty(env), &args)
-    }));
-    // SAFETY: turns the result into the VM's return value (raising for errors) in the
-    // env of this call, as rustler's own generated entry points do.
-    unsafe { rustler::codegen_runtime::handle_nif_result(result, env).apply(env) }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            J::run(Call::dirty(env), &args)
+        }));
+        rustler::codegen_runtime::handle_nif_result(result, env).apply(env)
+    }
 }
 
 /// The elements of a tuple, without copying them, or `None` when `term` is not one.
@@ -97,23 +95,22 @@ pub fn tuple_elements(term: Term) -> Option<TupleElements> {
     let mut arity: c_int = 0;
     let mut elements: *const ErlNifTerm = std::ptr::null();
     // SAFETY: on success `elements` points at `arity` terms owned by the tuple, which
-    // lives as long as the term's env.
-    let ok = unsafe {
-        sys::enif_get_tuple(
+    // lives as long as the term's env (`{}` may give a dangling pointer: not read).
+    let raw: &[ErlNifTerm] = unsafe {
+        if sys::enif_get_tuple(
             term.get_env().as_c_arg(),
             term.as_c_arg(),
             &mut arity,
             &mut elements,
-        )
-    };
-    if ok == 0 {
-        return None;
-    }
-    let raw: &[ErlNifTerm] = if arity == 0 {
-        &[]
-    } else {
-        // SAFETY: see above; `arity` is positive.
-        unsafe { std::slice::from_raw_parts(elements, arity as usize) }
+        ) == 0
+        {
+            return None;
+        }
+        if arity == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(elements, arity as usize)
+        }
     };
     Some(TupleElements {
         env: term.get_env(),
