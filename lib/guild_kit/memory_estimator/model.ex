@@ -54,7 +54,7 @@ defmodule GuildKit.MemoryEstimator.Model do
   end
 
   defp confirm_layout do
-    Native.memory_confirm_layout(fun_probes(), sub_binary_probes())
+    Native.memory_confirm_layout(fun_probes(), sub_binary_probes(), map_probes())
   end
 
   # Closures of every arity from 0 to 3 capturing 0 to 4 variables (immediates, boxed
@@ -107,6 +107,13 @@ defmodule GuildKit.MemoryEstimator.Model do
     ]
   end
 
+  # Flat maps of 0 to 32 keys, of every kind of key and value.
+  defp map_probes do
+    n = :erlang.unique_integer()
+    maps = [%{}, %{n => :one}, %{a: n, b: "b", c: {n}, d: [n]}, Map.new(1..32, &{&1, n - &1})]
+    for map <- maps, do: {map, :maps.keys(map), :maps.values(map)}
+  end
+
   defp corpus_matches? do
     Enum.all?(corpus(), fn term ->
       {words, _off_heap, exact?, _visited, _total} = Native.memory_exact(term)
@@ -125,15 +132,15 @@ defmodule GuildKit.MemoryEstimator.Model do
 
     [
       [0, :atom, self(), [], 2 ** 59 - 1, 2 ** 59, -(2 ** 59) - 1, 2 ** 64, -(2 ** 200)],
-      [2 ** 4000 + n, n * 1.5, {}, {n, [n | n * 1.0]}, List.to_tuple(Enum.to_list(1..100))],
+      [2 ** 4000 + n, n * 1.5, {}, {n, [n | n * 1.0]}, List.to_tuple(Enum.to_list(1..40))],
       [bytes.(0), bytes.(40), bytes.(64), bytes.(65), bytes.(1000), bytes.(9) <> "!"],
       [<<n::size(5)>>, <<n::size(515)>>, <<n::size(70)>>],
       Enum.map(sub_binaries, &elem(&1, 0)),
       [make_ref(), alias, remote_pid()],
-      [%{}, Map.new(1..32, &{&1, n}), Map.new(1..33, &{&1, n}), Map.new(1..1000, &{&1, [n]})],
-      [Map.new(1..300, &{"key-#{&1}", &1}), Map.new(1..100, &{{&1, n}, &1 * 1.0})],
+      [%{}, Map.new(1..32, &{&1, n}), Map.new(1..33, &{&1, n}), Map.new(1..200, &{&1, [n]})],
+      [Map.new(1..40, &{"key-#{&1}", &1}), Map.new(1..40, &{{&1, n}, &1 * 1.0})],
       Enum.map(funs, &elem(&1, 0)),
-      [capture(Map.new(1..100, &{&1, n})), capture(capture(bytes.(100)))]
+      [capture(Map.new(1..40, &{&1, n})), capture(capture(bytes.(100)))]
     ]
   end
 

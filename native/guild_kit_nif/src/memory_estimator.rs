@@ -27,7 +27,7 @@ use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
 use crate::error::Error;
-use crate::raw::{self, FunProbe, Shape, SubBinaryProbe, Thing, ThingKind, Word};
+use crate::raw::{self, FlatMapProbe, FunProbe, Shape, SubBinaryProbe, Thing, ThingKind, Word};
 use crate::schedule::{nifs, Call, Exit, FromArg, Outcome};
 
 /// Units of work (about one term each, see `size_walk`) a normal-scheduler call may
@@ -119,26 +119,26 @@ fn encode<'a>(env: Env<'a>, size: &Size) -> Term<'a> {
         .encode(env)
 }
 
-/// Checks OTP 25's layout of funs and sub-binaries on probes that Elixir made (see
-/// `raw::confirm_layout`): `funs` is a list of `{fun, arity, env, creator}` and
-/// `sub_binaries` of `{sub_binary, parent, bytes, bit_size, bit_offset}`. Returns
-/// whether it holds; from then on, funs' captured variables and sub-binaries' parents
-/// are read in place. A plain NIF: at most MAX_PROBES probes, O(1) each.
+/// Checks the layouts of funs, sub-binaries and flat maps on probes that Elixir made
+/// (see `raw::confirm_layout`): `funs` is a list of `{fun, arity, env, creator}`,
+/// `sub_binaries` of `{sub_binary, parent, bytes, bit_size, bit_offset}` and `maps` of
+/// `{map, keys, values}`. Returns whether they hold; from then on, those are read in
+/// place. A plain NIF: at most MAX_PROBES probes of each kind, O(1) each.
 #[rustler::nif]
-fn memory_confirm_layout<'a>(funs: Term<'a>, sub_binaries: Term<'a>) -> NifResult<bool> {
-    let bad =
-        |position, expected| -> rustler::Error { Error::BadArgument { position, expected }.into() };
-    let funs: Vec<(Term, u8, Vec<Term>, Term)> = short_list(funs)
-        .and_then(|list| list.decode().ok())
-        .ok_or_else(|| bad(0, "a short list of {fun, arity, env, creator}"))?;
-    let sub_binaries: Vec<(Term, Term, usize, u8, u8)> = short_list(sub_binaries)
-        .and_then(|list| list.decode().ok())
-        .ok_or_else(|| {
-            bad(
-                1,
-                "a short list of {sub_binary, parent, bytes, bits, offset}",
-            )
-        })?;
+fn memory_confirm_layout<'a>(
+    funs: Term<'a>,
+    sub_binaries: Term<'a>,
+    maps: Term<'a>,
+) -> NifResult<bool> {
+    let funs: Vec<(Term, u8, Vec<Term>, Term)> =
+        probes(funs, 0, "a short list of {fun, arity, env, creator}")?;
+    let sub_binaries: Vec<(Term, Term, usize, u8, u8)> = probes(
+        sub_binaries,
+        1,
+        "a short list of {sub_binary, parent, bytes, bits, offset}",
+    )?;
+    let maps: Vec<(Term, Vec<Term>, Vec<Term>)> =
+        probes(maps, 2, "a short list of {map, keys, values}")?;
     let funs: Vec<FunProbe> = funs
         .into_iter()
         .map(|(fun, arity, captured, creator)| FunProbe {
@@ -160,14 +160,25 @@ fn memory_confirm_layout<'a>(funs: Term<'a>, sub_binaries: Term<'a>) -> NifResul
             },
         )
         .collect();
-    Ok(raw::confirm_layout(&funs, &sub_binaries))
+    let maps: Vec<FlatMapProbe> = maps
+        .into_iter()
+        .map(|(map, keys, values)| FlatMapProbe { map, keys, values })
+        .collect();
+    Ok(raw::confirm_layout(&funs, &sub_binaries, &maps))
 }
 
-/// `list` when it is a proper list of at most MAX_PROBES elements (and so cheap to
-/// decode whatever its elements are: each is a small tuple or fails at once).
-fn short_list(list: Term) -> Option<Term> {
-    let length = list.list_length().ok()?;
-    (length <= MAX_PROBES).then_some(list)
+/// Decodes a proper list of at most MAX_PROBES probes (cheap to decode whatever its
+/// elements are: each is a small tuple, or fails at once).
+fn probes<'a, T: rustler::Decoder<'a>>(
+    list: Term<'a>,
+    position: usize,
+    expected: &'static str,
+) -> Result<Vec<T>, Error> {
+    list.list_length()
+        .ok()
+        .filter(|&length| length <= MAX_PROBES)
+        .and_then(|_| list.decode().ok())
+        .ok_or(Error::BadArgument { position, expected })
 }
 
 /// Real terms, as `size_walk` sees them: term words, read in place.
@@ -241,11 +252,12 @@ impl<'a> TermView for NifView<'a> {
         match word.shape() {
             // Small integers, atoms, local pids and ports, and [] take no heap words.
             Shape::Immediate => leaf(0, 0, 8),
-            Shape::Cell(..) => Node::List,
+            Shape::Cell => Node::List,
             Shape::Tuple(elements) => {
                 self.last = (word, elements);
                 Node::Tuple(elements.len())
             }
+            Shape::FlatMap { keys, .. } => Node::Map { size: keys.len() },
             Shape::Map => Node::Map {
                 size: word.term(self.env).map_size().unwrap_or(0),
             },
@@ -281,12 +293,9 @@ impl<'a> TermView for NifView<'a> {
         self.last.1[index]
     }
 
-    #[inline]
+    #[inline(always)]
     fn list_cell(&mut self, list: Word<'a>) -> Option<(Word<'a>, Word<'a>)> {
-        match list.shape() {
-            Shape::Cell(head, tail) => Some((head, tail)),
-            _ => None,
-        }
+        list.cell()
     }
 
     #[inline]
@@ -295,7 +304,10 @@ impl<'a> TermView for NifView<'a> {
     }
 
     fn entries(&mut self, map: Word<'a>) -> MapEntries<'a> {
-        MapEntries(MapIterator::new(map.term(self.env)))
+        match map.shape() {
+            Shape::FlatMap { keys, values } => MapEntries::Flat(keys.iter().zip(values)),
+            _ => MapEntries::Hashed(MapIterator::new(map.term(self.env))),
+        }
     }
 
     #[inline]
@@ -324,15 +336,23 @@ fn leaf<T>(words: u64, off_heap_bytes: u64, payload_bytes: u64) -> Node<T> {
 }
 
 /// Entries of a map in its own order (key order for flat maps, hash order for
-/// hashmaps).
-pub struct MapEntries<'a>(Option<MapIterator<'a>>);
+/// hashmaps): read in place from a flat map, through rustler from a hashmap.
+pub enum MapEntries<'a> {
+    Flat(std::iter::Zip<std::slice::Iter<'a, Word<'a>>, std::slice::Iter<'a, Word<'a>>>),
+    Hashed(Option<MapIterator<'a>>),
+}
 
 impl<'a> Iterator for MapEntries<'a> {
     type Item = (Word<'a>, Word<'a>);
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let (key, value) = self.0.as_mut()?.next()?;
-        Some((Word::of(key), Word::of(value)))
+        match self {
+            MapEntries::Flat(entries) => entries.next().map(|(&key, &value)| (key, value)),
+            MapEntries::Hashed(entries) => {
+                let (key, value) = entries.as_mut()?.next()?;
+                Some((Word::of(key), Word::of(value)))
+            }
+        }
     }
 }

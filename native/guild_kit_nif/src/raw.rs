@@ -366,7 +366,16 @@ const OTP25_SUB_BINARY_SIZE: usize = 1;
 const OTP25_SUB_BINARY_BITS: usize = 3;
 const OTP25_SUB_BINARY_PARENT: usize = 4;
 
-/// Set once `confirm_layout` has seen OTP 25's fun and sub-binary layouts on probes.
+/// The header of every flat map (`MAP_HEADER_FLATMAP`, OTP 18 on: map type 0, arity
+/// field 1, no bitmap): its size, its key tuple and its values follow. Hashmap headers
+/// differ in type or bitmap.
+const FLATMAP_HEADER: usize = (0b1_00 << HEADER_ARITY_SHIFT) | MAP_SUBTAG;
+const FLATMAP_SIZE: usize = 1;
+const FLATMAP_KEYS: usize = 2;
+const FLATMAP_VALUES: usize = 3;
+
+/// Set once `confirm_layout` has seen the layouts of funs, sub-binaries and flat maps
+/// on probes.
 static LAYOUT_CONFIRMED: AtomicBool = AtomicBool::new(false);
 
 /// What a term is, read from its word and, for a boxed term, its object.
@@ -374,11 +383,17 @@ static LAYOUT_CONFIRMED: AtomicBool = AtomicBool::new(false);
 pub enum Shape<'a> {
     /// Held whole in its word: small integer, atom, local pid or port, `[]`.
     Immediate,
-    /// A list cell: head and tail.
-    Cell(Word<'a>, Word<'a>),
+    /// A list cell: read it with [`Word::cell`].
+    Cell,
     /// A tuple and its elements.
     Tuple(&'a [Word<'a>]),
-    /// A map, flat or hashed: read it with rustler's map API.
+    /// A flat map (at most 32 keys), its keys and values in its own order, when its
+    /// layout is confirmed.
+    FlatMap {
+        keys: &'a [Word<'a>],
+        values: &'a [Word<'a>],
+    },
+    /// Any other map: read it with rustler's map API.
     Map,
     /// A fun, with what it references, when OTP 25's layout is confirmed.
     Fun(Option<Fun<'a>>),
@@ -472,6 +487,20 @@ impl<'a> Word<'a> {
         self.read(LAYOUT_CONFIRMED.load(Ordering::Relaxed))
     }
 
+    /// The head and tail of a list cell; `None` for anything else. The fast path of
+    /// [`Word::shape`] for list spines.
+    #[inline(always)]
+    pub fn cell(self) -> Option<(Word<'a>, Word<'a>)> {
+        if self.bits & PRIMARY_TAG != LIST_TAG {
+            return None;
+        }
+        let at = (self.bits & !PRIMARY_TAG) as *const Word<'a>;
+        // SAFETY: a term of a live env (see the type) with a list tag points at a cons
+        // cell of two terms of that env (OTP's tagging since R7); Word<'a> is a
+        // #[repr(transparent)] term word.
+        unsafe { Some((*at, *at.add(1))) }
+    }
+
     /// Hints to the CPU that the term's cell or object is about to be read.
     #[inline]
     pub fn prefetch(self) {
@@ -487,6 +516,7 @@ impl<'a> Word<'a> {
         }
     }
 
+    #[inline]
     fn read(self, layout_confirmed: bool) -> Shape<'a> {
         let tag = self.bits & PRIMARY_TAG;
         if tag == IMMEDIATE_TAG {
@@ -500,27 +530,48 @@ impl<'a> Word<'a> {
                 size: 0,
             });
         }
+        if tag == LIST_TAG {
+            return Shape::Cell;
+        }
         let at = (self.bits & !PRIMARY_TAG) as *const usize;
         let word = |bits| Word {
             bits,
             env: PhantomData,
         };
-        // SAFETY: a term of a live env (see the type) with a list tag points at a cons
-        // cell of two terms, and one with a boxed tag at an object that starts with a
-        // header word; OTP has tagged terms this way since R7. The header's arity
+        // SAFETY: a term of a live env (see the type) with a boxed tag points at an
+        // object that starts with a header word; OTP has tagged terms this way since
+        // R7. The header's arity
         // counts the words that follow it in tuples and in the things read as such
         // (the garbage collector skips them by it), so words 1..=arity are in the
-        // object; maps are not read here, as their header arity is no size. A fun or
-        // sub-binary whose header is OTP 25's has at least 1 + arity words; the fields
-        // beyond them (a fun's creator and captured variables, their count, a
-        // sub-binary's parent) are read only once `confirm_layout` has found them
-        // where OTP 25 puts them. Tuple elements, captured variables and the parent are
-        // terms of the same env, and Word<'a> is a #[repr(transparent)] term word.
+        // object; a map's header arity is no size, and a map is read past its header
+        // only when its header is a flat map's and once
+        // `confirm_layout` has found its size, key tuple and values where OTP puts
+        // them. A fun or sub-binary whose header is OTP 25's has at least 1 + arity
+        // words; the fields beyond them (a fun's creator and captured variables, their
+        // count, a sub-binary's parent) are read only once `confirm_layout` has found
+        // them where OTP 25 puts them. Tuple elements, keys, values, captured variables
+        // and the parent are terms of the same env, and Word<'a> is a
+        // #[repr(transparent)] term word.
         unsafe {
-            if tag == LIST_TAG {
-                return Shape::Cell(word(*at), word(*at.add(1)));
-            }
             let header = *at;
+            if header == FLATMAP_HEADER && layout_confirmed {
+                let size = *at.add(FLATMAP_SIZE);
+                let keys = *at.add(FLATMAP_KEYS);
+                // The key tuple: a boxed tuple of `size` elements.
+                let keys_at = (keys & !PRIMARY_TAG) as *const usize;
+                if keys & PRIMARY_TAG != BOXED_TAG
+                    || *keys_at != (size << HEADER_ARITY_SHIFT) | TUPLE_SUBTAG
+                {
+                    return Shape::Map;
+                }
+                return Shape::FlatMap {
+                    keys: std::slice::from_raw_parts(keys_at.add(1).cast::<Word<'a>>(), size),
+                    values: std::slice::from_raw_parts(
+                        at.add(FLATMAP_VALUES).cast::<Word<'a>>(),
+                        size,
+                    ),
+                };
+            }
             let arity = header >> HEADER_ARITY_SHIFT;
             let thing = |kind| {
                 Shape::Thing(Thing {
@@ -598,12 +649,25 @@ pub struct SubBinaryProbe<'a> {
     pub bit_offset: u8,
 }
 
-/// Confirms OTP 25's layout of funs and sub-binaries on probes of known contents, and
-/// from then on lets [`Word::shape`] read captured variables and parents. Returns false
-/// (and reads nothing past the probes' headers) unless every probe has OTP 25's header,
-/// and false unless every field is where OTP 25 puts it. Probes must vary in arity,
-/// captured variables, bit sizes and offsets for the check to mean anything.
-pub fn confirm_layout(funs: &[FunProbe], sub_binaries: &[SubBinaryProbe]) -> bool {
+/// A flat map made by Elixir code, and its keys and values (`:maps.keys/1` and
+/// `:maps.values/1`, which list them in the map's own order).
+pub struct FlatMapProbe<'a> {
+    pub map: Term<'a>,
+    pub keys: Vec<Term<'a>>,
+    pub values: Vec<Term<'a>>,
+}
+
+/// Confirms OTP 25's layout of funs and sub-binaries, and OTP's layout of flat maps, on
+/// probes of known contents, and from then on lets [`Word::shape`] read captured
+/// variables, parents, keys and values. Returns false (and reads nothing past the
+/// probes' headers) unless every probe has the header of its layout, and false unless
+/// every field is where the layout puts it. Probes must vary in arity, captured
+/// variables, bit sizes, offsets and map sizes for the check to mean anything.
+pub fn confirm_layout<'a>(
+    funs: &[FunProbe<'a>],
+    sub_binaries: &[SubBinaryProbe<'a>],
+    maps: &[FlatMapProbe<'a>],
+) -> bool {
     let headers_match = funs
         .iter()
         .all(|probe| matches!(Word::of(probe.fun).read(false), Shape::Fun(None)))
@@ -613,19 +677,14 @@ pub fn confirm_layout(funs: &[FunProbe], sub_binaries: &[SubBinaryProbe]) -> boo
                 Shape::SubBinary(None)
             )
         });
-    if !headers_match || funs.is_empty() || sub_binaries.is_empty() {
+    if !headers_match || funs.is_empty() || sub_binaries.is_empty() || maps.is_empty() {
         return false;
     }
     let funs_match = funs.iter().all(|probe| {
         let Shape::Fun(Some(fun)) = Word::of(probe.fun).read(true) else {
             return false;
         };
-        fun.captured.len() == probe.captured.len()
-            && fun
-                .captured
-                .iter()
-                .zip(&probe.captured)
-                .all(|(&word, &term)| word == Word::of(term))
+        same_words(fun.captured, &probe.captured)
             && fun.creator == Word::of(probe.creator)
             && fun.arity == probe.arity
     });
@@ -638,9 +697,26 @@ pub fn confirm_layout(funs: &[FunProbe], sub_binaries: &[SubBinaryProbe]) -> boo
             && sub.bit_offset == probe.bit_offset
             && sub.parent == Word::of(probe.parent)
     });
-    let confirmed = funs_match && sub_binaries_match;
+    // The flat-map branch of `read` looks past a map's header only when it is a flat
+    // map's.
+    let maps_match = maps.iter().all(|probe| {
+        let Shape::FlatMap { keys, values } = Word::of(probe.map).read(true) else {
+            return false;
+        };
+        same_words(keys, &probe.keys) && same_words(values, &probe.values)
+    });
+    let confirmed = funs_match && sub_binaries_match && maps_match;
     if confirmed {
         LAYOUT_CONFIRMED.store(true, Ordering::Relaxed);
     }
     confirmed
+}
+
+/// True when `words` are the words of `terms`, in order.
+fn same_words<'a>(words: &[Word<'a>], terms: &[Term<'a>]) -> bool {
+    words.len() == terms.len()
+        && words
+            .iter()
+            .zip(terms)
+            .all(|(&word, &term)| word == Word::of(term))
 }
