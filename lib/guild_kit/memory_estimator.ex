@@ -188,7 +188,7 @@ defmodule GuildKit.MemoryEstimator do
   Breaks the size of `term` down by the fields of its maps and structs.
 
   Returns `{path, estimate}` pairs, largest first (by `bytes + off_heap_binary_bytes`,
-  ties by path). The first is always the whole term, at path `[]`. Maps and structs of
+  ties in breadth-first order). The first is always the whole term, at path `[]`. Maps and structs of
   up to 32 keys are broken down into their fields, down to `:depth` levels; larger maps
   are collections and are sized whole. A struct's `:__struct__` field is not listed.
   Each part adds up: a map's words are its own (2 per key plus 4) plus its keys' and
@@ -468,10 +468,12 @@ defmodule GuildKit.MemoryEstimator do
       |> plan(opts[:depth])
       |> size_fields(opts, deadline)
 
+    # Ties go in breadth-first order (by index): comparing paths could compare huge keys.
     fields =
-      fields
-      |> Enum.filter(fn {_path, estimate} -> size_bytes(estimate) >= opts[:min_bytes] end)
-      |> Enum.sort_by(fn {path, estimate} -> {-size_bytes(estimate), path} end)
+      for {_index, path, estimate} <-
+            Enum.sort_by(fields, &{-size_bytes(elem(&1, 2)), elem(&1, 0)}),
+          size_bytes(estimate) >= opts[:min_bytes],
+          do: {path, estimate}
 
     [root | fields]
   end
@@ -534,7 +536,7 @@ defmodule GuildKit.MemoryEstimator do
         # Each field gets its own sample, so that equal-length collections in
         # different fields are not sampled at the same positions.
         :whole ->
-          {size(value, opts[:samples], :erlang.phash2({opts[:seed], path}), deadline), parts}
+          {size(value, opts[:samples], :erlang.phash2({opts[:seed], index}), deadline), parts}
 
         {:map, size} ->
           {fields_size, parts} = Map.pop(parts, index)
@@ -545,7 +547,7 @@ defmodule GuildKit.MemoryEstimator do
       {estimate, fields, parts}
     else
       part = add(size(key, opts[:samples], opts[:seed], deadline), estimate)
-      fields = if listed?, do: [{path, estimate} | fields], else: fields
+      fields = if listed?, do: [{index, path, estimate} | fields], else: fields
       {root, fields, Map.update(parts, parent, part, &add(&1, part))}
     end
   end
@@ -577,9 +579,6 @@ defmodule GuildKit.MemoryEstimator do
   defp size_bytes(%Estimate{bytes: bytes, off_heap_binary_bytes: off_heap}), do: bytes + off_heap
 
   defp size(term, samples, seed, deadline) do
-    samples = min(samples, @max_u64)
-    seed = Bitwise.band(seed, @max_u64)
-
     verified? = Model.sizes_verified?()
 
     case Native.memory_estimate(term, samples, seed, time_limit(deadline)) do
@@ -615,7 +614,10 @@ defmodule GuildKit.MemoryEstimator do
 
     opts = Keyword.validate!(opts, defaults)
     Enum.each(opts, &validate_option!/1)
+    # What the NIF takes: at most 2^64 - 1 samples, and the seed's low 64 bits.
     opts
+    |> Keyword.update!(:samples, &min(&1, @max_u64))
+    |> Keyword.update!(:seed, &Bitwise.band(&1, @max_u64))
   end
 
   defp validate_option!({:samples, value}) when is_integer(value) and value > 0, do: :ok

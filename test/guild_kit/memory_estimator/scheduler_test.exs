@@ -38,19 +38,47 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
   end
 
   # Every public entry point on `term`, with the default and a huge sample count
-  # (which walks everything but still starts on a normal scheduler). Returns a small
-  # value, as LongSchedule wants.
+  # (which walks everything but still starts on a normal scheduler), and a breakdown
+  # as deep as it goes. Returns a small value, as LongSchedule wants.
   defp size_every_way(term) do
     [
       MemoryEstimator.estimate(term).words,
       MemoryEstimator.estimate(term, samples: 100_000).words,
       MemoryEstimator.exact(term).words,
-      length(MemoryEstimator.breakdown(term))
+      length(MemoryEstimator.breakdown(term)),
+      length(MemoryEstimator.breakdown(term, depth: 1_000_000, samples: 100_000))
     ]
   end
 
+  defp capture(term), do: fn -> term end
+
+  # Hostile sizes of every kind: huge binaries and bignums, wide tuples, deep closures,
+  # equal but not identical terms, sub-binaries and bit-offset binaries, maps whose
+  # walk hashes huge keys, and maps nested deeper than any breakdown goes.
+  defp hostile_corpus do
+    huge = :binary.copy("h", 100_000_000)
+    keys = :rand.bytes(2_000_000)
+
+    %{
+      huge_binary: huge,
+      binaries: List.to_tuple(for i <- 1..16, do: :binary.copy(<<i>>, 4_000_000)),
+      bignum: :binary.decode_unsigned(:binary.copy(<<255>>, 3_750_000)),
+      wide_tuple: List.to_tuple(Enum.to_list(1..1_000_000)),
+      deep_closures: Enum.reduce(1..100_000, :leaf, fn _, inner -> capture(inner) end),
+      funs_over_huge: for(i <- 1..1000, do: capture({i, huge})),
+      equal_not_identical:
+        Map.new(1..100_000, &{if(rem(&1, 2) == 0, do: &1, else: &1 * 1.0), &1}),
+      bit_offsets: for(i <- 0..99, do: shifted(binary_part(huge, i * 200_000, 1_000_000))),
+      huge_bitstring: <<binary_part(huge, 0, 20_000_000)::binary, 1::3>>,
+      slices: for(i <- 0..999, do: binary_part(huge, i * 1000, 50_000_000)),
+      huge_keys: Map.new(0..99, &{binary_part(keys, &1 * 1000, 1_000_000), &1}),
+      flat_huge_keys: Map.new(0..31, &{binary_part(keys, &1 * 1000, 1_000_000), &1}),
+      deep_maps: Enum.reduce(1..8000, %{}, fn i, inner -> %{i => inner} end)
+    }
+  end
+
   test "a million-entry map of member structs" do
-    [_, _, exact, _] =
+    [_, _, exact, _, _] =
       assert_no_long_schedule(
         fn -> elem(Gen.members(1_000_000, Gen.seed(1)), 0) end,
         &size_every_way/1
@@ -93,6 +121,22 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
     assert_no_long_schedule(setup, fn inputs ->
       Enum.map(Map.values(inputs), &size_every_way/1)
     end)
+  end
+
+  test "the hostile corpus, each kind alone and all together" do
+    # Built here and shared with the measuring process: were it the only owner of the
+    # binaries, freeing them as it exits would show up as a long schedule of its own.
+    corpus = hostile_corpus()
+    {:ok, server} = Agent.start_link(fn -> corpus end)
+
+    for term <- [corpus | Map.values(corpus)] do
+      assert_no_long_schedule(fn -> term end, &size_every_way/1)
+    end
+
+    assert {:ok, [{[], _} | _]} =
+             assert_no_long_schedule(fn -> server end, fn server ->
+               MemoryEstimator.process(server, depth: 1_000_000, timeout: 60_000)
+             end)
   end
 
   test "process/2: the measurement inside the target, and the caller's side" do
