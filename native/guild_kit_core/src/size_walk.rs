@@ -1058,7 +1058,7 @@ mod tests {
         }
     }
 
-    /// A view whose every term takes a millisecond to read.
+    /// A view whose every term takes a tenth of a millisecond (or more) to read.
     struct Slow<'a>(View<'a>);
 
     impl<'a> TermView for Slow<'a> {
@@ -1066,7 +1066,7 @@ mod tests {
         type Entries = std::vec::IntoIter<(T<'a>, T<'a>)>;
 
         fn node(&mut self, term: T<'a>) -> Node<T<'a>> {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(std::time::Duration::from_micros(100));
             self.0.node(term)
         }
         fn element(&mut self, container: T<'a>, index: usize) -> T<'a> {
@@ -1086,43 +1086,50 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_time_budget_stops_walks_that_cost_more_than_their_units() {
-        let term = M::Tuple((0..200).map(|_| M::Float).collect());
-        let settings = Settings {
-            budget: Some(1_000_000),
-            time_budget: Some(std::time::Duration::from_millis(20)),
-            ..Settings::exact()
-        };
+    /// Walks 4,000 floats through [`Slow`] with `settings` (at least 0.4 s unbounded);
+    /// returns the result and how long it took. Stopping after a 20 ms budget, it
+    /// looks at the clock every [`CLOCK_EVERY`] units, about 128 floats.
+    fn slow_walk(settings: &Settings) -> (Result<Size, Interrupt>, std::time::Duration) {
+        let term = M::Tuple((0..4000).map(|_| M::Float).collect());
         let started = std::time::Instant::now();
         let result = size_of(
             &mut Slow(View(std::marker::PhantomData)),
             T::Term(&term),
-            &settings,
+            settings,
         );
+        (result, started.elapsed())
+    }
+
+    #[test]
+    fn a_time_budget_stops_walks_that_cost_more_than_their_units() {
+        let (result, elapsed) = slow_walk(&Settings {
+            budget: Some(1_000_000),
+            time_budget: Some(std::time::Duration::from_millis(20)),
+            ..Settings::exact()
+        });
         assert_eq!(result, Err(Interrupt::OverBudget));
-        // It looks at the clock every CLOCK_EVERY units: it stops within a few checks.
-        assert!(started.elapsed() < std::time::Duration::from_millis(150));
+        assert!(
+            elapsed < std::time::Duration::from_millis(200),
+            "{elapsed:?}"
+        );
     }
 
     #[test]
     fn a_deadline_stops_walks_for_good() {
-        let term = M::Tuple((0..200).map(|_| M::Float).collect());
-        let started = std::time::Instant::now();
-        let settings = Settings {
-            deadline: Some(started + std::time::Duration::from_millis(20)),
+        let now = std::time::Instant::now();
+        let (result, elapsed) = slow_walk(&Settings {
+            deadline: Some(now + std::time::Duration::from_millis(20)),
             ..Settings::exact()
-        };
-        let result = size_of(
-            &mut Slow(View(std::marker::PhantomData)),
-            T::Term(&term),
-            &settings,
-        );
+        });
         assert_eq!(result, Err(Interrupt::Deadline));
-        assert!(started.elapsed() < std::time::Duration::from_millis(150));
+        assert!(
+            elapsed < std::time::Duration::from_millis(200),
+            "{elapsed:?}"
+        );
         // A deadline far off changes nothing.
+        let term = M::Tuple((0..200).map(|_| M::Float).collect());
         let settings = Settings {
-            deadline: Some(started + std::time::Duration::from_secs(3600)),
+            deadline: Some(now + std::time::Duration::from_secs(3600)),
             ..Settings::exact()
         };
         assert_eq!(

@@ -307,9 +307,9 @@ pub fn send_moving(
 // `GuildKit.MemoryEstimator` sizes terms by reading their objects where they lie, as
 // `:erts_debug.flat_size/1` does: a header word says what a boxed object is and how
 // many words it takes, and the few fields beyond that (a fun's captured variables, a
-// sub-binary's bit offset and parent) are read only once OTP 25's layout of those two
-// objects has been confirmed on probe terms (`confirm_layout`). Nothing is copied,
-// encoded or allocated in the VM, whatever the term holds.
+// sub-binary's bit offset and parent, a flat map's keys and values) are read only once
+// their layout has been confirmed on probe terms (`confirm_layout`). Nothing is
+// copied, encoded or allocated in the VM, whatever the term holds.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -318,8 +318,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 ///
 /// The size walk keeps millions of these on its stack, where a `Term` would carry its
 /// env as well. Only this module makes them: from terms of that env (`Word::of`), or
-/// from the term slots of objects of that env (tuple elements, captured variables, a
-/// sub-binary's parent, list cells). So every `Word<'a>` is a term of the one env whose
+/// from the term slots of objects of that env (list cells, tuple elements, flat maps'
+/// keys and values, captured variables, a sub-binary's parent). So every `Word<'a>` is a term of the one env whose
 /// lifetime is `'a`: rustler gives every env its own invariant lifetime.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(transparent)]
@@ -448,7 +448,8 @@ pub enum ThingKind {
     Reference,
     HeapBinary,
     RefcBinary,
-    /// A pid, port or reference of another node (or an earlier run of this one).
+    /// A pid, port or reference of another node (or an earlier run of this one), or
+    /// an export fun of OTP 24 and earlier.
     External,
     /// A subtag this build does not know, or a fun or sub-binary whose header is not
     /// OTP 25's: only its header word was read.

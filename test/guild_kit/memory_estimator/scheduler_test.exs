@@ -20,12 +20,6 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
     result
   end
 
-  # `bytes` as a sub-binary at bit offset 3.
-  defp shifted(bytes) do
-    <<_::3, shifted::binary-size(byte_size(bytes)), _::5>> = <<0::3, bytes::binary, 0::5>>
-    shifted
-  end
-
   # Building these inputs leaves much garbage; collected at the end of the setup, it
   # cannot fill the heap (and show up as a collection of tens of milliseconds) during
   # the measured calls.
@@ -48,33 +42,6 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
       length(MemoryEstimator.breakdown(term)),
       length(MemoryEstimator.breakdown(term, depth: 1_000_000, samples: 100_000))
     ]
-  end
-
-  defp capture(term), do: fn -> term end
-
-  # Hostile sizes of every kind: huge binaries and bignums, wide tuples, deep closures,
-  # equal but not identical terms, sub-binaries and bit-offset binaries, maps whose
-  # walk hashes huge keys, and maps nested deeper than any breakdown goes.
-  defp hostile_corpus do
-    huge = :binary.copy("h", 100_000_000)
-    keys = :rand.bytes(2_000_000)
-
-    %{
-      huge_binary: huge,
-      binaries: List.to_tuple(for i <- 1..16, do: :binary.copy(<<i>>, 4_000_000)),
-      bignum: :binary.decode_unsigned(:binary.copy(<<255>>, 3_750_000)),
-      wide_tuple: List.to_tuple(Enum.to_list(1..1_000_000)),
-      deep_closures: Enum.reduce(1..100_000, :leaf, fn _, inner -> capture(inner) end),
-      funs_over_huge: for(i <- 1..1000, do: capture({i, huge})),
-      equal_not_identical:
-        Map.new(1..100_000, &{if(rem(&1, 2) == 0, do: &1, else: &1 * 1.0), &1}),
-      bit_offsets: for(i <- 0..99, do: shifted(binary_part(huge, i * 200_000, 1_000_000))),
-      huge_bitstring: <<binary_part(huge, 0, 20_000_000)::binary, 1::3>>,
-      slices: for(i <- 0..999, do: binary_part(huge, i * 1000, 50_000_000)),
-      huge_keys: Map.new(0..99, &{binary_part(keys, &1 * 1000, 1_000_000), &1}),
-      flat_huge_keys: Map.new(0..31, &{binary_part(keys, &1 * 1000, 1_000_000), &1}),
-      deep_maps: Enum.reduce(1..8000, %{}, fn i, inner -> %{i => inner} end)
-    }
   end
 
   test "a million-entry map of member structs" do
@@ -114,7 +81,7 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
         bits: Enum.map(1..10_000, &<<&1::size(rem(&1, 500) + 1)>>),
         bignums: Enum.map(1..10_000, &(2 ** (64 * rem(&1, 700)) + &1)),
         # Reading a binary at a bit offset copies it.
-        shifted: Enum.map(1..400, &shifted(:binary.copy(<<&1>>, 100_000)))
+        shifted: Enum.map(1..400, &Gen.shifted(:binary.copy(<<&1>>, 100_000)))
       }
     end
 
@@ -126,7 +93,7 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
   test "the hostile corpus, each kind alone and all together" do
     # Built here and shared with the measuring process: were it the only owner of the
     # binaries, freeing them as it exits would show up as a long schedule of its own.
-    corpus = hostile_corpus()
+    corpus = Gen.hostile()
     {:ok, server} = Agent.start_link(fn -> corpus end)
 
     for term <- [corpus | Map.values(corpus)] do
