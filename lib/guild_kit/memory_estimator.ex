@@ -363,7 +363,8 @@ defmodule GuildKit.MemoryEstimator do
     {:ok, probe} = Agent.start(fn -> state end)
 
     try do
-      {:ok, [{[], estimate} | _]} = measure_inside(probe, [depth: 0] ++ @estimate_options, 5000)
+      opts = Keyword.put(@breakdown_options, :depth, 0)
+      {:ok, [{[], estimate}]} = measure_inside(probe, opts, 5000)
       estimate.words == :erts_debug.flat_size(state) and Agent.get(probe, & &1) == state
     rescue
       _ -> false
