@@ -49,7 +49,17 @@ defmodule GuildKit.Examples.Guild do
   @typedoc "A member as the guild keeps it."
   @type member :: %{name: String.t(), roles: [role()], status: :online | :offline}
 
-  defstruct [:id, :toolkit, :hoisted, :sidebar, :timings, members: %{}, watchers: %{}, sessions: %{}, seq: 0]
+  defstruct [
+    :id,
+    :toolkit,
+    :hoisted,
+    :sidebar,
+    :timings,
+    members: %{},
+    watchers: %{},
+    sessions: %{},
+    seq: 0
+  ]
 
   ## Client API
 
@@ -69,10 +79,19 @@ defmodule GuildKit.Examples.Guild do
   """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts \\ []) do
-    opts = Keyword.validate!(opts, [:id, :name, :timings, members: [], hoisted_roles: [], toolkit: :guild_kit])
+    opts =
+      Keyword.validate!(opts, [
+        :id,
+        :name,
+        :timings,
+        members: [],
+        hoisted_roles: [],
+        toolkit: :guild_kit
+      ])
 
     unless opts[:toolkit] in [:guild_kit, :otp] do
-      raise ArgumentError, "expected :toolkit to be :guild_kit or :otp, got: #{inspect(opts[:toolkit])}"
+      raise ArgumentError,
+            "expected :toolkit to be :guild_kit or :otp, got: #{inspect(opts[:toolkit])}"
     end
 
     gen_opts = if opts[:name], do: [name: opts[:name]], else: []
@@ -81,7 +100,8 @@ defmodule GuildKit.Examples.Guild do
 
   @doc "A user joins the guild, offline, with `roles`."
   @spec join(GenServer.server(), user_id(), String.t(), [role()]) :: :ok
-  def join(guild, user_id, name, roles \\ []), do: apply_events(guild, [{:join, user_id, name, roles}])
+  def join(guild, user_id, name, roles \\ []),
+    do: apply_events(guild, [{:join, user_id, name, roles}])
 
   @doc "A user leaves the guild."
   @spec leave(GenServer.server(), user_id()) :: :ok
@@ -126,12 +146,14 @@ defmodule GuildKit.Examples.Guild do
       :guild_kit ->
         # GuildKit: measured in place, in microseconds, without copying the state out.
         # The first entry of the breakdown is the whole state.
-        with {:ok, [{[], total} | _]} <- MemoryEstimator.process(guild, Keyword.put(opts, :depth, 0)) do
+        with {:ok, [{[], total} | _]} <-
+               MemoryEstimator.process(guild, Keyword.put(opts, :depth, 0)) do
           {:ok, total.bytes}
         end
 
       :otp ->
-        {:ok, :erts_debug.flat_size(:sys.get_state(guild, :infinity)) * :erlang.system_info(:wordsize)}
+        {:ok,
+         :erts_debug.flat_size(:sys.get_state(guild, :infinity)) * :erlang.system_info(:wordsize)}
     end
   end
 
@@ -155,7 +177,8 @@ defmodule GuildKit.Examples.Guild do
   end
 
   @impl GenServer
-  def handle_call({:events, events}, _from, state), do: {:reply, :ok, Enum.reduce(events, state, &apply_event/2)}
+  def handle_call({:events, events}, _from, state),
+    do: {:reply, :ok, Enum.reduce(events, state, &apply_event/2)}
 
   def handle_call({:connect, user_id, session, watch}, _from, state) do
     Process.monitor(session)
@@ -163,14 +186,19 @@ defmodule GuildKit.Examples.Guild do
     {:reply, {:ok, rows}, %{state | sessions: Map.put(state.sessions, session, {user_id, watch})}}
   end
 
-  def handle_call({:rows, first, last}, _from, state), do: {:reply, sidebar_rows(state, first, last), state}
+  def handle_call({:rows, first, last}, _from, state),
+    do: {:reply, sidebar_rows(state, first, last), state}
+
   def handle_call(:toolkit, _from, state), do: {:reply, state.toolkit, state}
 
   @impl GenServer
   def handle_info({:DOWN, _ref, :process, session, _reason}, state) do
     case Map.pop(state.sessions, session) do
-      {nil, _} -> {:noreply, state}
-      {{_user_id, watch}, sessions} -> {:noreply, unsubscribe(%{state | sessions: sessions}, session, watch)}
+      {nil, _} ->
+        {:noreply, state}
+
+      {{_user_id, watch}, sessions} ->
+        {:noreply, unsubscribe(%{state | sessions: sessions}, session, watch)}
     end
   end
 
@@ -182,7 +210,10 @@ defmodule GuildKit.Examples.Guild do
     before = Map.get(state.members, user_id)
     members = update_members(state.members, event)
     started = System.monotonic_time(:nanosecond)
-    {ops, sidebar} = move(state, user_id, placement(state, before), placement(state, members[user_id]))
+
+    {ops, sidebar} =
+      move(state, user_id, placement(state, before), placement(state, members[user_id]))
+
     record_timing(state.timings, seq, System.monotonic_time(:nanosecond) - started)
     state = %{state | members: members, sidebar: sidebar, seq: seq}
     publish(state, seq, event, ops)
@@ -204,7 +235,9 @@ defmodule GuildKit.Examples.Guild do
   # under their first hoisted role, else in :online; sorted by name.
   defp placement(_state, nil), do: nil
   defp placement(_state, %{status: :offline, name: name}), do: {:offline, name}
-  defp placement(state, %{roles: roles, name: name}), do: {Enum.find(state.hoisted, :online, &(&1 in roles)), name}
+
+  defp placement(state, %{roles: roles, name: name}),
+    do: {Enum.find(state.hoisted, :online, &(&1 in roles)), name}
 
   ## The sidebar
 
@@ -230,7 +263,13 @@ defmodule GuildKit.Examples.Guild do
       end
 
     counts = Enum.frequencies_by(keys, &elem(&1, 0))
-    %{set: :gb_sets.from_list(keys), positions: positions, groups: List.to_tuple(groups), counts: counts}
+
+    %{
+      set: :gb_sets.from_list(keys),
+      positions: positions,
+      groups: List.to_tuple(groups),
+      counts: counts
+    }
   end
 
   defp move(state, _user_id, same, same), do: {[], state.sidebar}
@@ -261,10 +300,15 @@ defmodule GuildKit.Examples.Guild do
     {syncs, sidebar}
   end
 
-  defp otp_key(sidebar, user_id, {group, name}), do: {Map.fetch!(sidebar.positions, group), name, user_id}
+  defp otp_key(sidebar, user_id, {group, name}),
+    do: {Map.fetch!(sidebar.positions, group), name, user_id}
 
   defp otp_add(sidebar, {position, _, _} = key),
-    do: %{sidebar | set: :gb_sets.add(key, sidebar.set), counts: Map.update(sidebar.counts, position, 1, &(&1 + 1))}
+    do: %{
+      sidebar
+      | set: :gb_sets.add(key, sidebar.set),
+        counts: Map.update(sidebar.counts, position, 1, &(&1 + 1))
+    }
 
   defp otp_delete(sidebar, {position, _, _} = key) do
     counts = Map.update!(sidebar.counts, position, &(&1 - 1))
@@ -297,14 +341,20 @@ defmodule GuildKit.Examples.Guild do
     end)
     |> Stream.transform(nil, fn {position, _, id}, current ->
       member = {:member, id}
-      if position == current, do: {[member], current}, else: {[{:group, elem(sidebar.groups, position)}, member], position}
+
+      if position == current,
+        do: {[member], current},
+        else: {[{:group, elem(sidebar.groups, position)}, member], position}
     end)
     |> Stream.drop(first)
     |> Enum.take(last - first + 1)
   end
 
-  defp sidebar_rows(%{toolkit: :guild_kit} = state, first, last), do: MemberList.rows(state.sidebar, first, last)
-  defp sidebar_rows(%{toolkit: :otp} = state, first, last), do: otp_window(state.sidebar, {first, last})
+  defp sidebar_rows(%{toolkit: :guild_kit} = state, first, last),
+    do: MemberList.rows(state.sidebar, first, last)
+
+  defp sidebar_rows(%{toolkit: :otp} = state, first, last),
+    do: otp_window(state.sidebar, {first, last})
 
   ## Sessions
 
@@ -338,7 +388,11 @@ defmodule GuildKit.Examples.Guild do
     sent_at = :os.perf_counter(:nanosecond)
 
     for {range, range_ops} <- ops do
-      fan_out(state, Map.get(state.watchers, range, []), {:member_list_ops, state.id, seq, range, range_ops})
+      fan_out(
+        state,
+        Map.get(state.watchers, range, []),
+        {:member_list_ops, state.id, seq, range, range_ops}
+      )
     end
 
     active = state.watchers |> Map.values() |> List.flatten()
@@ -350,5 +404,7 @@ defmodule GuildKit.Examples.Guild do
   defp fan_out(%{toolkit: :otp}, sessions, message), do: Enum.each(sessions, &send(&1, message))
 
   defp record_timing(nil, _seq, _ns), do: :ok
-  defp record_timing(timings, seq, ns), do: :atomics.put(timings, rem(seq, :atomics.info(timings).size) + 1, ns)
+
+  defp record_timing(timings, seq, ns),
+    do: :atomics.put(timings, rem(seq, :atomics.info(timings).size) + 1, ns)
 end
