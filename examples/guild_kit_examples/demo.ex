@@ -19,6 +19,7 @@ defmodule GuildKit.Examples.Demo do
   """
 
   alias GuildKit.Examples.{Guild, PeerNode, Session}
+  alias GuildKit.Examples.Guild.OtpToolkit
   alias GuildKit.Examples.Demo.Report
 
   @defaults [
@@ -48,7 +49,7 @@ defmodule GuildKit.Examples.Demo do
     opts = Keyword.merge(@defaults, opts)
     started = System.monotonic_time(:millisecond)
     Process.put(:demo_started, started)
-    :rand.seed(:exsss, {opts[:seed], 11, 23})
+    _ = :rand.seed(:exsss, {opts[:seed], 11, 23})
 
     peers = start_peers(opts[:nodes])
     toolkits = if opts[:baseline], do: [:guild_kit, :otp], else: [:guild_kit]
@@ -197,6 +198,8 @@ defmodule GuildKit.Examples.Demo do
         :infinity
       )
     end
+
+    :ok
   end
 
   ## The event stream
@@ -314,25 +317,16 @@ defmodule GuildKit.Examples.Demo do
         do: ns
   end
 
-  # Waits (at most 30 s) until every active session has seen the last event.
-  defp drain(groups, last_seq) do
-    deadline = System.monotonic_time(:millisecond) + 30_000
-    drain_until(groups, last_seq, deadline)
-  end
+  # Waits until the last event has reached the sessions (a session of some node has
+  # recorded it), checking every 100 ms, 300 times at most; true when it has.
+  defp drain(groups, last_seq, checks \\ 300) do
+    arrived? = slowest_per_event(groups, [last_seq]) != []
 
-  defp drain_until(groups, last_seq, deadline) do
-    slowest = slowest_per_event(groups, [last_seq])
-
-    cond do
-      slowest != [] ->
-        true
-
-      System.monotonic_time(:millisecond) > deadline ->
-        false
-
-      true ->
-        Process.sleep(100)
-        drain_until(groups, last_seq, deadline)
+    if arrived? or checks == 1 do
+      arrived?
+    else
+      Process.sleep(100)
+      drain(groups, last_seq, checks - 1)
     end
   end
 
@@ -352,7 +346,7 @@ defmodule GuildKit.Examples.Demo do
 
   defp measure_memory(guild, :guild_kit) do
     {estimate_us, {:ok, estimate}} = :timer.tc(fn -> Guild.memory(guild) end)
-    {exact_us, exact} = :timer.tc(fn -> exact_bytes(guild) end)
+    {exact_us, {:ok, exact}} = :timer.tc(fn -> exact_bytes(guild) end)
     %{estimate: estimate, estimate_us: estimate_us, exact: exact, exact_us: exact_us}
   end
 
@@ -362,8 +356,7 @@ defmodule GuildKit.Examples.Demo do
   end
 
   # The exact size the way an OTP-only guild gets it: copy the state out, size the copy.
-  defp exact_bytes(guild),
-    do: :erts_debug.flat_size(:sys.get_state(guild, :infinity)) * :erlang.system_info(:wordsize)
+  defp exact_bytes(guild), do: OtpToolkit.memory(guild, [])
 
   # The sidebar copies that active sessions built from the ops must equal the guild's
   # rows. A sample of 100 sessions is checked.
@@ -386,7 +379,7 @@ defmodule GuildKit.Examples.Demo do
   defp start_stall_monitor do
     parent = self()
     pid = spawn_link(fn -> stall_loop(parent, []) end)
-    :erlang.system_monitor(pid, [{:long_schedule, @stall_ms}])
+    _ = :erlang.system_monitor(pid, [{:long_schedule, @stall_ms}])
     pid
   end
 
@@ -398,7 +391,7 @@ defmodule GuildKit.Examples.Demo do
   end
 
   defp stop_stall_monitor(monitor, guild) do
-    :erlang.system_monitor(:undefined)
+    _ = :erlang.system_monitor(:undefined)
     send(monitor, {:stop, self()})
 
     receive do

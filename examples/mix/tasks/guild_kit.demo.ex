@@ -92,5 +92,6 @@ defmodule Mix.Tasks.GuildKit.Demo do
     end
   end
 
+  @spec usage!(String.t()) :: no_return()
   defp usage!(problem), do: Mix.raise("#{problem}. #{@usage}")
 end
