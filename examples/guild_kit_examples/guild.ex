@@ -39,6 +39,10 @@ defmodule GuildKit.Examples.Guild do
   """
   use GenServer
 
+  # child_spec/1 comes from `use GenServer`: `{GuildKit.Examples.Guild, opts}` in a
+  # supervisor starts `start_link(opts)`.
+  @spec child_spec(keyword()) :: Supervisor.child_spec()
+
   alias GuildKit.Examples.Guild.{GuildKitToolkit, OtpToolkit}
   alias GuildKit.MemberList
 

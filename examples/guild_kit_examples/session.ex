@@ -11,7 +11,9 @@ defmodule GuildKit.Examples.Session do
   A passive session is connected but gets nothing, like a user who is not looking at
   the guild.
   """
-  use GenServer
+  # Not `use GenServer`: a session is started unlinked by `start/3`, never under a
+  # supervisor, so it has no child_spec/1.
+  @behaviour GenServer
 
   alias GuildKit.Examples.Guild
   alias GuildKit.Examples.Session.Stats
