@@ -43,10 +43,8 @@ defmodule GuildKit.Examples.Guild.GuildKitToolkit do
       Fanout.send(Sessions.watching(toolkit.sessions, window), message)
     end
 
-    Fanout.send(
-      Sessions.active(toolkit.sessions),
-      {:guild_event, toolkit.guild_id, seq, sent_at, event}
-    )
+    message = {:guild_event, toolkit.guild_id, seq, sent_at, event}
+    Fanout.send(Sessions.active(toolkit.sessions), message)
 
     toolkit
   end
