@@ -86,18 +86,42 @@ defmodule GuildKit.Test.Receivers do
   end
 
   defp wait_for(counter, total, deadline) do
-    received = :counters.get(counter, 1)
+    poll(deadline, fn ->
+      received = :counters.get(counter, 1)
+      if received >= total, do: :ok, else: {:waiting, "#{received} of #{total} messages"}
+    end)
+  end
 
-    cond do
-      received >= total ->
-        :ok
+  @doc """
+  Waits until the group has received at least `min_total` messages and then no more
+  for `quiet_ms` (raising after `timeout` ms), and returns each receiver's messages like
+  `await/4`: for runs where some messages may be lost, so that the total is not known.
+  """
+  @spec await_quiet(group(), non_neg_integer(), non_neg_integer(), timeout()) ::
+          [{pid(), [term()]}]
+  def await_quiet(group, min_total, quiet_ms, timeout \\ 60_000) do
+    {counter, pids} = :persistent_term.get(group)
+    deadline = System.monotonic_time(:millisecond) + timeout
+    wait_for(counter, min_total, deadline)
 
-      System.monotonic_time(:millisecond) > deadline ->
-        raise "receivers got #{received} of #{total} messages before the timeout"
+    poll(deadline, fn ->
+      before = :counters.get(counter, 1)
+      Process.sleep(quiet_ms)
+      if :counters.get(counter, 1) == before, do: :ok, else: {:waiting, "quiet receivers"}
+    end)
 
-      true ->
-        Process.sleep(5)
-        wait_for(counter, total, deadline)
+    messages(pids)
+  end
+
+  # Calls `check` every few ms until it returns :ok; raises once past `deadline`.
+  defp poll(deadline, check) do
+    with {:waiting, what} <- check.() do
+      if System.monotonic_time(:millisecond) > deadline do
+        raise "receivers got #{what} before the timeout"
+      end
+
+      Process.sleep(5)
+      poll(deadline, check)
     end
   end
 

@@ -1,26 +1,37 @@
 defmodule GuildKit.Fanout.SchedulerTest do
-  # No NIF call of a fan-out holds a normal scheduler for long. The measuring follows
-  # FACTS.md through GuildKit.Test.LongSchedule, at the project's 5 ms threshold (a
-  # tighter one reports the OS preempting a scheduler thread on a busy 2-core machine).
-  # The lists are 1M receivers long, so a call that walked a whole list on a normal
-  # scheduler (about 10 ms) would be caught; a control call that is known not to yield
-  # shows that the monitor catches one.
+  # No fan-out process holds a normal scheduler for long: not the caller, and not the
+  # partitioners, workers or senders that carry its message, until every receiver has
+  # it. The measuring follows FACTS.md, as GuildKit.Test.LongSchedule does, at the
+  # project's 5 ms threshold (a tighter one reports the OS preempting a scheduler
+  # thread on a busy 2-core machine), watching `long_schedule` for every process of
+  # the application's instance as well as the caller (and `long_gc` for the caller).
+  # The lists are 1M receivers long, so a walk or copy of a whole list on a normal
+  # scheduler (about 10 ms) would be caught; the message is 4M elements long, so a
+  # copy of it (about 40 ms) would be; a control call that is known not to yield shows
+  # that the monitor catches one.
   use ExUnit.Case, async: false
 
   alias GuildKit.Fanout
+  alias GuildKit.Fanout.Runtime
   alias GuildKit.Test.LongSchedule
 
   @moduletag :slow
   @moduletag timeout: 300_000
-  @threshold [threshold_ms: 5, min_heap_words: 20_000_000]
-  @receivers 1_000_000
+  @threshold_ms 5
+  @receivers 200_000
 
   setup_all do
-    # 1,000 receivers that drop what they get, each listed 1,000 times (a pid listed
+    # 1,000 receivers that count what they get, each listed 1,000 times (a pid listed
     # twice gets the message twice), so that the sends stay cheap.
-    pids = for _ <- 1..1_000, do: spawn(&drop_all/0)
+    counter = :counters.new(1, [:write_concurrency])
+    pids = for _ <- 1..1_000, do: spawn(fn -> count_all(counter) end)
     on_exit(fn -> Enum.each(pids, &Process.exit(&1, :kill)) end)
-    %{receivers: fn -> pids |> List.duplicate(div(@receivers, 1_000)) |> List.flatten() end}
+
+    %{
+      counter: counter,
+      few: Enum.take(pids, 3),
+      receivers: fn -> pids |> List.duplicate(div(@receivers, 1_000)) |> List.flatten() end
+    }
   end
 
   test "the control: a non-yielding BIF of tens of ms is reported" do
@@ -28,44 +39,137 @@ defmodule GuildKit.Fanout.SchedulerTest do
       LongSchedule.measure(
         fn -> Enum.to_list(1..10_000_000) end,
         &:erts_debug.flat_size/1,
-        @threshold
+        threshold_ms: @threshold_ms,
+        min_heap_words: 20_000_000
       )
 
     assert reports != []
   end
 
-  test "a default-mode send to 1M receivers: the caller's split, in slices", %{
-    receivers: receivers
-  } do
-    {:ok, reports} = LongSchedule.measure(receivers, &Fanout.send(&1, :event), @threshold)
-    assert reports == []
-  end
+  for {mode, opts} <- [default: [], offload: [offload: true]] do
+    test "a send to 200k receivers (#{mode}): caller, partitioner and workers", context do
+      reports =
+        measure(context, context.receivers, &Fanout.send(&1, :event, unquote(opts)), @receivers)
 
-  test "splitting 1M receivers in a sender or partitioner (dirty scheduler)", %{
-    receivers: receivers
-  } do
-    {_, reports} =
-      LongSchedule.measure(receivers, &(Fanout.split(&1, 4) |> tuple_size()), @threshold)
-
-    assert reports == []
-  end
-
-  test "checking 1M receivers (offload mode's per-receiver work)", %{receivers: receivers} do
-    {:ok, reports} = LongSchedule.measure(receivers, &check(&1, 0), @threshold)
-    assert reports == []
-  end
-
-  # The same bounded loop GuildKit.Fanout runs for offload: true.
-  defp check(receivers, position) do
-    case GuildKit.Native.fanout_check(receivers, position) do
-      {:guild_kit_more, rest, position} -> check(rest, position)
-      result -> result
+      assert reports == []
     end
   end
 
-  defp drop_all do
+  for {mode, opts} <- [
+        default: [],
+        pack: [pack: :binary],
+        offload: [offload: true],
+        offload_pack: [offload: true, pack: :binary]
+      ] do
+    test "a 4M-element message (#{mode}): copied off the normal schedulers", context do
+      message = fn -> {:event, Enum.to_list(1..4_000_000)} end
+
+      reports =
+        measure(
+          context,
+          fn -> {context.few, message.()} end,
+          fn {pids, message} -> Fanout.send(pids, message, unquote(opts)) end,
+          length(context.few)
+        )
+
+      assert reports == []
+    end
+  end
+
+  # Runs `fun.(setup.())` in a fresh caller with a big heap, and returns the
+  # long_schedule reports of the caller and of every process of the application's
+  # fan-out instance (and the caller's long_gc reports) from the call until the
+  # receivers got `deliveries` more messages.
+  defp measure(%{counter: counter}, setup, fun, deliveries) do
+    watched = MapSet.new(fanout_processes())
+    parent = self()
+    before = :counters.get(counter, 1)
+
+    {caller, ref} =
+      :erlang.spawn_opt(
+        fn ->
+          input = setup.()
+          send(parent, {:ready, self()})
+          receive do: (:go -> :ok)
+          :ok = fun.(input)
+          send(parent, {:sent, self()})
+          # Exits only once the measuring is over: freeing its big heap takes a while.
+          receive do: (:exit -> :ok)
+        end,
+        [:monitor, min_heap_size: 40_000_000]
+      )
+
+    assert_receive {:ready, ^caller}, 120_000
+    previous = :erlang.system_monitor()
+
+    :erlang.system_monitor(self(), [{:long_schedule, @threshold_ms}, {:long_gc, @threshold_ms}])
+
+    flush_reports()
+    send(caller, :go)
+    assert_receive {:sent, ^caller}, 120_000
+    wait_until(fn -> :counters.get(counter, 1) - before >= deliveries end)
+    # A report is sent when a process is scheduled out: give the last ones a moment.
+    Process.sleep(50)
+
+    case previous do
+      :undefined -> :erlang.system_monitor(:undefined)
+      {monitor, options} -> :erlang.system_monitor(monitor, options)
+    end
+
+    send(caller, :exit)
+    assert_receive {:DOWN, ^ref, :process, ^caller, :normal}
+
+    for {:monitor, pid, kind, info} <- collect_reports(),
+        pid == caller or MapSet.member?(watched, pid) do
+      {pid, kind, info}
+    end
+  end
+
+  # Every partitioner, worker and sender of the application's instance.
+  defp fanout_processes, do: descendants(Process.whereis(Runtime.get().name))
+
+  defp descendants(supervisor) do
+    Enum.flat_map(:supervisor.which_children(supervisor), fn
+      {_id, pid, :supervisor, _} -> descendants(pid)
+      {_id, pid, :worker, _} -> [pid]
+    end)
+  end
+
+  defp wait_until(check, tries \\ 60_000) do
+    cond do
+      check.() ->
+        :ok
+
+      tries > 0 ->
+        Process.sleep(2)
+        wait_until(check, tries - 1)
+
+      true ->
+        flunk("the receivers did not get every message")
+    end
+  end
+
+  defp flush_reports do
     receive do
-      _ -> drop_all()
+      {:monitor, _, _, _} -> flush_reports()
+    after
+      0 -> :ok
+    end
+  end
+
+  defp collect_reports do
+    receive do
+      {:monitor, _, _, _} = report -> [report | collect_reports()]
+    after
+      0 -> []
+    end
+  end
+
+  defp count_all(counter) do
+    receive do
+      _ ->
+        :counters.add(counter, 1, 1)
+        count_all(counter)
     end
   end
 end
