@@ -35,7 +35,8 @@ defmodule GuildKit.Test.Receivers do
   in the order it got them: `[{pid, messages}]`, in the order of `start/1`.
 
   With `only: :tag`, each message that is a tuple is replaced by its first element,
-  so large messages are not copied back to the caller's node.
+  so large messages are not copied back to the caller's node; with `only: :digest`,
+  by `{first element, :erlang.phash2(message)}`.
   """
   @spec await(group(), non_neg_integer(), timeout(), keyword()) :: [{pid(), [term()]}]
   def await(group, total, timeout \\ 30_000, opts \\ []) do
@@ -47,12 +48,26 @@ defmodule GuildKit.Test.Receivers do
 
     case Keyword.get(opts, :only, :whole) do
       :whole -> results
+      :digest -> for {pid, messages} <- results, do: {pid, Enum.map(messages, &digest/1)}
       :tag -> for {pid, messages} <- results, do: {pid, Enum.map(messages, &tag/1)}
     end
   end
 
   defp tag(message) when is_tuple(message) and tuple_size(message) > 0, do: elem(message, 0)
   defp tag(message), do: message
+
+  defp digest(message), do: {tag(message), :erlang.phash2(message)}
+
+  @doc """
+  Starts a `GuildKit.Fanout` instance with `opts` that outlives the calling process
+  (for a peer, where `GuildKit.Examples.PeerNode.call/5` runs in a short-lived one).
+  """
+  @spec start_fanout(keyword()) :: pid()
+  def start_fanout(opts) do
+    {:ok, pid} = GuildKit.Fanout.start_link(opts)
+    Process.unlink(pid)
+    pid
+  end
 
   @doc "Number of messages the group has received so far."
   @spec received(group()) :: non_neg_integer()
@@ -135,5 +150,108 @@ defmodule GuildKit.Test.Receivers do
         :counters.add(counter, 1, 1)
         loop(counter, [message | messages])
     end
+  end
+end
+
+defmodule GuildKit.Test.SchedulerWatch do
+  @moduledoc """
+  Watches, on this node or (through `GuildKit.Examples.PeerNode.call/5`) on a peer,
+  the processes of a `GuildKit.Fanout` instance for `long_schedule` (and `long_gc`)
+  reports, as `GuildKit.Test.LongSchedule` does for one call: the watcher process owns
+  the system monitor while it runs, and keeps the reports of the watched processes.
+
+      watch = GuildKit.Test.SchedulerWatch.start(GuildKit.Fanout, [], 5)
+      # ... fan out ...
+      [] = GuildKit.Test.SchedulerWatch.stop(watch)
+  """
+
+  @doc """
+  Starts watching every process of the fan-out instance `name` (its partitioners,
+  workers and senders, as its supervisor lists them; none when no instance of that
+  name runs) and the pids in `extra`, at `threshold_ms`. Returns the watcher's pid.
+  """
+  @spec start(atom(), [pid()], pos_integer()) :: pid()
+  def start(name, extra, threshold_ms) do
+    watched = MapSet.new(extra ++ descendants(Process.whereis(name)))
+    parent = self()
+
+    watcher =
+      spawn(fn ->
+        :erlang.system_monitor(self(), [{:long_schedule, threshold_ms}, {:long_gc, threshold_ms}])
+        send(parent, {:watching, self()})
+        collect(watched, [])
+      end)
+
+    receive do: ({:watching, ^watcher} -> watcher)
+  end
+
+  @doc "Stops watching and returns the reports: `[{pid, kind, info}]`."
+  @spec stop(pid()) :: [{pid(), atom(), term()}]
+  def stop(watcher) do
+    # A report is sent when a process is scheduled out: give the last ones a moment.
+    Process.sleep(50)
+    send(watcher, {:stop, self()})
+
+    receive do
+      {:reports, ^watcher, reports} -> reports
+    end
+  end
+
+  defp collect(watched, reports) do
+    receive do
+      {:monitor, pid, kind, info} ->
+        if MapSet.member?(watched, pid),
+          do: collect(watched, [{pid, kind, info} | reports]),
+          else: collect(watched, reports)
+
+      {:stop, from} ->
+        :erlang.system_monitor(:undefined)
+        send(from, {:reports, self(), Enum.reverse(reports)})
+    end
+  end
+
+  @doc """
+  Traces the messages `pid` receives and keeps the largest external size
+  (`:erlang.external_size/1`) among them, until `stop_trace/1`, which returns it.
+  """
+  @spec trace_sizes(pid() | atom()) :: pid()
+  def trace_sizes(pid) do
+    parent = self()
+
+    tracer =
+      spawn(fn ->
+        :erlang.trace(Process.whereis(pid) || pid, true, [:receive])
+        send(parent, {:tracing, self()})
+        sizes(0)
+      end)
+
+    receive do: ({:tracing, ^tracer} -> tracer)
+  end
+
+  @doc "Stops a tracer of `trace_sizes/1` and returns the largest size it saw, in bytes."
+  @spec stop_trace(pid()) :: non_neg_integer()
+  def stop_trace(tracer) do
+    send(tracer, {:stop, self()})
+
+    receive do
+      {:largest, ^tracer, largest} -> largest
+    end
+  end
+
+  defp sizes(largest) do
+    receive do
+      {:trace, _pid, :receive, message} -> sizes(max(largest, :erlang.external_size(message)))
+      {:stop, from} -> send(from, {:largest, self(), largest})
+    end
+  end
+
+  defp descendants(nil), do: []
+
+  defp descendants(supervisor) do
+    Enum.flat_map(:supervisor.which_children(supervisor), fn
+      {_id, pid, :supervisor, _} when is_pid(pid) -> descendants(pid)
+      {_id, pid, :worker, _} when is_pid(pid) -> [pid]
+      _restarting -> []
+    end)
   end
 end

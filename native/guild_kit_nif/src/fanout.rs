@@ -130,10 +130,11 @@ const SPLIT_SLICE: usize = 8192;
 /// a few ns); longer batches are split on a dirty scheduler.
 const PARTITION_NORMAL: usize = 16_384;
 
-/// Most pids one [`fanout_remote_take`] copies into the calling sender's heap: about
-/// 0.1 M words, and a message to another node that is decoded there in well under a
-/// millisecond (a message of 500k pids held its receiver 9 ms).
-const REMOTE_CHUNK: usize = 16_384;
+/// Most pids one [`fanout_remote_take`] copies into the calling sender's heap: some
+/// 25k words, so that the sender's live data (and its garbage collections) stay small,
+/// and a message to another node that is decoded there in a fraction of a millisecond
+/// (a message of 500k pids held its receiver 9 ms).
+const REMOTE_CHUNK: usize = 4096;
 
 nifs! {
     fn fanout_split(receivers: Term, workers: u32) => split;

@@ -5,15 +5,18 @@ defmodule GuildKit.Fanout.SchedulerTest do
   # project's 5 ms threshold (a tighter one reports the OS preempting a scheduler
   # thread on a busy 2-core machine), watching `long_schedule` for every process of
   # the application's instance as well as the caller (and `long_gc` for the caller).
-  # The lists are 1M receivers long, so a walk or copy of a whole list on a normal
-  # scheduler (about 10 ms) would be caught; the message is 4M elements long, so a
-  # copy of it (about 40 ms) would be; a control call that is known not to yield shows
-  # that the monitor catches one.
+  # The caller's lists are 1M receivers long, so a walk of a whole list on a normal
+  # scheduler (about 10 ms) would be caught. Watching every fan-out process until all
+  # is delivered uses 200k receivers (100k per worker: a delivery that did not yield
+  # would hold a scheduler some 70 ms), since on a loaded machine any process that runs
+  # for long gets reports when the OS preempts its scheduler thread. The message is 4M
+  # elements long, so a copy of it (about 40 ms) would be caught. A control call that
+  # is known not to yield shows that the monitor catches one.
   use ExUnit.Case, async: false
 
   alias GuildKit.Fanout
   alias GuildKit.Fanout.Runtime
-  alias GuildKit.Test.LongSchedule
+  alias GuildKit.Test.{LongSchedule, SchedulerWatch}
 
   @moduletag :slow
   @moduletag timeout: 300_000
@@ -47,6 +50,18 @@ defmodule GuildKit.Fanout.SchedulerTest do
   end
 
   for {mode, opts} <- [default: [], offload: [offload: true]] do
+    test "a send to 1M receivers (#{mode}): the caller's walk, in slices", context do
+      {:ok, reports} =
+        LongSchedule.measure(
+          fn -> context.receivers.() |> List.duplicate(5) |> List.flatten() end,
+          &Fanout.send(&1, :event, unquote(opts)),
+          threshold_ms: @threshold_ms,
+          min_heap_words: 20_000_000
+        )
+
+      assert reports == []
+    end
+
     test "a send to 200k receivers (#{mode}): caller, partitioner and workers", context do
       reports =
         measure(context, context.receivers, &Fanout.send(&1, :event, unquote(opts)), @receivers)
@@ -78,10 +93,9 @@ defmodule GuildKit.Fanout.SchedulerTest do
 
   # Runs `fun.(setup.())` in a fresh caller with a big heap, and returns the
   # long_schedule reports of the caller and of every process of the application's
-  # fan-out instance (and the caller's long_gc reports) from the call until the
-  # receivers got `deliveries` more messages.
+  # fan-out instance (and their long_gc reports) from the call until the receivers got
+  # `deliveries` more messages.
   defp measure(%{counter: counter}, setup, fun, deliveries) do
-    watched = MapSet.new(fanout_processes())
     parent = self()
     before = :counters.get(counter, 1)
 
@@ -93,46 +107,21 @@ defmodule GuildKit.Fanout.SchedulerTest do
           receive do: (:go -> :ok)
           :ok = fun.(input)
           send(parent, {:sent, self()})
-          # Exits only once the measuring is over: freeing its big heap takes a while.
+          # Exits only once the watching is over: freeing its big heap takes a while.
           receive do: (:exit -> :ok)
         end,
         [:monitor, min_heap_size: 40_000_000]
       )
 
     assert_receive {:ready, ^caller}, 120_000
-    previous = :erlang.system_monitor()
-
-    :erlang.system_monitor(self(), [{:long_schedule, @threshold_ms}, {:long_gc, @threshold_ms}])
-
-    flush_reports()
+    watch = SchedulerWatch.start(Runtime.get().name, [caller], @threshold_ms)
     send(caller, :go)
     assert_receive {:sent, ^caller}, 120_000
     wait_until(fn -> :counters.get(counter, 1) - before >= deliveries end)
-    # A report is sent when a process is scheduled out: give the last ones a moment.
-    Process.sleep(50)
-
-    case previous do
-      :undefined -> :erlang.system_monitor(:undefined)
-      {monitor, options} -> :erlang.system_monitor(monitor, options)
-    end
-
+    reports = SchedulerWatch.stop(watch)
     send(caller, :exit)
     assert_receive {:DOWN, ^ref, :process, ^caller, :normal}
-
-    for {:monitor, pid, kind, info} <- collect_reports(),
-        pid == caller or MapSet.member?(watched, pid) do
-      {pid, kind, info}
-    end
-  end
-
-  # Every partitioner, worker and sender of the application's instance.
-  defp fanout_processes, do: descendants(Process.whereis(Runtime.get().name))
-
-  defp descendants(supervisor) do
-    Enum.flat_map(:supervisor.which_children(supervisor), fn
-      {_id, pid, :supervisor, _} -> descendants(pid)
-      {_id, pid, :worker, _} -> [pid]
-    end)
+    reports
   end
 
   defp wait_until(check, tries \\ 60_000) do
@@ -146,22 +135,6 @@ defmodule GuildKit.Fanout.SchedulerTest do
 
       true ->
         flunk("the receivers did not get every message")
-    end
-  end
-
-  defp flush_reports do
-    receive do
-      {:monitor, _, _, _} -> flush_reports()
-    after
-      0 -> :ok
-    end
-  end
-
-  defp collect_reports do
-    receive do
-      {:monitor, _, _, _} = report -> [report | collect_reports()]
-    after
-      0 -> []
     end
   end
 

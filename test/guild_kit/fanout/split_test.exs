@@ -86,7 +86,7 @@ defmodule GuildKit.Fanout.SplitTest do
 
     {taken, _} =
       Enum.reduce_while(chunks, {[], 0}, fn {pids, done}, {taken, calls} ->
-        assert length(pids) <= 16_384
+        assert length(pids) <= 4_096
         if done, do: {:halt, {[pids | taken], calls}}, else: {:cont, {[pids | taken], calls + 1}}
       end)
 
