@@ -255,3 +255,133 @@ defmodule GuildKit.Test.SchedulerWatch do
     end)
   end
 end
+
+defmodule GuildKit.Test.FanoutFaults do
+  @moduledoc """
+  Helpers of the fan-out fault and order tests: a killer that keeps killing fan-out
+  processes, a relay of sends between processes, and a check of sequences that may
+  have lost messages.
+  """
+
+  import ExUnit.Assertions
+
+  @doc """
+  Starts a linked process that, every 10-30 ms, kills the process `victim.()` returns
+  (a pid, or nil to skip a turn), until `stop/1`.
+  """
+  @spec start_killer((() -> pid() | nil)) :: pid()
+  def start_killer(victim), do: spawn_link(fn -> kill_loop(victim, 0) end)
+
+  @doc "Stops a killer and returns how many processes it killed."
+  @spec stop_killer(pid()) :: non_neg_integer()
+  def stop_killer(killer) do
+    send(killer, {:stop, self()})
+
+    receive do
+      {:kills, ^killer, kills} -> kills
+    after
+      5_000 -> flunk("the killer did not stop")
+    end
+  end
+
+  defp kill_loop(victim, kills) do
+    receive do
+      {:stop, from} -> send(from, {:kills, self(), kills})
+    after
+      Enum.random(10..30) ->
+        case victim.() do
+          pid when is_pid(pid) ->
+            Process.exit(pid, :kill)
+            kill_loop(victim, kills + 1)
+
+          nil ->
+            kill_loop(victim, kills)
+        end
+    end
+  end
+
+  @doc """
+  Asserts that each receiver's `{:seq, n}` messages never go back (an older one after
+  a newer one), that no message came more than `copies` times (the receiver's
+  listings), and that each of `complete` came exactly `copies` times.
+  """
+  @spec assert_ordered([{pid(), [term()]}], pos_integer(), Range.t()) :: :ok
+  def assert_ordered(results, copies, complete) do
+    for {_pid, messages} <- results do
+      seqs = for {:seq, seq} <- messages, do: seq
+      assert length(seqs) == length(messages)
+      assert seqs == Enum.sort(seqs)
+      counts = Enum.frequencies(seqs)
+      assert Enum.all?(counts, fn {_seq, count} -> count <= copies end)
+      assert Enum.all?(complete, &(counts[&1] == copies))
+    end
+
+    :ok
+  end
+
+  @doc """
+  Sends `{:seq, 1}` .. `{:seq, count}` with `GuildKit.Fanout.send/3` to `receivers`,
+  taking turns between `processes` processes: each sends the next one only after the
+  previous one's `send/3` has returned. `setup.(i)` runs first in the `i`-th process;
+  `opts_for.(seq)` gives each call's options.
+  """
+  @spec relay(
+          [pid()],
+          pos_integer(),
+          pos_integer(),
+          (pos_integer() -> term()),
+          (pos_integer() -> keyword())
+        ) ::
+          :ok
+  def relay(receivers, count, processes, setup, opts_for) do
+    parent = self()
+
+    relays =
+      for i <- 1..processes do
+        spawn_link(fn ->
+          setup.(i)
+          relay_loop(receivers, opts_for, parent)
+        end)
+      end
+
+    for seq <- 1..count do
+      send(Enum.at(relays, rem(seq, processes)), {:send, seq})
+      assert_receive {:sent, ^seq}, 5_000
+    end
+
+    Enum.each(relays, &send(&1, :stop))
+  end
+
+  defp relay_loop(receivers, opts_for, parent) do
+    receive do
+      {:send, seq} ->
+        :ok = GuildKit.Fanout.send(receivers, {:seq, seq}, opts_for.(seq))
+        send(parent, {:sent, seq})
+        relay_loop(receivers, opts_for, parent)
+
+      :stop ->
+        :ok
+    end
+  end
+
+  @doc "Waits until `check.()` is true, polling every 2 ms; fails after `timeout` ms."
+  @spec wait_until((() -> boolean()), timeout()) :: :ok
+  def wait_until(check, timeout \\ 60_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    wait(check, deadline)
+  end
+
+  defp wait(check, deadline) do
+    cond do
+      check.() ->
+        :ok
+
+      System.monotonic_time(:millisecond) > deadline ->
+        flunk("the condition did not hold in time")
+
+      true ->
+        Process.sleep(2)
+        wait(check, deadline)
+    end
+  end
+end

@@ -80,6 +80,8 @@ defmodule GuildKit.Fanout.Partitioner do
       # Per bucket, the :queue of {batch, message} given to the worker and not known
       # to be served.
       pending: Tuple.duplicate(:queue.new(), count),
+      # Batches in `pending`, all buckets together.
+      outstanding: 0,
       # Messages from other nodes that travel in parts: ref => {parts, message, since}.
       parts: %{}
     }
@@ -134,17 +136,17 @@ defmodule GuildKit.Fanout.Partitioner do
     Process.monitor(pid)
     generation = elem(state.generations, index)
     if generation > 0, do: Runtime.count(state.runtime, :worker_restarts, 1)
-    queue = prune(elem(state.pending, index))
+    state = prune_at(state, index)
 
     # In order, so the new worker serves the replay before anything newer. A replaced
     # worker is certainly dead: its supervisor starts the new one only after that.
-    for {batch, message} <- :queue.to_list(queue), do: Worker.deliver(pid, batch, message)
+    for {batch, message} <- :queue.to_list(elem(state.pending, index)),
+        do: Worker.deliver(pid, batch, message)
 
     state = %{
       state
       | workers: put_elem(state.workers, index, pid),
-        generations: put_elem(state.generations, index, generation + 1),
-        pending: put_elem(state.pending, index, queue)
+        generations: put_elem(state.generations, index, generation + 1)
     }
 
     {:noreply, state, idle_timeout(state)}
@@ -162,10 +164,7 @@ defmodule GuildKit.Fanout.Partitioner do
   end
 
   def handle_info(:timeout, state) do
-    state = %{
-      state
-      | pending: state.pending |> Tuple.to_list() |> Enum.map(&prune/1) |> List.to_tuple()
-    }
+    state = Enum.reduce(0..(tuple_size(state.pending) - 1), state, &prune_at(&2, &1))
 
     limit = now() - @parts_ttl_ms
 
@@ -204,18 +203,31 @@ defmodule GuildKit.Fanout.Partitioner do
       worker -> Worker.deliver(worker, batch, message)
     end
 
-    queue = :queue.in({batch, message}, prune(elem(state.pending, index)))
-    %{state | pending: put_elem(state.pending, index, queue)}
+    state = prune_at(state, index)
+    queue = :queue.in({batch, message}, elem(state.pending, index))
+    %{state | pending: put_elem(state.pending, index, queue), outstanding: state.outstanding + 1}
   end
 
-  # Drops the served batches at the front of `queue`.
-  defp prune(queue) do
+  # Drops the served batches at the front of bucket `index`'s queue.
+  defp prune_at(state, index) do
+    {queue, dropped} = prune(elem(state.pending, index), 0)
+
+    %{
+      state
+      | pending: put_elem(state.pending, index, queue),
+        outstanding: state.outstanding - dropped
+    }
+  end
+
+  defp prune(queue, dropped) do
     case :queue.peek(queue) do
       {:value, {batch, _message}} ->
-        if Native.fanout_batch_done(batch), do: prune(:queue.drop(queue)), else: queue
+        if Native.fanout_batch_done(batch),
+          do: prune(:queue.drop(queue), dropped + 1),
+          else: {queue, dropped}
 
       :empty ->
-        queue
+        {queue, dropped}
     end
   end
 
@@ -254,7 +266,7 @@ defmodule GuildKit.Fanout.Partitioner do
   defp drop(state, count), do: Runtime.count(state.runtime, :dropped, count)
 
   defp idle_timeout(state) do
-    if state.parts == %{} and Enum.all?(Tuple.to_list(state.pending), &:queue.is_empty/1),
+    if state.parts == %{} and state.outstanding == 0,
       do: :hibernate,
       else: @prune_ms
   end

@@ -4,7 +4,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Examples.PeerNode
-  alias GuildKit.Test.{FakePids, Receivers, SchedulerWatch}
+  alias GuildKit.Test.{FakePids, FanoutFaults, Receivers, SchedulerWatch}
 
   @moduletag :slow
 
@@ -249,8 +249,17 @@ defmodule GuildKit.Fanout.MultiNodeTest do
       |> List.flatten()
       |> Enum.shuffle()
 
-    parent = self()
-    killer = spawn_link(fn -> kill_loop(nodes, parent, 0) end)
+    senders = Tuple.to_list(Fanout.Runtime.get().senders)
+    partitioner = Fanout.Runtime.partitioner_name(0)
+
+    # Kills a sender of this node or a partitioner of a peer.
+    killer =
+      FanoutFaults.start_killer(fn ->
+        if :rand.uniform(2) == 1,
+          do: Process.whereis(Enum.random(senders)),
+          else: PeerNode.call(Enum.random(nodes), Process, :whereis, [partitioner])
+      end)
+
     modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
 
     for seq <- 1..100 do
@@ -258,9 +267,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
       Process.sleep(3)
     end
 
-    send(killer, :stop)
-    assert_receive {:kills, kills}, 5_000
-    assert kills >= 10
+    assert FanoutFaults.stop_killer(killer) >= 10
     # Let the killed processes come back, then nothing more may be lost.
     Process.sleep(200)
     for seq <- 101..105, do: :ok = Fanout.send(receivers, {:seq, seq}, Enum.random(modes))
@@ -271,37 +278,10 @@ defmodule GuildKit.Fanout.MultiNodeTest do
           do: Receivers.await_quiet(group, 5 * 15_000, 300),
           else: PeerNode.call(node, Receivers, :await_quiet, [group, 5 * 15_000, 300])
 
-      for {_pid, messages} <- results do
-        seqs = for {:seq, seq} <- messages, do: seq
-        assert seqs == Enum.sort(seqs)
-        counts = Enum.frequencies(seqs)
-        assert Enum.all?(counts, fn {_seq, count} -> count <= 1_500 end)
-        assert Enum.all?(101..105, &(counts[&1] == 1_500))
-      end
+      FanoutFaults.assert_ordered(results, 1_500, 101..105)
     end
 
     stop_receivers(groups)
-  end
-
-  # Every 10-30 ms kills a sender of this node or a partitioner of a peer.
-  defp kill_loop(nodes, parent, kills) do
-    receive do
-      :stop -> send(parent, {:kills, kills})
-    after
-      Enum.random(10..30) ->
-        senders = Tuple.to_list(Fanout.Runtime.get().senders)
-
-        victim =
-          if :rand.uniform(2) == 1,
-            do: Process.whereis(Enum.random(senders)),
-            else:
-              PeerNode.call(Enum.random(nodes), Process, :whereis, [
-                Fanout.Runtime.partitioner_name(0)
-              ])
-
-        if is_pid(victim), do: Process.exit(victim, :kill)
-        kill_loop(nodes, parent, kills + if(is_pid(victim), do: 1, else: 0))
-    end
   end
 
   test "a partitioner key keeps one order across processes for other nodes' receivers",
@@ -324,21 +304,14 @@ defmodule GuildKit.Fanout.MultiNodeTest do
     groups = spread_receivers(Enum.map(peers, & &1.node), 200)
     all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
     modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
-    parent = self()
 
-    relays =
-      for _ <- 1..4 do
-        spawn_link(fn ->
-          Fanout.set_partitioner_key({:guild, 1})
-          relay_loop(all, name, modes, parent)
-        end)
-      end
-
-    # Each process sends the next message only after the previous one's send returned.
-    for seq <- 1..200 do
-      send(Enum.at(relays, rem(seq, 4)), {:send, seq})
-      assert_receive {:sent, ^seq}, 5_000
-    end
+    FanoutFaults.relay(
+      all,
+      200,
+      4,
+      fn _ -> Fanout.set_partitioner_key({:guild, 1}) end,
+      fn seq -> [name: name] ++ Enum.at(modes, rem(seq, 4)) end
+    )
 
     expected = for seq <- 1..200, do: {:seq, seq}
 
@@ -348,15 +321,6 @@ defmodule GuildKit.Fanout.MultiNodeTest do
     end
 
     stop_receivers(groups)
-  end
-
-  defp relay_loop(receivers, name, modes, parent) do
-    receive do
-      {:send, seq} ->
-        :ok = Fanout.send(receivers, {:seq, seq}, [name: name] ++ Enum.at(modes, rem(seq, 4)))
-        send(parent, {:sent, seq})
-        relay_loop(receivers, name, modes, parent)
-    end
   end
 
   test "100k receivers on a peer reach it in bounded chunks", %{peers: peers} do
@@ -374,26 +338,16 @@ defmodule GuildKit.Fanout.MultiNodeTest do
       before = PeerNode.call(peer, Receivers, :received, [group])
       tracer = PeerNode.call(peer, SchedulerWatch, :trace_sizes, [partitioner])
       :ok = Fanout.send(many, :event, opts)
-      wait_until(fn -> PeerNode.call(peer, Receivers, :received, [group]) >= before + 100_000 end)
+
+      FanoutFaults.wait_until(fn ->
+        PeerNode.call(peer, Receivers, :received, [group]) >= before + 100_000
+      end)
+
       # 4,096 pids a chunk, under 50 bytes each in the external format (less on the wire,
       # where the node name is cached): some 200 KB at most, decoded in well under 1 ms.
       assert PeerNode.call(peer, SchedulerWatch, :stop_trace, [tracer]) < 256 * 1024
     end
 
     PeerNode.call(peer, Receivers, :stop, [group])
-  end
-
-  defp wait_until(check, tries \\ 30_000) do
-    cond do
-      check.() ->
-        :ok
-
-      tries > 0 ->
-        Process.sleep(2)
-        wait_until(check, tries - 1)
-
-      true ->
-        flunk("the receivers did not get every message")
-    end
   end
 end

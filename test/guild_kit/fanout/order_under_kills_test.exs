@@ -6,7 +6,7 @@ defmodule GuildKit.Fanout.OrderUnderKillsTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Fanout.Runtime
-  alias GuildKit.Test.Receivers
+  alias GuildKit.Test.{FanoutFaults, Receivers}
 
   @moduletag :slow
   @moduletag timeout: 300_000
@@ -26,56 +26,27 @@ defmodule GuildKit.Fanout.OrderUnderKillsTest do
     {group, pids} = Receivers.start(20)
     receivers = pids |> List.duplicate(3_000) |> List.flatten() |> Enum.shuffle()
 
-    parent = self()
-    killer = spawn_link(fn -> kill_loop(runtime, parent, 0) end)
+    # Kills the caller's partitioner (two times in three) or a sender.
+    partitioner = elem(runtime.partitioners, :erlang.phash2(self(), 2))
+    names = [partitioner, partitioner | Tuple.to_list(runtime.senders)]
+    killer = FanoutFaults.start_killer(fn -> Process.whereis(Enum.random(names)) end)
 
     for seq <- 1..120 do
       :ok = Fanout.send(receivers, {:seq, seq}, [name: name] ++ Enum.random(@modes))
       Process.sleep(3)
     end
 
-    send(killer, :stop)
-    assert_receive {:kills, kills}, 5_000
     # Partitioners and senders died many times while the sequence was sent.
-    assert kills >= 10
+    assert FanoutFaults.stop_killer(killer) >= 10
 
     # Once the kills stop, nothing more is lost.
     for seq <- 121..130,
         do: :ok = Fanout.send(receivers, {:seq, seq}, [name: name] ++ Enum.random(@modes))
 
-    results = Receivers.await_quiet(group, 10 * 60_000, 300)
-
-    for {_pid, messages} <- results do
-      seqs = for {:seq, seq} <- messages, do: seq
-      assert length(seqs) == length(messages)
-      # Never an older message after a newer one.
-      assert seqs == Enum.sort(seqs)
-      counts = Enum.frequencies(seqs)
-      # Each message at most once per listing; all of the last ten, every time.
-      assert Enum.all?(counts, fn {_seq, count} -> count <= 3_000 end)
-      assert Enum.all?(121..130, &(counts[&1] == 3_000))
-    end
+    group
+    |> Receivers.await_quiet(10 * 60_000, 300)
+    |> FanoutFaults.assert_ordered(3_000, 121..130)
 
     Receivers.stop(group)
-  end
-
-  # Every 10-30 ms kills the caller's partitioner (two times in three) or a sender.
-  defp kill_loop(runtime, parent, kills) do
-    receive do
-      :stop -> send(parent, {:kills, kills})
-    after
-      Enum.random(10..30) ->
-        partitioner = elem(runtime.partitioners, :erlang.phash2(parent, 2))
-        names = [partitioner, partitioner | Tuple.to_list(runtime.senders)]
-
-        case Process.whereis(Enum.random(names)) do
-          nil ->
-            kill_loop(runtime, parent, kills)
-
-          pid ->
-            Process.exit(pid, :kill)
-            kill_loop(runtime, parent, kills + 1)
-        end
-    end
   end
 end

@@ -8,7 +8,7 @@ defmodule GuildKit.Fanout.PartitionerKeyTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Fanout.Runtime
-  alias GuildKit.Test.Receivers
+  alias GuildKit.Test.{FanoutFaults, Receivers}
 
   @modes [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
 
@@ -16,41 +16,6 @@ defmodule GuildKit.Fanout.PartitionerKeyTest do
     name = Module.concat(__MODULE__, "F#{System.unique_integer([:positive])}")
     start_supervised!({Fanout, name: name, partitioners: 8, senders: 8, workers: 3})
     %{name: name}
-  end
-
-  # Sends messages 1..count, alternating between `senders` processes: each sends the
-  # next one only after the previous sender's send/3 has returned. `setup` runs in
-  # each sender before its first send; `opts_for.(seq)` gives each call's options.
-  defp relay(receivers, count, senders, setup, opts_for) do
-    parent = self()
-
-    procs =
-      for s <- 1..senders do
-        spawn_link(fn ->
-          setup.(s)
-          relay_loop(receivers, opts_for, parent)
-        end)
-      end
-
-    for seq <- 1..count do
-      sender = Enum.at(procs, rem(seq, senders))
-      send(sender, {:send, seq})
-      assert_receive {:sent, ^seq}, 5_000
-    end
-
-    Enum.each(procs, &send(&1, :stop))
-  end
-
-  defp relay_loop(receivers, opts_for, parent) do
-    receive do
-      {:send, seq} ->
-        :ok = Fanout.send(receivers, {:seq, seq}, opts_for.(seq))
-        send(parent, {:sent, seq})
-        relay_loop(receivers, opts_for, parent)
-
-      :stop ->
-        :ok
-    end
   end
 
   defp assert_in_order(group, count, receivers) do
@@ -68,7 +33,7 @@ defmodule GuildKit.Fanout.PartitionerKeyTest do
     :rand.seed(:exsss, {seed, seed, seed})
     {group, pids} = Receivers.start(300)
 
-    relay(
+    FanoutFaults.relay(
       pids,
       400,
       4,
@@ -84,7 +49,7 @@ defmodule GuildKit.Fanout.PartitionerKeyTest do
        %{name: name} do
     {group, pids} = Receivers.start(200)
 
-    relay(
+    FanoutFaults.relay(
       pids,
       300,
       3,

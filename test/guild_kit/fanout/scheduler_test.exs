@@ -16,7 +16,7 @@ defmodule GuildKit.Fanout.SchedulerTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Fanout.Runtime
-  alias GuildKit.Test.{LongSchedule, SchedulerWatch}
+  alias GuildKit.Test.{FanoutFaults, LongSchedule, SchedulerWatch}
 
   @moduletag :slow
   @moduletag timeout: 300_000
@@ -117,25 +117,11 @@ defmodule GuildKit.Fanout.SchedulerTest do
     watch = SchedulerWatch.start(Runtime.get().name, [caller], @threshold_ms)
     send(caller, :go)
     assert_receive {:sent, ^caller}, 120_000
-    wait_until(fn -> :counters.get(counter, 1) - before >= deliveries end)
+    FanoutFaults.wait_until(fn -> :counters.get(counter, 1) - before >= deliveries end)
     reports = SchedulerWatch.stop(watch)
     send(caller, :exit)
     assert_receive {:DOWN, ^ref, :process, ^caller, :normal}
     reports
-  end
-
-  defp wait_until(check, tries \\ 60_000) do
-    cond do
-      check.() ->
-        :ok
-
-      tries > 0 ->
-        Process.sleep(2)
-        wait_until(check, tries - 1)
-
-      true ->
-        flunk("the receivers did not get every message")
-    end
   end
 
   defp count_all(counter) do
