@@ -292,7 +292,9 @@ defmodule Bench.Fanout do
   # Sets the message queue kind of an instance's partitioners and workers, from inside
   # each process (a process can only set its own flags).
   defp set_queues(name, queues) do
-    for pid <- descendants(Process.whereis(name)), not sender?(pid) do
+    supervisor = GuildKit.Fanout.Runtime.supervisor_name(name)
+
+    for pid <- descendants(Process.whereis(supervisor)), not sender?(pid) do
       :sys.replace_state(pid, fn state ->
         Process.flag(:message_queue_data, queues)
         state

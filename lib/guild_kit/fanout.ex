@@ -153,7 +153,9 @@ defmodule GuildKit.Fanout do
   An option of `start_link/1` (and of `config :guild_kit, GuildKit.Fanout`):
 
     * `:name` - the instance's name, an atom (default `GuildKit.Fanout`, the
-      application's instance); its supervisor is registered under it;
+      application's instance); its supervisor is registered as `<name>.Supervisor`,
+      its partitioners as `<name>.Partitioner.0`, ... and its senders as
+      `<name>.Sender.0`, ...;
     * `:senders` - sender processes (default: one per scheduler);
     * `:partitioners` - partitioners, each with its workers (default `1`); it must be
       the same on every node, since partitioner `i` is addressed by name across nodes;

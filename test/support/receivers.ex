@@ -172,7 +172,8 @@ defmodule GuildKit.Test.SchedulerWatch do
   """
   @spec start(atom(), [pid()], pos_integer()) :: pid()
   def start(name, extra, threshold_ms) do
-    watched = MapSet.new(extra ++ descendants(Process.whereis(name)))
+    supervisor = GuildKit.Fanout.Runtime.supervisor_name(name)
+    watched = MapSet.new(extra ++ descendants(Process.whereis(supervisor)))
     parent = self()
 
     watcher =

@@ -131,7 +131,14 @@ defmodule GuildKit.Fanout.Runtime do
 
   @doc "True while the supervisor of the instance runs."
   @spec running?(t()) :: boolean()
-  def running?(%__MODULE__{name: name}), do: Process.whereis(name) != nil
+  def running?(%__MODULE__{name: name}), do: Process.whereis(supervisor_name(name)) != nil
+
+  @doc """
+  The registered name of the supervisor of instance `name`: `GuildKit.Fanout.Supervisor`
+  for the application's instance, `MyApp.Fanout.Supervisor` for `MyApp.Fanout`.
+  """
+  @spec supervisor_name(atom()) :: atom()
+  def supervisor_name(name), do: Module.concat(name, Supervisor)
 
   @doc "The message of the `ArgumentError` raised when instance `name` is not running."
   @spec not_running(atom()) :: String.t()

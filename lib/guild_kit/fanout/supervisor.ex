@@ -1,6 +1,7 @@
 defmodule GuildKit.Fanout.Supervisor do
-  # The supervisor of one GuildKit.Fanout instance, registered under the instance's
-  # name (see GuildKit.Fanout.child_spec/1):
+  # The supervisor of one GuildKit.Fanout instance, registered as <name>.Supervisor
+  # (GuildKit.Fanout.Supervisor for the application's instance; see
+  # GuildKit.Fanout.child_spec/1):
   #
   #     instance (one_for_one)
   #     ├── {GuildKit.Fanout.Partition, 0}    a partitioner and its workers
@@ -19,7 +20,10 @@ defmodule GuildKit.Fanout.Supervisor do
   @doc "Starts the instance `opts` describes (options checked by Runtime.options!/2)."
   @spec start_link(keyword()) :: Supervisor.on_start()
   def start_link(opts),
-    do: Supervisor.start_link(__MODULE__, opts, name: Keyword.fetch!(opts, :name))
+    do:
+      Supervisor.start_link(__MODULE__, opts,
+        name: Runtime.supervisor_name(Keyword.fetch!(opts, :name))
+      )
 
   @impl Supervisor
   def init(opts) do

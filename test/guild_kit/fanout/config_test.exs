@@ -158,7 +158,7 @@ defmodule GuildKit.Fanout.ConfigTest do
   test "start_fanout: false leaves fan-out to the user's tree, where it runs by name" do
     Application.put_env(:guild_kit, :start_fanout, false)
     restart()
-    assert Process.whereis(Fanout) == nil
+    assert Process.whereis(Fanout.Supervisor) == nil
     assert Process.whereis(Runtime.partitioner_name(0)) == nil
     assert_raise ArgumentError, ~r/not running/, fn -> Fanout.send(self(), :x) end
 

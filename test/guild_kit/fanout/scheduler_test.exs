@@ -15,7 +15,6 @@ defmodule GuildKit.Fanout.SchedulerTest do
   use ExUnit.Case, async: false
 
   alias GuildKit.Fanout
-  alias GuildKit.Fanout.Runtime
   alias GuildKit.Test.{FanoutFaults, LongSchedule, SchedulerWatch}
 
   @moduletag :slow
@@ -114,7 +113,7 @@ defmodule GuildKit.Fanout.SchedulerTest do
       )
 
     assert_receive {:ready, ^caller}, 120_000
-    watch = SchedulerWatch.start(Runtime.get().name, [caller], @threshold_ms)
+    watch = SchedulerWatch.start(Fanout, [caller], @threshold_ms)
     send(caller, :go)
     assert_receive {:sent, ^caller}, 120_000
     FanoutFaults.wait_until(fn -> :counters.get(counter, 1) - before >= deliveries end)

@@ -55,7 +55,7 @@ defmodule GuildKit.Fanout.SupervisionTest do
 
   test "which_children shows partitions, their partitioner and workers, and the senders",
        %{name: name, top: top} do
-    assert Process.whereis(name) == top
+    assert Process.whereis(Module.concat(name, Supervisor)) == top
     tree = processes(top)
     assert length(tree.senders) == 3
     assert length(tree.partitions) == 2
@@ -102,7 +102,7 @@ defmodule GuildKit.Fanout.SupervisionTest do
     end
 
     wait_complete(top)
-    assert Process.whereis(name) == top
+    assert Process.whereis(Module.concat(name, Supervisor)) == top
     assert Process.alive?(top)
 
     # And it still delivers.
