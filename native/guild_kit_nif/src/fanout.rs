@@ -241,8 +241,8 @@ fn slice<'a>(call: Call<'a>, mut split: Split, receivers: Term<'a>) -> Outcome<'
     // than ERTS's 1 ms, so the caller yields to the other processes of its scheduler
     // after a few slices: the slices of one send never hold the scheduler for more
     // than about half a millisecond in a row.
-    let micros = started.elapsed().as_micros().min(u128::from(u32::MAX / 3)) as u32;
-    call.charge((micros * 5 / 2).max(1));
+    let owed = started.elapsed().as_micros() * 5 / 2;
+    call.charge(u32::try_from(owed).unwrap_or(u32::MAX).max(1));
     match stop {
         Stop::More(rest) => {
             let progress = ResourceArc::new(SplitInProgress(Mutex::new(Some(split))));
@@ -537,11 +537,14 @@ fn deliver<'a>(call: Call<'a>, batch: &Batch, message: &Message) -> Outcome<'a> 
     } else {
         DELIVER_NORMAL
     };
+    // A clock read costs about as much as a send of a small message, so small messages
+    // read it every 16 sends; a big one's copy takes far longer than a read.
+    let check_every = if message.size.is_some() { 16 } else { 1 };
     let first = batch.served();
     let mut next = first;
     for pid in batch.pids.iter_from(first) {
-        // A clock read costs about as much as a send of a small message.
-        if (next - first) % 16 == 15 && started.elapsed() >= limit {
+        if next > first && (next - first).is_multiple_of(check_every) && started.elapsed() >= limit
+        {
             break;
         }
         // On a dirty scheduler a send fails once the worker itself is being killed:
