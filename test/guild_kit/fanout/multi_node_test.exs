@@ -50,9 +50,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
   test "receivers on three nodes each get every message once, in order, in all modes",
        %{peers: peers} do
-    seed = 4_242
-    IO.puts("multi-node mixed-mode seed: #{seed}")
-    :rand.seed(:exsss, {seed, seed, seed})
+    FanoutFaults.seed!("multi-node mixed-mode", 4_242)
     nodes = [node() | Enum.map(peers, & &1.node)]
     groups = spread_receivers(nodes, 400)
     all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
@@ -236,9 +234,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
   end
 
   test "order holds while senders here and partitioners there are killed", %{peers: peers} do
-    seed = 77_001
-    IO.puts("multi-node order-under-kills seed: #{seed}")
-    :rand.seed(:exsss, {seed, seed, seed})
+    FanoutFaults.seed!("multi-node order-under-kills", 77_001)
     nodes = Enum.map(peers, & &1.node)
     groups = spread_receivers([node() | nodes], 10)
     # 10 pids per node, each listed 1,500 times: 45,000 entries.

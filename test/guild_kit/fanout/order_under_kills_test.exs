@@ -14,9 +14,7 @@ defmodule GuildKit.Fanout.OrderUnderKillsTest do
   @modes [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
 
   test "one caller's sequence stays in order while partitioners and senders are killed" do
-    seed = 90_301
-    IO.puts("order-under-kills seed: #{seed}")
-    :rand.seed(:exsss, {seed, seed, seed})
+    FanoutFaults.seed!("order-under-kills", 90_301)
     name = __MODULE__.Fanout
     start_supervised!({Fanout, name: name, partitioners: 2, senders: 2, workers: 4})
     runtime = Runtime.fetch!(name)

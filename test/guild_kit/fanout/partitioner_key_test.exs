@@ -28,9 +28,7 @@ defmodule GuildKit.Fanout.PartitionerKeyTest do
 
   test "set_partitioner_key/1: alternating processes keep one order, in every mode",
        %{name: name} do
-    seed = 12_003
-    IO.puts("partitioner key seed: #{seed}")
-    :rand.seed(:exsss, {seed, seed, seed})
+    FanoutFaults.seed!("partitioner key", 12_003)
     {group, pids} = Receivers.start(300)
 
     FanoutFaults.relay(
