@@ -163,7 +163,19 @@ defmodule GuildKit.Test.SchedulerWatch do
       watch = GuildKit.Test.SchedulerWatch.start(GuildKit.Fanout, [], 5)
       # ... fan out ...
       [] = GuildKit.Test.SchedulerWatch.stop(watch)
+
+  `long_schedule` measures wall time, so on a loaded machine it also reports a process
+  whose scheduler thread the OS preempted (a plain Erlang loop gets 6-17 ms reports at a
+  load of 7 on 2 cores). The watcher therefore also traces when each watched process
+  is scheduled in and out, with CPU-time stamps (`:cpu_timestamp`: the scheduler
+  thread's CPU clock), and keeps a process's reports only if one of its stretches on a
+  normal scheduler used `threshold_ms` of CPU or more: a process that really holds a
+  scheduler burns that CPU, a preempted one does not. Stretches on dirty schedulers
+  (those that end in `:erts_internal.dirty_nif_finalizer/1`) are not counted, as
+  `long_schedule` does not count them.
   """
+
+  @dirty_exit {:erts_internal, :dirty_nif_finalizer, 1}
 
   @doc """
   Starts watching every process of the fan-out instance `name` (its partitioners,
@@ -173,20 +185,35 @@ defmodule GuildKit.Test.SchedulerWatch do
   @spec start(atom(), [pid()], pos_integer()) :: pid()
   def start(name, extra, threshold_ms) do
     supervisor = GuildKit.Fanout.Runtime.supervisor_name(name)
-    watched = MapSet.new(extra ++ descendants(Process.whereis(supervisor)))
+    watched = Enum.uniq(extra ++ descendants(Process.whereis(supervisor)))
     parent = self()
 
     watcher =
       spawn(fn ->
         :erlang.system_monitor(self(), [{:long_schedule, threshold_ms}, {:long_gc, threshold_ms}])
+        :erlang.trace(:all, true, [:cpu_timestamp])
+
+        for pid <- watched do
+          :erlang.trace(pid, true, [:running, :timestamp, {:tracer, self()}])
+        end
+
         send(parent, {:watching, self()})
-        collect(watched, [])
+
+        collect(
+          %{watched: MapSet.new(watched), limit: threshold_ms * 1000},
+          %{},
+          [],
+          MapSet.new()
+        )
       end)
 
     receive do: ({:watching, ^watcher} -> watcher)
   end
 
-  @doc "Stops watching and returns the reports: `[{pid, kind, info}]`."
+  @doc """
+  Stops watching and returns the reports of the processes that used `threshold_ms` of
+  CPU on a normal scheduler in one go: `[{pid, kind, info}]`.
+  """
   @spec stop(pid()) :: [{pid(), atom(), term()}]
   def stop(watcher) do
     # A report is sent when a process is scheduled out: give the last ones a moment.
@@ -198,16 +225,42 @@ defmodule GuildKit.Test.SchedulerWatch do
     end
   end
 
-  defp collect(watched, reports) do
+  # `since`: pid => CPU stamp of its last schedule-in; `held`: pids with a stretch
+  # over the limit.
+  defp collect(watch, since, reports, held) do
     receive do
       {:monitor, pid, kind, info} ->
-        if MapSet.member?(watched, pid),
-          do: collect(watched, [{pid, kind, info} | reports]),
-          else: collect(watched, reports)
+        if MapSet.member?(watch.watched, pid),
+          do: collect(watch, since, [{pid, kind, info} | reports], held),
+          else: collect(watch, since, reports, held)
+
+      {:trace_ts, pid, :in, _mfa, stamp} ->
+        collect(watch, Map.put(since, pid, stamp), reports, held)
+
+      {:trace_ts, pid, :out, mfa, stamp} ->
+        {start, since} = Map.pop(since, pid)
+
+        held =
+          if start != nil and mfa != @dirty_exit and :timer.now_diff(stamp, start) >= watch.limit,
+            do: MapSet.put(held, pid),
+            else: held
+
+        collect(watch, since, reports, held)
 
       {:stop, from} ->
         :erlang.system_monitor(:undefined)
-        send(from, {:reports, self(), Enum.reverse(reports)})
+
+        for pid <- watch.watched do
+          try do
+            :erlang.trace(pid, false, [:running, :timestamp])
+          rescue
+            ArgumentError -> :gone
+          end
+        end
+
+        :erlang.trace(:all, false, [:cpu_timestamp])
+        reports = for {pid, _, _} = report <- Enum.reverse(reports), pid in held, do: report
+        send(from, {:reports, self(), reports})
     end
   end
 

@@ -320,10 +320,8 @@ defmodule GuildKit.Fanout.MultiNodeTest do
   end
 
   test "100k receivers on a peer reach it in bounded chunks", %{peers: peers} do
-    # Three VMs on two cores preempt each other's scheduler threads, so the long_schedule
-    # watch of a peer's processes would report that; what this checks instead is the
-    # cause of a long schedule there: no message its partitioner decodes is big. (The
-    # caller, partitioner and workers are watched on this node, in SchedulerTest.)
+    # The cause of a long schedule in a peer's partitioner would be a big message to
+    # decode (its decoding does not yield): none may be.
     [%{node: peer} | _] = peers
     [{_, group, pids}] = spread_receivers([peer], 500)
     # 100,000 receiver entries: 500 pids, each listed 200 times.
@@ -342,6 +340,33 @@ defmodule GuildKit.Fanout.MultiNodeTest do
       # 4,096 pids a chunk, under 50 bytes each in the external format (less on the wire,
       # where the node name is cached): some 200 KB at most, decoded in well under 1 ms.
       assert PeerNode.call(peer, SchedulerWatch, :stop_trace, [tracer]) < 256 * 1024
+    end
+
+    PeerNode.call(peer, Receivers, :stop, [group])
+  end
+
+  test "no fan-out process here or on a peer holds a scheduler", %{peers: peers} do
+    # 100,000 receiver entries on a peer (500 pids, each listed 200 times), and a
+    # 4M-element message to a few of them; every fan-out process of both nodes, and the
+    # caller, watched until all is delivered.
+    [%{node: peer} | _] = peers
+    [{_, group, pids}] = spread_receivers([peer], 500)
+    many = pids |> List.duplicate(200) |> List.flatten()
+    big = {:big, Enum.to_list(1..4_000_000)}
+
+    for {receivers, message} <- [{many, :event}, {Enum.take(pids, 2), big}],
+        opts <- [[], [offload: true], [pack: :binary]] do
+      before = PeerNode.call(peer, Receivers, :received, [group])
+      remote = PeerNode.call(peer, SchedulerWatch, :start, [Fanout, [], 5])
+      local = SchedulerWatch.start(Fanout, [self()], 5)
+      :ok = Fanout.send(receivers, message, opts)
+
+      FanoutFaults.wait_until(fn ->
+        PeerNode.call(peer, Receivers, :received, [group]) >= before + length(receivers)
+      end)
+
+      assert SchedulerWatch.stop(local) == []
+      assert PeerNode.call(peer, SchedulerWatch, :stop, [remote]) == []
     end
 
     PeerNode.call(peer, Receivers, :stop, [group])
