@@ -1,39 +1,38 @@
 defmodule GuildKit.Fanout.Partitioner do
-  @moduledoc """
-  Hands the receivers of this node to workers, and replays what a dead worker had not
-  served.
-
-  Each instance runs `:partitioners` of these on each node (registered as
-  `GuildKit.Fanout.Partitioner.0`, `.1`, ... for the application's instance), each in
-  a partition supervisor with `:workers` workers of its own:
-
-      partition (rest_for_one)
-      ├── Partitioner
-      └── workers (one_for_one)
-          └── Worker 0, Worker 1, ...
-
-  A caller on this node sends its partitioner the receivers of this node already split
-  into worker batches (with `offload: true`, in one batch that the partitioner splits);
-  senders of other nodes send it lists of pids, which it splits with the same NIF. A
-  receiver always lands in the same bucket, `rem(:erlang.phash2(pid), workers)`, so
-  every message for it goes through one worker, in order.
-
-  ## Nothing is lost when a worker dies
-
-  The partitioner monitors its workers and keeps every batch it gave a worker until
-  the batch is served. When a worker dies, the workers' supervisor starts a new one,
-  which announces itself; the partitioner then replays to it, in order and before
-  anything newer, every batch the old one had not finished. A batch counts the
-  receivers served (a process is never killed in the middle of a NIF call), so the
-  replay resumes exactly there: no receiver is skipped or served twice.
-
-  ## Order when a partitioner dies
-
-  Its partition supervisor terminates the workers, and waits until each is dead,
-  before it starts the new partitioner and workers: no worker of the dead partitioner
-  can still be delivering while the new ones deliver newer messages. What the dead
-  partitioner and its workers had not delivered is lost.
-  """
+  # Hands the receivers of this node to workers, and replays what a dead worker had not
+  # served.
+  #
+  # Each instance runs `:partitioners` of these on each node (registered as
+  # `GuildKit.Fanout.Partitioner.0`, `.1`, ... for the application's instance), each in
+  # a partition supervisor with `:workers` workers of its own:
+  #
+  #     partition (rest_for_one)
+  #     ├── Partitioner
+  #     └── workers (one_for_one)
+  #         └── Worker 0, Worker 1, ...
+  #
+  # A caller on this node sends its partitioner the receivers of this node already split
+  # into worker batches (with `offload: true`, in one batch that the partitioner splits);
+  # senders of other nodes send it lists of pids, which it splits with the same NIF. A
+  # receiver always lands in the same bucket, `rem(:erlang.phash2(pid), workers)`, so
+  # every message for it goes through one worker, in order.
+  #
+  # ## Nothing is lost when a worker dies
+  #
+  # The partitioner monitors its workers and keeps every batch it gave a worker until
+  # the batch is served. When a worker dies, the workers' supervisor starts a new one,
+  # which announces itself; the partitioner then replays to it, in order and before
+  # anything newer, every batch the old one had not finished. A batch counts the
+  # receivers served (a process is never killed in the middle of a NIF call), so the
+  # replay resumes exactly there: no receiver is skipped or served twice.
+  #
+  # ## Order when a partitioner dies
+  #
+  # Its partition supervisor terminates the workers, and waits until each is dead,
+  # before it starts the new partitioner and workers: no worker of the dead partitioner
+  # can still be delivering while the new ones deliver newer messages. What the dead
+  # partitioner and its workers had not delivered is lost.
+  @moduledoc false
 
   use GenServer
 

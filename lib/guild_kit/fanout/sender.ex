@@ -6,36 +6,35 @@ defmodule GuildKit.Fanout.Sender do
   # receiving process decodes a message in one go (a 64 MB binary held it 21 ms).
   @part_bytes 256 * 1024
 
-  @moduledoc """
-  Carries fan-out messages to the receivers of other nodes.
-
-  Each instance runs `:senders` of these on each node (registered as
-  `GuildKit.Fanout.Sender.0`, ... for the application's instance). A caller hands its
-  receivers on other nodes to the sender its partitioner key selects,
-  `:erlang.phash2(key, senders)` (the caller's pid unless it set a key, see
-  `GuildKit.Fanout.set_partitioner_key/1`), so that all its messages stay in order. The
-  sender reads the receivers in chunks of a few thousand, groups each chunk by node and
-  sends each node, per chunk, one message to the partitioner that the key selects there.
-  The message travels in that message when it is small, and packed in parts of
-  #{div(@part_bytes, 1024)} KB sent ahead of the receivers when it is big, so that no
-  process on either side handles a huge message in one go.
-
-  ## Unreachable nodes
-
-  The caller never sends across the network; only senders do, and they never block
-  on a node. Each remote send uses `:erlang.send/3` with `[:noconnect, :nosuspend]`:
-
-    * a node that is not connected is not dialled: its receivers are dropped at once
-      and counted in `GuildKit.Fanout.stats/1` as `:dropped`. (A plain send to such a
-      node does not block either, but it starts a connection attempt that, for an
-      unreachable host, holds every message sent meanwhile for up to
-      `net_setuptime`, 7 s by default, and then loses them silently.)
-    * a connected node whose distribution buffer is full (a slow or hung node) does
-      not suspend the sender, as a plain send would: the message is queued for that
-      node alone and retried every #{@retry_ms} ms, later messages to that node queue
-      behind it (order is kept), and other nodes are served meanwhile. When the node
-      goes down its queue is dropped and counted.
-  """
+  # Carries fan-out messages to the receivers of other nodes.
+  #
+  # Each instance runs `:senders` of these on each node (registered as
+  # `GuildKit.Fanout.Sender.0`, ... for the application's instance). A caller hands its
+  # receivers on other nodes to the sender its partitioner key selects,
+  # `:erlang.phash2(key, senders)` (the caller's pid unless it set a key, see
+  # `GuildKit.Fanout.set_partitioner_key/1`), so that all its messages stay in order. The
+  # sender reads the receivers in chunks of a few thousand, groups each chunk by node and
+  # sends each node, per chunk, one message to the partitioner that the key selects there.
+  # The message travels in that message when it is small, and packed in parts of
+  # `@part_bytes` sent ahead of the receivers when it is big, so that no
+  # process on either side handles a huge message in one go.
+  #
+  # ## Unreachable nodes
+  #
+  # The caller never sends across the network; only senders do, and they never block
+  # on a node. Each remote send uses `:erlang.send/3` with `[:noconnect, :nosuspend]`:
+  #
+  #   * a node that is not connected is not dialled: its receivers are dropped at once
+  #     and counted in `GuildKit.Fanout.stats/1` as `:dropped`. (A plain send to such a
+  #     node does not block either, but it starts a connection attempt that, for an
+  #     unreachable host, holds every message sent meanwhile for up to
+  #     `net_setuptime`, 7 s by default, and then loses them silently.)
+  #   * a connected node whose distribution buffer is full (a slow or hung node) does
+  #     not suspend the sender, as a plain send would: the message is queued for that
+  #     node alone and retried every `@retry_ms` ms, later messages to that node queue
+  #     behind it (order is kept), and other nodes are served meanwhile. When the node
+  #     goes down its queue is dropped and counted.
+  @moduledoc false
 
   use GenServer
 

@@ -1,15 +1,14 @@
 defmodule GuildKit.Fanout.Worker do
-  @moduledoc """
-  Delivers fan-out messages to the receivers of one bucket of a partitioner.
-
-  A worker is started by the workers' supervisor of its partition (see
-  `GuildKit.Fanout.Partitioner`) and announces itself to its partitioner, which then
-  sends it batches `{batch, message}`: a native list of receivers and the message,
-  copied once for all of them. The worker sends the message to each receiver in turn,
-  in bounded NIF calls (on a dirty scheduler when the message is big). The batch
-  counts the receivers served, so the worker that replaces a dead one resumes where it
-  stopped, with no receiver skipped and none served twice.
-  """
+  # Delivers fan-out messages to the receivers of one bucket of a partitioner.
+  #
+  # A worker is started by the workers' supervisor of its partition (see
+  # `GuildKit.Fanout.Partitioner`) and announces itself to its partitioner, which then
+  # sends it batches `{batch, message}`: a native list of receivers and the message,
+  # copied once for all of them. The worker sends the message to each receiver in turn,
+  # in bounded NIF calls (on a dirty scheduler when the message is big). The batch
+  # counts the receivers served, so the worker that replaces a dead one resumes where it
+  # stopped, with no receiver skipped and none served twice.
+  @moduledoc false
 
   use GenServer
 
