@@ -60,12 +60,16 @@ defmodule GuildKit.Fanout do
        (its pid, unless it set one: `set_partitioner_key/1`).
     3. The sender groups the other pids by node, in chunks of a few thousand, and
        sends each node, per chunk, one message to the partitioner of the same index
-       there (see `GuildKit.Fanout.Sender`).
+       there.
     4. A partitioner gives each worker its batch (splitting first when it got one
-       batch or a list from another node) and keeps it until the worker has served it
-       (see `GuildKit.Fanout.Partitioner`).
+       batch or a list from another node) and keeps it until the worker has served it.
     5. A worker sends each receiver of its batch a copy of the message, as `send/2`
-       would (see `GuildKit.Fanout.Worker`).
+       would.
+
+  Each partitioner runs in a supervisor of its own with its workers (`rest_for_one`,
+  the partitioner first), and the senders in another, all under the instance's
+  supervisor, registered as `<name>.Supervisor`; `:supervisor.which_children/1` and
+  observer show the whole tree.
 
   No copy between these processes grows with the number of receivers or with the
   size of the message: batches and the message travel as resource terms, chunks of
@@ -105,9 +109,10 @@ defmodule GuildKit.Fanout do
       that is not connected are dropped and counted (`stats/1`); messages already on
       their way when a connection breaks are lost, as with `send/2`.
     * **Unreachable nodes never block.** The caller never sends across the network.
-      Senders send with `:noconnect` and `:nosuspend`, and a slow node's messages wait
-      in a queue of their own while every other node is served (see
-      `GuildKit.Fanout.Sender`).
+      Senders send with `:noconnect` and `:nosuspend`: receivers on a node that is not
+      connected are dropped at once and counted, no connection is attempted, and a
+      slow node's messages wait in a queue of their own (retried every few ms, in
+      order) while every other node is served.
     * **A stopped instance says so at once.** `send/3` raises `ArgumentError` when
       the instance is not running (the application stopped, or never started it, or
       its supervisor is down), without sending anything; while the instance is up and
