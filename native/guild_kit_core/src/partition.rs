@@ -28,6 +28,33 @@ pub fn bucket(hash: u32, buckets: u32) -> usize {
     (hash % buckets) as usize
 }
 
+/// `hash % divisor` without a division instruction (some 25 cycles, a good part of what
+/// a receiver costs), as two multiplications: Lemire, Kaser and Kurz, "Faster
+/// Remainder by Direct Computation" (2019). Exact for every `u32` hash and divisor.
+#[derive(Debug, Clone, Copy)]
+struct FastRemainder {
+    divisor: u32,
+    /// `ceil(2^64 / divisor)`, wrapping to 0 for a divisor of 1 (whose remainder is
+    /// always 0, which the formula gives).
+    magic: u64,
+}
+
+impl FastRemainder {
+    fn new(divisor: u32) -> Self {
+        debug_assert!(divisor > 0);
+        FastRemainder {
+            divisor,
+            magic: (u64::MAX / u64::from(divisor)).wrapping_add(1),
+        }
+    }
+
+    #[inline]
+    fn of(self, hash: u32) -> usize {
+        let low = self.magic.wrapping_mul(u64::from(hash));
+        ((u128::from(low) * u128::from(self.divisor)) >> 64) as usize
+    }
+}
+
 /// Why a bucket count was refused: it is zero or above [`MAX_BUCKETS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadBucketCount(pub u32);
@@ -50,8 +77,12 @@ pub struct BadBucketCount(pub u32);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunked<T> {
-    chunks: Vec<Vec<T>>,
-    len: usize,
+    /// Full chunks of exactly [`Chunked::CHUNK`] items.
+    full: Vec<Vec<T>>,
+    /// The chunk being filled: a field of its own, so that a push reads and writes one
+    /// vector's length rather than the last element's of `full` (a push took 5 ns that
+    /// way, against under 1 ns for a vector's).
+    tail: Vec<T>,
 }
 
 impl<T> Default for Chunked<T> {
@@ -69,8 +100,8 @@ impl<T> Chunked<T> {
     /// Time: O(1).
     pub fn new() -> Self {
         Chunked {
-            chunks: Vec::new(),
-            len: 0,
+            full: Vec::new(),
+            tail: Vec::new(),
         }
     }
 
@@ -80,54 +111,55 @@ impl<T> Chunked<T> {
     /// Time: O(1); amortised O(1) within the first chunk.
     #[inline]
     pub fn push(&mut self, item: T) {
-        match self.chunks.last_mut() {
-            Some(last) if last.len() < Self::CHUNK => last.push(item),
-            Some(_) => {
-                let mut chunk = Vec::with_capacity(Self::CHUNK);
-                chunk.push(item);
-                self.chunks.push(chunk);
-            }
-            None => self.chunks.push(vec![item]),
+        if self.tail.len() == Self::CHUNK {
+            self.start_chunk();
         }
-        self.len += 1;
+        self.tail.push(item);
+    }
+
+    #[cold]
+    fn start_chunk(&mut self) {
+        let full = std::mem::replace(&mut self.tail, Vec::with_capacity(Self::CHUNK));
+        self.full.push(full);
     }
 
     /// Number of items.
     ///
     /// Time: O(1).
     pub fn len(&self) -> usize {
-        self.len
+        self.full.len() * Self::CHUNK + self.tail.len()
     }
 
     /// True when there is no item.
     ///
     /// Time: O(1).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.full.is_empty() && self.tail.is_empty()
     }
 
     /// The item at `index`, if any.
     ///
     /// Time: O(1).
     pub fn get(&self, index: usize) -> Option<&T> {
-        self.chunks
-            .get(index / Self::CHUNK)
-            .and_then(|chunk| chunk.get(index % Self::CHUNK))
+        match self.full.get(index / Self::CHUNK) {
+            Some(chunk) => chunk.get(index % Self::CHUNK),
+            None => self.tail.get(index - self.full.len() * Self::CHUNK),
+        }
     }
 
     /// The items from `start` on, in order (none when `start` is past the end).
     ///
     /// Time: O(1) to start, O(1) per item.
     pub fn iter_from(&self, start: usize) -> impl Iterator<Item = &T> + '_ {
-        let first = start / Self::CHUNK;
-        let skip = start % Self::CHUNK;
-        self.chunks
+        let in_full = self.full.len() * Self::CHUNK;
+        let (first, skip) = (start / Self::CHUNK, start % Self::CHUNK);
+        let tail_start = start.saturating_sub(in_full).min(self.tail.len());
+        self.full
             .iter()
             .skip(first)
             .enumerate()
-            .flat_map(move |(i, chunk)| {
-                chunk[if i == 0 { skip.min(chunk.len()) } else { 0 }..].iter()
-            })
+            .flat_map(move |(i, chunk)| chunk[if i == 0 { skip } else { 0 }..].iter())
+            .chain(self.tail[tail_start..].iter())
     }
 }
 
@@ -151,6 +183,7 @@ impl<T> Chunked<T> {
 #[derive(Debug, Clone)]
 pub struct Partition<T> {
     buckets: Vec<Chunked<T>>,
+    remainder: FastRemainder,
     len: usize,
 }
 
@@ -166,6 +199,7 @@ impl<T> Partition<T> {
             buckets: std::iter::repeat_with(Chunked::new)
                 .take(buckets as usize)
                 .collect(),
+            remainder: FastRemainder::new(buckets),
             len: 0,
         })
     }
@@ -183,8 +217,8 @@ impl<T> Partition<T> {
     /// Time: O(1) amortised.
     #[inline]
     pub fn push(&mut self, hash: u32, item: T) {
-        // The count was checked at construction, so the modulo cannot divide by zero.
-        let index = bucket(hash, self.buckets.len() as u32);
+        // `bucket(hash, count)`; the count was checked at construction.
+        let index = self.remainder.of(hash);
         self.buckets[index].push(item);
         self.len += 1;
     }
@@ -231,6 +265,33 @@ mod tests {
         let buckets = partition.into_buckets();
         assert_eq!(buckets.len(), 1);
         assert_eq!(contents(&buckets[0]), vec![0, 1, u32::MAX, 1 << 26]);
+    }
+
+    #[test]
+    fn fast_remainder_at_the_edges() {
+        for divisor in [
+            1,
+            2,
+            3,
+            7,
+            1000,
+            MAX_BUCKETS - 1,
+            MAX_BUCKETS,
+            u32::MAX - 1,
+            u32::MAX,
+        ] {
+            for hash in [
+                0,
+                1,
+                divisor - 1,
+                divisor,
+                divisor.wrapping_add(1),
+                (1 << 27) - 1,
+                u32::MAX,
+            ] {
+                assert_eq!(FastRemainder::new(divisor).of(hash), bucket(hash, divisor));
+            }
+        }
     }
 
     #[test]
@@ -302,6 +363,12 @@ mod tests {
             prop_assert_eq!(chunked.get(start), model.get(start));
             let from: Vec<usize> = chunked.iter_from(start).copied().collect();
             prop_assert_eq!(from, model.get(start..).unwrap_or(&[]).to_vec());
+        }
+
+        /// The division-free remainder is the remainder, for any hash and count.
+        #[test]
+        fn fast_remainder_is_the_remainder(hash in any::<u32>(), divisor in 1u32..) {
+            prop_assert_eq!(FastRemainder::new(divisor).of(hash), bucket(hash, divisor));
         }
 
         /// For a power-of-two count the bucket is the hash's low bits: the reason it
