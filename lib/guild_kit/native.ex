@@ -52,9 +52,15 @@ defmodule GuildKit.Native do
 
   # GuildKit.Fanout
   def fanout_split(_receivers, _workers), do: not_loaded()
-  def fanout_split_send(_receivers, _workers, _to, _payload), do: not_loaded()
-  def fanout_split_send_more(_rest, _progress, _to, _payload), do: not_loaded()
-  def fanout_check(_receivers, _position), do: not_loaded()
+  def fanout_split_more(_rest, _progress), do: not_loaded()
+  def fanout_partition(_batch, _workers), do: not_loaded()
+  def fanout_remote_take(_remote), do: not_loaded()
+  def fanout_batch_pids(_batch), do: not_loaded()
+  def fanout_batch_done(_batch), do: not_loaded()
+  def fanout_message(_term), do: not_loaded()
+  def fanout_message_import(_packed), do: not_loaded()
+  def fanout_message_export(_message, _pack), do: not_loaded()
+  def fanout_deliver(_batch, _message), do: not_loaded()
 
   # GuildKit.Permissions
   def permissions_new(_everyone, _roles, _owner, _channels), do: not_loaded()
