@@ -46,7 +46,6 @@ defmodule GuildKit.Relay.Server do
        passive_interval: args.passive_interval,
        audience: Audience.new(),
        permissions: permissions,
-       monitors: %{},
        seq: 0,
        # channel_id => seq of its last event since the last passive tick
        channels: %{},
@@ -93,17 +92,15 @@ defmodule GuildKit.Relay.Server do
   def handle_info({:DOWN, ref, :process, _guild, _reason}, %{guild_ref: ref} = state),
     do: {:stop, :normal, state}
 
-  def handle_info({:DOWN, ref, :process, pid, _reason}, state) do
-    case state.monitors do
-      %{^pid => ^ref} ->
-        Audience.remove(state.audience, pid)
-        if state.exits == [], do: Process.send_after(self(), :report_exits, @exit_report_ms)
-
-        {:noreply,
-         %{state | monitors: Map.delete(state.monitors, pid), exits: [pid | state.exits]}}
-
-      _ ->
-        {:noreply, state}
+  # A session's monitor outlives a disconnect (see command/2): a :DOWN counts only for
+  # a session the relay has.
+  def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
+    if Audience.member?(state.audience, pid) do
+      Audience.remove(state.audience, pid)
+      if state.exits == [], do: Process.send_after(self(), :report_exits, @exit_report_ms)
+      {:noreply, %{state | exits: [pid | state.exits]}}
+    else
+      {:noreply, state}
     end
   end
 
@@ -111,35 +108,27 @@ defmodule GuildKit.Relay.Server do
 
   ## Commands from the guild, in the order it gave them
 
+  # The monitor's reference is not kept (a map of them would cost a relay more than its
+  # audience does), so a disconnect cannot take the monitor back: it stays until the
+  # session exits, and a session connected again here gets one more.
   defp command({:connect, pid, member_id, roles, active, watch, syncs, seq}, state) do
-    if Map.has_key?(state.monitors, pid) do
+    if Audience.member?(state.audience, pid) do
       state
     else
       :ok = Audience.add(state.audience, pid, member_id, roles, active: active, watch: watch)
+      _ = Process.monitor(pid)
       sync(syncs, pid, seq, state)
-
-      %{
-        state
-        | monitors: Map.put(state.monitors, pid, Process.monitor(pid)),
-          seq: max(seq, state.seq)
-      }
+      %{state | seq: max(seq, state.seq)}
     end
   end
 
   defp command({:disconnect, pid}, state) do
-    case Map.pop(state.monitors, pid) do
-      {nil, _} ->
-        state
-
-      {ref, monitors} ->
-        Process.demonitor(ref, [:flush])
-        Audience.remove(state.audience, pid)
-        %{state | monitors: monitors}
-    end
+    Audience.remove(state.audience, pid)
+    state
   end
 
   defp command({:set_active, pid, active, watch, syncs, seq}, state) do
-    if Map.has_key?(state.monitors, pid) do
+    if Audience.member?(state.audience, pid) do
       changes = if watch, do: [active: active, watch: watch], else: [active: active]
       :ok = Audience.update(state.audience, pid, changes)
       sync(syncs, pid, seq, state)
