@@ -31,7 +31,17 @@ defmodule GuildKit.Examples.GuildSoakTest do
 
     [keep, lose] = PeerNode.start_many(2)
     initial = for id <- 1..@members, do: {id, member(id)}
-    {:ok, guild} = Guild.start_link(toolkit: toolkit, hoisted_roles: @roles, members: initial)
+
+    perms =
+      GuildKit.Permissions.new(everyone: 0x400) |> GuildKit.Permissions.put_channel(:general, [])
+
+    {:ok, guild} =
+      Guild.start_link(
+        toolkit: toolkit,
+        hoisted_roles: @roles,
+        members: initial,
+        permissions: perms
+      )
 
     local = for id <- 1..300, do: {id, start_session(guild, id)}
     kept = start_remote_sessions(keep.node, guild, 301..500)
