@@ -141,11 +141,21 @@ impl<'a> TupleElements<'a> {
 
     /// The elements in order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = Term<'a>> + ExactSizeIterator + 'a {
-        let env = self.env;
-        // SAFETY: every element is a term of `env`, alive as long as the tuple.
-        self.raw
-            .iter()
-            .map(move |&raw| unsafe { Term::new(env, raw) })
+        let this = *self;
+        self.raw.iter().map(move |&raw| this.term(raw))
+    }
+
+    /// Element `i`, if the tuple has one.
+    ///
+    /// Time: O(1).
+    pub fn get(&self, i: usize) -> Option<Term<'a>> {
+        self.raw.get(i).map(|&raw| self.term(raw))
+    }
+
+    fn term(&self, raw: ErlNifTerm) -> Term<'a> {
+        // SAFETY: `raw` is one of the tuple's elements, a term of `env` alive as long as
+        // the tuple.
+        unsafe { Term::new(self.env, raw) }
     }
 }
 
