@@ -352,9 +352,7 @@ defmodule GuildKit.SortedSet do
 
   def at(%__MODULE__{ref: ref}, index, default)
       when is_local(ref) and is_integer(index) and index >= 0 do
-    index = min(index, @max_native_index)
-
-    Native.sorted_set_at(ref, index, default)
+    Native.sorted_set_at(ref, to_native_index(index), default)
   end
 
   def at(%__MODULE__{ref: ref}, index, _default) when is_local(ref) do
@@ -389,7 +387,7 @@ defmodule GuildKit.SortedSet do
   def slice(%__MODULE__{ref: ref}, start, amount)
       when is_local(ref) and is_integer(start) and start >= 0 and is_integer(amount) and
              amount >= 0 do
-    native_slice(ref, min(start, @max_native_index), min(amount, @max_native_index))
+    native_slice(ref, to_native_index(start), to_native_index(amount))
   end
 
   def slice(%__MODULE__{ref: ref}, start, amount) when is_local(ref) do
@@ -487,6 +485,11 @@ defmodule GuildKit.SortedSet do
     do: "made on node #{inspect(node(ref))}, not usable here"
 
   def describe(set), do: "invalid handle: #{inspect(Map.get(set, :ref))}"
+
+  # Indexes past 2^64 - 1 mean the same as it (past the end): the NIF takes a u64.
+  # Small integers are compared first, as comparing with the bignum limit is slower.
+  defp to_native_index(index) when index <= 0x7FF_FFFF_FFFF_FFFF, do: index
+  defp to_native_index(index), do: min(index, @max_native_index)
 
   defp native_add(ref, term) do
     Native.sorted_set_add(ref, term)

@@ -44,17 +44,9 @@ defmodule GuildKit.Test.LongSchedule do
     {pid, ref} = spawn_ready(setup, fun, min_heap_words)
     :erlang.system_monitor(self(), Enum.map(watch, &{&1, threshold}))
     flush_reports()
-    send(pid, :go)
-
-    result =
-      receive do
-        {:done, ^pid, result} -> result
-        {:DOWN, ^ref, :process, ^pid, reason} -> raise "measured call crashed: #{inspect(reason)}"
-      end
-
+    result = run_to_exit(pid, ref)
     # A report is sent when the process is scheduled out, which may come after its last
-    # message: wait for it to exit, and a moment more, before restoring the monitor.
-    receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
+    # message: a moment more before restoring the monitor.
     Process.sleep(20)
     restore(previous)
     {result, collect_reports(pid)}
@@ -77,15 +69,7 @@ defmodule GuildKit.Test.LongSchedule do
     {pid, ref} = spawn_ready(setup, fun, min_heap_words)
     tracer = spawn_link(fn -> collect_slices(nil, 0) end)
     :erlang.trace(pid, true, [:running, :monotonic_timestamp, :scheduler_id, {:tracer, tracer}])
-    send(pid, :go)
-
-    result =
-      receive do
-        {:done, ^pid, result} -> result
-        {:DOWN, ^ref, :process, ^pid, reason} -> raise "measured call crashed: #{inspect(reason)}"
-      end
-
-    receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
+    result = run_to_exit(pid, ref)
     delivered = :erlang.trace_delivered(pid)
     receive do: ({:trace_delivered, ^pid, ^delivered} -> :ok)
     send(tracer, {:report, self()})
@@ -131,6 +115,20 @@ defmodule GuildKit.Test.LongSchedule do
       {:ready, ^pid} -> {pid, ref}
       {:DOWN, ^ref, :process, ^pid, reason} -> raise "setup crashed: #{inspect(reason)}"
     end
+  end
+
+  # Lets the process of `spawn_ready/3` run, and returns its result once it has exited.
+  defp run_to_exit(pid, ref) do
+    send(pid, :go)
+
+    result =
+      receive do
+        {:done, ^pid, result} -> result
+        {:DOWN, ^ref, :process, ^pid, reason} -> raise "measured call crashed: #{inspect(reason)}"
+      end
+
+    receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
+    result
   end
 
   defp restore(:undefined), do: :erlang.system_monitor(:undefined)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use guild_kit_core::key_tree::KeyTree;
-use guild_kit_core::term_key::{Element, ElementRef, Elements, KeyEncoder, Number};
+use guild_kit_core::term_key::{Element, ElementRef, Elements, KeyEncoder, KeyReader, Number};
 
 /// A member-list key `{integer, 8-byte binary}`, encoded.
 fn member(id: i64, tag: u64) -> Element {
@@ -160,5 +160,22 @@ fn bench_encode(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_sizes, bench_bulk, bench_encode);
+fn bench_read(c: &mut Criterion) {
+    let elements: Vec<Element> = (0..1024).map(|i| member(i * 4, i as u64)).collect();
+    let mut i = 0;
+    c.bench_function("read {integer, 8-byte binary}", |b| {
+        b.iter(|| {
+            i = (i + 1) % elements.len();
+            let mut reader = KeyReader::new(elements[i].as_bytes()).expect("an element");
+            let mut tokens = 0;
+            while let Some(token) = reader.next().expect("valid") {
+                black_box(&token);
+                tokens += 1;
+            }
+            tokens
+        })
+    });
+}
+
+criterion_group!(benches, bench_sizes, bench_bulk, bench_encode, bench_read);
 criterion_main!(benches);

@@ -113,7 +113,17 @@ fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
 
 /// Longest shared prefix a node records; it is kept inline so that placing a probe
 /// against it reads no key bytes.
-const SHARED_MAX: usize = 24;
+const SHARED_MAX: usize = 16;
+
+/// Entries per block of a node's search arrays: one cache line of `u32`s. A search
+/// reads the blocks' summaries, then one block, rather than the whole array.
+const BLOCK: usize = 16;
+/// Blocks of a node of `CAP` entries.
+const fn blocks(cap: usize) -> usize {
+    cap.div_ceil(BLOCK)
+}
+const LEAF_BLOCKS: usize = blocks(LEAF_CAP);
+const BRANCH_BLOCKS: usize = blocks(BRANCH_CAP);
 
 /// One element as a node holds it: inline bytes, or a shared out-of-line allocation.
 #[derive(Clone, Copy, Debug)]
@@ -162,41 +172,65 @@ type Slot = Option<Arc<[u8]>>;
 ///
 /// `repr(C)` keeps the fields a search reads first (lengths, the key buffer's address,
 /// the shared prefix) together in the node's first cache line, ahead of the arrays.
+/// `BLOCKS` must be `blocks(CAP)`: stable Rust cannot compute it from `CAP` here.
+///
+/// `repr(C, align(64))` puts what a search reads first (lengths, the shared prefix,
+/// the block summaries) in the node's first cache line, ahead of the arrays.
 #[derive(Clone, Debug)]
-#[repr(C)]
-struct Packed<const CAP: usize> {
+#[repr(C, align(64))]
+struct Packed<const CAP: usize, const BLOCKS: usize> {
     len: u32,
     /// Every key in the node starts with the same `skip` bytes (at most `SHARED_MAX`),
     /// which are `shared[..skip]`. A lower bound: removals leave it as it is, and it is
     /// recomputed when nodes split or merge.
     skip: u32,
-    /// The inline elements back to back; an out-of-line element takes no bytes here.
+    shared: [u8; SHARED_MAX],
+    /// `firsts[b]` is `prefixes[b * BLOCK]`, or `u32::MAX` for a block past the end.
+    firsts: [u32; BLOCKS],
+    /// The inline elements' bytes, in the order they were added rather than in key
+    /// order, so that an insert appends instead of shifting the bytes after it. Removed
+    /// elements leave `dead` bytes, reclaimed once they are as many as the live ones.
+    /// An out-of-line element takes no bytes here.
     bytes: Vec<u8>,
+    dead: u32,
     /// `large[i]` is element `i` when it is stored out of line. `None` until the node
     /// holds such an element; then `CAP` slots.
     large: Option<Box<[Slot]>>,
-    shared: [u8; SHARED_MAX],
     /// `prefixes[i]` is `prefix_at(key i, skip)`.
     prefixes: [u32; CAP],
-    /// `ends[i]` is the end offset of element `i` in `bytes`.
-    ends: [u32; CAP],
+    /// `spans[i]` locates element `i` in `bytes`: its start, shifted left by
+    /// `SPAN_LEN_BITS`, and its length (at most `INLINE_MAX`).
+    spans: [u32; CAP],
 }
 
-impl<const CAP: usize> Default for Packed<CAP> {
+/// Bits of a span that hold the length of an inline element (up to `INLINE_MAX`).
+const SPAN_LEN_BITS: u32 = 10;
+const _: () = assert!(INLINE_MAX < 1 << SPAN_LEN_BITS);
+// Live and dead bytes together stay under twice a full node's, within a span's start.
+const _: () = assert!(2 * (LEAF_CAP + 1) * INLINE_MAX < 1 << (32 - SPAN_LEN_BITS));
+
+#[inline]
+fn span(start: usize, len: usize) -> u32 {
+    ((start as u32) << SPAN_LEN_BITS) | len as u32
+}
+
+impl<const CAP: usize, const BLOCKS: usize> Default for Packed<CAP, BLOCKS> {
     fn default() -> Self {
         Packed {
             len: 0,
             skip: 0,
-            bytes: Vec::new(),
-            large: None,
             shared: [0; SHARED_MAX],
+            firsts: [u32::MAX; BLOCKS],
+            bytes: Vec::new(),
+            dead: 0,
+            large: None,
             prefixes: [0; CAP],
-            ends: [0; CAP],
+            spans: [0; CAP],
         }
     }
 }
 
-impl<const CAP: usize> Packed<CAP> {
+impl<const CAP: usize, const BLOCKS: usize> Packed<CAP, BLOCKS> {
     fn from_entries<'a>(entries: impl IntoIterator<Item = Entry<'a>>) -> Self {
         let mut packed = Packed::default();
         for entry in entries {
@@ -212,22 +246,16 @@ impl<const CAP: usize> Packed<CAP> {
     }
 
     #[inline]
-    fn start(&self, i: usize) -> usize {
-        if i == 0 {
-            0
-        } else {
-            self.ends[i - 1] as usize
-        }
-    }
-
-    #[inline]
     fn entry(&self, i: usize) -> Entry<'_> {
         if let Some(large) = &self.large {
             if let Some(shared) = &large[i] {
                 return Entry::Large(shared);
             }
         }
-        Entry::Inline(&self.bytes[self.start(i)..self.ends[i] as usize])
+        let span = self.spans[i];
+        let start = (span >> SPAN_LEN_BITS) as usize;
+        let len = (span & ((1 << SPAN_LEN_BITS) - 1)) as usize;
+        Entry::Inline(&self.bytes[start..start + len])
     }
 
     #[inline]
@@ -262,15 +290,32 @@ impl<const CAP: usize> Packed<CAP> {
             }
         }
         let wanted = prefix_at(probe, skip);
-        // Count rather than bisect: the prefixes span a few adjacent cache lines, which
-        // the CPU streams in together, and the branch-free count vectorises; a binary
-        // search would wait for each line in turn.
-        let prefixes = &self.prefixes[..n];
-        let mut low = prefixes
+        // Count rather than bisect, in two steps: the block summaries (in the node's
+        // first cache line) say which block the probe falls in, then that block's line
+        // of prefixes says where. Branch-free counts vectorise, and a search reads two
+        // lines of prefixes where a binary search would wait for several in turn.
+        let block = self
+            .firsts
             .iter()
-            .map(|&p| usize::from(p < wanted))
+            .map(|&first| usize::from(first < wanted))
             .sum::<usize>();
-        let mut high = low + prefixes[low..].iter().take_while(|&&p| p == wanted).count();
+        let mut low = match block.checked_sub(1) {
+            None => 0,
+            Some(b) => {
+                let start = b * BLOCK;
+                let end = (start + BLOCK).min(n);
+                start
+                    + self.prefixes[start..end]
+                        .iter()
+                        .map(|&p| usize::from(p < wanted))
+                        .sum::<usize>()
+            }
+        };
+        let mut high = low
+            + self.prefixes[low..n]
+                .iter()
+                .take_while(|&&p| p == wanted)
+                .count();
         let probe_rest = &probe[skip..];
         while low < high {
             let mid = (low + high) / 2;
@@ -305,22 +350,15 @@ impl<const CAP: usize> Packed<CAP> {
             Entry::Inline(_) => None,
         };
         let inline: &[u8] = if out_of_line.is_some() { &[] } else { element };
-        let start = self.start(i);
-        let len = inline.len();
         // Grow by a quarter at a time rather than doubling: nodes are many and small,
         // and doubling would leave a third of their key memory unused on average.
-        if self.bytes.capacity() - self.bytes.len() < len {
-            self.bytes.reserve_exact(len.max(self.bytes.len() / 4 + 32));
+        let start = self.bytes.len();
+        if self.bytes.capacity() - start < inline.len() {
+            self.bytes.reserve_exact(inline.len().max(start / 4 + 32));
         }
-        let old_len = self.bytes.len();
-        self.bytes.resize(old_len + len, 0);
-        self.bytes.copy_within(start..old_len, start + len);
-        self.bytes[start..start + len].copy_from_slice(inline);
-        self.ends.copy_within(i..n, i + 1);
-        self.ends[i] = start as u32;
-        for end in &mut self.ends[i..=n] {
-            *end += len as u32;
-        }
+        self.bytes.extend_from_slice(inline);
+        self.spans.copy_within(i..n, i + 1);
+        self.spans[i] = span(start, inline.len());
         if out_of_line.is_some() || self.large.is_some() {
             let large = self
                 .large
@@ -332,8 +370,23 @@ impl<const CAP: usize> Packed<CAP> {
         self.len += 1;
         if skip == self.skip as usize {
             self.prefixes[i] = prefix_at(key, skip);
+            self.refresh_firsts(i);
         } else {
             self.rebuild_prefixes(skip);
+        }
+    }
+
+    /// Recomputes the block summaries from the block holding entry `from` on.
+    #[inline]
+    fn refresh_firsts(&mut self, from: usize) {
+        let n = self.len();
+        for b in from / BLOCK..BLOCKS {
+            self.firsts[b] = self
+                .prefixes
+                .get(b * BLOCK)
+                .filter(|_| b * BLOCK < n)
+                .copied()
+                .unwrap_or(u32::MAX);
         }
     }
 
@@ -343,19 +396,33 @@ impl<const CAP: usize> Packed<CAP> {
 
     fn remove(&mut self, i: usize) {
         let n = self.len();
-        let (start, end) = (self.start(i), self.ends[i] as usize);
-        let len = (end - start) as u32;
-        self.bytes.drain(start..end);
-        self.ends.copy_within(i + 1..n, i);
+        self.dead += self.spans[i] & ((1 << SPAN_LEN_BITS) - 1);
+        self.spans.copy_within(i + 1..n, i);
         self.prefixes.copy_within(i + 1..n, i);
-        for e in &mut self.ends[i..n - 1] {
-            *e -= len;
-        }
         if let Some(large) = &mut self.large {
             large[i] = None;
             large[i..n].rotate_left(1);
         }
         self.len -= 1;
+        self.refresh_firsts(i);
+        if self.dead as usize * 2 > self.bytes.len() {
+            self.compact();
+        }
+    }
+
+    /// Rewrites the inline bytes in key order, without the dead ones. Time: O(node).
+    fn compact(&mut self) {
+        let mut bytes = Vec::with_capacity(self.bytes.len() - self.dead as usize);
+        let mut spans = self.spans;
+        for (i, span_of) in spans.iter_mut().enumerate().take(self.len()) {
+            if let Entry::Inline(element) = self.entry(i) {
+                *span_of = span(bytes.len(), element.len());
+                bytes.extend_from_slice(element);
+            }
+        }
+        self.spans = spans;
+        self.bytes = bytes;
+        self.dead = 0;
     }
 
     /// Recomputes `skip` as the prefix shared by the first and last keys (and so by all
@@ -381,19 +448,20 @@ impl<const CAP: usize> Packed<CAP> {
         for i in 0..self.len() {
             self.prefixes[i] = prefix_at(self.key(i), skip);
         }
+        self.refresh_firsts(0);
     }
 
     /// Moves elements `at..` into a new node.
     fn split_off(&mut self, at: usize) -> Self {
         let n = self.len();
         let right = Self::from_entries((at..n).map(|i| self.entry(i)));
-        let start = self.start(at);
-        self.bytes.truncate(start);
-        self.bytes.shrink_to(start + start / 4);
         if let Some(large) = &mut self.large {
             large[at..n].fill(None);
         }
         self.len = at as u32;
+        self.compact();
+        let live = self.bytes.len();
+        self.bytes.reserve_exact(live / 4);
         self.refresh();
         right
     }
@@ -422,7 +490,7 @@ enum Node {
     Branch(Arc<Branch>),
 }
 
-type Leaf = Packed<LEAF_CAP>;
+type Leaf = Packed<LEAF_CAP, LEAF_BLOCKS>;
 
 impl Node {
     fn count(&self) -> usize {
@@ -440,13 +508,100 @@ impl Node {
     }
 }
 
+/// The element count under each child of a branch, with a sum per block of children,
+/// so that the elements before a child (a rank) are read from two cache lines rather
+/// than summed over up to eight.
+#[derive(Clone, Debug)]
+struct Counts {
+    per_child: [u32; BRANCH_CAP],
+    per_block: [u32; BRANCH_BLOCKS],
+}
+
+impl Counts {
+    fn new() -> Self {
+        Counts {
+            per_child: [0; BRANCH_CAP],
+            per_block: [0; BRANCH_BLOCKS],
+        }
+    }
+
+    #[inline]
+    fn get(&self, child: usize) -> usize {
+        self.per_child[child] as usize
+    }
+
+    /// Adds `delta` (which may be negative) to the count of `child`.
+    #[inline]
+    fn add(&mut self, child: usize, delta: i64) {
+        let apply = |count: &mut u32| *count = (i64::from(*count) + delta) as u32;
+        apply(&mut self.per_child[child]);
+        apply(&mut self.per_block[child / BLOCK]);
+    }
+
+    fn set(&mut self, child: usize, count: usize) {
+        let old = self.get(child);
+        self.add(child, count as i64 - old as i64);
+    }
+
+    /// Elements under the children before `child`.
+    #[inline]
+    fn before(&self, child: usize) -> usize {
+        let block = child / BLOCK;
+        let blocks: usize = self.per_block[..block].iter().map(|&c| c as usize).sum();
+        blocks
+            + self.per_child[block * BLOCK..child]
+                .iter()
+                .map(|&c| c as usize)
+                .sum::<usize>()
+    }
+
+    /// The child holding the element at `index` (which must exist), and the index within
+    /// that child.
+    #[inline]
+    fn locate(&self, mut index: usize) -> (usize, usize) {
+        let mut block = 0;
+        while block + 1 < BRANCH_BLOCKS && index >= self.per_block[block] as usize {
+            index -= self.per_block[block] as usize;
+            block += 1;
+        }
+        let mut child = block * BLOCK;
+        while index >= self.per_child[child] as usize {
+            index -= self.per_child[child] as usize;
+            child += 1;
+        }
+        (child, index)
+    }
+
+    /// Makes room for a child at `i` of a branch of `n`, counting `count` elements.
+    fn insert(&mut self, i: usize, n: usize, count: usize) {
+        self.per_child.copy_within(i..n, i + 1);
+        self.per_child[i] = count as u32;
+        self.recompute_blocks();
+    }
+
+    /// Drops child `i` of a branch of `n`.
+    fn remove(&mut self, i: usize, n: usize) {
+        self.per_child.copy_within(i + 1..n, i);
+        self.per_child[n - 1] = 0;
+        self.recompute_blocks();
+    }
+
+    fn recompute_blocks(&mut self) {
+        for (block, sum) in self.per_block.iter_mut().enumerate() {
+            let start = block * BLOCK;
+            let end = (start + BLOCK).min(BRANCH_CAP);
+            *sum = self.per_child[start..end].iter().sum();
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Branch {
     /// `separators` key `i` is at most every key of child `i + 1` and greater than every
     /// key of child `i`.
-    separators: Packed<BRANCH_CAP>,
+    separators: Packed<BRANCH_CAP, BRANCH_BLOCKS>,
     /// Elements under each child.
-    counts: [u32; BRANCH_CAP],
+    counts: Counts,
     children: [Option<Node>; BRANCH_CAP],
     len: u32,
 }
@@ -457,14 +612,15 @@ impl Branch {
         debug_assert_eq!(children.len(), separators.len() + 1);
         let mut branch = Branch {
             separators: Packed::from_entries(separators.iter().map(OwnedEntry::as_entry)),
-            counts: [0; BRANCH_CAP],
+            counts: Counts::new(),
             children: std::array::from_fn(|_| None),
             len: children.len() as u32,
         };
         for (i, (child, count)) in children.into_iter().enumerate() {
             branch.children[i] = Some(child);
-            branch.counts[i] = count as u32;
+            branch.counts.per_child[i] = count as u32;
         }
+        branch.counts.recompute_blocks();
         branch
     }
 
@@ -481,7 +637,7 @@ impl Branch {
     }
 
     fn total(&self) -> usize {
-        self.counts[..self.len()].iter().map(|&c| c as usize).sum()
+        self.counts.per_block.iter().map(|&c| c as usize).sum()
     }
 
     /// The child whose range holds `probe`, and the number of elements before it.
@@ -491,19 +647,13 @@ impl Branch {
             Ok(i) => i + 1,
             Err(i) => i,
         };
-        let before = self.counts[..child].iter().map(|&c| c as usize).sum();
-        (child, before)
+        (child, self.counts.before(child))
     }
 
     /// The child holding the element at `index`, and the index within that child.
     #[inline]
-    fn route_index(&self, mut index: usize) -> (usize, usize) {
-        let mut child = 0;
-        while index >= self.counts[child] as usize {
-            index -= self.counts[child] as usize;
-            child += 1;
-        }
-        (child, index)
+    fn route_index(&self, index: usize) -> (usize, usize) {
+        self.counts.locate(index)
     }
 
     /// Puts `child` (holding `count` elements) at `i`, after separator `i - 1`.
@@ -511,15 +661,14 @@ impl Branch {
         let n = self.len();
         self.children[i..=n].rotate_right(1);
         self.children[i] = Some(child);
-        self.counts.copy_within(i..n, i + 1);
-        self.counts[i] = count as u32;
+        self.counts.insert(i, n, count);
         self.separators.insert(i - 1, separator);
         self.len += 1;
     }
 
     fn parts(&self) -> (Vec<(Node, usize)>, Vec<OwnedEntry>) {
         let children = (0..self.len())
-            .map(|i| (self.child(i).clone(), self.counts[i] as usize))
+            .map(|i| (self.child(i).clone(), self.counts.get(i)))
             .collect();
         let separators = self.separators.entries().map(Entry::to_owned).collect();
         (children, separators)
@@ -595,18 +744,18 @@ impl Branch {
             // One node now: drop the right child and the separator between them.
             Err(node) => {
                 let n = self.len();
-                self.counts[l] = node.count() as u32;
+                self.counts.set(l, node.count());
                 self.children[l] = Some(node);
                 self.children[r].take();
                 self.children[r..n].rotate_left(1);
-                self.counts.copy_within(r + 1..n, r);
+                self.counts.remove(r, n);
                 self.separators.remove(l);
                 self.len -= 1;
             }
             // Two nodes again, with a new separator between them.
             Ok((left, up, right)) => {
-                self.counts[l] = left.count() as u32;
-                self.counts[r] = right.count() as u32;
+                self.counts.set(l, left.count());
+                self.counts.set(r, right.count());
                 self.children[l] = Some(left);
                 self.children[r] = Some(right);
                 self.separators.remove(l);
@@ -975,12 +1124,23 @@ impl KeyTree {
     /// Checks every structural invariant; for tests.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        fn check_packed<const CAP: usize>(packed: &Packed<CAP>) {
+        fn check_packed<const CAP: usize, const BLOCKS: usize>(packed: &Packed<CAP, BLOCKS>) {
             let skip = packed.skip as usize;
             assert!(skip <= SHARED_MAX);
+            let live: usize = (0..packed.len())
+                .filter_map(|i| match packed.entry(i) {
+                    Entry::Inline(bytes) => Some(bytes.len()),
+                    Entry::Large(_) => None,
+                })
+                .sum();
+            assert_eq!(
+                live + packed.dead as usize,
+                packed.bytes.len(),
+                "dead bytes miscounted"
+            );
             assert!(
-                packed.bytes.len() <= CAP * INLINE_MAX,
-                "inline bytes unbounded"
+                packed.dead as usize * 2 <= packed.bytes.len().max(1),
+                "dead bytes kept"
             );
             for i in 0..packed.len() {
                 assert_eq!(
@@ -995,6 +1155,14 @@ impl KeyTree {
                 );
                 let out_of_line = matches!(packed.entry(i), Entry::Large(_));
                 assert_eq!(out_of_line, packed.get(i).len() > INLINE_MAX, "misplaced");
+            }
+            for (b, &first) in packed.firsts.iter().enumerate() {
+                let want = if b * BLOCK < packed.len() {
+                    packed.prefixes[b * BLOCK]
+                } else {
+                    u32::MAX
+                };
+                assert_eq!(first, want, "stale block summary");
             }
             if let Some(large) = &packed.large {
                 assert_eq!(large.len(), CAP);
@@ -1023,11 +1191,17 @@ impl KeyTree {
                     assert!(branch.len() <= BRANCH_MAX);
                     assert_eq!(branch.separators.len() + 1, branch.len());
                     assert!(branch.children[branch.len()..].iter().all(Option::is_none));
+                    assert!(branch.counts.per_child[branch.len()..]
+                        .iter()
+                        .all(|&c| c == 0));
+                    let mut copy = branch.counts.clone();
+                    copy.recompute_blocks();
+                    assert_eq!(copy.per_block, branch.counts.per_block, "stale block count");
                     let mut total = 0;
                     for i in 0..branch.len() {
                         let start = out.len();
                         let count = walk(branch.child(i), false, depth + 1, leaf_depth, out);
-                        assert_eq!(count, branch.counts[i] as usize, "stale count");
+                        assert_eq!(count, branch.counts.get(i), "stale count");
                         if i > 0 {
                             let separator = branch.separators.key(i - 1);
                             assert!(separator <= element_key(out[start]));
@@ -1079,10 +1253,10 @@ fn insert_into(
             let child_edge = edge.child(child, branch.len());
             let child_node = branch.children[child].as_mut().expect("routed to a child");
             let (index, split) = insert_into(child_node, element, key, child_edge)?;
-            branch.counts[child] += 1;
+            branch.counts.add(child, 1);
             let mut grown_at = child;
             if let Some(split) = split {
-                branch.counts[child] -= split.right_count as u32;
+                branch.counts.add(child, -(split.right_count as i64));
                 branch.insert_child(
                     child + 1,
                     split.right,
@@ -1131,7 +1305,7 @@ fn remove_from(node: &mut Node, probe: &[u8]) -> Option<usize> {
             let branch = Arc::make_mut(branch);
             let child_node = branch.children[child].as_mut().expect("routed to a child");
             let index = remove_from(child_node, probe)?;
-            branch.counts[child] -= 1;
+            branch.counts.add(child, -1);
             if branch.child(child).underfull() {
                 branch.rebalance(child);
             }
@@ -1570,7 +1744,7 @@ mod tests {
         let Node::Leaf(leaf) = &tree.root else {
             panic!("one leaf expected")
         };
-        assert!(leaf.bytes.len() <= LEAF_CAP * INLINE_MAX);
+        assert!(leaf.bytes.len() <= 2 * LEAF_CAP * INLINE_MAX);
         tree.insert(&element(1)).unwrap();
         tree.remove(&elements[50]);
         let Node::Leaf(leaf) = &tree.root else {

@@ -330,6 +330,11 @@ impl Element {
         element_hint(&self.bytes)
     }
 
+    /// The element's buffer, for a later [`KeyEncoder::with_buffer`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// The element, borrowed, to store (see [`ElementRef`]).
     pub fn as_element_ref(&self) -> ElementRef<'_> {
         ElementRef(&self.bytes)
@@ -450,6 +455,18 @@ impl KeyEncoder {
     /// An empty encoder.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty encoder that writes into `buffer` (emptied first): with the buffer of an
+    /// element no longer needed ([`Element::into_buffer`]), encoding allocates nothing.
+    pub fn with_buffer(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        buffer.push(0);
+        KeyEncoder {
+            key: buffer,
+            numbers: 0,
+            float_marks: Vec::new(),
+        }
     }
 
     /// Bytes of key written so far (the hint is not counted).
@@ -1139,12 +1156,58 @@ impl<'a> KeyReader<'a> {
                 Token::Integer(Integer::I64(0))
             });
         }
+        if !is_float {
+            if let Some(magnitude) = self.read_u64_magnitude(negative)? {
+                return Ok(Token::Integer(small_integer(negative, magnitude)));
+            }
+        }
         let (exponent, fraction) = self.read_magnitude(negative)?;
         if is_float {
             float_from_parts(negative, exponent, fraction).map(Token::Float)
         } else {
             integer_from_parts(negative, exponent, fraction).map(Token::Integer)
         }
+    }
+
+    /// The magnitude of an integer below 2^64, read without the 128-bit arithmetic of
+    /// [`KeyReader::read_magnitude`]: the common case. `None`, reading nothing, for a
+    /// larger one.
+    #[inline]
+    fn read_u64_magnitude(&mut self, complement: bool) -> Result<Option<u64>, CorruptKey> {
+        let mut pos = self.pos;
+        let biased = read_ordered_varint(self.key, &mut pos, complement)?;
+        let exponent = match biased.checked_sub(EXPONENT_BIAS as u64) {
+            Some(exponent) if exponent < 64 => exponent as u32,
+            _ => return Ok(None),
+        };
+        let flip = if complement { 0xFF } else { 0 };
+        // An integer of `exponent + 1` bits has at most `exponent` fraction bits: at most
+        // nine groups of seven.
+        let mut fraction: u64 = 0;
+        let mut bits = 0u32;
+        loop {
+            let byte = self.key.get(pos).ok_or(CorruptKey)? ^ flip;
+            pos += 1;
+            if bits == 63 {
+                return Err(CorruptKey);
+            }
+            fraction = (fraction << 7) | u64::from(byte >> 1);
+            bits += 7;
+            if byte & 1 == 0 {
+                break;
+            }
+        }
+        let fraction = if bits > exponent {
+            let below = bits - exponent;
+            if fraction & ((1 << below) - 1) != 0 {
+                return Err(CorruptKey); // an integer has no bits below 2^0
+            }
+            fraction >> below
+        } else {
+            fraction << (exponent - bits)
+        };
+        self.pos = pos;
+        Ok(Some((1u64 << exponent) | fraction))
     }
 
     /// Reads `E + bias` and the seven-bit groups of the fraction.
@@ -1222,6 +1285,24 @@ fn push_bits(bits: &mut Vec<u8>, at: usize, group: u8) {
 
 fn bit(bytes: &[u8], i: usize) -> bool {
     bytes.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+}
+
+/// An integer of magnitude below 2^64.
+#[inline]
+fn small_integer(negative: bool, magnitude: u64) -> Integer {
+    if !negative {
+        match i64::try_from(magnitude) {
+            Ok(small) => Integer::I64(small),
+            Err(_) => Integer::U64(magnitude),
+        }
+    } else if magnitude <= 1u64 << 63 {
+        Integer::I64((magnitude as i64).wrapping_neg())
+    } else {
+        Integer::Big {
+            negative,
+            magnitude: magnitude.to_be_bytes().to_vec(),
+        }
+    }
 }
 
 fn integer_from_parts(

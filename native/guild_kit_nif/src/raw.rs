@@ -14,7 +14,7 @@ use rustler::{Env, LocalPid, OwnedEnv, Term};
 use crate::schedule::{Call, DirtyJob, MAX_ARITY};
 
 /// A NIF entry point, as the VM calls it.
-pub type DirtyEntry = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
+pub type Entry = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
 
 /// The arguments of a call, kept to pass them on to `enif_schedule_nif`.
 #[derive(Clone, Copy)]
@@ -41,7 +41,7 @@ impl Args {
 pub fn schedule_dirty<'a>(
     env: Env<'a>,
     name: &'static CStr,
-    entry: DirtyEntry,
+    entry: Entry,
     args: &Args,
 ) -> Term<'a> {
     // SAFETY: `env` is the env of the running NIF call and the arguments are terms of
@@ -60,30 +60,42 @@ pub fn schedule_dirty<'a>(
     }
 }
 
-/// The entry point of `J` on a dirty scheduler: what rustler generates for a
-/// `#[rustler::nif]`, minus the argument decoding, which `J` does itself.
+/// The entry point of `J` as the VM calls it: on the caller's normal scheduler
+/// (`DIRTY == false`, registered by `nifs!`) or, rescheduled there, on a dirty one.
+/// What rustler generates for a `#[rustler::nif]`, minus its per-call `Vec` of the
+/// arguments: they are wrapped on the stack, and `J` decodes them itself.
 ///
 /// # Safety
 ///
 /// Called by the VM only, with a process env and `argc` argument terms of it.
-pub unsafe extern "C" fn dirty_entry<J: DirtyJob>(
+pub unsafe extern "C" fn entry<J: DirtyJob, const DIRTY: bool>(
     env: *mut ErlNifEnv,
     argc: c_int,
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     let lifetime = ();
+    let arity = (argc.max(0) as usize).min(MAX_ARITY);
     // SAFETY: the VM passes the calling process's env and `argc` terms of that env,
-    // valid for this call.
-    let (env, args) = unsafe {
-        let env = Env::new(&lifetime, env);
-        let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
-            .iter()
-            .map(|&term| Term::new(env, term))
-            .collect();
-        (env, args)
+    // valid for this call (a NIF's arity is fixed, at most MAX_ARITY for `nifs!`).
+    let (env, raw) = unsafe {
+        (
+            Env::new(&lifetime, env),
+            std::slice::from_raw_parts(argv, arity),
+        )
     };
+    let padding = rustler::types::atom::nil().as_c_arg();
+    let terms: [Term; MAX_ARITY] = std::array::from_fn(|i| {
+        // SAFETY: each is an argument term of `env`, or an atom, valid in any env.
+        unsafe { Term::new(env, raw.get(i).copied().unwrap_or(padding)) }
+    });
+    let args = &terms[..arity];
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        J::run(Call::dirty(env), &args)
+        let call = if DIRTY {
+            Call::dirty(env)
+        } else {
+            Call::normal::<J>(env, args)
+        };
+        J::run(call, args)
     }));
     // SAFETY: turns the result into the VM's return value (raising for errors) in the
     // env of this call, as rustler's own generated entry points do.

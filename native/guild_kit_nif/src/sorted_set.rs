@@ -21,7 +21,8 @@ use crate::error::Error;
 use crate::reaper;
 use crate::schedule::{nifs, Call, Exit, FromArg, Handle, Outcome};
 use crate::term_codec::{
-    decode_within, encode_arg, encode_list, encode_lookup, DecodeError, NODE_COST, WORK_PER_MICRO,
+    decode_within, encode_arg, encode_list, encode_lookup, recycle, DecodeError, Decoder,
+    NODE_COST, WORK_PER_MICRO,
 };
 
 /// Bytes of elements (plus `NODE_COST` each) that one call turns into terms: a chunk of
@@ -140,6 +141,7 @@ fn add<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a> {
     }
     let element = encode_arg(&call, term)?;
     let index = set.write()?.insert(&element).map_err(Error::from)?;
+    recycle(element);
     call.charge(1);
     Ok(index_or_nil(call.env(), index))
 }
@@ -152,6 +154,7 @@ fn remove<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a> {
         return Ok(atoms::nil().encode(call.env()));
     };
     let index = set.write()?.remove(&element);
+    recycle(element);
     call.charge(1);
     Ok(index_or_nil(call.env(), index))
 }
@@ -161,6 +164,7 @@ fn find_index<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a
         return Ok(atoms::nil().encode(call.env()));
     };
     let index = set.read().position(&element).ok();
+    recycle(element);
     call.charge(1);
     Ok(index_or_nil(call.env(), index))
 }
@@ -238,6 +242,7 @@ fn prepend_chunk<'a>(
     let mut list = tail;
     let mut left = DECODE_BUDGET;
     let mut next = stop;
+    let mut decoder = Decoder::new(env);
     for element in tree.iter_before(stop).take(stop - start) {
         // The first element of a chunk is always taken: on a dirty scheduler whatever
         // it costs, on a normal one if it fits the budget (else the call goes dirty).
@@ -247,7 +252,7 @@ fn prepend_chunk<'a>(
         } else {
             &mut left
         };
-        let term = match decode_within(env, element.as_bytes(), budget) {
+        let term = match decoder.decode(element.as_bytes(), budget) {
             Ok(term) => term,
             Err(DecodeError::OverBudget) if next < stop => break,
             Err(error) => return Err(error.into()),

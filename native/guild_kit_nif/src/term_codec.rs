@@ -10,7 +10,7 @@
 //! one entry per open tuple, list or map, never one per element, so a wide term costs
 //! no memory beyond its key.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use guild_kit_core::key_tree::MAX_ELEMENT_LEN;
 use guild_kit_core::term_key::{
@@ -195,6 +195,28 @@ fn encode_metered(term: Term, meter: &mut Meter) -> Result<Element, EncodeError>
     Ok(element)
 }
 
+thread_local! {
+    // The buffer of the last element handed back with `recycle`: the next encoding on
+    // this scheduler thread writes into it instead of allocating.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Most bytes of a buffer kept for reuse.
+const SPARE_CAPACITY: usize = 4096;
+
+fn new_encoder() -> KeyEncoder {
+    KeyEncoder::with_buffer(SPARE.with(Cell::take))
+}
+
+/// Hands an element no longer needed back, so that the next encoding on this thread
+/// reuses its buffer: lookups and inserts then allocate nothing.
+pub fn recycle(element: Element) {
+    let buffer = element.into_buffer();
+    if buffer.capacity() <= SPARE_CAPACITY {
+        SPARE.with(|spare| spare.set(buffer));
+    }
+}
+
 fn is_scalar(term: Term) -> bool {
     matches!(
         term.get_type(),
@@ -204,8 +226,8 @@ fn is_scalar(term: Term) -> bool {
 
 /// Encodes a scalar, or a tuple of at most 16 scalars; `None` for anything else.
 fn encode_flat(term: Term, meter: &mut Meter) -> Result<Option<Element>, EncodeError> {
-    let mut out = KeyEncoder::new();
     if is_scalar(term) {
+        let mut out = new_encoder();
         meter.spend(NODE_COST)?;
         encode_scalar(term, false, &mut out, meter, 0)?;
         return Ok(Some(out.finish()));
@@ -217,6 +239,7 @@ fn encode_flat(term: Term, meter: &mut Meter) -> Result<Option<Element>, EncodeE
         return Ok(None);
     }
     meter.spend(NODE_COST * (1 + elements.len()))?;
+    let mut out = new_encoder();
     out.push_tuple(elements.len());
     for element in elements.iter() {
         let written = out.key_len();
@@ -256,7 +279,7 @@ struct MapValuesWork<'a> {
 }
 
 fn encode_nested(term: Term, meter: &mut Meter) -> Result<Element, EncodeError> {
-    let mut root = KeyEncoder::new();
+    let mut root = new_encoder();
     // The keys of each map being encoded; the innermost is written to until its keys
     // are complete, then sorted into the encoder below it.
     let mut open_maps: Vec<MapKeys> = Vec::new();
@@ -550,6 +573,46 @@ pub fn decode_next<'a>(env: Env<'a>, reader: &mut KeyReader) -> Result<Term<'a>,
     decode_from(env, reader, &mut unlimited).map_err(|_| Error::Corrupt)
 }
 
+/// Decodes many elements with the same buffers: for the results of one call, so that
+/// each element costs no allocation and no thread-local lookup.
+pub struct Decoder<'a> {
+    env: Env<'a>,
+    frames: Vec<Frame>,
+    values: TermBuffer<'a>,
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder building terms in `env`.
+    pub fn new(env: Env<'a>) -> Self {
+        Decoder {
+            env,
+            frames: Vec::new(),
+            values: TermBuffer::with_capacity(env, 0),
+        }
+    }
+
+    /// What [`decode_within`] does, with this decoder's buffers.
+    pub fn decode(&mut self, element: &[u8], left: &mut usize) -> Result<Term<'a>, DecodeError> {
+        *left = left
+            .checked_sub(element.len())
+            .ok_or(DecodeError::OverBudget)?;
+        let mut reader = KeyReader::new(element).map_err(|_| DecodeError::Corrupt)?;
+        self.frames.clear();
+        self.values.truncate(0);
+        let term = decode_with(
+            self.env,
+            &mut reader,
+            &mut self.frames,
+            &mut self.values,
+            left,
+        )?;
+        if !reader.at_end() {
+            return Err(DecodeError::Corrupt);
+        }
+        Ok(term)
+    }
+}
+
 fn decode_from<'a>(
     env: Env<'a>,
     reader: &mut KeyReader,
@@ -647,6 +710,9 @@ fn decode_with<'a>(
                 list
             }
         };
+        if frames.is_empty() {
+            return Ok(value); // a scalar, or a list: the whole term
+        }
         values.push(value);
         // A finished term may complete the tuples and maps it closes.
         loop {
