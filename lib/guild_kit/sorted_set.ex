@@ -232,6 +232,9 @@ defmodule GuildKit.SortedSet do
   @doc """
   Removes the term equal to `term` from `set`, if present, and returns `set`.
 
+  Accepts any term: one that a set cannot hold (a pid, a term over the size limit) is
+  never present, so nothing is removed.
+
   ## Examples
 
       iex> set = GuildKit.SortedSet.from_enumerable([1, 2, 3])
@@ -252,7 +255,8 @@ defmodule GuildKit.SortedSet do
 
   @doc """
   Removes the term equal to `term` and returns `{index, set}`, where `index` is the
-  position it had, or `{nil, set}` when it was absent.
+  position it had, or `{nil, set}` when it was absent. Accepts any term, as
+  `remove/2` does.
 
   ## Examples
 
@@ -291,6 +295,9 @@ defmodule GuildKit.SortedSet do
   @doc """
   Returns true when `set` holds a term equal to `term`.
 
+  Accepts any term: one that a set cannot hold is never a member (`false`, without
+  copying it: its size is checked first).
+
   ## Examples
 
       iex> set = GuildKit.SortedSet.from_enumerable([1, 2])
@@ -311,6 +318,7 @@ defmodule GuildKit.SortedSet do
 
   @doc """
   Returns the index of the term equal to `term`, or `nil` when there is none.
+  Accepts any term, as `member?/2` does.
 
   ## Examples
 

@@ -107,6 +107,9 @@ defmodule GuildKit.Test.LongSchedule do
           receive do: (:go -> :ok)
           result = fun.(input)
           send(parent, {:done, self(), result})
+          # Waiting here schedules the process out (an exit would not, for a trace of
+          # `running` only), which ends its last slice.
+          receive do: (:stop -> :ok)
         end,
         [:monitor, min_heap_size: min_heap_words]
       )
@@ -127,6 +130,7 @@ defmodule GuildKit.Test.LongSchedule do
         {:DOWN, ^ref, :process, ^pid, reason} -> raise "measured call crashed: #{inspect(reason)}"
       end
 
+    send(pid, :stop)
     receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
     result
   end

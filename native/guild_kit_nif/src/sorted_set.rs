@@ -14,6 +14,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use guild_kit_core::key_tree::{BuildError, InsertError, KeyTree, MAX_ELEMENT_LEN};
+use guild_kit_core::term_key::Element;
 use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 
 use crate::atoms;
@@ -28,6 +29,10 @@ use crate::term_codec::{
 /// Bytes of elements (plus `NODE_COST` each) that one call turns into terms: a chunk of
 /// a slice, or one element read by `at/3` on a normal scheduler.
 const DECODE_BUDGET: usize = 64 * 1024;
+/// What one add, remove or lookup on a large set is charged to the caller's timeslice:
+/// about what it takes at a million members (a few cache misses per tree level), so
+/// that a process calling them in a loop still yields about every millisecond.
+const TREE_OP_MICROS: u32 = 2;
 /// Trees larger than this are freed on the reaper thread.
 const REAP_ABOVE: usize = 4096;
 /// Trees of up to this many elements are measured on a normal scheduler.
@@ -141,9 +146,7 @@ fn add<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a> {
     }
     let element = encode_arg(&call, term)?;
     let index = set.write()?.insert(&element).map_err(Error::from)?;
-    recycle(element);
-    call.charge(1);
-    Ok(index_or_nil(call.env(), index))
+    tree_op_done(&call, element, index)
 }
 
 fn remove<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a> {
@@ -151,21 +154,26 @@ fn remove<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a> {
         return Err(Error::ReadOnly("GuildKit.SortedSet").into());
     }
     let Some(element) = encode_lookup(&call, term)? else {
-        return Ok(atoms::nil().encode(call.env()));
+        return Ok(index_or_nil(call.env(), None));
     };
     let index = set.write()?.remove(&element);
-    recycle(element);
-    call.charge(1);
-    Ok(index_or_nil(call.env(), index))
+    tree_op_done(&call, element, index)
 }
 
 fn find_index<'a>(call: Call<'a>, set: &SortedSet, term: Term<'a>) -> Outcome<'a> {
+    // A term no set can hold is in none.
     let Some(element) = encode_lookup(&call, term)? else {
-        return Ok(atoms::nil().encode(call.env()));
+        return Ok(index_or_nil(call.env(), None));
     };
     let index = set.read().position(&element).ok();
+    tree_op_done(&call, element, index)
+}
+
+/// Ends an add, remove or lookup: the element's buffer is kept for the next one, the
+/// work charged, and the index (or nil) returned.
+fn tree_op_done<'a>(call: &Call<'a>, element: Element, index: Option<usize>) -> Outcome<'a> {
     recycle(element);
-    call.charge(1);
+    call.charge(TREE_OP_MICROS);
     Ok(index_or_nil(call.env(), index))
 }
 
@@ -177,7 +185,7 @@ fn at<'a>(call: Call<'a>, set: &SortedSet, index: u64, default: Term<'a>) -> Out
     };
     let mut left = call.budget(DECODE_BUDGET).unwrap_or(usize::MAX);
     let term = decode_within(call.env(), element.as_bytes(), &mut left)?;
-    call.charge(1 + (element.len() / WORK_PER_MICRO) as u32);
+    call.charge(TREE_OP_MICROS + (element.len() / WORK_PER_MICRO) as u32);
     Ok(term)
 }
 
