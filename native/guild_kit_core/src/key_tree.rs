@@ -376,17 +376,20 @@ impl<const CAP: usize, const BLOCKS: usize> Packed<CAP, BLOCKS> {
         }
     }
 
-    /// Recomputes the block summaries from the block holding entry `from` on.
+    /// Recomputes the block summaries from the block holding entry `from` on; blocks
+    /// past the end read `u32::MAX`. Stops at the first such block already so, which
+    /// makes an append touch one or two.
     #[inline]
     fn refresh_firsts(&mut self, from: usize) {
-        let n = self.len();
+        let used = self.len().div_ceil(BLOCK);
         for b in from / BLOCK..BLOCKS {
-            self.firsts[b] = self
-                .prefixes
-                .get(b * BLOCK)
-                .filter(|_| b * BLOCK < n)
-                .copied()
-                .unwrap_or(u32::MAX);
+            if b < used {
+                self.firsts[b] = self.prefixes[b * BLOCK];
+            } else if self.firsts[b] == u32::MAX {
+                break;
+            } else {
+                self.firsts[b] = u32::MAX;
+            }
         }
     }
 

@@ -143,7 +143,10 @@ pub fn encode_list(call: &Call, list: Term) -> Result<Elements, Exit> {
             break Err(error.into());
         }
         match encode_metered(head, &mut meter) {
-            Ok(element) => elements.push(&element),
+            Ok(element) => {
+                elements.push(&element);
+                recycle(element);
+            }
             Err(EncodeError::OverBudget) => break Err(Exit::Dirty),
             Err(EncodeError::Invalid(source)) => {
                 break Err(Error::InElement {
@@ -205,7 +208,12 @@ thread_local! {
 const SPARE_CAPACITY: usize = 4096;
 
 fn new_encoder() -> KeyEncoder {
-    KeyEncoder::with_buffer(SPARE.with(Cell::take))
+    let spare = SPARE.with(Cell::take);
+    if spare.capacity() == 0 {
+        // Room for most keys at once rather than growing 8, 16, 32.
+        return KeyEncoder::with_buffer(Vec::with_capacity(32));
+    }
+    KeyEncoder::with_buffer(spare)
 }
 
 /// Hands an element no longer needed back, so that the next encoding on this thread
