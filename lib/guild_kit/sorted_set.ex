@@ -63,9 +63,11 @@ defmodule GuildKit.SortedSet do
   input. Single-element operations run on the caller's scheduler; a call whose input
   is large (`from_enumerable/2` of a long list, a term with large binaries) moves
   itself to a dirty CPU scheduler. Results that grow with the set (`to_list/1`, large
-  slices) are built on the caller's scheduler in chunks of bounded size from an O(1)
-  snapshot, so neither the call nor the merging of its result into the caller's heap
-  blocks a scheduler, and writers are never held up by a long read.
+  slices) are built from an O(1) snapshot in chunks of bounded size, each on a dirty
+  CPU scheduler and prepended to the list so far: no call blocks a scheduler or a
+  writer, and no result arrives in the caller's heap as one huge piece to merge. (A
+  process whose heap has no room for a million-term list still pays the garbage
+  collections that any list of that size costs it.)
 
   ## Memory
 
@@ -386,10 +388,10 @@ defmodule GuildKit.SortedSet do
 
   ## Performance
 
-  O(log n + amount). A slice of up to 64 KiB of stored terms is read in one call; a
-  larger one is built on the calling scheduler in chunks of that size, from an O(1)
-  snapshot taken by the first chunk, so it reads one version of the set and never
-  holds up a writer.
+  O(log n + amount). A slice of up to 64 KiB of stored terms is read in one call on
+  the calling scheduler; a larger one is built in chunks of 256 KiB on a dirty CPU
+  scheduler, from an O(1) snapshot taken by the first chunk, so it reads one version
+  of the set and never holds up a writer.
   """
   @spec slice(t(), non_neg_integer(), non_neg_integer()) :: [element()]
   def slice(%__MODULE__{ref: ref}, start, amount)
@@ -416,9 +418,9 @@ defmodule GuildKit.SortedSet do
 
   ## Performance
 
-  O(n), built on the calling scheduler in chunks of bounded size from an O(1) snapshot
-  (see `slice/3`): it never blocks a scheduler or a writer, and the caller's heap grows
-  as it would building the list itself.
+  O(n), built in chunks of bounded size from an O(1) snapshot (see `slice/3`): it never
+  blocks a scheduler or a writer, and the caller's heap grows as it would building the
+  list itself.
   """
   @spec to_list(t()) :: [element()]
   def to_list(%__MODULE__{ref: ref}) when is_local(ref),

@@ -7,8 +7,8 @@
 //! Each operation whose cost grows with its input starts on the caller's normal
 //! scheduler with a budget in bytes and moves itself to a dirty CPU scheduler past it
 //! (`crate::schedule`). Results that grow with the set (slices, `to_list`) are built in
-//! bounded chunks instead, on the normal scheduler: a dirty call could build a list of
-//! any length, but the caller would then pay for merging it into its heap in one pause.
+//! bounded chunks, each on a dirty scheduler: one dirty call could build a list of any
+//! length, but the caller would then pay for merging it into its heap in one pause.
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
@@ -26,9 +26,13 @@ use crate::term_codec::{
     NODE_COST, WORK_PER_MICRO,
 };
 
-/// Bytes of elements (plus `NODE_COST` each) that one call turns into terms: a chunk of
-/// a slice, or one element read by `at/3` on a normal scheduler.
+/// Bytes of elements (plus `NODE_COST` each) that one call on a normal scheduler turns
+/// into terms: a whole slice or `at/3`'s element.
 const DECODE_BUDGET: usize = 64 * 1024;
+/// The same, for one chunk of a larger range, built on a dirty scheduler: bounded too,
+/// so that no call hands its caller more than about half a megabyte of terms to merge
+/// into its heap.
+const DIRTY_CHUNK_BUDGET: usize = 256 * 1024;
 /// What one add, remove or lookup on a large set is charged to the caller's timeslice:
 /// about what it takes at a million members (a few cache misses per tree level), so
 /// that a process calling them in a loop still yields about every millisecond.
@@ -193,6 +197,8 @@ fn at<'a>(call: Call<'a>, set: &SortedSet, index: u64, default: Term<'a>) -> Out
 /// than one call should build, `{snapshot, stop, list}`: the terms `stop..` of the range
 /// and a read-only snapshot of the set to build the rest from with
 /// `sorted_set_slice_rest`, so that every chunk reads the same version of the set.
+/// Small slices are built on the caller's scheduler, the chunks of large ones on a
+/// dirty scheduler (see `prepend_chunk`).
 fn slice<'a>(call: Call<'a>, set: &SortedSet, start: u64, amount: u64) -> Outcome<'a> {
     let env = call.env();
     let tree = set.read();
@@ -234,10 +240,15 @@ fn slice_rest<'a>(
 
 /// Prepends elements `start..stop` onto `tail` from the back, the last one first, until
 /// the chunk's budget is spent. Returns the index of the first element prepended and
-/// the list. At least one element is always taken; one that alone exceeds the budget
-/// moves the call to a dirty scheduler first.
+/// the list.
 ///
-/// Time: O(log n + elements taken), each bounded by `DECODE_BUDGET` bytes.
+/// On a normal scheduler only a range that fits `DECODE_BUDGET` whole is built (a
+/// small slice, the end of a large one); a larger one moves the call to a dirty
+/// scheduler, which builds one chunk of `DIRTY_CHUNK_BUDGET` and always takes at least
+/// one element. Large results thus cost the caller's scheduler a few microseconds a
+/// chunk, and each chunk's terms are few enough to merge into its heap at once.
+///
+/// Time: O(log n + elements taken).
 fn prepend_chunk<'a>(
     call: &Call<'a>,
     tree: &KeyTree,
@@ -246,9 +257,14 @@ fn prepend_chunk<'a>(
     tail: Term<'a>,
 ) -> Result<(usize, Term<'a>), Exit> {
     let started = Instant::now();
+    call.go_dirty_if(!fits(tree, start, stop, DECODE_BUDGET))?;
     let env = call.env();
     let mut list = tail;
-    let mut left = DECODE_BUDGET;
+    let mut left = if call.is_dirty() {
+        DIRTY_CHUNK_BUDGET
+    } else {
+        DECODE_BUDGET
+    };
     let mut next = stop;
     let mut decoder = Decoder::new(env);
     for element in tree.iter_before(stop).take(stop - start) {
@@ -271,6 +287,19 @@ fn prepend_chunk<'a>(
     }
     call.charge_since(started);
     Ok((next, list))
+}
+
+/// Whether elements `start..stop` take at most `budget` bytes (plus `NODE_COST` each).
+///
+/// Time: O(log n + min(stop - start, budget / NODE_COST)).
+fn fits(tree: &KeyTree, start: usize, stop: usize, budget: usize) -> bool {
+    let mut left = budget;
+    tree.iter_before(stop).take(stop - start).all(|element| {
+        let cost = NODE_COST + element.len();
+        let fits = cost <= left;
+        left = left.saturating_sub(cost);
+        fits
+    })
 }
 
 /// Limits `start..start + amount` to what exists, so huge amounts allocate nothing.
