@@ -26,6 +26,7 @@ defmodule GuildKit.Native do
   def sorted_set_find_index(_set, _term), do: not_loaded()
   def sorted_set_at(_set, _index, _default), do: not_loaded()
   def sorted_set_slice(_set, _start, _amount), do: not_loaded()
+  def sorted_set_slice_rest(_snapshot, _start, _stop, _tail), do: not_loaded()
   def sorted_set_size(_set), do: not_loaded()
   def sorted_set_read_only(_set), do: not_loaded()
   def sorted_set_snapshot(_set), do: not_loaded()

@@ -34,7 +34,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::key_tree::{KeyTree, MAX_ELEMENT_LEN, MAX_LEN};
-use crate::term_key::{element_from_parts, element_hint, element_key, Element, KeyReader};
+use crate::term_key::{
+    element_from_parts, element_hint, element_key, Element, ElementRef, Key, KeyReader,
+};
 
 /// Most groups a list can have (group positions are stored in two bytes).
 pub const MAX_GROUPS: usize = u16::MAX as usize;
@@ -397,15 +399,17 @@ impl MemberList {
             if element_key(old) == key {
                 // Same place: at most the stored terms differ (1 versus 1.0 in a sort
                 // key); store the new ones, report nothing.
-                self.members.replace(&element);
-                self.by_id.replace(&entry);
+                self.members.replace(ElementRef::from_bytes(&element)).ok();
+                self.by_id.replace(ElementRef::from_bytes(&entry)).ok();
                 return Ok(Vec::new());
             }
             self.remove_member_row(old, &mut edits);
         }
         let rank = self
             .members
-            .insert(&element)
+            .insert(ElementRef::from_bytes(&element))
+            .ok()
+            .flatten()
             .expect("the member was removed or absent");
         let header_appears = self.add_to_group(position);
         let row = self.member_row(&key, rank);
@@ -414,9 +418,9 @@ impl MemberList {
         }
         edits.inserted.push((row, RowId::Member));
         if old.is_some() {
-            self.by_id.replace(&entry);
+            self.by_id.replace(ElementRef::from_bytes(&entry)).ok();
         } else {
-            self.by_id.insert(&entry);
+            self.by_id.insert(ElementRef::from_bytes(&entry)).ok();
         }
         edits.new_len = self.size();
         edits.cancel_unmoved();
@@ -432,12 +436,12 @@ impl MemberList {
         let key = element_key(&element);
         let (rank, stored) = self
             .members
-            .find(key)
+            .find(Key::from_bytes(key))
             .expect("indexed members are in the tree");
         let row = self.member_row(key, rank);
         let changes = self
             .ranges_overlapping(row, row)
-            .map(|range| (range, vec![Op::Update(row, Row::Member(stored))]))
+            .map(|range| (range, vec![Op::Update(row, Row::Member(stored.as_bytes()))]))
             .collect();
         Some(changes)
     }
@@ -452,7 +456,7 @@ impl MemberList {
             ..Edits::default()
         };
         self.remove_member_row(&element, &mut edits);
-        self.by_id.remove(id_key);
+        self.by_id.remove(Key::from_bytes(id_key));
         edits.new_len = self.size();
         Some(self.changes(&edits))
     }
@@ -485,7 +489,7 @@ impl MemberList {
                 }
                 Some(rank) => {
                     let iter = members.get_or_insert_with(|| self.members.iter_from(rank as usize));
-                    Row::Member(iter.next().expect("ranks below the size exist"))
+                    Row::Member(iter.next().expect("ranks below the size exist").as_bytes())
                 }
             }
         })
@@ -564,8 +568,8 @@ impl MemberList {
 
     /// The member element of `id_key`, rebuilt from the id index.
     fn member_element(&self, id_key: &[u8]) -> Option<Vec<u8>> {
-        let (_, stored) = self.by_id.find(id_key)?;
-        let without_id = element_hint(stored);
+        let (_, stored) = self.by_id.find(Key::from_bytes(id_key))?;
+        let without_id = element_hint(stored.as_bytes());
         let mut element = Vec::with_capacity(without_id.len() + id_key.len());
         element.extend_from_slice(without_id);
         element.extend_from_slice(id_key);
@@ -576,7 +580,7 @@ impl MemberList {
         let key = element_key(element);
         let rank = self
             .members
-            .position(key)
+            .position(Key::from_bytes(key))
             .expect("indexed members are in the tree");
         self.member_row(key, rank)
     }
@@ -603,7 +607,7 @@ impl MemberList {
         }
         Some(match self.locate(row) {
             (group, None) => Row::Group(&self.groups[group].element),
-            (_, Some(rank)) => Row::Member(self.members.get(rank as usize)?),
+            (_, Some(rank)) => Row::Member(self.members.get(rank as usize)?.as_bytes()),
         })
     }
 
@@ -628,7 +632,7 @@ impl MemberList {
         let position = group_of(key) as usize;
         let rank = self
             .members
-            .remove(key)
+            .remove(Key::from_bytes(key))
             .expect("indexed members are in the tree");
         let row = self.member_row(key, rank);
         let group = &mut self.groups[position];

@@ -14,7 +14,7 @@ use rustler::{Env, LocalPid, OwnedBinary, OwnedEnv, Term};
 use crate::schedule::{Call, DirtyJob, MAX_ARITY};
 
 /// A NIF entry point, as the VM calls it.
-pub type DirtyEntry = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
+pub type Entry = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
 
 /// The arguments of a call, kept to pass them on to `enif_schedule_nif`.
 #[derive(Clone, Copy)]
@@ -41,7 +41,7 @@ impl Args {
 pub fn schedule_dirty<'a>(
     env: Env<'a>,
     name: &'static CStr,
-    entry: DirtyEntry,
+    entry: Entry,
     args: &Args,
 ) -> Term<'a> {
     // SAFETY: `env` is the env of the running NIF call and the arguments are terms of
@@ -60,29 +60,39 @@ pub fn schedule_dirty<'a>(
     }
 }
 
-/// The entry point of `J` on a dirty scheduler: what rustler generates for a
-/// `#[rustler::nif]`, minus the argument decoding, which `J` does itself.
+/// The entry point of `J` as the VM calls it: on the caller's normal scheduler
+/// (`DIRTY == false`, registered by `nifs!`) or, rescheduled there, on a dirty one.
+/// What rustler generates for a `#[rustler::nif]`, minus its per-call `Vec` of the
+/// arguments: they are wrapped on the stack, and `J` decodes them itself.
 ///
 /// # Safety
 ///
 /// Called by the VM only, with a process env and `argc` argument terms of it.
-pub unsafe extern "C" fn dirty_entry<J: DirtyJob>(
+pub unsafe extern "C" fn entry<J: DirtyJob, const DIRTY: bool>(
     env: *mut ErlNifEnv,
     argc: c_int,
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     let lifetime = ();
+    let arity = (argc.max(0) as usize).min(MAX_ARITY);
     // SAFETY: the VM passes the calling process's env and `argc` terms of that env,
-    // valid for this call; the result is turned into the VM's return value (raising for
-    // errors) in that env, as rustler's own generated entry points do.
+    // valid for this call (a NIF's arity is fixed, at most MAX_ARITY for `nifs!`); the
+    // padding is an atom, valid in any env; the result is turned into the VM's return
+    // value (raising for errors) in that env, as rustler's own generated entry points do.
     unsafe {
         let env = Env::new(&lifetime, env);
-        let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
-            .iter()
-            .map(|&term| Term::new(env, term))
-            .collect();
+        let raw = std::slice::from_raw_parts(argv, arity);
+        let padding = rustler::types::atom::nil().as_c_arg();
+        let terms: [Term; MAX_ARITY] =
+            std::array::from_fn(|i| Term::new(env, raw.get(i).copied().unwrap_or(padding)));
+        let args = &terms[..arity];
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            J::run(Call::dirty(env), &args)
+            let call = if DIRTY {
+                Call::dirty(env)
+            } else {
+                Call::normal::<J>(env, args)
+            };
+            J::run(call, args)
         }));
         rustler::codegen_runtime::handle_nif_result(result, env).apply(env)
     }
@@ -133,11 +143,21 @@ impl<'a> TupleElements<'a> {
 
     /// The elements in order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = Term<'a>> + ExactSizeIterator + 'a {
-        let env = self.env;
-        // SAFETY: every element is a term of `env`, alive as long as the tuple.
-        self.raw
-            .iter()
-            .map(move |&raw| unsafe { Term::new(env, raw) })
+        let this = *self;
+        self.raw.iter().map(move |&raw| this.term(raw))
+    }
+
+    /// Element `i`, if the tuple has one.
+    ///
+    /// Time: O(1).
+    pub fn get(&self, i: usize) -> Option<Term<'a>> {
+        self.raw.get(i).map(|&raw| self.term(raw))
+    }
+
+    fn term(&self, raw: ErlNifTerm) -> Term<'a> {
+        // SAFETY: `raw` is one of the tuple's elements, a term of `env` alive as long as
+        // the tuple.
+        unsafe { Term::new(self.env, raw) }
     }
 }
 
