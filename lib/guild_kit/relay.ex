@@ -136,6 +136,10 @@ defmodule GuildKit.Relay do
                 next_no: 0,
                 # session pid => relay number * 2 + 1 if active
                 sessions: %{},
+                # disconnected session pid => the relay it was on, until the session
+                # exits or that relay is lost: a session connected again goes back to
+                # it, behind what that relay still has to send it (see connect/5)
+                left: %{},
                 # relay number => %{pid, node, ref, sessions, active}
                 relays: %{},
                 # relay pid => relay number
@@ -329,7 +333,11 @@ defmodule GuildKit.Relay do
   `{:ok, relays}`.
 
   The session goes to a relay with room on the session's own node; a relay is started
-  there when none has room. Raises `ArgumentError` when the session is already
+  there when none has room. A session that was disconnected and is still alive goes
+  back to the relay it left, if that relay lives (even past `max_sessions`, up to
+  `GuildKit.Audience.max_sessions/0`), so that nothing that relay still has to send it
+  can arrive after newer messages from another relay. The handle remembers that relay
+  (one entry per such session) until the session exits or the relay is lost. Raises `ArgumentError` when the session is already
   connected. When no relay can be started on the session's node (it is down), the
   session is sent `{:guild_relay_down, guild_id}` and is not connected.
 
@@ -377,12 +385,18 @@ defmodule GuildKit.Relay do
 
     syncs = syncs(rows, watch)
 
-    case relay_with_room(relays, node(session_pid)) do
+    case relay_for(relays, session_pid) do
       {:ok, relays, no} ->
         command = {:connect, session_pid, member_id, role_ids, active, watch, syncs, relays.seq}
         relays = count(relays, no, 1, if(active, do: 1, else: 0))
         code = no * 2 + if(active, do: 1, else: 0)
-        relays = %{relays | sessions: Map.put(relays.sessions, session_pid, code)}
+
+        relays = %{
+          relays
+          | sessions: Map.put(relays.sessions, session_pid, code),
+            left: Map.delete(relays.left, session_pid)
+        }
+
         {:ok, enqueue(relays, no, command, syncs)}
 
       {:error, relays} ->
@@ -418,7 +432,8 @@ defmodule GuildKit.Relay do
 
       {code, sessions} ->
         no = div(code, 2)
-        relays = count(%{relays | sessions: sessions}, no, -1, -rem(code, 2))
+        relays = %{relays | sessions: sessions, left: Map.put(relays.left, session_pid, no)}
+        relays = count(relays, no, -1, -rem(code, 2))
         {:ok, enqueue(relays, no, {:disconnect, session_pid}, [])}
     end
   end
@@ -522,7 +537,8 @@ defmodule GuildKit.Relay do
   O(roles + channels + overwrites) to export them, and one or two sends per node.
   """
   @spec put_permissions(t(), Permissions.t()) :: {:ok, t()}
-  def put_permissions(%__MODULE__{} = relays, %Permissions{} = permissions) do
+  def put_permissions(%__MODULE__{} = relays, permissions) do
+    # Permissions.to_options/1 raises the ArgumentError for anything else.
     options = Permissions.to_options(permissions)
 
     if options == relays.options do
@@ -533,7 +549,6 @@ defmodule GuildKit.Relay do
     end
   end
 
-  def put_permissions(%__MODULE__{}, other), do: raise_not_permissions(other)
   def put_permissions(other, _permissions), do: raise_not_relays(other)
 
   @doc """
@@ -702,6 +717,19 @@ defmodule GuildKit.Relay do
 
   ## Relays
 
+  # A session connected again goes back to the relay it left, if that relay lives, even
+  # when it is full (up to what an Audience holds): that relay may still have events
+  # queued for it, and another relay could overtake them.
+  defp relay_for(relays, session_pid) do
+    with %{^session_pid => no} <- relays.left,
+         %{^no => %{sessions: sessions}} <- relays.relays,
+         true <- sessions < Audience.max_sessions() do
+      {:ok, relays, no}
+    else
+      _ -> relay_with_room(relays, node(session_pid))
+    end
+  end
+
   defp relay_with_room(relays, node) do
     nos = Map.get(relays.nodes, node, [])
 
@@ -788,6 +816,7 @@ defmodule GuildKit.Relay do
     %{
       relays
       | sessions: Map.drop(relays.sessions, lost),
+        left: Map.reject(relays.left, fn {_pid, left_no} -> left_no == no end),
         relays: Map.delete(relays.relays, no),
         by_pid: Map.delete(relays.by_pid, info.pid),
         nodes: remove_relay(relays.nodes, info.node, no),
@@ -808,10 +837,13 @@ defmodule GuildKit.Relay do
       %{^pid => no} ->
         Enum.reduce(exits, %{relays | deliveries: relays.deliveries + deliveries}, fn session,
                                                                                       relays ->
-          case relays.sessions do
-            %{^session => code} when div(code, 2) == no ->
+          case relays do
+            %{sessions: %{^session => code}} when div(code, 2) == no ->
               relays = %{relays | sessions: Map.delete(relays.sessions, session)}
               count(relays, no, -1, -rem(code, 2))
+
+            %{left: %{^session => ^no}} ->
+              %{relays | left: Map.delete(relays.left, session)}
 
             _ ->
               relays
@@ -940,18 +972,14 @@ defmodule GuildKit.Relay do
   defp changes!(changes) do
     list!(changes, "changes", "a list of {window, ops}")
 
-    for change <- changes do
-      case change do
-        {window, ops} when is_list(ops) ->
-          window!(window)
+    Enum.each(changes, fn
+      {window, ops} when is_list(ops) ->
+        window!(window)
 
-        other ->
-          raise ArgumentError,
-                "expected changes to be a list of {window, ops} (ops a list), got: #{inspect(other)}"
-      end
-    end
-
-    :ok
+      other ->
+        raise ArgumentError,
+              "expected changes to be a list of {window, ops} (ops a list), got: #{inspect(other)}"
+    end)
   end
 
   defp keyword!(opts, defaults) do

@@ -26,6 +26,18 @@ defmodule GuildKit.Test.RelayGuild do
   @spec run(GenServer.server(), (Relay.t() -> {term(), Relay.t()})) :: term()
   def run(guild, fun), do: GenServer.call(guild, {:run, fun}, :infinity)
 
+  @doc """
+  Polls `check` every 10 ms until it returns true; fails the test after `tries` polls.
+  """
+  @spec wait_until((() -> boolean()), non_neg_integer()) :: :ok
+  def wait_until(check, tries \\ 500) do
+    cond do
+      check.() -> :ok
+      tries == 0 -> ExUnit.Assertions.flunk("condition not reached")
+      true -> Process.sleep(10) && wait_until(check, tries - 1)
+    end
+  end
+
   @doc "The guild's handle (for checks that it did not change)."
   @spec relays(GenServer.server()) :: Relay.t()
   def relays(guild), do: run(guild, &{&1, &1})

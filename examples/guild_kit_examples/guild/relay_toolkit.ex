@@ -32,13 +32,9 @@ defmodule GuildKit.Examples.Guild.RelayToolkit do
     %__MODULE__{sidebar: sidebar, relays: Relay.new(guild_id, relay_opts)}
   end
 
-  # The list is a handle to native memory: it changes in place.
+  # The same sidebar as GuildKitToolkit's (it only reads the :sidebar field).
   @impl true
-  def move(toolkit, user_id, _from, nil),
-    do: {MemberList.remove(toolkit.sidebar, user_id), toolkit}
-
-  def move(toolkit, user_id, _from, {group, name}),
-    do: {MemberList.put(toolkit.sidebar, user_id, group, name), toolkit}
+  defdelegate move(toolkit, user_id, from, to), to: GuildKitToolkit
 
   @impl true
   def publish(toolkit, seq, event, ops) do

@@ -92,16 +92,13 @@ defmodule GuildKit.Relay.Server do
   def handle_info({:DOWN, ref, :process, _guild, _reason}, %{guild_ref: ref} = state),
     do: {:stop, :normal, state}
 
-  # A session's monitor outlives a disconnect (see command/2): a :DOWN counts only for
-  # a session the relay has.
+  # A session's monitor outlives a disconnect (see command/2), and the exit of a
+  # session that left is reported too: the guild remembers which relay it left until
+  # then (a session connected again goes back to it).
   def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
-    if Audience.member?(state.audience, pid) do
-      Audience.remove(state.audience, pid)
-      if state.exits == [], do: Process.send_after(self(), :report_exits, @exit_report_ms)
-      {:noreply, %{state | exits: [pid | state.exits]}}
-    else
-      {:noreply, state}
-    end
+    if Audience.member?(state.audience, pid), do: Audience.remove(state.audience, pid)
+    _ = if state.exits == [], do: Process.send_after(self(), :report_exits, @exit_report_ms)
+    {:noreply, %{state | exits: [pid | state.exits]}}
   end
 
   def handle_info(_other, state), do: {:noreply, state}

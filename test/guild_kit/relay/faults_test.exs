@@ -27,14 +27,6 @@ defmodule GuildKit.Relay.FaultsTest do
     RelayGuild.run(guild, &Relay.dispatch(&1, event, opts))
   end
 
-  defp wait_until(check, tries \\ 300) do
-    cond do
-      check.() -> :ok
-      tries == 0 -> flunk("condition not reached")
-      true -> Process.sleep(10) && wait_until(check, tries - 1)
-    end
-  end
-
   test "a crashed relay's sessions are told and removed; its restart is taken back" do
     perms = Permissions.new(everyone: 0x400) |> Permissions.put_channel(:general, [])
     {:ok, guild} = RelayGuild.start(@guild, max_sessions: 3, permissions: perms)
@@ -54,7 +46,10 @@ defmodule GuildKit.Relay.FaultsTest do
     ref = Process.monitor(first)
     Process.exit(first, :kill)
     assert_receive {:DOWN, ^ref, :process, ^first, :killed}
-    wait_until(fn -> first not in stats(guild).relays and length(stats(guild).relays) == 2 end)
+
+    RelayGuild.wait_until(fn ->
+      first not in stats(guild).relays and length(stats(guild).relays) == 2
+    end)
 
     %{relays: relays, sessions: 3, nodes: nodes} = stats(guild)
     [restarted] = relays -- [second]
@@ -161,7 +156,7 @@ defmodule GuildKit.Relay.FaultsTest do
     connect_all(guild, [session, other], active: true)
     1 = dispatch(guild, :one)
     send(session, :stop)
-    wait_until(fn -> stats(guild).sessions == 1 end)
+    RelayGuild.wait_until(fn -> stats(guild).sessions == 1 end)
     2 = dispatch(guild, :two)
 
     assert [{_, [{:guild_event, @guild, 1, :one}, {:guild_event, @guild, 2, :two}]}] =
@@ -172,8 +167,34 @@ defmodule GuildKit.Relay.FaultsTest do
     Receivers.stop(group)
   end
 
+  test "a session connected again goes back behind what its old relay still has to send" do
+    {:ok, guild} = RelayGuild.start(@guild, max_sessions: 1)
+    {group, [session, other]} = Receivers.start(2)
+    connect_all(guild, [session], active: true)
+    %{relays: [busy]} = stats(guild)
+
+    # The relay falls behind: it holds event 1 for the session when the session leaves,
+    # its place is taken, and the session comes back.
+    :ok = :sys.suspend(busy)
+    1 = dispatch(guild, :one)
+    run!(guild, fn relays -> elem(Relay.disconnect(relays, session), 1) end)
+    connect_all(guild, [other, session], active: true)
+    2 = dispatch(guild, :two)
+    :ok = :sys.resume(busy)
+
+    events = [{:guild_event, @guild, 1, :one}, {:guild_event, @guild, 2, :two}]
+
+    assert [{^session, ^events}, {^other, [{:guild_event, @guild, 2, :two}]}] =
+             Receivers.await(group, 3)
+
+    # The session exits: the relay it left and came back to reports it once it is gone.
+    Receivers.stop(group)
+    RelayGuild.wait_until(fn -> stats(guild).sessions == 0 end)
+    GenServer.stop(guild)
+  end
+
   defp wait_deliveries(guild, n) do
-    wait_until(fn -> stats(guild).deliveries >= n end)
+    RelayGuild.wait_until(fn -> stats(guild).deliveries >= n end)
     stats(guild)
   end
 end

@@ -201,7 +201,11 @@ defmodule GuildKit.Relay.ModelTest do
     stats = RelayGuild.run(state.guild, &{Relay.stats(&1), &1})
     victim = Enum.random(stats.relays)
     Process.exit(victim, :kill)
-    wait_until(fn -> victim not in RelayGuild.run(state.guild, &{Relay.stats(&1).relays, &1}) end)
+
+    RelayGuild.wait_until(fn ->
+      victim not in RelayGuild.run(state.guild, &{Relay.stats(&1).relays, &1})
+    end)
+
     lost(state, state.all -- MapSet.to_list(state.gone))
   end
 
@@ -213,7 +217,7 @@ defmodule GuildKit.Relay.ModelTest do
     PeerNode.stop(doomed)
     node = doomed.node
 
-    wait_until(fn ->
+    RelayGuild.wait_until(fn ->
       not Map.has_key?(RelayGuild.run(state.guild, &{Relay.stats(&1).nodes, &1}), node)
     end)
 
@@ -241,14 +245,6 @@ defmodule GuildKit.Relay.ModelTest do
       | model: RelayModel.apply_op(state.model, {:lost, lost}),
         gone: MapSet.union(state.gone, MapSet.new(lost))
     }
-  end
-
-  defp wait_until(check, tries \\ 500) do
-    cond do
-      check.() -> :ok
-      tries == 0 -> flunk("condition not reached")
-      true -> Process.sleep(10) && wait_until(check, tries - 1)
-    end
   end
 
   ## Generators
