@@ -60,7 +60,7 @@ defmodule GuildKit.Permissions do
   O(channels) for a channel change, whose other channels' overwrites stay shared).
   Changes are rare and reads are constant, and reads (`compute/4`, and the caches of
   `GuildKit.Audience`) are plain hash lookups, faster than a persistent map's (see
-  `notes/permissions.md`).
+  `bench/RESULTS.md`).
 
   Like every NIF resource, a value means nothing on another node: to send one there,
   send `to_options/1` and rebuild it with `new/1`.
