@@ -491,6 +491,17 @@ fn build_chunk<'a>(
     }
 }
 
+/// What a chunk may spend in all when its first item alone costs `first`: its budget,
+/// or, after an item over it (on a dirty scheduler), that item and a budget more, so
+/// that the items sharing that item's row come in the same chunk.
+fn allowance_after(first: usize, budget: usize) -> usize {
+    if first > budget {
+        first.saturating_add(budget)
+    } else {
+        budget
+    }
+}
+
 fn row_units(row: &Row) -> usize {
     ROW_UNITS + row.encoded_len() / BYTES_PER_UNIT
 }
@@ -515,17 +526,19 @@ fn rows_chunk<'a>(
     let start = first.max(last.saturating_sub(MAX_CHUNK_ROWS - 1));
     let rows: Vec<Row> = list.rows(start, last).collect();
     // As many rows from the end as the budget allows, and at least one.
+    let first_cost = rows.last().map_or(0, row_units);
+    let allowance = allowance_after(first_cost, budget);
     let mut units = 0;
     let mut taken = 0;
     for row in rows.iter().rev() {
         let cost = row_units(row);
-        if taken > 0 && units + cost > budget {
+        if taken > 0 && units + cost > allowance {
             break;
         }
         units += cost;
         taken += 1;
     }
-    if over(units)? {
+    if over(first_cost)? {
         return Ok(Built::More(Position::Row(last), acc));
     }
     let mut acc = acc;
@@ -598,6 +611,8 @@ fn changes_chunk<'a>(
     let mut charged = vec![false; rows.len()];
     let mut units = 0;
     let mut kept = 0;
+    let mut first_cost = 0;
+    let mut allowance = budget;
     for window in &windows {
         let mut cost = WINDOW_UNITS + OP_UNITS * window.len();
         for x in window.rows() {
@@ -606,7 +621,10 @@ fn changes_chunk<'a>(
                 cost += row_units(&rows[i]);
             }
         }
-        if kept > 0 && units + cost > budget {
+        if kept == 0 {
+            first_cost = cost;
+            allowance = allowance_after(cost, budget);
+        } else if units + cost > allowance {
             break;
         }
         for x in window.rows() {
@@ -615,7 +633,7 @@ fn changes_chunk<'a>(
         units += cost;
         kept += 1;
     }
-    if kept > 0 && over(units)? {
+    if kept > 0 && over(first_cost)? {
         return Ok(Built::More(Position::Window(below), acc));
     }
     if kept < windows.len() {
