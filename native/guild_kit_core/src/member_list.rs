@@ -57,7 +57,8 @@ use crate::key_tree::{KeyTree, MAX_ELEMENT_LEN, MAX_LEN};
 use crate::term_key::{
     element_from_parts, element_hint, element_key, CorruptKey, Element, KeyReader, Token,
 };
-use counts::Counts;
+#[doc(hidden)]
+pub use counts::Counts;
 pub use edits::Indices;
 use edits::{Edits, RowId};
 pub use windows::{Range, Windows};

@@ -24,7 +24,7 @@ use guild_kit_core::key_tree::MAX_ELEMENT_LEN;
 use guild_kit_core::member_list::{
     Change, MemberList, MemberListError, Op, Range, Row, WindowOps, MAX_GROUPS,
 };
-use guild_kit_core::term_key::Element;
+use guild_kit_core::term_key::{Element, Integer, Token};
 use rustler::types::map::MapIterator;
 use rustler::{Binary, Encoder, Env, ResourceArc, Term, TermType};
 
@@ -139,7 +139,12 @@ impl Handle for Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if let Some(view) = self.view.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(view) = self
+            .view
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             drop_list(view);
         }
     }
@@ -267,7 +272,13 @@ fn put<'a>(
         .put(&member_id, &group_id, &sort_key)
         .map_err(Error::from)?;
     // The list changed: from here on the call must finish on this scheduler.
-    let result = deliver_first(&call, &guard, Work::Changes(change), Position::Window(None), false);
+    let result = deliver_first(
+        &call,
+        &guard,
+        Work::Changes(change),
+        Position::Window(None),
+        false,
+    );
     call.charge_since(started);
     result
 }
@@ -280,7 +291,13 @@ fn touch<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> 
     };
     let guard = list.read();
     let change = guard.touch(&id);
-    let result = deliver_first(&call, &guard, Work::Changes(change), Position::Window(None), true);
+    let result = deliver_first(
+        &call,
+        &guard,
+        Work::Changes(change),
+        Position::Window(None),
+        true,
+    );
     call.charge_since(started);
     result
 }
@@ -293,7 +310,13 @@ fn remove<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) ->
     };
     let mut guard = list.write()?;
     let change = guard.remove(&id);
-    let result = deliver_first(&call, &guard, Work::Changes(change), Position::Window(None), false);
+    let result = deliver_first(
+        &call,
+        &guard,
+        Work::Changes(change),
+        Position::Window(None),
+        false,
+    );
     call.charge_since(started);
     result
 }
@@ -317,7 +340,13 @@ fn watch<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) -
     let mut guard = list.write()?;
     guard.watch((first, last));
     // The rows as of this watch, so that the ops of every later change apply to them.
-    let result = deliver_first(&call, &guard, Work::Rows { first }, Position::Row(last), false);
+    let result = deliver_first(
+        &call,
+        &guard,
+        Work::Rows { first },
+        Position::Row(last),
+        false,
+    );
     call.charge_since(started);
     result
 }
@@ -333,7 +362,13 @@ fn rows<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) ->
     let started = Instant::now();
     check_range(first, last)?;
     let guard = list.read();
-    let result = deliver_first(&call, &guard, Work::Rows { first }, Position::Row(last), true);
+    let result = deliver_first(
+        &call,
+        &guard,
+        Work::Rows { first },
+        Position::Row(last),
+        true,
+    );
     call.charge_since(started);
     result
 }
@@ -414,16 +449,18 @@ fn deliver_first<'a>(
 ) -> Outcome<'a> {
     let env = call.env();
     let empty = Term::list_new_empty(env);
-    Ok(match build_chunk(call, list, &work, start, empty, may_go_dirty)? {
-        Built::Done(result) => result,
-        Built::More(position, acc) => {
-            let delivery = ResourceArc::new(Delivery {
-                view: Mutex::new(Some(list.clone())),
-                work,
-            });
-            more(env, delivery.encode(env), position, acc)
-        }
-    })
+    Ok(
+        match build_chunk(call, list, &work, start, empty, may_go_dirty)? {
+            Built::Done(result) => result,
+            Built::More(position, acc) => {
+                let delivery = ResourceArc::new(Delivery {
+                    view: Mutex::new(Some(list.clone())),
+                    work,
+                });
+                more(env, delivery.encode(env), position, acc)
+            }
+        },
+    )
 }
 
 fn more<'a>(env: Env<'a>, delivery: Term<'a>, position: Position, acc: Term<'a>) -> Term<'a> {
@@ -682,7 +719,9 @@ fn groups_chunk<'a>(
     let mut next = below;
     let mut chosen = Vec::new();
     while next > 0 {
-        let (row, count) = list.group(next - 1).expect("positions below the count exist");
+        let (row, count) = list
+            .group(next - 1)
+            .expect("positions below the count exist");
         let cost = 1 + if count > 0 { row_units(&row) } else { 0 };
         if !chosen.is_empty() && units + cost > budget {
             break;
@@ -720,8 +759,16 @@ fn row_term<'a>(env: Env<'a>, row: Row) -> Result<Term<'a>, Error> {
 
 /// The term a row shows.
 fn row_value<'a>(env: Env<'a>, row: Row) -> Result<Term<'a>, Error> {
-    let mut reader = row.term().map_err(|_| Error::Corrupt)?;
-    term_codec::decode_next(env, &mut reader)
+    let corrupt = |_| Error::Corrupt;
+    let mut reader = row.term().map_err(corrupt)?;
+    // Most ids are integers: build those directly rather than through the general
+    // decoder's stacks.
+    if let Ok(Some(Token::Integer(Integer::I64(v)))) = reader.next() {
+        if reader.at_end() {
+            return Ok(v.encode(env));
+        }
+    }
+    term_codec::decode_next(env, &mut row.term().map_err(corrupt)?)
 }
 
 fn empty(env: Env) -> Term {
@@ -787,10 +834,8 @@ fn encoding_size(term: Term, budget: usize) -> Result<usize, Size> {
                     units += binary.len() / 16;
                 }
             }
-            TermType::Integer => {
-                if term.decode::<i64>().is_err() && term.decode::<u64>().is_err() {
-                    return Err(Size::OverBudget);
-                }
+            TermType::Integer if term.decode::<i64>().is_err() && term.decode::<u64>().is_err() => {
+                return Err(Size::OverBudget);
             }
             TermType::Tuple => {
                 if let Some(elements) = raw::tuple_elements(term) {

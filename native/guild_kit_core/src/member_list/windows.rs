@@ -384,7 +384,7 @@ mod tests {
         for step in 0..20_000 {
             let first = lcg(&mut seed) % 300;
             let range = (first, first + lcg(&mut seed) % 40);
-            if lcg(&mut seed) % 3 == 0 {
+            if lcg(&mut seed).is_multiple_of(3) {
                 let present = model.get(&range).copied().unwrap_or(0) > 0;
                 assert_eq!(windows.unwatch(range), present);
                 if present {
@@ -406,7 +406,9 @@ mod tests {
                 let a = lcg(&mut seed) % 400;
                 (a, a + lcg(&mut seed) % 60)
             };
-            let below = (lcg(&mut seed) % 2 == 0).then(|| (lcg(&mut seed) % 350, lcg(&mut seed)));
+            let below = lcg(&mut seed)
+                .is_multiple_of(2)
+                .then(|| (lcg(&mut seed) % 350, lcg(&mut seed)));
             let got: Vec<Range> = windows.overlapping_desc(low, high, below).collect();
             let want: Vec<Range> = model
                 .keys()
