@@ -35,16 +35,15 @@ fn name(i: u64) -> Element {
     e.finish()
 }
 
-/// A small deterministic generator, so runs compare like for like.
-struct Lcg(u64);
+/// SplitMix64: a deterministic sequence, so runs compare like for like.
+struct SplitMix(u64);
 
-impl Lcg {
+impl SplitMix {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 11
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let z = (self.0 ^ (self.0 >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) >> 11
     }
 }
 
@@ -89,7 +88,7 @@ fn million() -> MemberList {
 
 fn moves(c: &mut Criterion) {
     let mut list = million();
-    let mut rng = Lcg(7);
+    let mut rng = SplitMix(7);
     for _ in 0..500 {
         let first = rng.next() % 10 * 100;
         list.watch((first, first + 99));
@@ -125,7 +124,7 @@ fn snapshots(c: &mut Criterion) {
     group.bench_function("clone at 1M members", |b| {
         b.iter(|| black_box(list.clone()))
     });
-    let mut rng = Lcg(9);
+    let mut rng = SplitMix(9);
     group.bench_function("first put after a clone at 1M members", |b| {
         after_snapshot(b, &mut list, MemberList::clone, |list| {
             let id = int((rng.next() % MEMBERS) as i64);
@@ -173,14 +172,14 @@ impl CowWindows {
 
 fn windows(c: &mut Criterion) {
     const WINDOWS: u64 = 1_000_000;
-    let mut rng = Lcg(11);
+    let mut rng = SplitMix(11);
     let ranges: Vec<(u64, u64)> = (0..WINDOWS)
         .map(|_| {
             let first = rng.next() % 1_000_000;
             (first, first + 99)
         })
         .collect();
-    let mut treap = Windows::new();
+    let mut treap = Windows::default();
     let mut ordmap = ImWindows::default();
     let mut cow = CowWindows::default();
     for &range in &ranges {
@@ -214,7 +213,7 @@ fn windows(c: &mut Criterion) {
 
     // 100,000 short windows above a change near row 50,000, and one long window over
     // everything: the change reaches two windows.
-    let mut treap = Windows::new();
+    let mut treap = Windows::default();
     let mut ordmap = ImWindows::default();
     for i in 0..100_000 {
         let first = i % 40_000;
@@ -239,7 +238,7 @@ fn counts(c: &mut Criterion) {
     let mut chunked = Counts::new(GROUPS);
     let mut vector: im::Vector<u32> = std::iter::repeat_n(0, GROUPS).collect();
     let mut cow: Arc<Vec<u32>> = Arc::new(vec![0; GROUPS]);
-    let mut rng = Lcg(13);
+    let mut rng = SplitMix(13);
     let mut group = c.benchmark_group("counts");
     group.bench_function("chunks: first write after a snapshot, 65,535 groups", |b| {
         after_snapshot(b, &mut chunked, Clone::clone, |c| {

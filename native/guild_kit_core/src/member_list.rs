@@ -299,7 +299,7 @@ impl MemberList {
             nonempty: 0,
             rows: KeyTree::new(),
             by_id: KeyTree::new(),
-            windows: Windows::new(),
+            windows: Windows::default(),
         })
     }
 
@@ -488,7 +488,7 @@ impl MemberList {
 
     /// Number of distinct watched windows. Time: O(1).
     pub fn watched_len(&self) -> usize {
-        self.windows.len()
+        self.windows.distinct()
     }
 
     /// The watched windows that `change` may have changed, below `below` (all when

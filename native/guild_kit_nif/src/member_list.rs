@@ -271,54 +271,37 @@ fn put<'a>(
     let change = guard
         .put(&member_id, &group_id, &sort_key)
         .map_err(Error::from)?;
-    // The list changed: from here on the call must finish on this scheduler.
-    let result = deliver_first(
-        &call,
-        &guard,
-        Work::Changes(change),
-        Position::Window(None),
-        false,
-    );
-    call.charge_since(started);
-    result
+    deliver_changes(&call, &guard, change, Changed::Yes, started)
 }
 
 fn touch<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> Outcome<'a> {
     let started = Instant::now();
-    list.check_writable()?;
-    let Some(id) = lookup(&call, member_id)? else {
-        return Ok(empty(call.env()));
+    let Some(id) = lookup_to_change(&call, list, member_id)? else {
+        return Ok(Term::list_new_empty(call.env()));
     };
     let guard = list.read();
-    let change = guard.touch(&id);
-    let result = deliver_first(
-        &call,
-        &guard,
-        Work::Changes(change),
-        Position::Window(None),
-        true,
-    );
-    call.charge_since(started);
-    result
+    deliver_changes(&call, &guard, guard.touch(&id), Changed::No, started)
 }
 
 fn remove<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> Outcome<'a> {
     let started = Instant::now();
-    list.check_writable()?;
-    let Some(id) = lookup(&call, member_id)? else {
-        return Ok(empty(call.env()));
+    let Some(id) = lookup_to_change(&call, list, member_id)? else {
+        return Ok(Term::list_new_empty(call.env()));
     };
     let mut guard = list.write()?;
     let change = guard.remove(&id);
-    let result = deliver_first(
-        &call,
-        &guard,
-        Work::Changes(change),
-        Position::Window(None),
-        false,
-    );
-    call.charge_since(started);
-    result
+    deliver_changes(&call, &guard, change, Changed::Yes, started)
+}
+
+/// The id a change is about, or `None` when it cannot be in the list; raises on a
+/// snapshot, which cannot change even when the id is absent.
+fn lookup_to_change(
+    call: &Call,
+    list: &MemberListResource,
+    member_id: Term,
+) -> Result<Option<Element>, Exit> {
+    list.check_writable()?;
+    lookup(call, member_id)
 }
 
 fn index_of<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> Outcome<'a> {
@@ -340,15 +323,8 @@ fn watch<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) -
     let mut guard = list.write()?;
     guard.watch((first, last));
     // The rows as of this watch, so that the ops of every later change apply to them.
-    let result = deliver_first(
-        &call,
-        &guard,
-        Work::Rows { first },
-        Position::Row(last),
-        false,
-    );
-    call.charge_since(started);
-    result
+    let rows = (Work::Rows { first }, Position::Row(last));
+    deliver_first(&call, &guard, rows, Changed::Yes, started)
 }
 
 fn unwatch<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) -> Outcome<'a> {
@@ -362,24 +338,15 @@ fn rows<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) ->
     let started = Instant::now();
     check_range(first, last)?;
     let guard = list.read();
-    let result = deliver_first(
-        &call,
-        &guard,
-        Work::Rows { first },
-        Position::Row(last),
-        true,
-    );
-    call.charge_since(started);
-    result
+    let rows = (Work::Rows { first }, Position::Row(last));
+    deliver_first(&call, &guard, rows, Changed::No, started)
 }
 
 fn groups<'a>(call: Call<'a>, list: &MemberListResource) -> Outcome<'a> {
     let started = Instant::now();
     let guard = list.read();
-    let start = Position::Group(guard.group_count());
-    let result = deliver_first(&call, &guard, Work::Groups, start, true);
-    call.charge_since(started);
-    result
+    let groups = (Work::Groups, Position::Group(guard.group_count()));
+    deliver_first(&call, &guard, groups, Changed::No, started)
 }
 
 fn size<'a>(call: Call<'a>, list: &MemberListResource) -> Outcome<'a> {
@@ -437,30 +404,50 @@ fn continue_delivery<'a>(
     Ok(result)
 }
 
-/// Builds the first chunk of a result from `list`, as the call leaves it. When there is
-/// more, the rest is delivered from a snapshot. `may_go_dirty` is false once the call
-/// has changed the list.
+/// Whether a call changed the list before building its result: one that did must
+/// finish on the scheduler it runs on, as going dirty would run it again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    Yes,
+    No,
+}
+
+fn deliver_changes<'a>(
+    call: &Call<'a>,
+    list: &MemberList,
+    change: Change,
+    changed: Changed,
+    started: Instant,
+) -> Outcome<'a> {
+    let work = (Work::Changes(change), Position::Window(None));
+    deliver_first(call, list, work, changed, started)
+}
+
+/// Builds the first chunk of a result from `list`, as the call leaves it, and charges
+/// the call's time since `started`. When there is more, the rest is delivered from a
+/// snapshot.
 fn deliver_first<'a>(
     call: &Call<'a>,
     list: &MemberList,
-    work: Work,
-    start: Position,
-    may_go_dirty: bool,
+    (work, start): (Work, Position),
+    changed: Changed,
+    started: Instant,
 ) -> Outcome<'a> {
     let env = call.env();
     let empty = Term::list_new_empty(env);
-    Ok(
-        match build_chunk(call, list, &work, start, empty, may_go_dirty)? {
-            Built::Done(result) => result,
-            Built::More(position, acc) => {
-                let delivery = ResourceArc::new(Delivery {
-                    view: Mutex::new(Some(list.clone())),
-                    work,
-                });
-                more(env, delivery.encode(env), position, acc)
-            }
-        },
-    )
+    let may_go_dirty = changed == Changed::No;
+    let result = match build_chunk(call, list, &work, start, empty, may_go_dirty)? {
+        Built::Done(result) => result,
+        Built::More(position, acc) => {
+            let delivery = ResourceArc::new(Delivery {
+                view: Mutex::new(Some(list.clone())),
+                work,
+            });
+            more(env, delivery.encode(env), position, acc)
+        }
+    };
+    call.charge_since(started);
+    Ok(result)
 }
 
 fn more<'a>(env: Env<'a>, delivery: Term<'a>, position: Position, acc: Term<'a>) -> Term<'a> {
@@ -769,10 +756,6 @@ fn row_value<'a>(env: Env<'a>, row: Row) -> Result<Term<'a>, Error> {
         }
     }
     term_codec::decode_next(env, &mut row.term().map_err(corrupt)?)
-}
-
-fn empty(env: Env) -> Term {
-    Term::list_new_empty(env)
 }
 
 fn check_range(first: u64, last: u64) -> Result<(), Error> {

@@ -70,19 +70,9 @@ fn mix(mut x: u64) -> u64 {
 }
 
 impl Windows {
-    /// No windows.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Distinct windows. Time: O(1).
-    pub fn len(&self) -> usize {
+    pub fn distinct(&self) -> usize {
         self.len
-    }
-
-    /// True when no window is watched. Time: O(1).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     fn priority(&self, (first, last): Range) -> u64 {
@@ -205,6 +195,31 @@ impl Windows {
     }
 }
 
+/// Which child of a node.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Left,
+    Right,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        }
+    }
+}
+
+impl Node {
+    fn child(&mut self, side: Side) -> &mut Link {
+        match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        }
+    }
+}
+
 /// Adds a watch of `range` below `link`; true when the window is new.
 fn insert(link: &mut Link, range: Range, priority: u64) -> bool {
     let Some(node) = link.as_mut() else {
@@ -219,44 +234,34 @@ fn insert(link: &mut Link, range: Range, priority: u64) -> bool {
         return true;
     };
     let node = Arc::make_mut(node);
-    let (added, rotate) = match range.cmp(&node.range) {
+    let side = match range.cmp(&node.range) {
         std::cmp::Ordering::Equal => {
             node.watchers = node.watchers.saturating_add(1);
             return false;
         }
-        std::cmp::Ordering::Less => {
-            let added = insert(&mut node.left, range, priority);
-            (
-                added,
-                outranks_parent(&node.left, node.priority).then_some(rotate_right as fn(&mut Link)),
-            )
-        }
-        std::cmp::Ordering::Greater => {
-            let added = insert(&mut node.right, range, priority);
-            (
-                added,
-                outranks_parent(&node.right, node.priority).then_some(rotate_left as fn(&mut Link)),
-            )
-        }
+        std::cmp::Ordering::Less => Side::Left,
+        std::cmp::Ordering::Greater => Side::Right,
     };
+    let added = insert(node.child(side), range, priority);
+    let parent = node.priority;
+    let outranked = node
+        .child(side)
+        .as_ref()
+        .is_some_and(|child| child.priority > parent);
     node.refresh();
-    if let Some(rotate) = rotate {
-        rotate(link);
+    if outranked {
+        rotate_up(link, side);
     }
     added
-}
-
-fn outranks_parent(child: &Link, parent_priority: u64) -> bool {
-    child.as_ref().is_some_and(|c| c.priority > parent_priority)
 }
 
 /// Drops a watch of `range`, which is present below `link`; true when its last watch
 /// went and the window was removed.
 fn unwatch(link: &mut Link, range: Range) -> bool {
     let node = Arc::make_mut(link.as_mut().expect("the window is present"));
-    let removed = match range.cmp(&node.range) {
-        std::cmp::Ordering::Less => unwatch(&mut node.left, range),
-        std::cmp::Ordering::Greater => unwatch(&mut node.right, range),
+    let side = match range.cmp(&node.range) {
+        std::cmp::Ordering::Less => Side::Left,
+        std::cmp::Ordering::Greater => Side::Right,
         std::cmp::Ordering::Equal => {
             node.watchers -= 1;
             if node.watchers > 0 {
@@ -267,6 +272,7 @@ fn unwatch(link: &mut Link, range: Range) -> bool {
             return true;
         }
     };
+    let removed = unwatch(node.child(side), range);
     node.refresh();
     removed
 }
@@ -291,28 +297,17 @@ fn merge(left: Link, right: Link) -> Link {
     }
 }
 
-fn rotate_right(link: &mut Link) {
+/// Makes the `side` child of the node at `link` its parent, keeping the order.
+fn rotate_up(link: &mut Link, side: Side) {
     let mut top = link.take().expect("rotating a node");
     let top_node = Arc::make_mut(&mut top);
-    let mut left = top_node.left.take().expect("a left child to rotate up");
-    let left_node = Arc::make_mut(&mut left);
-    top_node.left = left_node.right.take();
+    let mut up = top_node.child(side).take().expect("a child to rotate up");
+    let up_node = Arc::make_mut(&mut up);
+    *top_node.child(side) = up_node.child(side.other()).take();
     top_node.refresh();
-    left_node.right = Some(top);
-    left_node.refresh();
-    *link = Some(left);
-}
-
-fn rotate_left(link: &mut Link) {
-    let mut top = link.take().expect("rotating a node");
-    let top_node = Arc::make_mut(&mut top);
-    let mut right = top_node.right.take().expect("a right child to rotate up");
-    let right_node = Arc::make_mut(&mut right);
-    top_node.right = right_node.left.take();
-    top_node.refresh();
-    right_node.left = Some(top);
-    right_node.refresh();
-    *link = Some(right);
+    *up_node.child(side.other()) = Some(top);
+    up_node.refresh();
+    *link = Some(up);
 }
 
 /// Windows overlapping a span, in descending order: see [`Windows::overlapping_desc`].
@@ -378,7 +373,7 @@ mod tests {
     #[test]
     fn agrees_with_a_btreemap() {
         let mut seed = 7;
-        let mut windows = Windows::new();
+        let mut windows = Windows::default();
         let mut model: BTreeMap<Range, u32> = BTreeMap::new();
         let mut snapshots = Vec::new();
         for step in 0..20_000 {
@@ -419,7 +414,7 @@ mod tests {
             assert_eq!(got, want, "step {step}");
         }
         windows.check_invariants();
-        assert_eq!(windows.len(), model.len());
+        assert_eq!(windows.distinct(), model.len());
         // Snapshots were not disturbed by later writes.
         for (snapshot, model) in snapshots {
             snapshot.check_invariants();
@@ -430,7 +425,7 @@ mod tests {
 
     #[test]
     fn windows_past_a_span_are_not_visited() {
-        let mut windows = Windows::new();
+        let mut windows = Windows::default();
         for i in 0..100_000u64 {
             windows.watch((1_000_000 + i, 1_000_100 + i));
         }
@@ -448,7 +443,7 @@ mod tests {
             link.as_ref()
                 .map_or(0, |n| 1 + depth(&n.left).max(depth(&n.right)))
         }
-        let mut windows = Windows::new();
+        let mut windows = Windows::default();
         for i in 0..200_000u64 {
             windows.watch((i, i + 99));
         }
