@@ -117,7 +117,8 @@ fn empty_list() -> MemberList {
 
 /// Drops a list here, or on the reaper thread when it is big.
 fn drop_list(list: MemberList) {
-    if list.size() > REAP_ABOVE || list.watched_len() as u64 > REAP_ABOVE {
+    let parts = list.size().max(list.watched_len() as u64).max(list.group_count() as u64);
+    if parts > REAP_ABOVE {
         reaper::drop_later(list);
     }
 }
