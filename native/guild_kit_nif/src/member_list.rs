@@ -3,7 +3,9 @@
 //! The adapter turns terms into elements and rows back into terms; the core
 //! (`guild_kit_core::member_list`) does the rest. Arguments are encoded before a lock is
 //! taken, within a small budget on the caller's normal scheduler (past it the call
-//! moves itself to a dirty one, `crate::schedule`).
+//! moves itself to a dirty one, `crate::schedule`). A lock is held only for the change
+//! itself and an O(1) snapshot of the list after it; rows are decoded from the snapshot,
+//! outside the lock, so neither readers nor writers ever wait for a big result.
 //!
 //! Results can be large (a million rows, or ops for a million windows), so they are
 //! built in bounded chunks: a call builds as much of its result as one chunk allows and,
@@ -117,7 +119,10 @@ fn empty_list() -> MemberList {
 
 /// Drops a list here, or on the reaper thread when it is big.
 fn drop_list(list: MemberList) {
-    let parts = list.size().max(list.watched_len() as u64).max(list.group_count() as u64);
+    let parts = list
+        .size()
+        .max(list.watched_len() as u64)
+        .max(list.group_count() as u64);
     if parts > REAP_ABOVE {
         reaper::drop_later(list);
     }
@@ -268,11 +273,14 @@ fn put<'a>(
         encode_arg(&call, term)
     });
     let (member_id, group_id, sort_key) = (member_id?, group_id?, sort_key?);
-    let mut guard = list.write()?;
-    let change = guard
-        .put(&member_id, &group_id, &sort_key)
-        .map_err(Error::from)?;
-    deliver_changes(&call, &guard, change, Changed::Yes, started)
+    let (change, view) = {
+        let mut guard = list.write()?;
+        let change = guard
+            .put(&member_id, &group_id, &sort_key)
+            .map_err(Error::from)?;
+        (change, guard.clone())
+    };
+    deliver_changes(&call, view, change, Changed::Yes, started)
 }
 
 fn touch<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> Outcome<'a> {
@@ -280,8 +288,9 @@ fn touch<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> 
     let Some(id) = lookup_to_change(&call, list, member_id)? else {
         return Ok(Term::list_new_empty(call.env()));
     };
-    let guard = list.read();
-    deliver_changes(&call, &guard, guard.touch(&id), Changed::No, started)
+    let view = list.read().clone();
+    let change = view.touch(&id);
+    deliver_changes(&call, view, change, Changed::No, started)
 }
 
 fn remove<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> Outcome<'a> {
@@ -289,9 +298,11 @@ fn remove<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) ->
     let Some(id) = lookup_to_change(&call, list, member_id)? else {
         return Ok(Term::list_new_empty(call.env()));
     };
-    let mut guard = list.write()?;
-    let change = guard.remove(&id);
-    deliver_changes(&call, &guard, change, Changed::Yes, started)
+    let (change, view) = {
+        let mut guard = list.write()?;
+        (guard.remove(&id), guard.clone())
+    };
+    deliver_changes(&call, view, change, Changed::Yes, started)
 }
 
 /// The id a change is about, or `None` when it cannot be in the list; raises on a
@@ -321,11 +332,14 @@ fn index_of<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) 
 fn watch<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) -> Outcome<'a> {
     let started = Instant::now();
     check_range(first, last)?;
-    let mut guard = list.write()?;
-    guard.watch((first, last));
     // The rows as of this watch, so that the ops of every later change apply to them.
+    let view = {
+        let mut guard = list.write()?;
+        guard.watch((first, last));
+        guard.clone()
+    };
     let rows = (Work::Rows { first }, Position::Row(last));
-    deliver_first(&call, &guard, rows, Changed::Yes, started)
+    deliver_first(&call, view, rows, Changed::Yes, started)
 }
 
 fn unwatch<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) -> Outcome<'a> {
@@ -338,16 +352,15 @@ fn unwatch<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64)
 fn rows<'a>(call: Call<'a>, list: &MemberListResource, first: u64, last: u64) -> Outcome<'a> {
     let started = Instant::now();
     check_range(first, last)?;
-    let guard = list.read();
     let rows = (Work::Rows { first }, Position::Row(last));
-    deliver_first(&call, &guard, rows, Changed::No, started)
+    deliver_first(&call, list.read().clone(), rows, Changed::No, started)
 }
 
 fn groups<'a>(call: Call<'a>, list: &MemberListResource) -> Outcome<'a> {
     let started = Instant::now();
-    let guard = list.read();
-    let groups = (Work::Groups, Position::Group(guard.group_count()));
-    deliver_first(&call, &guard, groups, Changed::No, started)
+    let view = list.read().clone();
+    let groups = (Work::Groups, Position::Group(view.group_count()));
+    deliver_first(&call, view, groups, Changed::No, started)
 }
 
 fn size<'a>(call: Call<'a>, list: &MemberListResource) -> Outcome<'a> {
@@ -415,21 +428,21 @@ enum Changed {
 
 fn deliver_changes<'a>(
     call: &Call<'a>,
-    list: &MemberList,
+    view: MemberList,
     change: Change,
     changed: Changed,
     started: Instant,
 ) -> Outcome<'a> {
     let work = (Work::Changes(change), Position::Window(None));
-    deliver_first(call, list, work, changed, started)
+    deliver_first(call, view, work, changed, started)
 }
 
-/// Builds the first chunk of a result from `list`, as the call leaves it, and charges
-/// the call's time since `started`. When there is more, the rest is delivered from a
-/// snapshot.
+/// Builds the first chunk of a result from `view`, a snapshot of the list as the call
+/// left it (so no lock is held while rows are decoded), and charges the call's time
+/// since `started`. When there is more, the rest is delivered from the same snapshot.
 fn deliver_first<'a>(
     call: &Call<'a>,
-    list: &MemberList,
+    view: MemberList,
     (work, start): (Work, Position),
     changed: Changed,
     started: Instant,
@@ -437,11 +450,14 @@ fn deliver_first<'a>(
     let env = call.env();
     let empty = Term::list_new_empty(env);
     let may_go_dirty = changed == Changed::No;
-    let result = match build_chunk(call, list, &work, start, empty, may_go_dirty)? {
+    // Dropping `view` here is O(1): the list it was taken from is alive for the whole
+    // call (its handle is an argument), so `view` shares all but the few nodes a
+    // concurrent write may have copied since.
+    let result = match build_chunk(call, &view, &work, start, empty, may_go_dirty)? {
         Built::Done(result) => result,
         Built::More(position, acc) => {
             let delivery = ResourceArc::new(Delivery {
-                view: Mutex::new(Some(list.clone())),
+                view: Mutex::new(Some(view)),
                 work,
             });
             more(env, delivery.encode(env), position, acc)
