@@ -334,6 +334,10 @@ impl MemberList {
         if element.len().max(entry.len()) > MAX_ELEMENT_LEN {
             return Err(MemberListError::TooLarge);
         }
+        // A put adds at most a member and a header.
+        if self.rows.len() + 2 > MAX_LEN {
+            return Err(MemberListError::Full);
+        }
         let old = self.indexed(member_id.key());
         let id_changed = old.as_ref().is_some_and(|o| o.id_hint != member_id.hint());
         if let Some(old) = &old {
@@ -350,8 +354,6 @@ impl MemberList {
                     ChangeKind::None
                 }));
             }
-        } else if self.rows.len() + 2 > MAX_LEN {
-            return Err(MemberListError::Full);
         }
 
         let mut edits = Edits {
@@ -776,6 +778,42 @@ mod tests {
         assert_eq!(read(list.rows_at(&[1])[0]), [Token::Float(2.0)]);
         assert_eq!(list.index_of(&int(2)), Some(1));
         assert_eq!(list.member_count(), 1);
+    }
+
+    #[test]
+    fn windows_that_end_at_the_last_index() {
+        let mut list = MemberList::new(vec![int(0)]).unwrap();
+        for range in [
+            (0, u64::MAX),
+            (u64::MAX, u64::MAX),
+            (u64::MAX - 3, u64::MAX),
+            (2, u64::MAX),
+        ] {
+            list.watch(range);
+        }
+        let ops = |list: &MemberList, change: &Change| -> Vec<(Range, Vec<Op>)> {
+            let windows = list.changed_windows(change, None);
+            windows
+                .map(|w| (w.range(), w.ops().collect()))
+                .filter(|(_, o): &(_, Vec<_>)| !o.is_empty())
+                .collect()
+        };
+        for id in 0..6 {
+            let change = list.put(&int(id), &int(0), &int(id)).unwrap();
+            let got = ops(&list, &change);
+            assert!(
+                got.iter().all(|(range, _)| range.0 <= id as u64 + 1),
+                "{got:?}"
+            );
+        }
+        // Removing the first member shifts everything up: each window loses its top row
+        // and gains the row that moved up to its bottom, which does not exist.
+        // (Windows come in descending order.)
+        let change = list.remove(&int(0));
+        let got = ops(&list, &change);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], ((2, u64::MAX), vec![Op::Delete(2)]));
+        assert_eq!(got[1], ((0, u64::MAX), vec![Op::Delete(1)]));
     }
 
     #[test]

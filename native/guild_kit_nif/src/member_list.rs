@@ -37,8 +37,9 @@ use crate::reaper;
 use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
 use crate::term_codec::{self, encode_arg, encode_lookup, EncodeError};
 
-/// Work one chunk may do on a normal scheduler, in units of about 10 ns: about 200 µs.
-const CHUNK_UNITS: usize = 20_000;
+/// Work one chunk may do on a normal scheduler, in units of about 10 ns: about 120 µs
+/// on warm caches, a few times that on cold ones.
+const CHUNK_UNITS: usize = 12_000;
 /// A dirty chunk's budget: it bounds the size of the result, not the time.
 const DIRTY_CHUNK_UNITS: usize = 16 * CHUNK_UNITS;
 /// Building a row term, beyond its bytes.
@@ -50,7 +51,7 @@ const BYTES_PER_UNIT: usize = 2;
 const WINDOW_UNITS: usize = 8;
 const OP_UNITS: usize = 2;
 /// Most rows a chunk looks at.
-const MAX_CHUNK_ROWS: u64 = 2048;
+const MAX_CHUNK_ROWS: u64 = 1024;
 /// A safety net under the unit budget, for cold caches and a busy machine: a normal
 /// chunk stops choosing windows after this long (building them takes about as long
 /// again), and stops decoding rows after twice as long.

@@ -19,6 +19,8 @@ defmodule GuildKit.MemberList.OracleTest do
   alias GuildKit.Test.TermGenerator
 
   @groups [{:role, 1}, {:role, 2}, :online, 1.5, 7, "offline"]
+  # The last index a window can name.
+  @last 0xFFFF_FFFF_FFFF_FFFF
 
   test "replicas built from watch and ops always equal the list" do
     seed = TermGenerator.seed(TermGenerator.seed_from_env())
@@ -26,7 +28,7 @@ defmodule GuildKit.MemberList.OracleTest do
 
     ranges =
       for(_ <- 1..30, do: random_range(60, 15)) ++
-        [{0, 9}, {0, 9}, {5, 5}, {100, 200}, {0, 1_000}]
+        [{0, 9}, {0, 9}, {5, 5}, {100, 200}, {0, 1_000}, {0, @last}, {7, @last}, {@last, @last}]
 
     run(seed, ranges: ranges, ids: 60, steps: 3_000, churn_every: 100)
   end

@@ -150,24 +150,25 @@ impl Edits {
             shift += i64::from(x < first);
         }
         let (mut leaving, mut entering) = (Indices::default(), Indices::default());
-        let width = (last - first) as i64;
+        // How many rows move across each edge: at most the window's width. Offsets from
+        // the window's ends never leave it, so nothing overflows at 2^64 − 1.
+        let count = shift.unsigned_abs().min(last - first + 1);
         if shift > 0 {
             // Rows came in above: the new rows enter at the top, and the client drops
             // the ones pushed past the end.
-            for x in (first..).take(shift.min(width + 1) as usize) {
+            for x in (0..count).map(|k| first + k) {
                 if x < self.new_len {
                     entering.insert(x);
                 }
             }
         } else if shift < 0 {
             // Rows left above: the top rows leave, the next ones enter at the bottom.
-            let count = (-shift).min(width + 1) as u64;
-            for y in first..first + count {
+            for y in (0..count).map(|k| first + k) {
                 if y < self.old_len {
                     leaving.insert(y);
                 }
             }
-            for x in last + 1 - count..=last {
+            for x in (0..count).rev().map(|k| last - k) {
                 if x < self.new_len {
                     entering.insert(x);
                 }
