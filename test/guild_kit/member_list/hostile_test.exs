@@ -326,6 +326,45 @@ defmodule GuildKit.MemberList.HostileTest do
     end
   end
 
+  describe "a stream of changes" do
+    test "big reads, many windows and a stream of changes on 200,000 members" do
+      groups = [:admin, :mod, :online, :offline]
+      id = fn i -> 100_000_000_000_000_000 + i * 7_919 end
+
+      setup = fn ->
+        list = MemberList.new(groups: groups)
+
+        for i <- 1..200_000,
+            do:
+              MemberList.put(
+                list,
+                id.(i),
+                Enum.at(groups, rem(i * 31, 4)),
+                "name#{rem(i * 7, 9_973)}"
+              )
+
+        for w <- 0..2_999, do: MemberList.watch(list, {w * 50, w * 50 + 99})
+        list
+      end
+
+      result =
+        measure(setup, fn list ->
+          big = MemberList.rows(list, 0, 200_010)
+          watched = MemberList.watch(list, {0, 50_000})
+
+          for i <- 1..5_000 do
+            MemberList.put(list, id.(i), Enum.random(groups), "renamed#{i}")
+            MemberList.touch(list, id.(i))
+            MemberList.index_of(list, id.(i))
+          end
+
+          {length(big), length(watched)}
+        end)
+
+      assert assert_no_stalls(result) == {200_004, 50_001}
+    end
+  end
+
   describe "equal but not identical terms" do
     test "every function treats 2 and 2.0 as one member and shows the id last put" do
       list = MemberList.new(groups: [{:role, 1}, :online])
