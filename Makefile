@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup build check test demo bench clean
+.PHONY: setup build check dialyzer test demo bench clean
 
 setup:
 	@./scripts/ensure-deps.sh
@@ -10,19 +10,21 @@ setup:
 build: setup
 	mix compile
 
-# The static checks of `make test`, without running the tests.
+# The static checks of `make test`: formatting, lints, warnings and Dialyzer.
 check: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	mix format --check-formatted
 	mix compile --warnings-as-errors
+	./scripts/dialyzer.sh
 
-test: setup
-	cargo fmt --all --check
-	cargo clippy --workspace --all-targets -- -D warnings
+# Dialyzer on lib/ and examples/; the PLT is cached under _build/dialyzer/.
+dialyzer: setup
+	./scripts/dialyzer.sh
+
+# The static checks, then every test (slow ones included).
+test: check
 	cargo test --workspace
-	mix format --check-formatted
-	mix compile --warnings-as-errors
 	mix test --include slow
 
 demo: setup

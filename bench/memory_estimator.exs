@@ -9,6 +9,7 @@
 
 Code.require_file("support/harness.exs", __DIR__)
 Code.require_file("../test/support/estimator_terms.ex", __DIR__)
+Code.require_file("../test/support/long_schedule.ex", __DIR__)
 
 defmodule GuildKit.Bench.MemoryEstimator do
   alias GuildKit.Bench.Harness
@@ -16,12 +17,107 @@ defmodule GuildKit.Bench.MemoryEstimator do
   alias GuildKit.Test.EstimatorTerms, as: Gen
 
   def run do
-    IO.puts("# GuildKit.MemoryEstimator · #{Harness.machine()}\n")
+    IO.puts("# GuildKit.MemoryEstimator · #{Harness.machine()} · load #{load()}\n")
+    # The first use checks the size model once per VM: not part of any figure.
+    MemoryEstimator.exact(1)
+    first_call()
     speed()
     accuracy()
     process()
     normal_scheduler()
+    stalls()
+    IO.puts("load at the end: #{load()}")
   end
+
+  defp load, do: File.read!("/proc/loadavg") |> String.split() |> Enum.take(3) |> Enum.join(" ")
+
+  # Target: a 1M-element list, first call, at least 5x faster than flat_size. Each
+  # round builds the list in a fresh process and collects it; half the rounds call
+  # flat_size first. "later" is the median of 9 further calls; "later, cold" evicts
+  # the caches (a 128 MB read) before each, to tell cache warmth from work.
+  defp first_call do
+    cases = [
+      {"1M-element list of small maps",
+       fn r -> elem(Gen.small_maps(1_000_000, Gen.seed(r)), 0) end},
+      {"1M-element list of integers", fn _ -> Enum.to_list(1..1_000_000) end}
+    ]
+
+    rows =
+      for {name, build} <- cases do
+        rounds =
+          for round <- 1..11,
+              do: Harness.in_big_process(fn -> first_call_round(build, round) end, 150_000_000)
+
+        [est_first, est_later, est_cold, flat_first, flat_later] =
+          for i <- 0..4, do: median(Enum.map(rounds, &elem(&1, i)))
+
+        [
+          name,
+          Harness.format_ns(est_first),
+          Harness.format_ns(est_later),
+          Harness.format_ns(est_cold),
+          Harness.format_ns(flat_first),
+          Harness.format_ns(flat_later),
+          "#{Float.round(flat_first / est_first, 1)}x",
+          "#{Float.round(flat_later / est_later, 1)}x",
+          "first call >= 5x"
+        ]
+      end
+
+    IO.puts("## First call and later calls against flat_size, same run (median of 11 rounds)\n")
+
+    Harness.table(
+      [
+        "term",
+        "estimate/2 first",
+        "later",
+        "later, cold",
+        "flat_size first",
+        "later",
+        "speed-up first",
+        "later",
+        "target"
+      ],
+      rows
+    )
+
+    IO.puts("")
+  end
+
+  defp first_call_round(build, round) do
+    term = build.(round)
+    :erlang.garbage_collect()
+    time = fn fun -> elem(:timer.tc(fun), 0) * 1000 end
+    estimate = fn -> MemoryEstimator.estimate(term) end
+    flat = fn -> :erts_debug.flat_size(term) end
+
+    {est_first, flat_first} =
+      if rem(round, 2) == 0 do
+        e = time.(estimate)
+        {e, time.(flat)}
+      else
+        f = time.(flat)
+        {time.(estimate), f}
+      end
+
+    est_later = median(for _ <- 1..9, do: time.(estimate))
+    evict = :binary.copy(<<round>>, 128_000_000)
+
+    est_cold =
+      median(
+        for _ <- 1..9,
+            do:
+              (
+                :erlang.crc32(evict)
+                time.(estimate)
+              )
+      )
+
+    flat_later = median(for _ <- 1..5, do: time.(flat))
+    {est_first, est_later, est_cold, flat_first, flat_later}
+  end
+
+  defp median(samples), do: Enum.at(Enum.sort(samples), div(length(samples), 2))
 
   # Targets: a 1M-entry map at most 0.1 ms and 1,000x faster than flat_size; a
   # 1M-element list of small maps at most 5 ms and 5x faster.
@@ -205,7 +301,10 @@ defmodule GuildKit.Bench.MemoryEstimator do
         ]
 
         for {name, term, samples} <- cases do
-          stats = Harness.repeat(200, fn -> GuildKit.Native.memory_estimate(term, samples, 0) end)
+          stats =
+            Harness.repeat(200, fn ->
+              GuildKit.Native.memory_estimate(term, samples, 0, :infinity)
+            end)
 
           [
             name,
@@ -219,6 +318,58 @@ defmodule GuildKit.Bench.MemoryEstimator do
     IO.puts("## Normal-scheduler attempts that exhaust their budget (then go dirty)\n")
     Harness.table(["input", "median", "p99", "max"], rows)
   end
+
+  # The worst normal-scheduler stall of each public function over the hostile corpus
+  # (long_schedule at its 1 ms floor, measured on the calling process, return path
+  # included), each kind of term alone and all together. Target: under 2 ms.
+  defp stalls do
+    corpus = Gen.hostile()
+    {:ok, server} = Agent.start(fn -> corpus end)
+    terms = [corpus | Map.values(corpus)]
+
+    functions = [
+      {"estimate/2", fn term -> MemoryEstimator.estimate(term).words end},
+      {"estimate/2, samples: 100_000",
+       fn term -> MemoryEstimator.estimate(term, samples: 100_000).words end},
+      {"exact/1", fn term -> MemoryEstimator.exact(term).words end},
+      {"breakdown/2", fn term -> length(MemoryEstimator.breakdown(term)) end},
+      {"breakdown/2, depth: 1_000_000",
+       fn term -> length(MemoryEstimator.breakdown(term, depth: 1_000_000)) end}
+    ]
+
+    rows =
+      for {name, fun} <- functions do
+        worst = terms |> Enum.map(&worst_stall(fn -> &1 end, fun)) |> Enum.max()
+        [name, stall(worst)]
+      end
+
+    process =
+      worst_stall(
+        fn -> server end,
+        &elem(MemoryEstimator.process(&1, depth: 1_000_000, timeout: 60_000), 0)
+      )
+
+    Agent.stop(server)
+
+    IO.puts("## Worst normal-scheduler stall per public function, hostile corpus\n")
+
+    Harness.table(
+      ["function", "worst stall (long_schedule, 1 ms floor)"],
+      rows ++ [["process/2 (caller)", stall(process)]]
+    )
+
+    IO.puts("")
+  end
+
+  defp worst_stall(setup, fun) do
+    {_, reports} =
+      GuildKit.Test.LongSchedule.measure(setup, fun, threshold_ms: 1, min_heap_words: 20_000_000)
+
+    reports |> Enum.map(&Keyword.fetch!(&1, :timeout)) |> Enum.max(fn -> 0 end)
+  end
+
+  defp stall(0), do: "< 1 ms"
+  defp stall(ms), do: "#{ms} ms"
 
   defp bit_offset_binaries do
     parent = :binary.copy("y", 90_002)

@@ -19,6 +19,7 @@ defmodule GuildKit.Examples.Demo do
   """
 
   alias GuildKit.Examples.{Guild, PeerNode, Session}
+  alias GuildKit.Examples.Guild.OtpToolkit
   alias GuildKit.Examples.Demo.Report
 
   @defaults [
@@ -48,7 +49,7 @@ defmodule GuildKit.Examples.Demo do
     opts = Keyword.merge(@defaults, opts)
     started = System.monotonic_time(:millisecond)
     Process.put(:demo_started, started)
-    :rand.seed(:exsss, {opts[:seed], 11, 23})
+    _ = :rand.seed(:exsss, {opts[:seed], 11, 23})
 
     peers = start_peers(opts[:nodes])
     toolkits = if opts[:baseline], do: [:guild_kit, :otp], else: [:guild_kit]
@@ -75,12 +76,21 @@ defmodule GuildKit.Examples.Demo do
     timings = :atomics.new(@slots, signed: false)
 
     say("#{label}: loading them into the guild")
+
     {load_us, {:ok, guild}} =
       :timer.tc(fn ->
-        Guild.start_link(toolkit: toolkit, hoisted_roles: @roles, members: members, timings: timings)
+        Guild.start_link(
+          toolkit: toolkit,
+          hoisted_roles: @roles,
+          members: members,
+          timings: timings
+        )
       end)
 
-    say("#{label}: loaded in #{ms(load_us)}; connecting #{opts[:sessions]} sessions, #{active_count(opts)} active")
+    say(
+      "#{label}: loaded in #{ms(load_us)}; connecting #{opts[:sessions]} sessions, #{active_count(opts)} active"
+    )
+
     sessions = start_sessions(guild, opts, peers)
     # A compact heap before the run, as a long-lived guild's would be.
     :erlang.garbage_collect(guild)
@@ -152,7 +162,9 @@ defmodule GuildKit.Examples.Demo do
 
     nodes
     |> Enum.zip(chunks)
-    |> Enum.map(fn {node, chunk} -> :erpc.call(node, __MODULE__, :start_local_sessions, [guild, chunk], :infinity) end)
+    |> Enum.map(fn {node, chunk} ->
+      :erpc.call(node, __MODULE__, :start_local_sessions, [guild, chunk], :infinity)
+    end)
   end
 
   @doc false
@@ -178,8 +190,16 @@ defmodule GuildKit.Examples.Demo do
 
   defp stop_sessions(groups) do
     for %{node: node, sessions: sessions} <- groups do
-      :erpc.call(node, Enum, :each, [Enum.map(sessions, &elem(&1, 0)), &Process.exit(&1, :kill)], :infinity)
+      :erpc.call(
+        node,
+        Enum,
+        :each,
+        [Enum.map(sessions, &elem(&1, 0)), &Process.exit(&1, :kill)],
+        :infinity
+      )
     end
+
+    :ok
   end
 
   ## The event stream
@@ -196,7 +216,16 @@ defmodule GuildKit.Examples.Demo do
 
     start = System.monotonic_time(:microsecond)
     deadline = start + opts[:seconds] * 1_000_000
-    loop(guild, model, %{rate: opts[:rate], start: start, deadline: deadline, sent: 0, busy: 0, memory: [], next_report: start})
+
+    loop(guild, model, %{
+      rate: opts[:rate],
+      start: start,
+      deadline: deadline,
+      sent: 0,
+      busy: 0,
+      memory: [],
+      next_report: start
+    })
   end
 
   defp loop(guild, model, run) do
@@ -204,19 +233,36 @@ defmodule GuildKit.Examples.Demo do
 
     cond do
       now >= run.deadline ->
-        %{last_seq: run.sent, seconds: (now - run.start) / 1.0e6, busy_seconds: run.busy / 1.0e6, memory_us: run.memory}
+        %{
+          last_seq: run.sent,
+          seconds: (now - run.start) / 1.0e6,
+          busy_seconds: run.busy / 1.0e6,
+          memory_us: run.memory
+        }
 
       now >= run.next_report ->
         {us, result} = :timer.tc(fn -> Guild.memory(guild, timeout: 5_000) end)
         bytes = with {:ok, b} <- result, do: b
         elapsed = (now - run.start) / 1.0e6
-        say("  #{Float.round(elapsed, 1)} s: #{run.sent} events, #{round(run.sent / max(elapsed, 0.001))}/s, state ~#{mb(bytes)} (measured in #{ms(us)})")
-        loop(guild, model, %{run | memory: [us | run.memory], next_report: run.next_report + 1_000_000})
+
+        say(
+          "  #{Float.round(elapsed, 1)} s: #{run.sent} events, #{round(run.sent / max(elapsed, 0.001))}/s, state ~#{mb(bytes)} (measured in #{ms(us)})"
+        )
+
+        loop(guild, model, %{
+          run
+          | memory: [us | run.memory],
+            next_report: run.next_report + 1_000_000
+        })
 
       true ->
         # At most one tick's worth per call, so that a guild slower than the rate keeps
         # the driver checking its deadline.
-        due = min(trunc((now - run.start) / 1.0e6 * run.rate) - run.sent, max(div(run.rate * @tick_ms, 1000), 1))
+        due =
+          min(
+            trunc((now - run.start) / 1.0e6 * run.rate) - run.sent,
+            max(div(run.rate * @tick_ms, 1000), 1)
+          )
 
         if due > 0 do
           {events, model} = Enum.map_reduce(1..due, model, fn _, m -> next_event(m) end)
@@ -244,11 +290,15 @@ defmodule GuildKit.Examples.Demo do
       9 ->
         id = user_id(model.next_id)
         event = {:join, id, name(), []}
-        {event, %{model | next_id: model.next_id + 1, status: Map.put(model.status, id, :offline)}}
+
+        {event,
+         %{model | next_id: model.next_id + 1, status: Map.put(model.status, id, :offline)}}
 
       10 ->
         id = random_member(model)
-        {{:leave, id}, %{model | left: MapSet.put(model.left, id), status: Map.delete(model.status, id)}}
+
+        {{:leave, id},
+         %{model | left: MapSet.put(model.left, id), status: Map.delete(model.status, id)}}
     end
   end
 
@@ -261,28 +311,22 @@ defmodule GuildKit.Examples.Demo do
   ## Figures
 
   defp read_timings(timings, last_seq) do
-    for seq <- 1..max(last_seq, 1), ns = :atomics.get(timings, rem(seq, @slots) + 1), ns > 0, do: ns
+    for seq <- 1..max(last_seq, 1),
+        ns = :atomics.get(timings, rem(seq, @slots) + 1),
+        ns > 0,
+        do: ns
   end
 
-  # Waits (at most 30 s) until every active session has seen the last event.
-  defp drain(groups, last_seq) do
-    deadline = System.monotonic_time(:millisecond) + 30_000
-    drain_until(groups, last_seq, deadline)
-  end
+  # Waits until the last event has reached the sessions (a session of some node has
+  # recorded it), checking every 100 ms, 300 times at most; true when it has.
+  defp drain(groups, last_seq, checks \\ 300) do
+    arrived? = slowest_per_event(groups, [last_seq]) != []
 
-  defp drain_until(groups, last_seq, deadline) do
-    slowest = slowest_per_event(groups, [last_seq])
-
-    cond do
-      slowest != [] ->
-        true
-
-      System.monotonic_time(:millisecond) > deadline ->
-        false
-
-      true ->
-        Process.sleep(100)
-        drain_until(groups, last_seq, deadline)
+    if arrived? or checks == 1 do
+      arrived?
+    else
+      Process.sleep(100)
+      drain(groups, last_seq, checks - 1)
     end
   end
 
@@ -293,14 +337,16 @@ defmodule GuildKit.Examples.Demo do
   # For each event, the longest any active session took to receive it, over all nodes.
   defp slowest_per_event(groups, seqs) do
     groups
-    |> Enum.flat_map(fn %{node: node, stats: stats} -> :erpc.call(node, Session.Stats, :slowest, [stats, seqs], :infinity) end)
+    |> Enum.flat_map(fn %{node: node, stats: stats} ->
+      :erpc.call(node, Session.Stats, :slowest, [stats, seqs], :infinity)
+    end)
     |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
     |> Enum.map(fn {seq, times} -> {seq, Enum.max(times)} end)
   end
 
   defp measure_memory(guild, :guild_kit) do
     {estimate_us, {:ok, estimate}} = :timer.tc(fn -> Guild.memory(guild) end)
-    {exact_us, exact} = :timer.tc(fn -> exact_bytes(guild) end)
+    {exact_us, {:ok, exact}} = :timer.tc(fn -> exact_bytes(guild) end)
     %{estimate: estimate, estimate_us: estimate_us, exact: exact, exact_us: exact_us}
   end
 
@@ -310,12 +356,14 @@ defmodule GuildKit.Examples.Demo do
   end
 
   # The exact size the way an OTP-only guild gets it: copy the state out, size the copy.
-  defp exact_bytes(guild), do: :erts_debug.flat_size(:sys.get_state(guild, :infinity)) * :erlang.system_info(:wordsize)
+  defp exact_bytes(guild), do: OtpToolkit.memory(guild, [])
 
   # The sidebar copies that active sessions built from the ops must equal the guild's
   # rows. A sample of 100 sessions is checked.
   defp check_replicas(guild, groups) do
-    active = for %{sessions: sessions} <- groups, {pid, window} <- sessions, window, do: {pid, window}
+    active =
+      for %{sessions: sessions} <- groups, {pid, window} <- sessions, window, do: {pid, window}
+
     sample = Enum.take_random(active, 100)
 
     matching =
@@ -331,7 +379,7 @@ defmodule GuildKit.Examples.Demo do
   defp start_stall_monitor do
     parent = self()
     pid = spawn_link(fn -> stall_loop(parent, []) end)
-    :erlang.system_monitor(pid, [{:long_schedule, @stall_ms}])
+    _ = :erlang.system_monitor(pid, [{:long_schedule, @stall_ms}])
     pid
   end
 
@@ -343,7 +391,7 @@ defmodule GuildKit.Examples.Demo do
   end
 
   defp stop_stall_monitor(monitor, guild) do
-    :erlang.system_monitor(:undefined)
+    _ = :erlang.system_monitor(:undefined)
     send(monitor, {:stop, self()})
 
     receive do
@@ -380,8 +428,14 @@ defmodule GuildKit.Examples.Demo do
 
   @doc false
   def say(message) do
-    elapsed = System.monotonic_time(:millisecond) - (Process.get(:demo_started) || System.monotonic_time(:millisecond))
-    IO.puts(:stderr, "[#{String.pad_leading(Float.to_string(Float.round(elapsed / 1000, 1)), 6)} s] " <> message)
+    elapsed =
+      System.monotonic_time(:millisecond) -
+        (Process.get(:demo_started) || System.monotonic_time(:millisecond))
+
+    IO.puts(
+      :stderr,
+      "[#{String.pad_leading(Float.to_string(Float.round(elapsed / 1000, 1)), 6)} s] " <> message
+    )
   end
 
   defp ms(us), do: "#{Float.round(us / 1000, 2)} ms"

@@ -3,8 +3,11 @@ defmodule GuildKit.Examples.Guild do
   A guild: one GenServer that owns a community's members, its member sidebar and its
   connected sessions, written as the reference integration of GuildKit.
 
-  Copy what you need. The places where GuildKit does the heavy lifting are marked
-  `GuildKit:` below:
+  Copy what you need. This module keeps the members and turns each change into an
+  event; the sidebar and the sessions belong to a toolkit, a module implementing
+  `GuildKit.Examples.Guild.Toolkit`. The GuildKit one,
+  `GuildKit.Examples.Guild.GuildKitToolkit` (the default), is where GuildKit does the
+  heavy lifting:
 
     * the member sidebar is a `GuildKit.MemberList`: groups are the hoisted roles in
       order, then `:online`, then `:offline`; every presence or role change moves a
@@ -20,9 +23,10 @@ defmodule GuildKit.Examples.Guild do
   event and the ops for their window.
 
   The `toolkit: :otp` option runs the same guild on plain OTP, as it would be written
-  without GuildKit: a `:gb_sets` sidebar whose indexes are found by walking it, windows
-  re-sent whole (a SYNC) when they change, a `send/2` loop, and
-  `:erts_debug.flat_size/1` on a copy of the state. The demo compares the two.
+  without GuildKit (`GuildKit.Examples.Guild.OtpToolkit`): a `:gb_sets` sidebar whose
+  indexes are found by walking it, windows re-sent whole (a SYNC) when they change, a
+  `send/2` loop, and `:erts_debug.flat_size/1` on a copy of the state. The demo
+  compares the two.
 
   ## Messages to sessions
 
@@ -35,7 +39,12 @@ defmodule GuildKit.Examples.Guild do
   """
   use GenServer
 
-  alias GuildKit.{Fanout, MemberList, MemoryEstimator}
+  # child_spec/1 comes from `use GenServer`: `{GuildKit.Examples.Guild, opts}` in a
+  # supervisor starts `start_link(opts)`.
+  @spec child_spec(keyword()) :: Supervisor.child_spec()
+
+  alias GuildKit.Examples.Guild.{GuildKitToolkit, OtpToolkit}
+  alias GuildKit.MemberList
 
   @typedoc "A change to the guild, as published to active sessions."
   @type event ::
@@ -44,12 +53,16 @@ defmodule GuildKit.Examples.Guild do
           | {:presence, user_id(), :online | :offline}
           | {:roles, user_id(), [role()]}
 
+  @typedoc "A user's id: any term."
   @type user_id :: term()
+  @typedoc "A role: any term."
   @type role :: term()
   @typedoc "A member as the guild keeps it."
   @type member :: %{name: String.t(), roles: [role()], status: :online | :offline}
 
-  defstruct [:id, :toolkit, :hoisted, :sidebar, :timings, members: %{}, watchers: %{}, sessions: %{}, seq: 0]
+  @toolkits %{guild_kit: GuildKitToolkit, otp: OtpToolkit}
+
+  defstruct [:toolkit, :toolkit_state, :hoisted, :timings, members: %{}, seq: 0]
 
   ## Client API
 
@@ -69,19 +82,31 @@ defmodule GuildKit.Examples.Guild do
   """
   @spec start_link(keyword()) :: GenServer.on_start()
   def start_link(opts \\ []) do
-    opts = Keyword.validate!(opts, [:id, :name, :timings, members: [], hoisted_roles: [], toolkit: :guild_kit])
+    opts =
+      Keyword.validate!(opts, [
+        :id,
+        :name,
+        :timings,
+        members: [],
+        hoisted_roles: [],
+        toolkit: :guild_kit
+      ])
 
-    unless opts[:toolkit] in [:guild_kit, :otp] do
-      raise ArgumentError, "expected :toolkit to be :guild_kit or :otp, got: #{inspect(opts[:toolkit])}"
-    end
+    toolkit =
+      Map.get_lazy(@toolkits, opts[:toolkit], fn ->
+        raise ArgumentError,
+              "expected :toolkit to be one of #{inspect(Map.keys(@toolkits))}, " <>
+                "got: #{inspect(opts[:toolkit])}"
+      end)
 
     gen_opts = if opts[:name], do: [name: opts[:name]], else: []
-    GenServer.start_link(__MODULE__, opts, gen_opts)
+    GenServer.start_link(__MODULE__, Keyword.put(opts, :toolkit, toolkit), gen_opts)
   end
 
   @doc "A user joins the guild, offline, with `roles`."
   @spec join(GenServer.server(), user_id(), String.t(), [role()]) :: :ok
-  def join(guild, user_id, name, roles \\ []), do: apply_events(guild, [{:join, user_id, name, roles}])
+  def join(guild, user_id, name, roles \\ []),
+    do: apply_events(guild, [{:join, user_id, name, roles}])
 
   @doc "A user leaves the guild."
   @spec leave(GenServer.server(), user_id()) :: :ok
@@ -116,61 +141,60 @@ defmodule GuildKit.Examples.Guild do
   def rows(guild, first, last), do: GenServer.call(guild, {:rows, first, last}, :infinity)
 
   @doc """
-  The size in bytes of the guild's state. With the GuildKit toolkit, an estimate made
-  inside the guild by `GuildKit.MemoryEstimator.process/2` (options are passed on);
-  with `:otp`, `:erts_debug.flat_size/1` of a copy fetched by `:sys.get_state/1`.
+  The size in bytes of the guild's state, as its toolkit measures it: with GuildKit, an
+  estimate made inside the guild by `GuildKit.MemoryEstimator.process/2` (options are
+  passed on); with `:otp`, `:erts_debug.flat_size/1` of a copy fetched by
+  `:sys.get_state/1`.
   """
   @spec memory(GenServer.server(), keyword()) :: {:ok, non_neg_integer()} | {:error, term()}
   def memory(guild, opts \\ []) do
-    case GenServer.call(guild, :toolkit) do
-      :guild_kit ->
-        # GuildKit: measured in place, in microseconds, without copying the state out.
-        # The first entry of the breakdown is the whole state.
-        with {:ok, [{[], total} | _]} <- MemoryEstimator.process(guild, Keyword.put(opts, :depth, 0)) do
-          {:ok, total.bytes}
-        end
-
-      :otp ->
-        {:ok, :erts_debug.flat_size(:sys.get_state(guild, :infinity)) * :erlang.system_info(:wordsize)}
-    end
+    toolkit = GenServer.call(guild, :toolkit)
+    toolkit.memory(guild, opts)
   end
 
   ## Server
 
   @impl GenServer
   def init(opts) do
+    toolkit = opts[:toolkit]
     hoisted = opts[:hoisted_roles]
-    groups = hoisted ++ [:online, :offline]
     members = Map.new(opts[:members])
+    placed = for {id, member} <- members, do: {id, placement(hoisted, member)}
+    toolkit_state = toolkit.new(opts[:id] || self(), hoisted ++ [:online, :offline], placed)
 
-    state = %__MODULE__{
-      id: opts[:id] || self(),
-      toolkit: opts[:toolkit],
-      hoisted: hoisted,
-      members: members,
-      timings: opts[:timings]
-    }
-
-    {:ok, %{state | sidebar: new_sidebar(state, groups, members)}}
+    {:ok,
+     %__MODULE__{
+       toolkit: toolkit,
+       toolkit_state: toolkit_state,
+       hoisted: hoisted,
+       members: members,
+       timings: opts[:timings]
+     }}
   end
 
   @impl GenServer
-  def handle_call({:events, events}, _from, state), do: {:reply, :ok, Enum.reduce(events, state, &apply_event/2)}
+  def handle_call({:events, events}, _from, state),
+    do: {:reply, :ok, Enum.reduce(events, state, &apply_event/2)}
 
-  def handle_call({:connect, user_id, session, watch}, _from, state) do
-    Process.monitor(session)
-    {rows, state} = subscribe(state, session, watch)
-    {:reply, {:ok, rows}, %{state | sessions: Map.put(state.sessions, session, {user_id, watch})}}
+  def handle_call({:connect, user_id, session, window}, _from, state) do
+    member = Map.get(state.members, user_id)
+
+    {rows, toolkit_state} =
+      state.toolkit.connect(state.toolkit_state, session, user_id, member, window)
+
+    {:reply, {:ok, rows}, %{state | toolkit_state: toolkit_state}}
   end
 
-  def handle_call({:rows, first, last}, _from, state), do: {:reply, sidebar_rows(state, first, last), state}
+  def handle_call({:rows, first, last}, _from, state),
+    do: {:reply, state.toolkit.rows(state.toolkit_state, first, last), state}
+
   def handle_call(:toolkit, _from, state), do: {:reply, state.toolkit, state}
 
   @impl GenServer
-  def handle_info({:DOWN, _ref, :process, session, _reason}, state) do
-    case Map.pop(state.sessions, session) do
-      {nil, _} -> {:noreply, state}
-      {{_user_id, watch}, sessions} -> {:noreply, unsubscribe(%{state | sessions: sessions}, session, watch)}
+  def handle_info(message, state) do
+    case state.toolkit.handle_info(message, state.toolkit_state) do
+      {:ok, toolkit_state} -> {:noreply, %{state | toolkit_state: toolkit_state}}
+      :ignore -> {:noreply, state}
     end
   end
 
@@ -179,14 +203,16 @@ defmodule GuildKit.Examples.Guild do
   defp apply_event(event, state) do
     seq = state.seq + 1
     user_id = elem(event, 1)
-    before = Map.get(state.members, user_id)
+    from = placement(state.hoisted, Map.get(state.members, user_id))
     members = update_members(state.members, event)
+    to = placement(state.hoisted, Map.get(members, user_id))
+
     started = System.monotonic_time(:nanosecond)
-    {ops, sidebar} = move(state, user_id, placement(state, before), placement(state, members[user_id]))
+    {ops, toolkit_state} = move(state.toolkit, state.toolkit_state, user_id, from, to)
     record_timing(state.timings, seq, System.monotonic_time(:nanosecond) - started)
-    state = %{state | members: members, sidebar: sidebar, seq: seq}
-    publish(state, seq, event, ops)
-    state
+
+    toolkit_state = state.toolkit.publish(toolkit_state, seq, event, ops)
+    %{state | members: members, toolkit_state: toolkit_state, seq: seq}
   end
 
   defp update_members(members, {:join, user_id, name, roles}),
@@ -202,153 +228,21 @@ defmodule GuildKit.Examples.Guild do
 
   # Where a member sits in the sidebar: offline members in :offline, online members
   # under their first hoisted role, else in :online; sorted by name.
-  defp placement(_state, nil), do: nil
-  defp placement(_state, %{status: :offline, name: name}), do: {:offline, name}
-  defp placement(state, %{roles: roles, name: name}), do: {Enum.find(state.hoisted, :online, &(&1 in roles)), name}
+  defp placement(_hoisted, nil), do: nil
+  defp placement(_hoisted, %{status: :offline, name: name}), do: {:offline, name}
 
-  ## The sidebar
+  defp placement(hoisted, %{roles: roles, name: name}),
+    do: {Enum.find(hoisted, :online, &(&1 in roles)), name}
 
-  defp new_sidebar(%{toolkit: :guild_kit} = state, groups, members) do
-    # GuildKit: the whole sidebar, with window ops, in one native structure.
-    sidebar = MemberList.new(groups: groups)
+  # A change that leaves the member where it sits (a role that is not hoisted, a
+  # presence it already had) costs the toolkit nothing.
+  defp move(_toolkit, toolkit_state, _user_id, same, same), do: {[], toolkit_state}
 
-    for {id, member} <- members do
-      {group, name} = placement(state, member)
-      MemberList.put(sidebar, id, group, name)
-    end
-
-    sidebar
-  end
-
-  defp new_sidebar(%{toolkit: :otp} = state, groups, members) do
-    positions = Map.new(Enum.with_index(groups))
-
-    keys =
-      for {id, member} <- members do
-        {group, name} = placement(state, member)
-        {Map.fetch!(positions, group), name, id}
-      end
-
-    counts = Enum.frequencies_by(keys, &elem(&1, 0))
-    %{set: :gb_sets.from_list(keys), positions: positions, groups: List.to_tuple(groups), counts: counts}
-  end
-
-  defp move(state, _user_id, same, same), do: {[], state.sidebar}
-  defp move(state, user_id, from, to), do: move_member(state, user_id, from, to)
-
-  # GuildKit: one call moves the member and returns the ops for every watched window.
-  defp move_member(%{toolkit: :guild_kit} = state, user_id, _from, nil),
-    do: {MemberList.remove(state.sidebar, user_id), state.sidebar}
-
-  defp move_member(%{toolkit: :guild_kit} = state, user_id, _from, {group, name}),
-    do: {MemberList.put(state.sidebar, user_id, group, name), state.sidebar}
-
-  # Without MemberList: find the old and new index by walking the sorted members, and
-  # re-send every watched window between them whole.
-  defp move_member(%{toolkit: :otp, sidebar: sidebar} = state, user_id, from, to) do
-    old_row = from && otp_row(sidebar, otp_key(sidebar, user_id, from))
-    sidebar = if from, do: otp_delete(sidebar, otp_key(sidebar, user_id, from)), else: sidebar
-    sidebar = if to, do: otp_add(sidebar, otp_key(sidebar, user_id, to)), else: sidebar
-    new_row = to && otp_row(sidebar, otp_key(sidebar, user_id, to))
-    rows = Enum.reject([old_row, new_row], &is_nil/1)
-    {low, high} = {Enum.min(rows), if(from && to, do: Enum.max(rows), else: :infinity)}
-
-    syncs =
-      for {first, last} = range <- Map.keys(state.watchers), first <= high and last >= low do
-        {range, [{:sync, otp_window(sidebar, range)}]}
-      end
-
-    {syncs, sidebar}
-  end
-
-  defp otp_key(sidebar, user_id, {group, name}), do: {Map.fetch!(sidebar.positions, group), name, user_id}
-
-  defp otp_add(sidebar, {position, _, _} = key),
-    do: %{sidebar | set: :gb_sets.add(key, sidebar.set), counts: Map.update(sidebar.counts, position, 1, &(&1 + 1))}
-
-  defp otp_delete(sidebar, {position, _, _} = key) do
-    counts = Map.update!(sidebar.counts, position, &(&1 - 1))
-    counts = if counts[position] == 0, do: Map.delete(counts, position), else: counts
-    %{sidebar | set: :gb_sets.delete(key, sidebar.set), counts: counts}
-  end
-
-  # A member's row: its rank, found by walking the set, plus a header for each
-  # non-empty group up to its own.
-  defp otp_row(sidebar, {position, _, _} = key) do
-    headers = Enum.count(sidebar.counts, fn {p, _} -> p <= position end)
-    otp_rank(:gb_sets.iterator(sidebar.set), key, 0) + headers
-  end
-
-  defp otp_rank(iterator, key, rank) do
-    case :gb_sets.next(iterator) do
-      {^key, _} -> rank
-      {_, iterator} -> otp_rank(iterator, key, rank + 1)
-    end
-  end
-
-  defp otp_window(sidebar, {first, last}) do
-    sidebar.set
-    |> :gb_sets.iterator()
-    |> Stream.unfold(fn iterator ->
-      case :gb_sets.next(iterator) do
-        :none -> nil
-        next -> next
-      end
-    end)
-    |> Stream.transform(nil, fn {position, _, id}, current ->
-      member = {:member, id}
-      if position == current, do: {[member], current}, else: {[{:group, elem(sidebar.groups, position)}, member], position}
-    end)
-    |> Stream.drop(first)
-    |> Enum.take(last - first + 1)
-  end
-
-  defp sidebar_rows(%{toolkit: :guild_kit} = state, first, last), do: MemberList.rows(state.sidebar, first, last)
-  defp sidebar_rows(%{toolkit: :otp} = state, first, last), do: otp_window(state.sidebar, {first, last})
-
-  ## Sessions
-
-  defp subscribe(state, _session, nil), do: {[], state}
-
-  defp subscribe(state, session, range) do
-    rows =
-      case state.toolkit do
-        :guild_kit -> MemberList.watch(state.sidebar, range)
-        :otp -> otp_window(state.sidebar, range)
-      end
-
-    {rows, %{state | watchers: Map.update(state.watchers, range, [session], &[session | &1])}}
-  end
-
-  defp unsubscribe(state, _session, nil), do: state
-
-  defp unsubscribe(state, session, range) do
-    if state.toolkit == :guild_kit, do: MemberList.unwatch(state.sidebar, range)
-
-    watchers =
-      case List.delete(Map.fetch!(state.watchers, range), session) do
-        [] -> Map.delete(state.watchers, range)
-        rest -> Map.put(state.watchers, range, rest)
-      end
-
-    %{state | watchers: watchers}
-  end
-
-  defp publish(state, seq, event, ops) do
-    sent_at = :os.perf_counter(:nanosecond)
-
-    for {range, range_ops} <- ops do
-      fan_out(state, Map.get(state.watchers, range, []), {:member_list_ops, state.id, seq, range, range_ops})
-    end
-
-    active = state.watchers |> Map.values() |> List.flatten()
-    fan_out(state, active, {:guild_event, state.id, seq, sent_at, event})
-  end
-
-  # GuildKit: one call, one message per node; the guild is not blocked by the sends.
-  defp fan_out(%{toolkit: :guild_kit}, sessions, message), do: Fanout.send(sessions, message)
-  defp fan_out(%{toolkit: :otp}, sessions, message), do: Enum.each(sessions, &send(&1, message))
+  defp move(toolkit, toolkit_state, user_id, from, to),
+    do: toolkit.move(toolkit_state, user_id, from, to)
 
   defp record_timing(nil, _seq, _ns), do: :ok
-  defp record_timing(timings, seq, ns), do: :atomics.put(timings, rem(seq, :atomics.info(timings).size) + 1, ns)
+
+  defp record_timing(timings, seq, ns),
+    do: :atomics.put(timings, rem(seq, :atomics.info(timings).size) + 1, ns)
 end

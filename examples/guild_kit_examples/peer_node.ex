@@ -30,14 +30,16 @@ defmodule GuildKit.Examples.PeerNode do
   """
   @spec ensure_distributed!() :: node()
   def ensure_distributed! do
-    unless Node.alive?() do
-      # A no-op when epmd already runs.
-      {_, 0} = System.cmd("epmd", ["-daemon"])
-      name = :"guild_kit_#{System.pid()}@127.0.0.1"
-      {:ok, _} = :net_kernel.start([name, :longnames])
-    end
-
+    unless Node.alive?(), do: start_distribution()
     node()
+  end
+
+  defp start_distribution do
+    # A no-op when epmd already runs.
+    {_, 0} = System.cmd("epmd", ["-daemon"])
+    name = :"guild_kit_#{System.pid()}@127.0.0.1"
+    {:ok, _} = :net_kernel.start([name, :longnames])
+    :ok
   end
 
   @doc """

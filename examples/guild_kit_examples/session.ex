@@ -11,7 +11,9 @@ defmodule GuildKit.Examples.Session do
   A passive session is connected but gets nothing, like a user who is not looking at
   the guild.
   """
-  use GenServer
+  # Not `use GenServer`: a session is started unlinked by `start/3`, never under a
+  # supervisor, so it has no child_spec/1.
+  @behaviour GenServer
 
   alias GuildKit.Examples.Guild
   alias GuildKit.Examples.Session.Stats
@@ -40,7 +42,17 @@ defmodule GuildKit.Examples.Session do
   @impl GenServer
   def init({guild, user_id, opts}) do
     {:ok, rows} = Guild.connect(guild, user_id, self(), watch: opts[:watch])
-    {:ok, %{window: opts[:watch], rows: rows, stats: opts[:stats], first_seq: nil, last_seq: nil, events: 0, gaps: 0}}
+
+    {:ok,
+     %{
+       window: opts[:watch],
+       rows: rows,
+       stats: opts[:stats],
+       first_seq: nil,
+       last_seq: nil,
+       events: 0,
+       gaps: 0
+     }}
   end
 
   @impl GenServer
@@ -58,7 +70,13 @@ defmodule GuildKit.Examples.Session do
     gap = if state.last_seq && seq != state.last_seq + 1, do: 1, else: 0
 
     {:noreply,
-     %{state | first_seq: state.first_seq || seq, last_seq: seq, events: state.events + 1, gaps: state.gaps + gap}}
+     %{
+       state
+       | first_seq: state.first_seq || seq,
+         last_seq: seq,
+         events: state.events + 1,
+         gaps: state.gaps + gap
+     }}
   end
 
   # The client rule of GuildKit.MemberList: keep exactly the window's rows, apply ops in
@@ -66,7 +84,9 @@ defmodule GuildKit.Examples.Session do
   defp apply_op({:insert, index, row}, rows, {first, last}),
     do: rows |> List.insert_at(index - first, row) |> Enum.take(last - first + 1)
 
-  defp apply_op({:update, index, row}, rows, {first, _}), do: List.replace_at(rows, index - first, row)
+  defp apply_op({:update, index, row}, rows, {first, _}),
+    do: List.replace_at(rows, index - first, row)
+
   defp apply_op({:delete, index}, rows, {first, _}), do: List.delete_at(rows, index - first)
   # The plain-OTP guild re-sends whole windows.
   defp apply_op({:sync, rows}, _rows, _range), do: rows
@@ -86,7 +106,8 @@ defmodule GuildKit.Examples.Session do
 
     @doc "A table for the last `size` events."
     @spec new(pos_integer()) :: t()
-    def new(size \\ 1_000_000), do: %__MODULE__{latest: :atomics.new(size, signed: false), size: size}
+    def new(size \\ 1_000_000),
+      do: %__MODULE__{latest: :atomics.new(size, signed: false), size: size}
 
     @doc "Records that a session received event `seq` after `ns` nanoseconds."
     @spec record(t(), pos_integer(), integer()) :: :ok

@@ -1,12 +1,14 @@
 defmodule GuildKit.MemoryEstimator do
   @moduledoc """
-  The memory a term takes, in microseconds even for a million entries, and the memory
-  of a live process's state, measured inside the process without copying it out.
+  The memory a term takes, sampled in time independent of the size of its large
+  collections, and the memory of a live process's state, measured inside the process
+  without copying it out.
 
   `:erts_debug.flat_size/1` walks every word of a term on a normal scheduler, and
-  `:sys.get_state/1` first copies the whole state to the caller. A guild state of a
-  million members takes tens to hundreds of milliseconds either way. This module walks
-  terms in Rust, samples large collections, and runs `process/2` inside the target.
+  `:sys.get_state/1` first copies the whole state to the caller, so both take time in
+  proportion to the state and hold a scheduler meanwhile. This module walks terms in
+  Rust, samples large collections, moves long walks to dirty schedulers, and runs
+  `process/2` inside the target.
 
       iex> estimate = GuildKit.MemoryEstimator.exact({:member, 42, "nick", [1, 2]})
       iex> {estimate.words, estimate.words == :erts_debug.flat_size({:member, 42, "nick", [1, 2]})}
@@ -34,68 +36,56 @@ defmodule GuildKit.MemoryEstimator do
       collections cost `:samples` × 32 visits rather than `:samples`².
 
   The estimate is unbiased, and its error shrinks as 1/√samples with the spread of
-  element sizes: at the default, the 95th percentile of the error against
-  `:erts_debug.flat_size/1` was under 2% on maps, lists and tuples of same-shaped
-  elements (structs of varying contents), about 1.5% on a realistic guild state and
-  5-10% on elements of wildly mixed shapes (see `bench/RESULTS.md`). Raise `:samples`
-  for more accuracy; time grows in proportion.
+  element sizes. At the default, the test suite holds the 95th percentile of the error
+  against `:erts_debug.flat_size/1` under 2% on maps, lists and tuples of same-shaped
+  elements (structs of varying contents), under 5% on a realistic guild state and under
+  15% on elements of wildly mixed shapes (figures in `bench/RESULTS.md`). Raise
+  `:samples` for more accuracy; time grows in proportion.
 
   Collections no larger than `:samples` are walked whole, so a term whose collections
   are all that small gets its exact size (`exact?: true`). With the same `:seed` the
   same term always gives the same estimate.
 
-  ## Exactness and its limits
+  ## Exactness
 
-  `exact/1` walks everything and equals `:erts_debug.flat_size/1`, large maps included:
-  their trie is rebuilt from the keys' hashes (`enif_hash` with OTP's map salts). A NIF
-  cannot see everything `flat_size` sees, and where it cannot, the difference is
-  bounded:
-
-    * **Binaries.** Where `enif_inspect_binary` finds a binary's bytes tells a heap
-      binary (`2 + ceil(bytes / 8)` words; its bytes follow its two header words in the
-      object the term points to) from a refcounted one or a sub-binary of one (6 words,
-      as `flat_size` counts them at any length; small results of `<>` and small
-      binaries received in messages are such). Two rare kinds look like the latter: a
-      sub-binary at a bit offset (counted 6 instead of 11: 5 words off), and a
-      sub-binary of a small heap binary (counted 6 instead of `2 + ceil(bytes / 8)`: at
-      most 4 words off; OTP 25 copies such small slices into heap binaries, so none
-      was seen in testing).
-    * **Bitstrings that are not whole bytes** (`<<1::3>>`): read through their external
-      format. Up to 64 bytes, the binary under them may be a heap or a refcounted one;
-      they count as heap, at most 4 words off.
-    * **References.** A local reference counts 3 words and another node's 5 (told apart
-      by node name and creation). An alias (`:erlang.alias/0`, and the references
-      `GenServer.call/3` makes) takes 4 words but looks like any local reference: 1 word
-      off each.
-    * **Funs** count `5 + captured variables` words plus the variables' own sizes,
-      read by rebuilding the variables from the fun's external format in a scratch
-      environment (never on the caller's heap). A captured binary is rebuilt fresh, so
-      the binary bound above applies to it.
-    * Pids and ports take 0 words when local and 4 when remote; `enif_get_local_pid`
-      tells which.
+  `exact/1` walks everything and equals `:erts_debug.flat_size/1`, as does any
+  estimate with `exact?: true`. Every term is read where it lies, in constant time,
+  copying nothing: the header of each boxed object (which gives the size of bignums,
+  floats, references, aliases, heap and refcounted binaries, and other nodes' pids,
+  ports and references), the captured variables of funs and the creator pid they keep,
+  the bit offset and parent of sub-binaries and bitstrings. Large maps get their exact
+  trie, rebuilt from their keys' hashes (`enif_hash` with OTP's map salts).
 
   `off_heap_binary_bytes` counts each off-heap binary at its own length, once per
   occurrence (as `flat_size` counts shared terms); a sub-binary keeps its whole parent
   alive, which can be more.
 
+  ## Supported releases
+
+  The model follows the object layouts of 64-bit OTP 25. On first use it checks
+  itself, once per VM: the layout of funs and sub-binaries on probe terms of known
+  contents, the sizes against `:erts_debug.flat_size/1` on a fixed corpus of every kind
+  of term, and, on the first `process/2`, the `:sys` reply it relies on, on a probe
+  process. On a release where a check fails, nothing breaks and nothing reads past an
+  object's header: sizes are reported with `exact?: false` (funs without their captured
+  variables, sub-binaries as the most common kind), and `process/2` returns
+  `{:error, :unsupported}` without sending anything to the target.
+
   ## Scheduling
 
-  Nothing here holds a normal scheduler for more than about half a millisecond. Each
-  call first runs on the calling scheduler with a work budget (about 10,000 subterms,
-  and 0.4 ms by the clock); a term that needs more (a list longer than 16,384 cells,
-  a big exact walk) or that can only be read by encoding it (funs, bignums over 4 KiB,
-  bitstrings that are not whole bytes) is handed to a dirty CPU scheduler, which
-  starts again from the top with the same seed and so gives the same answer. One
-  exception no budget can cut short: `enif_inspect_binary` copies a binary that sits
-  at a bit offset (a slice made by bit-level matching) in one call: 0.77 ms for a
-  1 MB slice, measured on the project machine, so one of a megabyte or more holds the
-  scheduler for about a millisecond. Other binaries, however large, are read in O(1).
-
-  Reading a binary (`enif_inspect_binary`) makes a writable binary that is still being
-  appended to read-only, as any NIF reading it does: the next append copies it once.
+  No call holds a normal scheduler for more than about half a millisecond, on any
+  input. Each call first runs on the calling scheduler with a work budget (about 20,000
+  subterms, and 0.4 ms by the clock); a term that needs more is handed to a dirty CPU
+  scheduler, which starts again from the top with the same seed and so gives the same
+  answer. Reading a term costs the same whatever its payload: a 100 MB binary, a binary
+  at a bit offset, a bignum or a fun capturing a large state is one step. The only work
+  that grows with payload bytes, hashing the keys of a large map walked whole, is
+  budgeted by those bytes. The walk's memory grows with the nesting of the term, never
+  with the size of binaries in it, and the results are small: at most 1,000 fields for
+  `breakdown/2` and `process/2`.
   """
 
-  alias GuildKit.MemoryEstimator.Estimate
+  alias GuildKit.MemoryEstimator.{Estimate, Model}
   alias GuildKit.Native
 
   @default_samples 200
@@ -110,11 +100,16 @@ defmodule GuildKit.MemoryEstimator do
   # OTP stores maps of up to 32 keys flat: a header, size, key-tuple pointer, one slot
   # per value, and the key tuple (header plus one slot per key).
   @small_map_limit 32
+  # Bounds of breakdown/2: fields listed, and keys in all their paths.
+  @max_fields 1_000
+  @max_path_keys 10_000
+  # Thrown when a measurement inside a process passes its deadline.
+  @expired {__MODULE__, :expired}
 
   @typedoc "The path of a field from the root: map keys, outermost first."
   @type path :: [term()]
 
-  @typedoc "A process to measure: anything `GenServer.call/3` accepts."
+  @typedoc "A process to measure: a pid or a name, as `GenServer.call/3` takes them."
   @type server :: pid() | atom() | {atom(), node()} | {:global, term()} | {:via, module(), term()}
 
   @typedoc "Why `process/2` could not measure a process."
@@ -123,6 +118,7 @@ defmodule GuildKit.MemoryEstimator do
           | :timeout
           | :not_sys_process
           | :calling_self
+          | :unsupported
           | {:nodedown, node()}
           | {:estimate_failed, term()}
 
@@ -152,21 +148,21 @@ defmodule GuildKit.MemoryEstimator do
 
   ## Performance
 
-  O(k) per collection, where k is `:samples`, plus O(length) for the spine of each
-  list met. A million-entry map of small structs takes about 20 µs at the default, a
-  million-element list about 3 ms (see `bench/RESULTS.md`).
+  O(k) per collection met, where k is `:samples` (32 inside sampled elements), plus
+  O(length) for the spine of each list met: a map of a million entries costs as much
+  as one of a thousand.
   """
   @spec estimate(term(), keyword()) :: Estimate.t()
   def estimate(term, opts \\ []) do
     opts = validate!(opts, @estimate_options)
-    size(term, opts[:samples], opts[:seed])
+    size(term, opts[:samples], opts[:seed], :infinity)
   end
 
   @doc """
-  Returns the exact size of `term`, by a full walk (`exact?: true`).
+  Returns the exact size of `term`, by a full walk.
 
-  Equals `:erts_debug.flat_size/1` in `words`, within the bounds listed in the module
-  documentation.
+  Equals `:erts_debug.flat_size/1` in `words`, with `exact?: true` once the model is
+  verified on this VM (see "Supported releases" above).
 
   ## Examples
 
@@ -177,23 +173,34 @@ defmodule GuildKit.MemoryEstimator do
 
   ## Performance
 
-  O(n) in the number of subterms, plus O(k log k) for each map of k > 32 keys;
-  on a dirty CPU scheduler unless the term is small.
+  O(n) in the number of subterms, plus O(k log k) for each map of k > 32 keys, and
+  O(1) per binary, bignum or fun whatever it holds; on a dirty CPU scheduler unless the
+  term is small.
   """
   @spec exact(term()) :: Estimate.t()
   def exact(term) do
-    to_estimate(Native.memory_exact(term))
+    # First: on first use, the check enables the reading of funs and sub-binaries.
+    verified? = Model.sizes_verified?()
+    to_estimate(Native.memory_exact(term), verified?)
   end
 
   @doc """
   Breaks the size of `term` down by the fields of its maps and structs.
 
   Returns `{path, estimate}` pairs, largest first (by `bytes + off_heap_binary_bytes`,
-  ties by path). The first is always the whole term, at path `[]`. Maps and structs of
+  ties in breadth-first order). The first is always the whole term, at path `[]`. Maps and structs of
   up to 32 keys are broken down into their fields, down to `:depth` levels; larger maps
   are collections and are sized whole. A struct's `:__struct__` field is not listed.
   Each part adds up: a map's words are its own (2 per key plus 4) plus its keys' and
   fields' words.
+
+  ## Bounds
+
+  At most #{@max_fields} fields are listed, whose paths hold at most #{@max_path_keys}
+  keys in all, however deep the term and the `:depth`. Maps are broken down
+  breadth-first (shallower fields first), each one whole or not at all: a map whose
+  fields would pass either bound is sized whole instead. The whole term's size never
+  depends on the bounds.
 
   ## Options
 
@@ -214,32 +221,28 @@ defmodule GuildKit.MemoryEstimator do
 
   ## Performance
 
-  One `estimate/2` per field, each O(k) per collection: tens of microseconds for a
-  state of a million members.
+  One `estimate/2` per field and key listed, each O(k) per collection: at most
+  #{@max_fields} fields, whatever the size of the term. Sorting the fields takes
+  O(f log f) for f fields.
   """
   @spec breakdown(term(), keyword()) :: [{path(), Estimate.t()}]
   def breakdown(term, opts \\ []) do
     opts = validate!(opts, @breakdown_options)
-    {root, fields} = descend(term, [], opts[:depth], opts)
-
-    fields =
-      fields
-      |> Enum.filter(fn {_path, estimate} -> size_bytes(estimate) >= opts[:min_bytes] end)
-      |> Enum.sort_by(fn {path, estimate} -> {-size_bytes(estimate), path} end)
-
-    [{[], root} | fields]
+    fields(term, opts, :infinity)
   end
 
   @doc """
   Measures the state of a live process, inside that process, and returns
   `{:ok, breakdown}` with the result of `breakdown/2` on the state.
 
-  `server` is a pid or a name, as `GenServer.call/3` takes it. The process must handle
-  `:sys` system messages: a `GenServer`, `Agent`, `:gen_statem` (whose state is the
-  tuple `{state, data}`), `Supervisor`, or any `:proc_lib` special process. The
-  function runs inside it through `:sys.replace_state/3`, which never sees a new state:
-  the result leaves the process as an exception that `:sys` turns into its reply. So
-  the state is neither copied out nor changed, and the process goes on serving calls.
+  `server` is a pid or a name, as `GenServer.call/3` takes it: a pid, a registered
+  name, `{name, node}`, `{:global, name}` or `{:via, module, name}`. The process must
+  handle `:sys` system messages: a `GenServer`, `Agent`, `:gen_statem` (whose state is
+  the tuple `{state, data}`), `Supervisor`, or any `:proc_lib` special process,
+  hibernating or suspended with `:sys.suspend/1`. The function runs inside it through
+  `:sys.replace_state/3`, which never sees a new state: the result leaves the process
+  as an exception that `:sys` turns into its reply. So the state is neither copied out
+  nor changed, and the process goes on serving calls.
 
   ## Errors
 
@@ -248,20 +251,28 @@ defmodule GuildKit.MemoryEstimator do
       messages (a plain `spawn`, a `Task`, a process blocked in a call) or a
       `:gen_event` manager (which would send every handler's state back). Nothing is
       sent to it. A process handles `:sys` messages when a module on its stack
-      implements `system_continue/3`, or when it hibernates.
+      implements `system_continue/3`, or when it hibernates or is suspended.
     * `{:error, :timeout}` - no answer within `:timeout`. A late answer is dropped
-      (the call uses an alias), so no stray message reaches the caller, and the target
-      skips the measurement when it gets to the request after the deadline.
+      (the call uses an alias), so no stray message reaches the caller. The target
+      stops working on the measurement at the deadline too: it skips a request it gets
+      to late, and a measurement under way gives up within about a millisecond of the
+      deadline (on another node, the deadline counts from the request's arrival).
     * `{:error, :calling_self}` - `server` is the caller itself.
     * `{:error, {:nodedown, node}}` - the node of a remote process is down. Remote
       processes are not pre-checked: one that ignores `:sys` messages times out.
+    * `{:error, :unsupported}` - the `:sys` protocol did not behave as on OTP 25 when
+      checked on a probe process (see "Supported releases"); nothing is sent to
+      `server`.
     * `{:error, {:estimate_failed, reason}}` - the measurement raised inside the
       process (the process is unaffected).
+
+  Invalid options and servers raise `ArgumentError`, among them a `{:via, module,
+  name}` whose module does not export `whereis_name/1`.
 
   ## Options
 
   Those of `breakdown/2`, and `:timeout` in milliseconds, a non-negative integer
-  (default `#{@default_timeout}`). Invalid options and servers raise `ArgumentError`.
+  (default `#{@default_timeout}`).
 
   ## Examples
 
@@ -278,9 +289,8 @@ defmodule GuildKit.MemoryEstimator do
 
   ## Performance
 
-  One `:sys` round trip plus `breakdown/2` in the target: under 0.1 ms for a state of
-  ten million words, against about 300 ms to copy it out with `:sys.get_state/1` and
-  size the copy.
+  One `:sys` round trip plus `breakdown/2` in the target: the caller waits for a small
+  reply, and nothing the size of the state is copied.
   """
   @spec process(server(), keyword()) ::
           {:ok, [{path(), Estimate.t()}]} | {:error, process_error()}
@@ -289,7 +299,8 @@ defmodule GuildKit.MemoryEstimator do
     {timeout, breakdown_opts} = Keyword.pop!(opts, :timeout)
 
     with {:ok, target} <- resolve(server),
-         :ok <- check_sys_process(target) do
+         :ok <- check_sys_process(target),
+         :ok <- check_protocol() do
       measure_inside(target, breakdown_opts, timeout)
     end
   end
@@ -299,14 +310,20 @@ defmodule GuildKit.MemoryEstimator do
   # and copied into the reply.
   defp measure_inside(target, opts, timeout) do
     tag = make_ref()
-    deadline = if local?(target), do: System.monotonic_time(:millisecond) + timeout
+    # Monotonic clocks of two nodes differ: a remote target counts from the arrival.
+    deadline = if local?(target), do: now() + timeout * 1000
 
     measure = fn state ->
-      if deadline && System.monotonic_time(:millisecond) > deadline do
-        throw({tag, :expired})
-      end
+      deadline = deadline || now() + timeout * 1000
 
-      throw({tag, {:ok, breakdown(state, opts)}})
+      result =
+        try do
+          {:ok, fields(state, opts, deadline)}
+        catch
+          :throw, @expired -> :expired
+        end
+
+      throw({tag, result})
     end
 
     try do
@@ -322,11 +339,39 @@ defmodule GuildKit.MemoryEstimator do
       {:ok, {:error, {:callback_failed, _, {:throw, {^tag, {:ok, _} = result}}}}} ->
         result
 
+      {:ok, {:error, {:callback_failed, _, {:throw, {^tag, :expired}}}}} ->
+        {:error, :timeout}
+
       {:ok, {:error, {:callback_failed, _, {class, reason}}}} ->
         {:error, {:estimate_failed, {class, reason}}}
 
       {:ok, other} ->
         {:error, {:estimate_failed, {:unexpected_reply, other}}}
+    end
+  end
+
+  defp now, do: System.monotonic_time(:microsecond)
+
+  # The reply shape measure_inside matches is :sys's, checked once on a probe Agent
+  # whose state it must size exactly and leave unchanged.
+  defp check_protocol do
+    if Model.protocol_verified?(&protocol_holds?/0), do: :ok, else: {:error, :unsupported}
+  end
+
+  defp protocol_holds? do
+    state = %{probe: Enum.to_list(1..10)}
+    {:ok, probe} = Agent.start(fn -> state end)
+
+    try do
+      opts = Keyword.put(@breakdown_options, :depth, 0)
+      {:ok, [{[], estimate}]} = measure_inside(probe, opts, 5000)
+      estimate.words == :erts_debug.flat_size(state) and Agent.get(probe, & &1) == state
+    rescue
+      _ -> false
+    catch
+      :exit, _ -> false
+    after
+      Process.exit(probe, :kill)
     end
   end
 
@@ -344,7 +389,16 @@ defmodule GuildKit.MemoryEstimator do
   end
 
   defp resolve({:global, name}), do: whereis(:global.whereis_name(name))
-  defp resolve({:via, module, name}) when is_atom(module), do: whereis(module.whereis_name(name))
+
+  defp resolve({:via, module, name} = server) when is_atom(module) do
+    if Code.ensure_loaded?(module) and function_exported?(module, :whereis_name, 1) do
+      whereis(module.whereis_name(name))
+    else
+      raise ArgumentError,
+            "expected {:via, module, name} with a module that exports whereis_name/1, " <>
+              "got: #{inspect(server)}"
+    end
+  end
 
   defp resolve(other) do
     raise ArgumentError,
@@ -387,8 +441,10 @@ defmodule GuildKit.MemoryEstimator do
     end
   end
 
-  defp sys_process?(target, current_function: {:erlang, :hibernate, 3}, current_stacktrace: _) do
-    # A hibernating process shows no stack; proc_lib records what it runs.
+  # A hibernating process shows no stack, and a suspended one only :sys's loop, which
+  # answers system messages; proc_lib records what the process runs.
+  defp sys_process?(target, current_function: {module, function, _}, current_stacktrace: _)
+       when {module, function} in [{:erlang, :hibernate}, {:sys, :suspend_loop}] do
     case Process.info(target, :dictionary) do
       {:dictionary, dictionary} -> not match?({:gen_event, _, _}, dictionary[:"$initial_call"])
       nil -> false
@@ -405,45 +461,109 @@ defmodule GuildKit.MemoryEstimator do
     loop_modules != [] and :gen_event not in loop_modules
   end
 
-  # Sizes a term, or breaks a small map down into its fields.
-  defp descend(map, path, depth, opts)
-       when depth > 0 and is_map(map) and map_size(map) > 0 and map_size(map) <= @small_map_limit do
-    struct? = is_atom(Map.get(map, :__struct__))
+  # breakdown/2 with a deadline (a monotonic time in microseconds, or :infinity) past
+  # which it throws @expired.
+  defp fields(term, opts, deadline) do
+    [root | fields] =
+      term
+      |> plan(opts[:depth])
+      |> size_fields(opts, deadline)
 
-    parts =
-      for {key, value} <- :maps.to_list(map) do
-        {estimate, fields} = descend(value, path ++ [key], depth - 1, opts)
-        {key, size(key, opts[:samples], opts[:seed]), estimate, fields}
+    # Ties go in breadth-first order (by index): comparing paths could compare huge keys.
+    fields =
+      for {_index, path, estimate} <-
+            Enum.sort_by(fields, &{-size_bytes(elem(&1, 2)), elem(&1, 0)}),
+          size_bytes(estimate) >= opts[:min_bytes],
+          do: {path, estimate}
+
+    [root | fields]
+  end
+
+  # The fields to list, breadth-first from the root: {index, parent index, key, path
+  # reversed, value, listed?, :whole | {:map, size}}, deepest first. A small map is
+  # broken down only while the listed fields and their path keys stay within bounds.
+  defp plan(term, depth) do
+    root = {0, nil, nil, [], term, false, 0}
+    plan(:queue.from_list([root]), depth, {1, 0, 0}, [])
+  end
+
+  defp plan(queue, depth, {next, listed, keys} = counts, planned) do
+    case :queue.out(queue) do
+      {:empty, _} ->
+        planned
+
+      {{:value, {index, parent, key, path, value, listed?, level}}, queue} ->
+        size = if small_map?(value), do: map_size(value), else: 0
+
+        if size > 0 and level < depth and listed + size <= @max_fields and
+             keys + size * (level + 1) <= @max_path_keys do
+          struct? = is_atom(Map.get(value, :__struct__))
+
+          {queue, next} =
+            Enum.reduce(:maps.to_list(value), {queue, next}, fn {k, v}, {queue, next} ->
+              child =
+                {next, index, k, [k | path], v, not (struct? and k == :__struct__), level + 1}
+
+              {:queue.in(child, queue), next + 1}
+            end)
+
+          node = {index, parent, key, path, value, listed?, {:map, size}}
+          plan(queue, depth, {next, listed + size, keys + size * (level + 1)}, [node | planned])
+        else
+          node = {index, parent, key, path, value, listed?, :whole}
+          plan(queue, depth, counts, [node | planned])
+        end
+    end
+  end
+
+  defp small_map?(value),
+    do: is_map(value) and map_size(value) > 0 and map_size(value) <= @small_map_limit
+
+  # Sizes the planned fields, children before their parents: a map broken down is its
+  # own words plus its keys' and fields'. Returns the root, then the listed fields.
+  defp size_fields(planned, opts, deadline) do
+    {root, fields, _parts} =
+      Enum.reduce(planned, {nil, [], %{}}, &size_field(&1, &2, opts, deadline))
+
+    [{[], root} | fields]
+  end
+
+  defp size_field({index, parent, key, path, value, listed?, kind}, acc, opts, deadline) do
+    {root, fields, parts} = acc
+    path = Enum.reverse(path)
+
+    {estimate, parts} =
+      case kind do
+        # Each field gets its own sample, so that equal-length collections in
+        # different fields are not sampled at the same positions.
+        :whole ->
+          {size(value, opts[:samples], :erlang.phash2({opts[:seed], index}), deadline), parts}
+
+        {:map, size} ->
+          {fields_size, parts} = Map.pop(parts, index)
+          {add(fields_size, own(size)), parts}
       end
 
-    own = %Estimate{
-      words: 2 * map_size(map) + 4,
-      bytes: (2 * map_size(map) + 4) * @word_bytes,
+    if parent == nil do
+      {estimate, fields, parts}
+    else
+      part = add(size(key, opts[:samples], opts[:seed], deadline), estimate)
+      fields = if listed?, do: [{index, path, estimate} | fields], else: fields
+      {root, fields, Map.update(parts, parent, part, &add(&1, part))}
+    end
+  end
+
+  defp own(size) do
+    words = 2 * size + 4
+
+    %Estimate{
+      words: words,
+      bytes: words * @word_bytes,
       off_heap_binary_bytes: 0,
       exact?: true,
       sampled: 1,
       total: 1
     }
-
-    root =
-      Enum.reduce(parts, own, fn {_key, key_estimate, estimate, _fields}, acc ->
-        acc |> add(key_estimate) |> add(estimate)
-      end)
-
-    fields =
-      for {key, _key_estimate, estimate, fields} <- parts,
-          not (struct? and key == :__struct__),
-          field <- [{path ++ [key], estimate} | fields],
-          do: field
-
-    {root, fields}
-  end
-
-  defp descend(term, path, _depth, opts) do
-    # Each field gets its own sample, so that equal-length collections in different
-    # fields are not sampled at the same positions.
-    seed = :erlang.phash2({opts[:seed], path})
-    {size(term, opts[:samples], seed), []}
   end
 
   defp add(%Estimate{} = a, %Estimate{} = b) do
@@ -459,19 +579,30 @@ defmodule GuildKit.MemoryEstimator do
 
   defp size_bytes(%Estimate{bytes: bytes, off_heap_binary_bytes: off_heap}), do: bytes + off_heap
 
-  defp size(term, samples, seed) do
-    samples = min(samples, @max_u64)
-    seed = Bitwise.band(seed, @max_u64)
+  defp size(term, samples, seed, deadline) do
+    verified? = Model.sizes_verified?()
 
-    to_estimate(Native.memory_estimate(term, samples, seed))
+    case Native.memory_estimate(term, samples, seed, time_limit(deadline)) do
+      :timeout -> throw(@expired)
+      result -> to_estimate(result, verified?)
+    end
   end
 
-  defp to_estimate({words, off_heap_bytes, exact?, sampled, total}) do
+  defp time_limit(:infinity), do: :infinity
+
+  defp time_limit(deadline) do
+    case deadline - now() do
+      left when left > 0 -> left
+      _passed -> throw(@expired)
+    end
+  end
+
+  defp to_estimate({words, off_heap_bytes, exact?, sampled, total}, verified?) do
     %Estimate{
       words: words,
       bytes: words * @word_bytes,
       off_heap_binary_bytes: off_heap_bytes,
-      exact?: exact?,
+      exact?: exact? and verified?,
       sampled: sampled,
       total: total
     }
@@ -484,7 +615,10 @@ defmodule GuildKit.MemoryEstimator do
 
     opts = Keyword.validate!(opts, defaults)
     Enum.each(opts, &validate_option!/1)
+    # What the NIF takes: at most 2^64 - 1 samples, and the seed's low 64 bits.
     opts
+    |> Keyword.update!(:samples, &min(&1, @max_u64))
+    |> Keyword.update!(:seed, &Bitwise.band(&1, @max_u64))
   end
 
   defp validate_option!({:samples, value}) when is_integer(value) and value > 0, do: :ok

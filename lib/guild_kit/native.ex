@@ -49,8 +49,9 @@ defmodule GuildKit.Native do
   def member_list_continue(_delivery, _position, _acc), do: not_loaded()
 
   # GuildKit.MemoryEstimator
-  def memory_estimate(_term, _samples, _seed), do: not_loaded()
+  def memory_estimate(_term, _samples, _seed, _time_limit), do: not_loaded()
   def memory_exact(_term), do: not_loaded()
+  def memory_confirm_layout(_funs, _sub_binaries, _maps), do: not_loaded()
 
   # GuildKit.Fanout
   def fanout_split(_receivers, _workers), do: not_loaded()

@@ -121,6 +121,43 @@ defmodule GuildKit.Test.EstimatorTerms do
     {state, rand}
   end
 
+  @doc """
+  Hostile terms of every kind, by name: huge binaries and bignums, wide tuples, deep
+  closures, equal but not identical terms, sub-binaries and bit-offset binaries, maps
+  whose walk hashes huge keys, and maps nested deeper than any breakdown goes. About
+  150 MB of binaries, most of them shared.
+  """
+  def hostile do
+    huge = :binary.copy("h", 100_000_000)
+    keys = :rand.bytes(2_000_000)
+
+    %{
+      huge_binary: huge,
+      binaries: List.to_tuple(for i <- 1..16, do: :binary.copy(<<i>>, 4_000_000)),
+      bignum: :binary.decode_unsigned(:binary.copy(<<255>>, 3_750_000)),
+      wide_tuple: List.to_tuple(Enum.to_list(1..1_000_000)),
+      deep_closures: Enum.reduce(1..100_000, :leaf, fn _, inner -> capture(inner) end),
+      funs_over_huge: for(i <- 1..1000, do: capture({i, huge})),
+      equal_not_identical:
+        Map.new(1..100_000, &{if(rem(&1, 2) == 0, do: &1, else: &1 * 1.0), &1}),
+      bit_offsets: for(i <- 0..99, do: shifted(binary_part(huge, i * 200_000, 1_000_000))),
+      huge_bitstring: <<binary_part(huge, 0, 20_000_000)::binary, 1::3>>,
+      slices: for(i <- 0..999, do: binary_part(huge, i * 1000, 50_000_000)),
+      huge_keys: Map.new(0..99, &{binary_part(keys, &1 * 1000, 1_000_000), &1}),
+      flat_huge_keys: Map.new(0..31, &{binary_part(keys, &1 * 1000, 1_000_000), &1}),
+      deep_maps: Enum.reduce(1..8000, %{}, fn i, inner -> %{i => inner} end)
+    }
+  end
+
+  @doc "`bytes` as a sub-binary at bit offset 3 (a copy of them, shifted)."
+  def shifted(bytes) do
+    <<_::3, shifted::binary-size(byte_size(bytes)), _::5>> = <<0::3, bytes::binary, 0::5>>
+    shifted
+  end
+
+  # A compiled closure (erl_eval's would capture every binding).
+  defp capture(term), do: fn -> term end
+
   defp repeat(n, rand, _fun) when n <= 0, do: {[], rand}
   defp repeat(n, rand, fun), do: Enum.map_reduce(1..n, rand, fn _, rand -> fun.(rand) end)
 end

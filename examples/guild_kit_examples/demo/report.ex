@@ -8,14 +8,18 @@ defmodule GuildKit.Examples.Demo.Report do
   @spec text([map()], keyword()) :: String.t()
   def text(results, opts) do
     rows = figures(results)
-    header = ["figure" | Enum.map(results, & &1.label)] ++ if(length(results) == 2, do: ["ratio"], else: [])
+
+    header =
+      ["figure" | Enum.map(results, & &1.label)] ++
+        if(length(results) == 2, do: ["ratio"], else: [])
 
     body =
       for {name, values, ratio} <- rows do
         [name | Enum.map(values, &elem(&1, 1))] ++ if(length(results) == 2, do: [ratio], else: [])
       end
 
-    ([title(opts), "", table([header | body]), ""] ++ stall_notes(results) ++ ["", targets(hd(results), Enum.at(results, 1))])
+    ([title(opts), "", table([header | body]), ""] ++
+       stall_notes(results) ++ ["", targets(hd(results), Enum.at(results, 1))])
     |> Enum.join("\n")
   end
 
@@ -38,7 +42,10 @@ defmodule GuildKit.Examples.Demo.Report do
 
     charts = [
       histogram("Member-list update time per event", Enum.map(results, &{&1.label, &1.updates})),
-      histogram("Time until every active session has an event", Enum.map(results, &{&1.label, &1.delivery})),
+      histogram(
+        "Time until every active session has an event",
+        Enum.map(results, &{&1.label, &1.delivery})
+      ),
       comparison(results)
     ]
 
@@ -70,12 +77,17 @@ defmodule GuildKit.Examples.Demo.Report do
   # better GuildKit's figure is than plain OTP's.
   defp figures(results) do
     [
-      {"member-list update, median", Enum.map(results, &duration(percentile(&1.updates, 0.5))), :lower},
-      {"member-list update, p99", Enum.map(results, &duration(percentile(&1.updates, 0.99))), :lower},
+      {"member-list update, median", Enum.map(results, &duration(percentile(&1.updates, 0.5))),
+       :lower},
+      {"member-list update, p99", Enum.map(results, &duration(percentile(&1.updates, 0.99))),
+       :lower},
       {"events applied per second", Enum.map(results, &rate(&1.events / &1.seconds)), :higher},
-      {"events per second of guild time", Enum.map(results, &rate(&1.events / max(&1.busy_seconds, 1.0e-9))), :higher},
-      {"every active session has an event, median", Enum.map(results, &duration(percentile(&1.delivery, 0.5))), :lower},
-      {"every active session has an event, p99", Enum.map(results, &duration(percentile(&1.delivery, 0.99))), :lower},
+      {"events per second of guild time",
+       Enum.map(results, &rate(&1.events / max(&1.busy_seconds, 1.0e-9))), :higher},
+      {"every active session has an event, median",
+       Enum.map(results, &duration(percentile(&1.delivery, 0.5))), :lower},
+      {"every active session has an event, p99",
+       Enum.map(results, &duration(percentile(&1.delivery, 0.99))), :lower},
       {"guild state, estimated", Enum.map(results, &estimated/1), nil},
       {"guild state, exact (:sys.get_state + flat_size)", Enum.map(results, &exact/1), nil},
       {"estimate time vs exact time", Enum.map(results, &estimate_speedup/1), nil},
@@ -85,8 +97,12 @@ defmodule GuildKit.Examples.Demo.Report do
     |> Enum.map(fn {name, values, better} -> {name, values, ratio(values, better)} end)
   end
 
-  defp ratio([{a, _}, {b, _}], :lower) when is_number(a) and is_number(b) and a > 0, do: "#{times(b / a)}"
-  defp ratio([{a, _}, {b, _}], :higher) when is_number(a) and is_number(b) and b > 0, do: "#{times(a / b)}"
+  defp ratio([{a, _}, {b, _}], :lower) when is_number(a) and is_number(b) and a > 0,
+    do: "#{times(b / a)}"
+
+  defp ratio([{a, _}, {b, _}], :higher) when is_number(a) and is_number(b) and b > 0,
+    do: "#{times(a / b)}"
+
   defp ratio(_, _), do: ""
 
   defp times(x) when x >= 100, do: "#{round(x)}×"
@@ -95,24 +111,51 @@ defmodule GuildKit.Examples.Demo.Report do
   defp targets(ours, theirs) do
     p99_update = percentile(ours.updates, 0.99)
     p99_delivery = percentile(ours.delivery, 0.99)
-    %{estimate: estimate, estimate_us: estimate_us, exact: exact, exact_us: exact_us} = ours.memory
+
+    %{estimate: estimate, estimate_us: estimate_us, exact: exact, exact_us: exact_us} =
+      ours.memory
+
     error = if estimate && exact > 0, do: abs(estimate - exact) / exact
     speedup = if estimate_us && estimate_us > 0, do: exact_us / estimate_us
     stalls = length(ours.stalls.guild)
 
     lines = [
-      check("member-list update p99 ≤ 5 µs", p99_update && p99_update <= 5_000, duration(p99_update) |> elem(1)),
+      check(
+        "member-list update p99 ≤ 5 µs",
+        p99_update && p99_update <= 5_000,
+        duration(p99_update) |> elem(1)
+      ),
       check("guild never stalls a normal scheduler over 5 ms", stalls == 0, "#{stalls} stalls"),
-      check("every active session served within 50 ms p99", p99_delivery && p99_delivery <= 50_000_000, duration(p99_delivery) |> elem(1)),
-      check("state estimate ≥ 100× faster than exact", speedup && speedup >= 100, speedup && times(speedup)),
-      check("state estimate within 5% of exact", error && error <= 0.05, error && "#{Float.round(error * 100, 2)}%")
+      check(
+        "every active session served within 50 ms p99",
+        p99_delivery && p99_delivery <= 50_000_000,
+        duration(p99_delivery) |> elem(1)
+      ),
+      check(
+        "state estimate ≥ 100× faster than exact",
+        speedup && speedup >= 100,
+        speedup && times(speedup)
+      ),
+      check(
+        "state estimate within 5% of exact",
+        error && error <= 0.05,
+        error && "#{Float.round(error * 100, 2)}%"
+      )
     ]
 
     lines =
       if theirs do
         ours_rate = ours.events / max(ours.busy_seconds, 1.0e-9)
         their_rate = theirs.events / max(theirs.busy_seconds, 1.0e-9)
-        lines ++ [check("≥ 5× the events per second of the OTP-only guild", ours_rate >= 5 * their_rate, times(ours_rate / their_rate))]
+
+        lines ++
+          [
+            check(
+              "≥ 5× the events per second of the OTP-only guild",
+              ours_rate >= 5 * their_rate,
+              times(ours_rate / their_rate)
+            )
+          ]
       else
         lines
       end
@@ -120,27 +163,40 @@ defmodule GuildKit.Examples.Demo.Report do
     "Targets:\n" <> Enum.join(lines, "\n")
   end
 
-  defp check(name, ok, value), do: "  #{if ok, do: "met    ", else: "not met"}  #{name}: #{value || "n/a"}"
+  defp check(name, ok, value),
+    do: "  #{if ok, do: "met    ", else: "not met"}  #{name}: #{value || "n/a"}"
 
   defp estimated(%{memory: %{estimate: nil}}), do: {nil, "—"}
-  defp estimated(%{memory: m}), do: {m.estimate, "#{megabytes(m.estimate)} in #{elem(duration(m.estimate_us * 1000), 1)}"}
-  defp exact(%{memory: m}), do: {m.exact, "#{megabytes(m.exact)} in #{elem(duration(m.exact_us * 1000), 1)}"}
+
+  defp estimated(%{memory: m}),
+    do: {m.estimate, "#{megabytes(m.estimate)} in #{elem(duration(m.estimate_us * 1000), 1)}"}
+
+  defp exact(%{memory: m}),
+    do: {m.exact, "#{megabytes(m.exact)} in #{elem(duration(m.exact_us * 1000), 1)}"}
 
   defp estimate_speedup(%{memory: %{estimate_us: nil}}), do: {nil, "—"}
 
   defp estimate_speedup(%{memory: m}) do
     error = abs(m.estimate - m.exact) / max(m.exact, 1) * 100
-    {m.exact_us / max(m.estimate_us, 1), "#{times(m.exact_us / max(m.estimate_us, 1))} faster, #{Float.round(error, 2)}% off"}
+
+    {m.exact_us / max(m.estimate_us, 1),
+     "#{times(m.exact_us / max(m.estimate_us, 1))} faster, #{Float.round(error, 2)}% off"}
   end
 
-  defp stalls(%{stalls: %{guild: guild, other: other}}), do: {length(guild), "#{length(guild)}, #{length(other)}"}
+  defp stalls(%{stalls: %{guild: guild, other: other}}),
+    do: {length(guild), "#{length(guild)}, #{length(other)}"}
 
   defp stall_notes(results) do
     for %{label: label, stalls: %{other: other}} <- results, other != [] do
-      causes = other |> Enum.frequencies_by(&elem(&1, 0)) |> Enum.map_join(", ", fn {what, n} -> "#{what} ×#{n}" end)
+      causes =
+        other
+        |> Enum.frequencies_by(&elem(&1, 0))
+        |> Enum.map_join(", ", fn {what, n} -> "#{what} ×#{n}" end)
+
       "#{label}: other processes over 5 ms: #{causes}"
     end
   end
+
   defp checked(%{checked: {matching, total}}), do: {matching, "#{matching} of #{total}"}
 
   defp percentile([], _q), do: nil
@@ -160,7 +216,11 @@ defmodule GuildKit.Examples.Demo.Report do
   defp megabytes(bytes), do: "#{Float.round(bytes / 1_048_576, 1)} MB"
 
   defp format_int(n) do
-    n |> Integer.to_string() |> String.reverse() |> String.replace(~r/(\d{3})(?=\d)/, "\\1,") |> String.reverse()
+    n
+    |> Integer.to_string()
+    |> String.reverse()
+    |> String.replace(~r/(\d{3})(?=\d)/, "\\1,")
+    |> String.reverse()
   end
 
   defp table(rows) do
@@ -170,10 +230,16 @@ defmodule GuildKit.Examples.Demo.Report do
       |> Enum.map(fn column -> column |> Enum.map(&String.length/1) |> Enum.max() end)
 
     line = fn cells ->
-      cells |> Enum.zip(widths) |> Enum.map_join(" | ", fn {c, w} -> String.pad_trailing(c, w) end) |> then(&"| #{&1} |")
+      cells
+      |> Enum.zip(widths)
+      |> Enum.map_join(" | ", fn {c, w} -> String.pad_trailing(c, w) end)
+      |> then(&"| #{&1} |")
     end
 
-    [line.(hd(rows)), line.(Enum.map(widths, &String.duplicate("-", &1))) | Enum.map(tl(rows), line)]
+    [
+      line.(hd(rows)),
+      line.(Enum.map(widths, &String.duplicate("-", &1))) | Enum.map(tl(rows), line)
+    ]
     |> Enum.join("\n")
   end
 
@@ -192,7 +258,10 @@ defmodule GuildKit.Examples.Demo.Report do
       buckets = 40
       width = 720
       height = 220
-      bucket = fn ns -> min(buckets - 1, trunc((:math.log10(max(ns, 1)) - low) / (high - low) * buckets)) end
+
+      bucket = fn ns ->
+        min(buckets - 1, trunc((:math.log10(max(ns, 1)) - low) / (high - low) * buckets))
+      end
 
       bars =
         series
@@ -205,6 +274,7 @@ defmodule GuildKit.Examples.Demo.Report do
             bar_w = width / buckets / length(series)
             x = 40 + b * width / buckets + i * bar_w
             h = count / peak * (height - 20)
+
             ~s(<rect x="#{fmt(x)}" y="#{fmt(height - h)}" width="#{fmt(bar_w)}" height="#{fmt(h)}" fill="#{Enum.at(@colors, i)}"><title>#{count}</title></rect>)
           end)
         end)
@@ -216,6 +286,7 @@ defmodule GuildKit.Examples.Demo.Report do
             at = :math.log10(step) + exponent,
             at >= low and at <= high do
           x = 40 + (at - low) / (high - low) * width
+
           ~s(<line x1="#{fmt(x)}" y1="#{height}" x2="#{fmt(x)}" y2="#{height + 5}" stroke="#333"/>) <>
             ~s(<text x="#{fmt(x)}" y="#{height + 18}" font-size="11" text-anchor="middle">#{elem(duration(round(:math.pow(10, at))), 1)}</text>)
         end
@@ -236,6 +307,7 @@ defmodule GuildKit.Examples.Demo.Report do
     |> Enum.with_index()
     |> Enum.map_join(fn {{label, _}, i} ->
       y = top + 12 + i * 16
+
       ~s(<rect x="#{width - 130}" y="#{y - 9}" width="10" height="10" fill="#{Enum.at(@colors, i)}"/>) <>
         ~s(<text x="#{width - 115}" y="#{y}" font-size="12">#{escape(label)}</text>)
     end)
@@ -247,10 +319,16 @@ defmodule GuildKit.Examples.Demo.Report do
     rows =
       results
       |> figures()
-      |> Enum.filter(fn {_name, values, ratio} -> ratio != "" and Enum.all?(values, &(is_number(elem(&1, 0)) and elem(&1, 0) > 0)) end)
+      |> Enum.filter(fn {_name, values, ratio} ->
+        ratio != "" and Enum.all?(values, &(is_number(elem(&1, 0)) and elem(&1, 0) > 0))
+      end)
 
     height = 36 * length(rows) + 60
-    max_log = rows |> Enum.flat_map(fn {_, values, _} -> Enum.map(values, &:math.log10(elem(&1, 0))) end) |> Enum.max(fn -> 1 end)
+
+    max_log =
+      rows
+      |> Enum.flat_map(fn {_, values, _} -> Enum.map(values, &:math.log10(elem(&1, 0))) end)
+      |> Enum.max(fn -> 1 end)
 
     bars =
       rows
@@ -266,6 +344,7 @@ defmodule GuildKit.Examples.Demo.Report do
            |> Enum.with_index()
            |> Enum.map_join(fn {{value, text}, i} ->
              w = max(2, :math.log10(max(value, 1)) / max_log * 360)
+
              ~s(<rect x="330" y="#{y + i * 14}" width="#{fmt(w)}" height="12" fill="#{Enum.at(@colors, i)}"/>) <>
                ~s(<text x="#{fmt(336 + w)}" y="#{y + i * 14 + 10}" font-size="11">#{escape(text)}</text>)
            end))
@@ -283,6 +362,10 @@ defmodule GuildKit.Examples.Demo.Report do
   defp fmt(x), do: :erlang.float_to_binary(x / 1, decimals: 1)
 
   defp escape(text) do
-    text |> to_string() |> String.replace("&", "&amp;") |> String.replace("<", "&lt;") |> String.replace(">", "&gt;")
+    text
+    |> to_string()
+    |> String.replace("&", "&amp;")
+    |> String.replace("<", "&lt;")
+    |> String.replace(">", "&gt;")
   end
 end

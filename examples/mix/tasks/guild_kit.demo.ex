@@ -66,16 +66,32 @@ defmodule Mix.Tasks.GuildKit.Demo do
     opts = Keyword.merge(GuildKit.Examples.Demo.defaults(), Keyword.delete(opts, :help))
 
     cond do
-      opts[:members] < 1 -> usage!("--members must be at least 1")
-      opts[:sessions] < 0 or opts[:sessions] > opts[:members] -> usage!("--sessions must be between 0 and --members")
-      opts[:active] < 0 or opts[:active] > 1 -> usage!("--active must be between 0 and 1")
-      opts[:seconds] < 1 -> usage!("--seconds must be at least 1")
-      opts[:rate] < 1 -> usage!("--rate must be at least 1")
-      opts[:nodes] < 0 or opts[:nodes] > 8 -> usage!("--nodes must be between 0 and 8")
-      opts[:report] && not File.dir?(Path.dirname(Path.expand(opts[:report]))) -> usage!("--report: no such directory")
-      true -> opts
+      opts[:members] < 1 ->
+        usage!("--members must be at least 1")
+
+      opts[:sessions] < 0 or opts[:sessions] > opts[:members] ->
+        usage!("--sessions must be between 0 and --members")
+
+      opts[:active] < 0 or opts[:active] > 1 ->
+        usage!("--active must be between 0 and 1")
+
+      opts[:seconds] < 1 ->
+        usage!("--seconds must be at least 1")
+
+      opts[:rate] < 1 ->
+        usage!("--rate must be at least 1")
+
+      opts[:nodes] < 0 or opts[:nodes] > 8 ->
+        usage!("--nodes must be between 0 and 8")
+
+      opts[:report] && not File.dir?(Path.dirname(Path.expand(opts[:report]))) ->
+        usage!("--report: no such directory")
+
+      true ->
+        opts
     end
   end
 
+  @spec usage!(String.t()) :: no_return()
   defp usage!(problem), do: Mix.raise("#{problem}. #{@usage}")
 end

@@ -1,26 +1,25 @@
 defmodule GuildKit.Fanout.Partitioner do
-  @moduledoc """
-  Hands the receivers of this node to workers, and supervises those workers.
-
-  Each node runs `:partitioners` of these (registered as
-  `GuildKit.Fanout.Partitioner.0`, `.1`, ...), each with `:workers` workers of its own.
-  Senders on any node send a partitioner the receivers it must serve on this node,
-  either already split into worker buckets (from a sender on this node) or as a plain
-  list (from another node), which it splits with the same NIF. Every receiver always
-  lands in the same bucket, `rem(:erlang.phash2(pid), workers)`, so all messages for it
-  go through one worker, in order.
-
-  ## No message is lost when a worker dies
-
-  The partitioner links its workers and traps their exits. It keeps every batch it
-  gave a worker until the worker's progress counter (see `GuildKit.Fanout.Worker`)
-  shows it done. When a worker dies, the partitioner starts a new one in its place and
-  replays, in order, every batch the old one had not finished, starting at the first
-  receiver it had not served, before it hands out anything newer. This also covers
-  batches sent to the worker after its death and before the exit signal arrived.
-  (Manifold put the `{:ok, pid}` returned by `start_link` where the pid belonged, so
-  its next send crashed the partitioner and was lost.)
-  """
+  # Hands the receivers of this node to workers, and supervises those workers.
+  #
+  # Each node runs `:partitioners` of these (registered as
+  # `GuildKit.Fanout.Partitioner.0`, `.1`, ...), each with `:workers` workers of its own.
+  # Senders on any node send a partitioner the receivers it must serve on this node,
+  # either already split into worker buckets (from a sender on this node) or as a plain
+  # list (from another node), which it splits with the same NIF. Every receiver always
+  # lands in the same bucket, `rem(:erlang.phash2(pid), workers)`, so all messages for it
+  # go through one worker, in order.
+  #
+  # ## No message is lost when a worker dies
+  #
+  # The partitioner links its workers and traps their exits. It keeps every batch it
+  # gave a worker until the worker's progress counter (see `GuildKit.Fanout.Worker`)
+  # shows it done. When a worker dies, the partitioner starts a new one in its place and
+  # replays, in order, every batch the old one had not finished, starting at the first
+  # receiver it had not served, before it hands out anything newer. This also covers
+  # batches sent to the worker after its death and before the exit signal arrived.
+  # (Manifold put the `{:ok, pid}` returned by `start_link` where the pid belonged, so
+  # its next send crashed the partitioner and was lost.)
+  @moduledoc false
 
   use GenServer
 

@@ -2,36 +2,35 @@ defmodule GuildKit.Fanout.Sender do
   # How often a message waiting for a busy distribution buffer is retried.
   @retry_ms 2
 
-  @moduledoc """
-  Carries one caller's fan-out messages to the partitioners of every node.
-
-  Each node runs `:senders` of these (registered as `GuildKit.Fanout.Sender.0`, ...).
-  A calling process always uses the same one, `rem(:erlang.phash2(caller), senders)`,
-  for every mode, so its messages stay in order. A sender receives either the split
-  the caller's NIF made and sent it (the default) or the raw receiver list to split
-  itself (`offload: true`), then:
-
-    * hands the buckets of local receivers to its partitioner on this node;
-    * groups the other receivers by node and sends each node one message, to the
-      partitioner with the same index there.
-
-  ## Unreachable nodes
-
-  The caller never sends across the network; only senders do, and they never block
-  on a node. Each remote send uses `:erlang.send/3` with `[:noconnect, :nosuspend]`:
-
-    * a node that is not connected is not dialled: its receivers are dropped at once
-      and counted in `GuildKit.Fanout.stats/0` as `:dropped`. (On OTP 25 a plain send
-      to such a node does not block either, measured at 22 µs, but it starts a
-      connection attempt that, for an unreachable host, holds every message sent
-      meanwhile for up to `net_setuptime`, 7 s by default, and then loses them
-      silently.)
-    * a connected node whose distribution buffer is full (a slow or hung node) does
-      not suspend the sender, as a plain send would: the message is queued for that
-      node alone and retried every #{@retry_ms} ms, later messages to that node queue
-      behind it (order is kept), and other nodes are served meanwhile. When the node
-      goes down its queue is dropped and counted.
-  """
+  # Carries one caller's fan-out messages to the partitioners of every node.
+  #
+  # Each node runs `:senders` of these (registered as `GuildKit.Fanout.Sender.0`, ...).
+  # A calling process always uses the same one, `rem(:erlang.phash2(caller), senders)`,
+  # for every mode, so its messages stay in order. A sender receives either the split
+  # the caller's NIF made and sent it (the default) or the raw receiver list to split
+  # itself (`offload: true`), then:
+  #
+  #   * hands the buckets of local receivers to its partitioner on this node;
+  #   * groups the other receivers by node and sends each node one message, to the
+  #     partitioner with the same index there.
+  #
+  # ## Unreachable nodes
+  #
+  # The caller never sends across the network; only senders do, and they never block
+  # on a node. Each remote send uses `:erlang.send/3` with `[:noconnect, :nosuspend]`:
+  #
+  #   * a node that is not connected is not dialled: its receivers are dropped at once
+  #     and counted in `GuildKit.Fanout.stats/0` as `:dropped`. (On OTP 25 a plain send
+  #     to such a node does not block either, measured at 22 µs, but it starts a
+  #     connection attempt that, for an unreachable host, holds every message sent
+  #     meanwhile for up to `net_setuptime`, 7 s by default, and then loses them
+  #     silently.)
+  #   * a connected node whose distribution buffer is full (a slow or hung node) does
+  #     not suspend the sender, as a plain send would: the message is queued for that
+  #     node alone and retried every `@retry_ms` ms, later messages to that node queue
+  #     behind it (order is kept), and other nodes are served meanwhile. When the node
+  #     goes down its queue is dropped and counted.
+  @moduledoc false
 
   use GenServer
 

@@ -1,17 +1,16 @@
 defmodule GuildKit.Fanout.Worker do
-  @moduledoc """
-  Delivers fan-out messages to the local receivers of one bucket.
-
-  A worker is started and linked by its `GuildKit.Fanout.Partitioner`, which sends it
-  batches `{receivers, payload}`. For each batch it unpacks the payload once and sends
-  the message to each receiver in turn.
-
-  After each send it adds one to its progress counter, an `:atomics` owned by the
-  partitioner. If the worker dies, the partitioner reads that counter to find the
-  first receiver that was not served and replays from there to the worker that
-  replaces it. A kill can fall between a send and its count, so at most one receiver
-  per crash gets a message twice; none is skipped.
-  """
+  # Delivers fan-out messages to the local receivers of one bucket.
+  #
+  # A worker is started and linked by its `GuildKit.Fanout.Partitioner`, which sends it
+  # batches `{receivers, payload}`. For each batch it unpacks the payload once and sends
+  # the message to each receiver in turn.
+  #
+  # After each send it adds one to its progress counter, an `:atomics` owned by the
+  # partitioner. If the worker dies, the partitioner reads that counter to find the
+  # first receiver that was not served and replays from there to the worker that
+  # replaces it. A kill can fall between a send and its count, so at most one receiver
+  # per crash gets a message twice; none is skipped.
+  @moduledoc false
 
   use GenServer
 

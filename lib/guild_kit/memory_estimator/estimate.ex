@@ -10,7 +10,8 @@ defmodule GuildKit.MemoryEstimator.Estimate do
       process heap (refcounted binaries and sub-binaries of them), counted once per
       occurrence. `flat_size` leaves these out, and they often dominate a real state.
     * `:exact?` - `true` when every subterm was visited and every large map's trie was
-      counted from its keys' hashes; `false` when any part was sampled.
+      counted from its keys' hashes, and the size model holds on this VM (see
+      "Supported releases" in `GuildKit.MemoryEstimator`); `false` otherwise.
     * `:sampled` - how many subterms were visited.
     * `:total` - how many subterms the term has (estimated when sampled): the term
       itself, every element, key, value, improper tail and captured variable. A list's

@@ -6,13 +6,11 @@
 //! - [`member_list`]: the grouped member sidebar with watched windows and their ops.
 //! - [`size_model`]: the heap words of each kind of term, as `:erts_debug.flat_size/1`
 //!   counts them, and OTP's hashmap trie.
-//! - [`etf`]: reads the few facts about a term that only its external format shows.
 //! - [`size_walk`]: sizes a whole term, exactly or by sampling, without recursion.
 //! - [`partition`]: bucket math for fan-out (which worker serves which receiver).
 
 #![warn(missing_docs)]
 
-pub mod etf;
 pub mod key_tree;
 pub mod member_list;
 pub mod partition;

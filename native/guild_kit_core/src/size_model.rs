@@ -12,13 +12,14 @@
 //! | term | words |
 //! |---|---|
 //! | small integer (−2^59 … 2^59−1), atom, `[]`, local pid or port | 0 |
-//! | bignum | 1 + ceil(magnitude bytes / 8) |
+//! | bignum | 1 + ceil(magnitude bytes / 8): its header's arity + 1, as for floats, references and other nodes' pids, ports and references |
 //! | float | 2 |
 //! | list | 2 per cons cell |
 //! | tuple | 1 + arity (`{}` → 0) |
 //! | heap binary (≤ 64 bytes) | 2 + ceil(bytes / 8) |
-//! | off-heap binary (refcounted or an aligned sub-binary of one) | 6 |
-//! | bitstring that is not whole bytes | 5 + 6, or 5 + a heap binary of its bytes |
+//! | refcounted binary | 6 |
+//! | sub-binary on byte boundaries | as its parent: 6, or a heap binary of its length |
+//! | other sub-binary (bit offset, bits past the last byte) | 5 + 6, or 5 + a heap binary of its bytes and one or two more |
 //! | map with 0 keys / 1–32 keys | 3 / 2n + 4 |
 //! | map with more than 32 keys (a HAMT) | 3n + 2 · internal nodes |
 //! | remote pid or port | 4 |
@@ -45,7 +46,7 @@ pub const FLOAT_WORDS: u64 = 2;
 pub const CONS_WORDS: u64 = 2;
 /// A `ProcBin`, the on-heap handle of a refcounted binary.
 pub const REFC_BINARY_WORDS: u64 = 6;
-/// An `ErlSubBin`, which a bitstring that is not whole bytes needs on top of its data.
+/// An `ErlSubBin`, which a slice that is not on byte boundaries keeps on top of its data.
 pub const SUB_BINARY_WORDS: u64 = 5;
 /// An external pid or port (one of another node, or of an earlier incarnation of this one).
 pub const REMOTE_PID_WORDS: u64 = 4;
@@ -68,25 +69,6 @@ pub fn int64_words(value: i64) -> u64 {
     } else {
         2
     }
-}
-
-/// Words of an integer that fits a `u64`; see [`int64_words`].
-///
-/// Time: O(1).
-pub fn uint64_words(value: u64) -> u64 {
-    if value <= FIXNUM_MAX as u64 {
-        0
-    } else {
-        2
-    }
-}
-
-/// Words of a bignum whose magnitude takes `magnitude_bytes` bytes (without leading
-/// zeros): a header and one word per 64-bit digit.
-///
-/// Time: O(1).
-pub fn bignum_words(magnitude_bytes: usize) -> u64 {
-    1 + words_for_bytes(magnitude_bytes as u64)
 }
 
 /// Words of a tuple of `arity` elements, excluding the elements' own sizes.
@@ -114,22 +96,16 @@ pub fn heap_binary_words(bytes: usize) -> u64 {
     2 + words_for_bytes(bytes as u64)
 }
 
-/// Where a whole-byte binary keeps its bytes, as far as a NIF can tell.
+/// Where a binary keeps its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryHome {
     /// Inline in a heap binary on the process heap (always 64 bytes or less).
     Heap,
-    /// Anywhere else: a refcounted binary, or a sub-binary of one (the result of
-    /// appending or concatenating binaries is such a sub-binary, even when small).
+    /// Off the heap, behind a refcounted binary's `ProcBin`.
     OffHeap,
 }
 
-/// Words of a whole-byte binary of `bytes` bytes kept in `home`.
-///
-/// `flat_size` counts an off-heap binary or an aligned sub-binary of one as one
-/// `ProcBin` (6 words), whatever its length. Two rare cases count otherwise, and a NIF
-/// cannot tell them from the common ones: a sub-binary of a heap binary counts as a
-/// heap binary of its length, and a sub-binary at a bit offset adds 5 words.
+/// Words of a whole binary (not a slice of another) of `bytes` bytes kept in `home`.
 ///
 /// Time: O(1).
 pub fn binary_words(bytes: usize, home: BinaryHome) -> u64 {
@@ -149,35 +125,37 @@ pub fn off_heap_bytes(bytes: usize, home: BinaryHome) -> u64 {
     }
 }
 
-/// Words of a bitstring of `bits` bits, when `bits` is not a multiple of 8.
+/// Words of a sub-binary of `bytes` whole bytes and `bit_size` more bits, starting
+/// `bit_offset` bits into a byte of its parent, which lives in `parent`: as
+/// `:erts_debug.flat_size/1` counts it, as if it were copied.
 ///
-/// Such a bitstring is always a sub-binary (5 words) of a binary holding its bytes plus
-/// one or two partial bytes. When that binary is too big for the heap it is a
-/// refcounted `ProcBin` (6 words); otherwise a NIF cannot tell whether it is a heap
-/// binary or a `ProcBin`, and this assumes the former with the bitstring starting on a
-/// byte boundary (how `<<x::size(n)>>` builds it). Off by at most 4 words then.
+/// A slice on byte boundaries counts as its parent's kind: a `ProcBin` (6 words) when
+/// the parent is refcounted, else a heap binary of its own length. Anything else (a
+/// bit offset, or bits past the last whole byte) keeps its `ErlSubBin` (5 words) on
+/// top, over one or two more bytes.
 ///
 /// Time: O(1).
-pub fn bitstring_words(bits: u64) -> u64 {
-    let whole_bytes = bits / 8;
-    let stored = whole_bytes + 1;
-    if stored > HEAP_BINARY_LIMIT as u64 {
-        SUB_BINARY_WORDS + REFC_BINARY_WORDS
-    } else {
-        SUB_BINARY_WORDS + heap_binary_words(stored as usize)
+pub fn sub_binary_words(bytes: usize, bit_size: u8, bit_offset: u8, parent: BinaryHome) -> u64 {
+    let bits = u32::from(bit_size) + u32::from(bit_offset);
+    let (own, extra_bytes) = match bits {
+        0 => (0, 0),
+        1..=8 => (SUB_BINARY_WORDS, 1),
+        _ => (SUB_BINARY_WORDS, 2),
+    };
+    own + match parent {
+        BinaryHome::OffHeap => REFC_BINARY_WORDS,
+        BinaryHome::Heap => heap_binary_words(bytes + extra_bytes),
     }
 }
 
-/// Bytes of a bitstring of `bits` bits (not a multiple of 8) kept off the process
-/// heap: all of them when its binary is too big for the heap, else none (see
-/// [`bitstring_words`]).
+/// Bytes of a sub-binary's payload kept off the process heap: its bytes, the last
+/// partial one included, when its parent is refcounted.
 ///
 /// Time: O(1).
-pub fn bitstring_off_heap_bytes(bits: u64) -> u64 {
-    if bits / 8 + 1 > HEAP_BINARY_LIMIT as u64 {
-        bits.div_ceil(8)
-    } else {
-        0
+pub fn sub_binary_off_heap_bytes(bytes: usize, bit_size: u8, parent: BinaryHome) -> u64 {
+    match parent {
+        BinaryHome::Heap => 0,
+        BinaryHome::OffHeap => bytes as u64 + u64::from(bit_size > 0),
     }
 }
 
@@ -399,12 +377,6 @@ mod tests {
         assert_eq!(int64_words(FIXNUM_MAX + 1), 2);
         assert_eq!(int64_words(FIXNUM_MIN - 1), 2);
         assert_eq!(int64_words(i64::MIN), 2);
-        assert_eq!(uint64_words(1 << 59), 2);
-        assert_eq!(uint64_words(u64::MAX), 2);
-        assert_eq!(uint64_words((1 << 59) - 1), 0);
-        // 2^64 needs 9 bytes of magnitude: header + two digits.
-        assert_eq!(bignum_words(9), 3);
-        assert_eq!(bignum_words(8), 2);
     }
 
     #[test]
@@ -424,18 +396,31 @@ mod tests {
         assert_eq!(binary_words(0, BinaryHome::Heap), 2);
         assert_eq!(binary_words(10, BinaryHome::Heap), 4);
         assert_eq!(binary_words(64, BinaryHome::Heap), 10);
-        // Small results of `<>` are sub-binaries of refcounted binaries.
-        assert_eq!(binary_words(7, BinaryHome::OffHeap), 6);
         assert_eq!(binary_words(100, BinaryHome::OffHeap), 6);
         assert_eq!(off_heap_bytes(100, BinaryHome::OffHeap), 100);
         assert_eq!(off_heap_bytes(10, BinaryHome::Heap), 0);
+    }
+
+    #[test]
+    fn sub_binaries_match_flat_size() {
+        use BinaryHome::{Heap, OffHeap};
+        // Aligned slices count as their parent's kind.
+        assert_eq!(sub_binary_words(7, 0, 0, OffHeap), 6);
+        assert_eq!(sub_binary_words(20, 0, 0, Heap), 5);
+        assert_eq!(sub_binary_off_heap_bytes(70, 0, OffHeap), 70);
+        assert_eq!(sub_binary_off_heap_bytes(20, 0, Heap), 0);
         // <<0::size(b)>> as measured: 8 words for 1..63 bits, 11 past 64 bytes.
-        for bits in [1, 7, 9, 63] {
-            assert_eq!(bitstring_words(bits), 8, "{bits} bits");
+        for bits in [1u64, 7, 9, 63] {
+            let words = sub_binary_words((bits / 8) as usize, (bits % 8) as u8, 0, Heap);
+            assert_eq!(words, 8, "{bits} bits");
         }
-        for bits in [515, 521, 725] {
-            assert_eq!(bitstring_words(bits), 11, "{bits} bits");
-        }
+        assert_eq!(sub_binary_words(64, 3, 0, OffHeap), 11);
+        // 100 bytes at bit offset 1 of a refcounted binary; 803 bits at offset 3.
+        assert_eq!(sub_binary_words(100, 0, 1, OffHeap), 11);
+        assert_eq!(sub_binary_words(100, 3, 3, OffHeap), 11);
+        assert_eq!(sub_binary_off_heap_bytes(100, 3, OffHeap), 101);
+        // Bits spilling into a second extra byte: 10 bytes at offset 7 with 5 bits.
+        assert_eq!(sub_binary_words(10, 5, 7, Heap), 5 + heap_binary_words(12));
     }
 
     /// A direct simulation of the trie: insert keys one nibble at a time.

@@ -28,7 +28,9 @@
 //!   picks, so nested collections cost k · 32 visits rather than k².
 //! - **Budget.** An optional work budget makes the walk give up early
 //!   ([`Interrupt::OverBudget`]), so that a caller on a normal scheduler can retry on a
-//!   dirty one. One unit is about one term visited.
+//!   dirty one. One unit is about one term visited. An optional deadline makes it give
+//!   up for good ([`Interrupt::Deadline`]), so that nobody works on an answer the
+//!   caller stopped waiting for.
 
 use crate::size_model::{
     self, expected_hashmap_words, flatmap_words, fun_words, hashmap_words, list_words, tuple_words,
@@ -59,8 +61,10 @@ pub const HASHED_BYTES_PER_UNIT: u64 = 64;
 /// Why a walk stopped before the end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interrupt {
-    /// The work budget ran out, or a term needs work that only an unbounded walk may do.
+    /// The work budget or the time budget ran out: a walk without them can finish.
     OverBudget,
+    /// The deadline passed: the caller no longer wants the answer.
+    Deadline,
 }
 
 /// One term, as the walk needs to see it.
@@ -74,8 +78,6 @@ pub enum Node<T> {
         off_heap_bytes: u64,
         /// Bytes a hash of the term reads (binaries, bignums).
         payload_bytes: u64,
-        /// Units of work reading the term took beyond an ordinary visit.
-        cost: u64,
     },
     /// A tuple of this arity; its elements come from [`TermView::element`].
     Tuple(usize),
@@ -93,6 +95,14 @@ pub enum Node<T> {
         captured: usize,
         /// A term whose elements are the captured variables.
         env: T,
+        /// Words the fun references besides its captured variables: the creator pid,
+        /// when it is another node's.
+        extra_words: u64,
+    },
+    /// A term the view cannot read: counted as `words`, and the size is not exact.
+    Opaque {
+        /// Its words as far as the view can tell.
+        words: u64,
     },
 }
 
@@ -103,9 +113,8 @@ pub trait TermView {
     /// The entries of a map, in the map's own order.
     type Entries: Iterator<Item = (Self::Term, Self::Term)>;
 
-    /// Classifies `term`. May return [`Interrupt::OverBudget`] for terms that cost more
-    /// to read than a bounded walk may spend.
-    fn node(&mut self, term: Self::Term) -> Result<Node<Self::Term>, Interrupt>;
+    /// Classifies `term`, in O(1).
+    fn node(&mut self, term: Self::Term) -> Node<Self::Term>;
 
     /// Element `index` of a tuple, or captured variable `index` of a fun's `env`.
     fn element(&mut self, container: Self::Term, index: usize) -> Self::Term;
@@ -147,6 +156,9 @@ pub struct Settings {
     /// Most time to spend, checked every [`CLOCK_EVERY`] units: a safety net under
     /// `budget` for terms that cost more than their units say. `None` for no limit.
     pub time_budget: Option<std::time::Duration>,
+    /// When to give up for good ([`Interrupt::Deadline`]), checked every
+    /// [`CLOCK_EVERY`] units. `None` for never.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Settings {
@@ -157,6 +169,7 @@ impl Settings {
             seed: 0,
             budget: None,
             time_budget: None,
+            deadline: None,
         }
     }
 }
@@ -207,9 +220,10 @@ pub fn size_of<V: TermView>(
         nested_samples: samples.map_or(usize::MAX, |s| s.min(NESTED_SAMPLES)),
         sampling: samples.is_some(),
         budget: settings.budget.unwrap_or(u64::MAX),
-        deadline: settings
+        time_limit: settings
             .time_budget
-            .map(|limit| (std::time::Instant::now(), limit)),
+            .map(|limit| std::time::Instant::now() + limit),
+        deadline: settings.deadline,
         next_clock: CLOCK_EVERY,
         size: Size {
             words: 0.0,
@@ -335,8 +349,10 @@ struct Walk<'v, V: TermView> {
     nested_samples: usize,
     sampling: bool,
     budget: u64,
-    /// When the walk started, and how long it may take.
-    deadline: Option<(std::time::Instant, std::time::Duration)>,
+    /// When the time budget runs out.
+    time_limit: Option<std::time::Instant>,
+    /// When to give up for good.
+    deadline: Option<std::time::Instant>,
     /// Work at which to look at the clock next.
     next_clock: u64,
     size: Size,
@@ -447,12 +463,11 @@ impl<V: TermView> Walk<'_, V> {
         let w = ctx.weight;
         self.size.visited += 1;
         self.size.terms += w;
-        match self.view.node(term)? {
+        match self.view.node(term) {
             Node::Leaf {
                 words,
                 off_heap_bytes,
                 payload_bytes,
-                cost,
             } => {
                 self.size.words += w * words as f64;
                 self.size.off_heap_bytes += w * off_heap_bytes as f64;
@@ -461,21 +476,29 @@ impl<V: TermView> Walk<'_, V> {
                 } else {
                     0
                 };
-                self.charge(cost + hashing)?;
+                self.charge(hashing)?;
             }
             Node::Tuple(arity) => {
                 self.size.words += w * tuple_words(arity) as f64;
                 let picks = self.strata(arity, ctx);
                 self.expand_items(term, picks, ctx)?;
             }
-            Node::Fun { captured, env } => {
-                self.size.words += w * fun_words(captured) as f64;
+            Node::Fun {
+                captured,
+                env,
+                extra_words,
+            } => {
+                self.size.words += w * (fun_words(captured) + extra_words) as f64;
                 // Captured variables are part of one term: never sampled.
                 let picks = Picks::All {
                     n: captured,
                     next: 0,
                 };
                 self.expand_items(env, picks, ctx)?;
+            }
+            Node::Opaque { words } => {
+                self.size.words += w * words as f64;
+                self.size.exact = false;
             }
             Node::List if self.sampling => self.sample_list(term, ctx)?,
             Node::List => self.stack.push(Frame::Cells { rest: term, ctx }),
@@ -557,7 +580,7 @@ impl<V: TermView> Walk<'_, V> {
             cells += block_len as u64;
             // A bounded walk hands a long list over early rather than spend its whole
             // budget on the spine and then start again.
-            let bounded = self.budget != u64::MAX || self.deadline.is_some();
+            let bounded = self.budget != u64::MAX || self.time_limit.is_some();
             if (bounded && cells > BOUNDED_LIST_CELLS)
                 || self.size.work + cells / CELLS_PER_UNIT > self.budget
             {
@@ -672,7 +695,8 @@ impl<V: TermView> Walk<'_, V> {
         }
     }
 
-    /// Adds `units` of work, failing once past the budget or the time budget.
+    /// Adds `units` of work, failing once past the budget, the time budget or the
+    /// deadline.
     fn charge(&mut self, units: u64) -> Result<(), Interrupt> {
         self.size.work += units;
         if self.size.work > self.budget {
@@ -680,8 +704,12 @@ impl<V: TermView> Walk<'_, V> {
         }
         if self.size.work >= self.next_clock || units >= CLOCK_EVERY {
             self.next_clock = self.size.work + CLOCK_EVERY;
-            if let Some((start, limit)) = self.deadline {
-                if start.elapsed() > limit {
+            if self.time_limit.is_some() || self.deadline.is_some() {
+                let now = std::time::Instant::now();
+                if self.deadline.is_some_and(|deadline| now > deadline) {
+                    return Err(Interrupt::Deadline);
+                }
+                if self.time_limit.is_some_and(|limit| now > limit) {
                     return Err(Interrupt::OverBudget);
                 }
             }
@@ -830,13 +858,13 @@ mod tests {
         type Term = T<'a>;
         type Entries = std::vec::IntoIter<(T<'a>, T<'a>)>;
 
-        fn node(&mut self, term: T<'a>) -> Result<Node<T<'a>>, Interrupt> {
+        fn node(&mut self, term: T<'a>) -> Node<T<'a>> {
             let m = match term {
-                T::Nil => return Ok(leaf(0, 0, 0)),
-                T::Cell(..) => return Ok(Node::List),
+                T::Nil => return leaf(0, 0, 0),
+                T::Cell(..) => return Node::List,
                 T::Term(m) => m,
             };
-            Ok(match m {
+            match m {
                 M::Int(v) => leaf(int64_words(*v), 0, 8),
                 M::Float => leaf(2, 0, 8),
                 M::Bin(len, home) => leaf(
@@ -848,13 +876,14 @@ mod tests {
                 M::Fun(env) => Node::Fun {
                     captured: env.len(),
                     env: term,
+                    extra_words: 0,
                 },
                 M::List(items, _) if items.is_empty() => leaf(0, 0, 0),
                 M::List(..) => Node::List,
                 M::Map(entries) => Node::Map {
                     size: entries.len(),
                 },
-            })
+            }
         }
 
         fn element(&mut self, container: T<'a>, index: usize) -> T<'a> {
@@ -914,7 +943,6 @@ mod tests {
             words,
             off_heap_bytes,
             payload_bytes,
-            cost: payload_bytes / 64,
         }
     }
 
@@ -1009,6 +1037,7 @@ mod tests {
                     prop_assert!(got.work <= budget);
                 }
                 Err(Interrupt::OverBudget) => prop_assert!(exact.work > budget),
+                Err(Interrupt::Deadline) => prop_assert!(false, "no deadline was set"),
             }
         }
 
@@ -1029,15 +1058,15 @@ mod tests {
         }
     }
 
-    /// A view whose every term takes a millisecond to read.
+    /// A view whose every term takes a tenth of a millisecond (or more) to read.
     struct Slow<'a>(View<'a>);
 
     impl<'a> TermView for Slow<'a> {
         type Term = T<'a>;
         type Entries = std::vec::IntoIter<(T<'a>, T<'a>)>;
 
-        fn node(&mut self, term: T<'a>) -> Result<Node<T<'a>>, Interrupt> {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        fn node(&mut self, term: T<'a>) -> Node<T<'a>> {
+            std::thread::sleep(std::time::Duration::from_micros(100));
             self.0.node(term)
         }
         fn element(&mut self, container: T<'a>, index: usize) -> T<'a> {
@@ -1057,23 +1086,56 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_time_budget_stops_walks_that_cost_more_than_their_units() {
-        let term = M::Tuple((0..200).map(|_| M::Float).collect());
-        let settings = Settings {
-            budget: Some(1_000_000),
-            time_budget: Some(std::time::Duration::from_millis(20)),
-            ..Settings::exact()
-        };
+    /// Walks 4,000 floats through [`Slow`] with `settings` (at least 0.4 s unbounded);
+    /// returns the result and how long it took. Stopping after a 20 ms budget, it
+    /// looks at the clock every [`CLOCK_EVERY`] units, about 128 floats.
+    fn slow_walk(settings: &Settings) -> (Result<Size, Interrupt>, std::time::Duration) {
+        let term = M::Tuple((0..4000).map(|_| M::Float).collect());
         let started = std::time::Instant::now();
         let result = size_of(
             &mut Slow(View(std::marker::PhantomData)),
             T::Term(&term),
-            &settings,
+            settings,
         );
+        (result, started.elapsed())
+    }
+
+    #[test]
+    fn a_time_budget_stops_walks_that_cost_more_than_their_units() {
+        let (result, elapsed) = slow_walk(&Settings {
+            budget: Some(1_000_000),
+            time_budget: Some(std::time::Duration::from_millis(20)),
+            ..Settings::exact()
+        });
         assert_eq!(result, Err(Interrupt::OverBudget));
-        // It looks at the clock every CLOCK_EVERY units: it stops within a few checks.
-        assert!(started.elapsed() < std::time::Duration::from_millis(150));
+        assert!(
+            elapsed < std::time::Duration::from_millis(200),
+            "{elapsed:?}"
+        );
+    }
+
+    #[test]
+    fn a_deadline_stops_walks_for_good() {
+        let now = std::time::Instant::now();
+        let (result, elapsed) = slow_walk(&Settings {
+            deadline: Some(now + std::time::Duration::from_millis(20)),
+            ..Settings::exact()
+        });
+        assert_eq!(result, Err(Interrupt::Deadline));
+        assert!(
+            elapsed < std::time::Duration::from_millis(200),
+            "{elapsed:?}"
+        );
+        // A deadline far off changes nothing.
+        let term = M::Tuple((0..200).map(|_| M::Float).collect());
+        let settings = Settings {
+            deadline: Some(now + std::time::Duration::from_secs(3600)),
+            ..Settings::exact()
+        };
+        assert_eq!(
+            size(&term, &settings).unwrap(),
+            size(&term, &Settings::exact()).unwrap()
+        );
     }
 
     #[test]

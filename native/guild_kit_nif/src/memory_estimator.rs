@@ -1,98 +1,110 @@
 //! NIFs behind `GuildKit.MemoryEstimator`.
 //!
 //! The walk itself (stack, sampling, budget) is `guild_kit_core::size_walk`; this module
-//! shows it real terms through [`NifView`], which reads each term with the NIF API and
-//! sizes it with `guild_kit_core::size_model`.
+//! shows it real terms through [`NifView`], which reads each term in place
+//! ([`raw::Word::shape`]: its word and, for a boxed term, its object's header) and sizes
+//! it with `guild_kit_core::size_model`. Reading a term is O(1) whatever it holds:
+//! nothing is encoded, copied or allocated in the VM, not a fun's captured variables,
+//! not a binary at a bit offset, not a bignum. Maps are read with rustler's map API,
+//! and their keys hashed with `enif_hash(ERL_NIF_INTERNAL_HASH, key, salt)` and OTP
+//! 25's salt for each eight levels of the trie (`size_model::map_hash_salt`), on which
+//! OTP builds its hashmap tries, so walked hashmaps get their exact node count.
 //!
 //! Each size starts on the caller's normal scheduler and moves itself to a dirty CPU
 //! scheduler (`crate::schedule`) past [`NORMAL_BUDGET`] or [`NORMAL_TIME_BUDGET`],
-//! where it starts over without limit. Both return
-//! `{words, off_heap_bytes, exact?, visited, terms}`.
-//!
-//! What the NIF API shows, and how:
-//! - immediates (small integers, atoms, local pids and ports, `[]`): by the primary tag
-//!   of the term word ([`is_immediate`]), without a call into the VM;
-//! - binaries: `enif_inspect_binary` gives the length, and where the bytes are tells
-//!   heap binaries from the rest ([`is_heap_binary`]);
-//! - bignums past 64 bits, bitstrings that are not whole bytes, funs and references:
-//!   `enif_term_to_binary` (see `guild_kit_core::etf`), because NIF 2.16 has no accessor
-//!   for their length, captured variables or node;
-//! - maps: their size, entries and `enif_hash(ERL_NIF_INTERNAL_HASH, key, salt)` with
-//!   OTP 25's salt for each eight levels of the trie
-//!   (`guild_kit_core::size_model::map_hash_salt`): the hash OTP's hashmap trie is built
-//!   on, so walked hashmaps get their exact node count.
+//! where it starts over without a budget. Both return
+//! `{words, off_heap_bytes, exact?, visited, terms}`; `memory_estimate` returns
+//! `:timeout` instead once its time limit has passed.
 
-use std::mem::MaybeUninit;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use guild_kit_core::etf::{self, FunEnv};
 use guild_kit_core::size_model::{
-    bignum_words, binary_words, bitstring_off_heap_bytes, bitstring_words, int64_words,
-    map_hash_salt, off_heap_bytes, uint64_words, BinaryHome, FLOAT_WORDS, LOCAL_REF_WORDS,
-    REMOTE_PID_WORDS, REMOTE_REF_WORDS,
+    map_hash_salt, sub_binary_off_heap_bytes, sub_binary_words, BinaryHome, FUN_WORDS,
+    REFC_BINARY_WORDS, SUB_BINARY_WORDS,
 };
-use guild_kit_core::size_walk::{size_of, Interrupt, Node, Settings, Size, TermView, CLOCK_EVERY};
-use rustler::sys::{
-    self, ErlNifBinary, ErlNifEnv, ErlNifHash, ErlNifMapIterator, ErlNifMapIteratorEntry,
-    ErlNifTerm,
-};
-use rustler::{Encoder, Env, Term, TermType};
+use guild_kit_core::size_walk::{size_of, Interrupt, Node, Settings, Size, TermView};
+use rustler::types::map::MapIterator;
+use rustler::{Atom, Encoder, Env, NifResult, Term};
 
-use crate::raw;
-use crate::schedule::{nifs, Call, Exit, Outcome};
-use crate::term_codec::make_bignum;
+use crate::error::Error;
+use crate::raw::{self, FlatMapProbe, FunProbe, Shape, SubBinaryProbe, Thing, ThingKind, Word};
+use crate::schedule::{nifs, Call, Exit, FromArg, Outcome};
 
 /// Units of work (about one term each, see `size_walk`) a normal-scheduler call may
-/// spend before handing over to the dirty twin: 5–25 ns a unit on the project
-/// machine, so 0.1–0.5 ms. NORMAL_TIME_BUDGET below is the firmer bound.
+/// spend before handing over to a dirty scheduler: a few nanoseconds to a few tens a
+/// unit, so well under a millisecond. NORMAL_TIME_BUDGET below is the firmer bound.
 const NORMAL_BUDGET: u64 = 20_000;
 
-/// Wall-clock limit of a normal-scheduler call, a safety net under NORMAL_BUDGET for
-/// terms that take longer to read than their units say (a machine under load, binaries
-/// at a bit offset, which reading copies).
-const NORMAL_TIME_BUDGET: std::time::Duration = std::time::Duration::from_micros(400);
+/// Wall-clock limit of a normal-scheduler call, a safety net under NORMAL_BUDGET for a
+/// machine under load, where units take longer than they should.
+const NORMAL_TIME_BUDGET: Duration = Duration::from_micros(400);
 
-/// Units charged for reading a term through its external format (an allocation, an
-/// encoding and a release: about 0.4 µs for a reference).
-const EXTERNAL_COST: u64 = 20;
+/// Most probes `memory_confirm_layout` reads: it is called once, with a dozen.
+const MAX_PROBES: usize = 64;
 
-/// Binaries from this size up make the walk look at the clock: reading a binary at a
-/// bit offset copies it, and only the clock tells how long that took.
-const CLOCK_CHECK_BYTES: usize = 64 * 1024;
-
-/// Longest bignum magnitude (bytes) a normal-scheduler call encodes to read its length.
-const NORMAL_BIGNUM_BYTES: usize = 4096;
+rustler::atoms! {
+    infinity,
+    timeout,
+}
 
 nifs! {
-    fn memory_estimate(term: Term, samples: u64, seed: u64) => estimate;
+    fn memory_estimate(term: Term, samples: u64, seed: u64, limit: TimeLimit) => estimate;
     fn memory_exact(term: Term) => exact;
 }
 
-fn estimate<'a>(call: Call<'a>, term: Term<'a>, samples: u64, seed: u64) -> Outcome<'a> {
-    run(call, term, Some(samples), seed)
+fn estimate<'a>(
+    call: Call<'a>,
+    term: Term<'a>,
+    samples: u64,
+    seed: u64,
+    limit: TimeLimit,
+) -> Outcome<'a> {
+    run(call, term, Some(samples), seed, limit.0)
 }
 
 fn exact<'a>(call: Call<'a>, term: Term<'a>) -> Outcome<'a> {
-    run(call, term, None, 0)
+    run(call, term, None, 0, None)
 }
 
-fn run<'a>(call: Call<'a>, term: Term<'a>, samples: Option<u64>, seed: u64) -> Outcome<'a> {
+/// How long a walk may take before it gives up for good: `:infinity`, or microseconds.
+struct TimeLimit(Option<Duration>);
+
+impl<'a> FromArg<'a> for TimeLimit {
+    fn from_arg(term: Term<'a>, position: usize) -> Result<Self, Error> {
+        if term.decode::<Atom>().is_ok_and(|atom| atom == infinity()) {
+            return Ok(TimeLimit(None));
+        }
+        term.decode::<u64>()
+            .map(|micros| TimeLimit(Some(Duration::from_micros(micros))))
+            .map_err(|_| Error::BadArgument {
+                position,
+                expected: "a time limit: microseconds, or :infinity",
+            })
+    }
+}
+
+fn run<'a>(
+    call: Call<'a>,
+    term: Term<'a>,
+    samples: Option<u64>,
+    seed: u64,
+    limit: Option<Duration>,
+) -> Outcome<'a> {
     let env = call.env();
-    let bounded = !call.is_dirty();
+    let started = Instant::now();
     let settings = Settings {
         samples: samples.map(|s| usize::try_from(s).unwrap_or(usize::MAX)),
         seed,
-        budget: bounded.then_some(NORMAL_BUDGET),
-        time_budget: bounded.then_some(NORMAL_TIME_BUDGET),
+        budget: call.budget(NORMAL_BUDGET),
+        time_budget: call.budget(NORMAL_TIME_BUDGET),
+        deadline: limit.map(|limit| started + limit),
     };
-    let started = Instant::now();
-    let mut view = NifView::new(env, bounded);
-    let result = size_of(&mut view, term.as_c_arg(), &settings);
-    drop(view);
+    let result = size_of(&mut NifView::new(env), Word::of(term), &settings);
     call.charge_since(started);
     match result {
         Ok(size) => Ok(encode(env, &size)),
         Err(Interrupt::OverBudget) => Err(Exit::Dirty),
+        Err(Interrupt::Deadline) => Ok(timeout().encode(env)),
     }
 }
 
@@ -107,437 +119,240 @@ fn encode<'a>(env: Env<'a>, size: &Size) -> Term<'a> {
         .encode(env)
 }
 
-/// Real terms, as `size_walk` sees them: raw term words (8 bytes, where a rustler
-/// `Term` carries its env too), read with the NIF API in the calling env.
-///
-/// Captured variables of funs are rebuilt from their external format into `scratch`, a
-/// process-independent environment, so that even a fun capturing a large state never
-/// grows the caller's heap. Only read-only inspection functions are applied to those
-/// terms, with the calling env, and `scratch` is freed only when the view is dropped,
-/// after the walk has finished.
-struct NifView<'a> {
-    env: Env<'a>,
-    /// On a normal scheduler: refuse terms whose reading cost has no bound.
-    bounded: bool,
-    scratch: Option<Scratch>,
-    /// Node name and creation of this node's references, in external format.
-    local_origin: Option<Vec<u8>>,
-    /// ±2^(8 · NORMAL_BIGNUM_BYTES), to bound bignums on normal schedulers.
-    bignum_limits: Option<(ErlNifTerm, ErlNifTerm)>,
-    /// The tuple whose elements were read last, and those elements: a large tuple is
-    /// read element by element.
-    last_tuple: (ErlNifTerm, *const ErlNifTerm, usize),
-    /// `[]`, an immediate: any `[]` is this very word.
-    nil: ErlNifTerm,
+/// Checks the layouts of funs, sub-binaries and flat maps on probes that Elixir made
+/// (see `raw::confirm_layout`): `funs` is a list of `{fun, arity, env, creator}`,
+/// `sub_binaries` of `{sub_binary, parent, bytes, bit_size, bit_offset}` and `maps` of
+/// `{map, keys, values}`. Returns whether they hold; from then on, those are read in
+/// place. A plain NIF: at most MAX_PROBES probes of each kind, O(1) each.
+#[rustler::nif]
+fn memory_confirm_layout<'a>(
+    funs: Term<'a>,
+    sub_binaries: Term<'a>,
+    maps: Term<'a>,
+) -> NifResult<bool> {
+    let funs: Vec<(Term, u8, Vec<Term>, Term)> =
+        probes(funs, 0, "a short list of {fun, arity, env, creator}")?;
+    let sub_binaries: Vec<(Term, Term, usize, u8, u8)> = probes(
+        sub_binaries,
+        1,
+        "a short list of {sub_binary, parent, bytes, bits, offset}",
+    )?;
+    let maps: Vec<(Term, Vec<Term>, Vec<Term>)> =
+        probes(maps, 2, "a short list of {map, keys, values}")?;
+    let funs: Vec<FunProbe> = funs
+        .into_iter()
+        .map(|(fun, arity, captured, creator)| FunProbe {
+            fun,
+            arity,
+            captured,
+            creator,
+        })
+        .collect();
+    let sub_binaries: Vec<SubBinaryProbe> = sub_binaries
+        .into_iter()
+        .map(
+            |(sub_binary, parent, bytes, bit_size, bit_offset)| SubBinaryProbe {
+                sub_binary,
+                parent,
+                bytes,
+                bit_size,
+                bit_offset,
+            },
+        )
+        .collect();
+    let maps: Vec<FlatMapProbe> = maps
+        .into_iter()
+        .map(|(map, keys, values)| FlatMapProbe { map, keys, values })
+        .collect();
+    Ok(raw::confirm_layout(&funs, &sub_binaries, &maps))
 }
 
-struct Scratch(*mut ErlNifEnv);
+/// Decodes a proper list of at most MAX_PROBES probes (cheap to decode whatever its
+/// elements are: each is a small tuple, or fails at once).
+fn probes<'a, T: rustler::Decoder<'a>>(
+    list: Term<'a>,
+    position: usize,
+    expected: &'static str,
+) -> Result<Vec<T>, Error> {
+    list.list_length()
+        .ok()
+        .filter(|&length| length <= MAX_PROBES)
+        .and_then(|_| list.decode().ok())
+        .ok_or(Error::BadArgument { position, expected })
+}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // SAFETY: allocated by enif_alloc_env in `NifView::scratch` and freed only here.
-        unsafe { sys::enif_free_env(self.0) };
-    }
+/// Real terms, as `size_walk` sees them: term words, read in place.
+struct NifView<'a> {
+    env: Env<'a>,
+    /// `[]`, an immediate: any `[]` is this very word.
+    nil: Word<'a>,
+    /// The tuple or fun whose elements were read last, and those elements: the walk
+    /// asks for them one at a time.
+    last: (Word<'a>, &'a [Word<'a>]),
 }
 
 impl<'a> NifView<'a> {
-    fn new(env: Env<'a>, bounded: bool) -> Self {
+    fn new(env: Env<'a>) -> Self {
+        let nil = Word::of(Term::list_new_empty(env));
         NifView {
             env,
-            bounded,
-            scratch: None,
-            local_origin: None,
-            bignum_limits: None,
-            last_tuple: (ErlNifTerm::default(), std::ptr::null(), 0),
-            // SAFETY: builds `[]` in the calling env.
-            nil: unsafe { sys::enif_make_list_from_array(env.as_c_arg(), std::ptr::null(), 0) },
+            nil,
+            last: (nil, &[]),
         }
     }
 
-    fn raw_env(&self) -> *mut ErlNifEnv {
-        self.env.as_c_arg()
+    fn thing(&self, thing: Thing) -> Node<Word<'a>> {
+        let words = thing.words as u64;
+        match thing.kind {
+            ThingKind::HeapBinary => leaf(words, 0, thing.size as u64),
+            ThingKind::RefcBinary => leaf(words, thing.size as u64, thing.size as u64),
+            // A hash reads every digit of a bignum.
+            ThingKind::Bignum => leaf(words, 0, 8 * (words - 1)),
+            ThingKind::Float | ThingKind::Reference | ThingKind::External => leaf(words, 0, 8),
+            ThingKind::Unknown => Node::Opaque { words },
+        }
     }
 
-    fn scratch(&mut self) -> *mut ErlNifEnv {
-        self.scratch
-            // SAFETY: a fresh process-independent environment, freed by `Scratch::drop`.
-            .get_or_insert_with(|| Scratch(unsafe { sys::enif_alloc_env() }))
-            .0
-    }
-
-    fn integer(&mut self, raw: ErlNifTerm) -> Result<Node<ErlNifTerm>, Interrupt> {
-        let env = self.raw_env();
-        let mut small: i64 = 0;
-        let mut unsigned: u64 = 0;
-        // SAFETY: env and term come from the running NIF call.
-        if unsafe { sys::enif_get_int64(env, raw, &mut small) } != 0 {
-            return Ok(leaf(int64_words(small), 0, 8));
-        }
-        if unsafe { sys::enif_get_uint64(env, raw, &mut unsigned) } != 0 {
-            return Ok(leaf(uint64_words(unsigned), 0, 8));
-        }
-        if self.bounded && !self.bignum_is_small(raw) {
-            return Err(Interrupt::OverBudget);
-        }
-        // Only the external format tells a bignum's length.
-        let bytes = read_external(env, raw, etf::bignum_bytes).unwrap_or(9);
-        Ok(costly_leaf(
-            bignum_words(bytes),
-            0,
-            bytes as u64,
-            EXTERNAL_COST + bytes as u64 / 256,
-        ))
-    }
-
-    /// True when `raw` is below 2^(8 · NORMAL_BIGNUM_BYTES) in magnitude. Comparing
-    /// bignums of different lengths is O(1).
-    fn bignum_is_small(&mut self, raw: ErlNifTerm) -> bool {
-        let env = self.env;
-        let limits = *self.bignum_limits.get_or_insert_with(|| {
-            // 256^NORMAL_BIGNUM_BYTES, big-endian.
-            let mut magnitude = vec![0; NORMAL_BIGNUM_BYTES + 1];
-            magnitude[0] = 1;
-            let limit = |negative| {
-                make_bignum(env, negative, &magnitude)
-                    .expect("a well-formed bignum")
-                    .as_c_arg()
-            };
-            (limit(true), limit(false))
-        });
-        // SAFETY: all three terms belong to the calling env.
-        unsafe { sys::enif_compare(limits.0, raw) < 0 && sys::enif_compare(raw, limits.1) < 0 }
-    }
-
-    fn binary(&mut self, raw: ErlNifTerm) -> Result<Node<ErlNifTerm>, Interrupt> {
-        let env = self.raw_env();
-        let mut binary = MaybeUninit::<ErlNifBinary>::uninit();
-        // SAFETY: on success the struct is filled in; the bytes stay valid for the call.
-        if unsafe { sys::enif_inspect_binary(env, raw, binary.as_mut_ptr()) } != 0 {
-            let binary = unsafe { binary.assume_init() };
-            let home = if is_heap_binary(raw, binary.data) {
-                BinaryHome::Heap
-            } else {
-                BinaryHome::OffHeap
-            };
-            let len = binary.size;
-            let cost = if len >= CLOCK_CHECK_BYTES {
-                CLOCK_EVERY
-            } else {
-                0
-            };
-            return Ok(costly_leaf(
-                binary_words(len, home),
-                off_heap_bytes(len, home),
-                len as u64,
-                cost,
-            ));
-        }
-        // A bitstring that is not whole bytes: its external format has the bit length,
-        // at the cost of a copy.
-        if self.bounded {
-            return Err(Interrupt::OverBudget);
-        }
-        let bits = read_external(env, raw, etf::bitstring_bits).unwrap_or(1);
-        Ok(leaf(
-            bitstring_words(bits),
-            bitstring_off_heap_bytes(bits),
-            bits / 8,
-        ))
-    }
-
-    fn reference(&mut self, raw: ErlNifTerm) -> Node<ErlNifTerm> {
-        let env = self.raw_env();
-        let local = self.local_origin.get_or_insert_with(|| {
-            // SAFETY: a new reference of this node, in the calling env.
-            let own = unsafe { sys::enif_make_ref(env) };
-            read_external(env, own, |etf| {
-                etf::reference_origin(etf).map(<[u8]>::to_vec)
-            })
-            .unwrap_or_default()
-        });
-        let is_local = read_external(env, raw, |etf| {
-            etf::reference_origin(etf).map(|origin| origin == local.as_slice())
-        })
-        .unwrap_or(true);
-        let words = if is_local {
-            LOCAL_REF_WORDS
-        } else {
-            REMOTE_REF_WORDS
+    fn sub_binary(&self, sub: raw::SubBinary<'a>) -> Node<Word<'a>> {
+        let parent = match sub.parent.shape() {
+            Shape::Thing(Thing {
+                kind: ThingKind::RefcBinary,
+                ..
+            }) => BinaryHome::OffHeap,
+            Shape::Thing(Thing {
+                kind: ThingKind::HeapBinary,
+                ..
+            }) => BinaryHome::Heap,
+            _ => return unread_sub_binary(),
         };
-        costly_leaf(words, 0, 0, EXTERNAL_COST)
+        leaf(
+            sub_binary_words(sub.bytes, sub.bit_size, sub.bit_offset, parent),
+            sub_binary_off_heap_bytes(sub.bytes, sub.bit_size, parent),
+            sub.bytes as u64,
+        )
     }
+}
 
-    fn fun(&mut self, raw: ErlNifTerm) -> Result<Node<ErlNifTerm>, Interrupt> {
-        // Reading the captured variables costs as much as they are big.
-        if self.bounded {
-            return Err(Interrupt::OverBudget);
-        }
-        let no_env = Node::Fun {
-            captured: 0,
-            env: raw,
-        };
-        let Some(etf) = external(self.raw_env(), raw) else {
-            return Ok(no_env);
-        };
-        let bytes = etf.as_slice();
-        let (captured, vars) = match etf::fun_env(bytes) {
-            Some(FunEnv::Local { captured, vars }) if captured > 0 => (captured, vars),
-            _ => return Ok(no_env),
-        };
-        let tuple_etf = etf::env_as_tuple(captured, &bytes[vars..]);
-        drop(etf);
-        let scratch = self.scratch();
-        let mut tuple = ErlNifTerm::default();
-        // SAFETY: a well-formed external term; the tuple lives in `scratch`.
-        let read = unsafe {
-            sys::enif_binary_to_term(scratch, tuple_etf.as_ptr(), tuple_etf.len(), &mut tuple, 0)
-        };
-        if read == 0 {
-            return Ok(no_env);
-        }
-        Ok(Node::Fun {
-            captured,
-            env: tuple,
-        })
-    }
-
-    /// Reads the elements of `tuple` and keeps them for [`TermView::element`].
-    fn read_tuple(&mut self, tuple: ErlNifTerm) -> usize {
-        // SAFETY: a tuple of the calling env or of `scratch`; its elements live as long
-        // as it does, for the call or as long as `scratch`, both longer than `self`.
-        let elements = raw::tuple_elements(unsafe { Term::new(self.env, tuple) })
-            .map_or(&[][..], |elements| elements.as_raw());
-        self.last_tuple = (tuple, elements.as_ptr(), elements.len());
-        elements.len()
+/// A sub-binary whose layout is not confirmed: counted as one at a bit offset of a
+/// refcounted binary, its most common kind past 64 bytes, and not exact.
+fn unread_sub_binary<T>() -> Node<T> {
+    Node::Opaque {
+        words: SUB_BINARY_WORDS + REFC_BINARY_WORDS,
     }
 }
 
 impl<'a> TermView for NifView<'a> {
-    type Term = ErlNifTerm;
+    type Term = Word<'a>;
     type Entries = MapEntries<'a>;
 
     // Inlined into the walk: returning the node through memory stalls on store
     // forwarding, a third of the time of a visit.
     #[inline(always)]
-    fn node(&mut self, raw: ErlNifTerm) -> Result<Node<ErlNifTerm>, Interrupt> {
-        if is_immediate(raw) {
-            // Small integers, atoms, local pids and ports, and [] take no heap words:
-            // answer without a call into the VM, as most terms in a state are these.
-            return Ok(leaf(0, 0, 8));
-        }
-        let env = self.raw_env();
-        // SAFETY: a term of the calling env (or `scratch`); see the type's docs.
-        let term = unsafe { Term::new(self.env, raw) };
-        Ok(match term.get_type() {
-            TermType::Integer => return self.integer(raw),
-            TermType::Float => leaf(FLOAT_WORDS, 0, 8),
-            TermType::Binary => return self.binary(raw),
-            TermType::Tuple => Node::Tuple(self.read_tuple(raw)),
-            // `[]` is an immediate, answered above: this list has a cell.
-            TermType::List => Node::List,
-            TermType::Map => {
-                let mut size: usize = 0;
-                // SAFETY: env and term come from the running NIF call.
-                unsafe { sys::enif_get_map_size(env, raw, &mut size) };
-                Node::Map { size }
+    fn node(&mut self, word: Word<'a>) -> Node<Word<'a>> {
+        match word.shape() {
+            // Small integers, atoms, local pids and ports, and [] take no heap words.
+            Shape::Immediate => leaf(0, 0, 8),
+            Shape::Cell => Node::List,
+            Shape::Tuple(elements) => {
+                self.last = (word, elements);
+                Node::Tuple(elements.len())
             }
-            // Local pids and ports are immediates, answered above: these are remote.
-            TermType::Pid | TermType::Port => leaf(REMOTE_PID_WORDS, 0, 0),
-            TermType::Ref => self.reference(raw),
-            TermType::Fun => return self.fun(raw),
-            // Atoms are immediates too. An unknown type would be one added by a later
-            // OTP, and counts as an immediate.
-            TermType::Atom | TermType::Unknown => leaf(0, 0, 0),
-        })
-    }
-
-    fn element(&mut self, container: ErlNifTerm, index: usize) -> ErlNifTerm {
-        if self.last_tuple.0 != container || self.last_tuple.1.is_null() {
-            self.read_tuple(container);
+            Shape::FlatMap { keys, .. } => Node::Map { size: keys.len() },
+            Shape::Map => Node::Map {
+                size: word.term(self.env).map_size().unwrap_or(0),
+            },
+            Shape::Fun(Some(fun)) => {
+                self.last = (word, fun.captured);
+                // A fun made on another node keeps its creator's pid, an object too.
+                let extra_words = match fun.creator.shape() {
+                    Shape::Thing(creator) => creator.words as u64,
+                    _ => 0,
+                };
+                Node::Fun {
+                    captured: fun.captured.len(),
+                    env: word,
+                    extra_words,
+                }
+            }
+            Shape::Fun(None) => Node::Opaque { words: FUN_WORDS },
+            Shape::SubBinary(Some(sub)) => self.sub_binary(sub),
+            Shape::SubBinary(None) => unread_sub_binary(),
+            Shape::Thing(thing) => self.thing(thing),
         }
-        let (_, elements, len) = self.last_tuple;
-        assert!(index < len, "element {index} of a tuple of {len}");
-        // SAFETY: `elements` points at the `len` elements of `container`, which live for
-        // the call (or as long as `scratch`).
-        unsafe { *elements.add(index) }
     }
 
-    fn list_cell(&mut self, list: ErlNifTerm) -> Option<(ErlNifTerm, ErlNifTerm)> {
-        let mut head = ErlNifTerm::default();
-        let mut tail = ErlNifTerm::default();
-        // SAFETY: env and term come from the running NIF call.
-        let ok = unsafe { sys::enif_get_list_cell(self.raw_env(), list, &mut head, &mut tail) };
-        (ok != 0).then_some((head, tail))
+    fn element(&mut self, container: Word<'a>, index: usize) -> Word<'a> {
+        if self.last.0 != container {
+            let elements = match container.shape() {
+                Shape::Tuple(elements) => elements,
+                Shape::Fun(Some(fun)) => fun.captured,
+                _ => &[],
+            };
+            self.last = (container, elements);
+        }
+        self.last.1[index]
     }
 
-    fn is_empty_list(&mut self, term: ErlNifTerm) -> bool {
-        term == self.nil
-    }
-
-    fn entries(&mut self, map: ErlNifTerm) -> MapEntries<'a> {
-        MapEntries::new(self.env, map)
+    #[inline(always)]
+    fn list_cell(&mut self, list: Word<'a>) -> Option<(Word<'a>, Word<'a>)> {
+        list.cell()
     }
 
     #[inline]
-    fn is_immediate(&mut self, term: ErlNifTerm) -> bool {
-        is_immediate(term)
+    fn is_empty_list(&mut self, word: Word<'a>) -> bool {
+        word == self.nil
     }
 
-    fn prefetch(&mut self, term: ErlNifTerm) {
-        let word = term_word(term);
-        if word & PRIMARY_TAG_MASK != IMMEDIATE_TAG {
-            // A list cell or boxed object: its address is the word without the tag.
-            // A prefetch never faults, and reads nothing the program sees.
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: SSE is part of the x86_64 baseline; prefetch has no other
-            // requirement.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    (word & !PRIMARY_TAG_MASK) as *const i8,
-                )
-            };
+    fn entries(&mut self, map: Word<'a>) -> MapEntries<'a> {
+        match map.shape() {
+            Shape::FlatMap { keys, values } => MapEntries::Flat(keys.iter().zip(values)),
+            _ => MapEntries::Hashed(MapIterator::new(map.term(self.env))),
         }
     }
 
-    fn key_hash(&mut self, key: ErlNifTerm, round: u32) -> u32 {
-        let salt = u64::from(map_hash_salt(round));
-        // SAFETY: a valid term of the calling env (or `scratch`). ERL_NIF_INTERNAL_HASH
-        // is make_internal_hash(term, salt), on which OTP 25 builds its map tries.
-        unsafe { sys::enif_hash(ErlNifHash::ERL_NIF_INTERNAL_HASH, key, salt) as u32 }
+    #[inline]
+    fn is_immediate(&mut self, word: Word<'a>) -> bool {
+        word.is_immediate()
+    }
+
+    #[inline]
+    fn prefetch(&mut self, word: Word<'a>) {
+        word.prefetch();
+    }
+
+    fn key_hash(&mut self, key: Word<'a>, round: u32) -> u32 {
+        // OTP 25 builds its map tries on 32-bit internal hashes.
+        key.term(self.env)
+            .hash_internal(u64::from(map_hash_salt(round))) as u32
     }
 }
 
-/// A leaf that costs nothing beyond an ordinary visit to read.
 fn leaf<T>(words: u64, off_heap_bytes: u64, payload_bytes: u64) -> Node<T> {
-    costly_leaf(words, off_heap_bytes, payload_bytes, 0)
-}
-
-fn costly_leaf<T>(words: u64, off_heap_bytes: u64, payload_bytes: u64, cost: u64) -> Node<T> {
     Node::Leaf {
         words,
         off_heap_bytes,
         payload_bytes,
-        cost,
     }
-}
-
-/// Primary tag of a term word: the two low bits. OTP has kept this scheme since R7.
-const PRIMARY_TAG_MASK: usize = 0b11;
-/// A boxed term: the address of an object that starts with a header word.
-const BOXED_TAG: usize = 0b10;
-/// An immediate: the whole term is in the word.
-const IMMEDIATE_TAG: usize = 0b11;
-
-fn term_word(raw: ErlNifTerm) -> usize {
-    // SAFETY: ErlNifTerm is a #[repr(transparent)] wrapper of the term word (usize).
-    unsafe { std::mem::transmute::<ErlNifTerm, usize>(raw) }
-}
-
-/// True for terms held entirely in their word (primary tag `0b11`): small integers,
-/// atoms, local pids and ports, `[]`. They take no heap words.
-fn is_immediate(raw: ErlNifTerm) -> bool {
-    term_word(raw) & PRIMARY_TAG_MASK == IMMEDIATE_TAG
-}
-
-/// True when the bytes of the binary `raw` are those of a heap binary.
-///
-/// A boxed term is the address of its object with primary tag `0b10`, and a heap
-/// binary (`ErlHeapBin`) keeps its bytes right after its two header words (thing word
-/// and size). Any other binary reaches its bytes through a pointer to elsewhere: a
-/// refcounted `ProcBin` to its off-heap buffer, a sub-binary to its parent's bytes (at
-/// an offset), and a binary at a bit offset to a temporary aligned copy. Only addresses
-/// are compared; no VM memory is read.
-fn is_heap_binary(raw: ErlNifTerm, data: *const u8) -> bool {
-    const HEAP_BINARY_HEADER_BYTES: usize = 2 * std::mem::size_of::<usize>();
-    let raw = term_word(raw);
-    raw & PRIMARY_TAG_MASK == BOXED_TAG
-        && (raw & !PRIMARY_TAG_MASK) + HEAP_BINARY_HEADER_BYTES == data as usize
-}
-
-/// The external format of a term, released when dropped.
-struct External(ErlNifBinary);
-
-impl External {
-    fn as_slice(&self) -> &[u8] {
-        if self.0.size == 0 {
-            return &[];
-        }
-        // SAFETY: an allocated binary of `size` bytes, alive until drop.
-        unsafe { std::slice::from_raw_parts(self.0.data, self.0.size) }
-    }
-}
-
-impl Drop for External {
-    fn drop(&mut self) {
-        // SAFETY: allocated by enif_term_to_binary and released once.
-        unsafe { sys::enif_release_binary(&mut self.0) };
-    }
-}
-
-/// Reads one fact from the external format of a term.
-fn read_external<T>(
-    env: *mut ErlNifEnv,
-    raw: ErlNifTerm,
-    read: impl FnOnce(&[u8]) -> Option<T>,
-) -> Option<T> {
-    external(env, raw).and_then(|etf| read(etf.as_slice()))
-}
-
-fn external(env: *mut ErlNifEnv, raw: ErlNifTerm) -> Option<External> {
-    let mut binary = MaybeUninit::<ErlNifBinary>::uninit();
-    // SAFETY: on success the binary is allocated and must be released (External::drop).
-    let ok = unsafe { sys::enif_term_to_binary(env, raw, binary.as_mut_ptr()) };
-    (ok != 0).then(|| External(unsafe { binary.assume_init() }))
 }
 
 /// Entries of a map in its own order (key order for flat maps, hash order for
-/// hashmaps), without the double-ended bookkeeping of `rustler::MapIterator`.
-pub struct MapEntries<'a> {
-    env: Env<'a>,
-    iter: Option<ErlNifMapIterator>,
-}
-
-impl<'a> MapEntries<'a> {
-    fn new(env: Env<'a>, map: ErlNifTerm) -> Self {
-        let mut iter = MaybeUninit::<ErlNifMapIterator>::uninit();
-        // SAFETY: on success the iterator is initialised and destroyed in Drop.
-        let ok = unsafe {
-            sys::enif_map_iterator_create(
-                env.as_c_arg(),
-                map,
-                iter.as_mut_ptr(),
-                ErlNifMapIteratorEntry::ERL_NIF_MAP_ITERATOR_HEAD,
-            )
-        };
-        let iter = (ok != 0).then(|| unsafe { iter.assume_init() });
-        MapEntries { env, iter }
-    }
+/// hashmaps): read in place from a flat map, through rustler from a hashmap.
+pub enum MapEntries<'a> {
+    Flat(std::iter::Zip<std::slice::Iter<'a, Word<'a>>, std::slice::Iter<'a, Word<'a>>>),
+    Hashed(Option<MapIterator<'a>>),
 }
 
 impl<'a> Iterator for MapEntries<'a> {
-    type Item = (ErlNifTerm, ErlNifTerm);
+    type Item = (Word<'a>, Word<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let iter = self.iter.as_mut()?;
-        let env = self.env.as_c_arg();
-        let mut key = ErlNifTerm::default();
-        let mut value = ErlNifTerm::default();
-        // SAFETY: a live iterator over a map of the calling env.
-        unsafe {
-            if sys::enif_map_iterator_get_pair(env, iter, &mut key, &mut value) == 0 {
-                return None;
+        match self {
+            MapEntries::Flat(entries) => entries.next().map(|(&key, &value)| (key, value)),
+            MapEntries::Hashed(entries) => {
+                let (key, value) = entries.as_mut()?.next()?;
+                Some((Word::of(key), Word::of(value)))
             }
-            sys::enif_map_iterator_next(env, iter);
-            Some((key, value))
-        }
-    }
-}
-
-impl Drop for MapEntries<'_> {
-    fn drop(&mut self) {
-        if let Some(iter) = self.iter.as_mut() {
-            // SAFETY: created in `new`, destroyed once.
-            unsafe { sys::enif_map_iterator_destroy(self.env.as_c_arg(), iter) };
         }
     }
 }

@@ -73,21 +73,19 @@ pub unsafe extern "C" fn dirty_entry<J: DirtyJob>(
 ) -> ErlNifTerm {
     let lifetime = ();
     // SAFETY: the VM passes the calling process's env and `argc` terms of that env,
-    // valid for this call.
-    let (env, args) = unsafe {
+    // valid for this call; the result is turned into the VM's return value (raising for
+    // errors) in that env, as rustler's own generated entry points do.
+    unsafe {
         let env = Env::new(&lifetime, env);
         let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
             .iter()
             .map(|&term| Term::new(env, term))
             .collect();
-        (env, args)
-    };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        J::run(Call::dirty(env), &args)
-    }));
-    // SAFETY: turns the result into the VM's return value (raising for errors) in the
-    // env of this call, as rustler's own generated entry points do.
-    unsafe { rustler::codegen_runtime::handle_nif_result(result, env).apply(env) }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            J::run(Call::dirty(env), &args)
+        }));
+        rustler::codegen_runtime::handle_nif_result(result, env).apply(env)
+    }
 }
 
 /// The elements of a tuple, without copying them, or `None` when `term` is not one.
@@ -97,23 +95,22 @@ pub fn tuple_elements(term: Term) -> Option<TupleElements> {
     let mut arity: c_int = 0;
     let mut elements: *const ErlNifTerm = std::ptr::null();
     // SAFETY: on success `elements` points at `arity` terms owned by the tuple, which
-    // lives as long as the term's env.
-    let ok = unsafe {
-        sys::enif_get_tuple(
+    // lives as long as the term's env (`{}` may give a dangling pointer: not read).
+    let raw: &[ErlNifTerm] = unsafe {
+        if sys::enif_get_tuple(
             term.get_env().as_c_arg(),
             term.as_c_arg(),
             &mut arity,
             &mut elements,
-        )
-    };
-    if ok == 0 {
-        return None;
-    }
-    let raw: &[ErlNifTerm] = if arity == 0 {
-        &[]
-    } else {
-        // SAFETY: see above; `arity` is positive.
-        unsafe { std::slice::from_raw_parts(elements, arity as usize) }
+        ) == 0
+        {
+            return None;
+        }
+        if arity == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(elements, arity as usize)
+        }
     };
     Some(TupleElements {
         env: term.get_env(),
@@ -132,11 +129,6 @@ impl<'a> TupleElements<'a> {
     /// The arity.
     pub fn len(&self) -> usize {
         self.raw.len()
-    }
-
-    /// The element words, for walks that keep raw terms.
-    pub fn as_raw(&self) -> &'a [ErlNifTerm] {
-        self.raw
     }
 
     /// The elements in order.
@@ -308,4 +300,424 @@ pub fn send_moving(
             ) != 0
         }
     })
+}
+
+// --- memory estimator ---
+//
+// `GuildKit.MemoryEstimator` sizes terms by reading their objects where they lie, as
+// `:erts_debug.flat_size/1` does: a header word says what a boxed object is and how
+// many words it takes, and the few fields beyond that (a fun's captured variables, a
+// sub-binary's bit offset and parent, a flat map's keys and values) are read only once
+// their layout has been confirmed on probe terms (`confirm_layout`). Nothing is
+// copied, encoded or allocated in the VM, whatever the term holds.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A term of the env whose lifetime is `'a`, as its bare word.
+///
+/// The size walk keeps millions of these on its stack, where a `Term` would carry its
+/// env as well. Only this module makes them: from terms of that env (`Word::of`), or
+/// from the term slots of objects of that env (list cells, tuple elements, flat maps'
+/// keys and values, captured variables, a sub-binary's parent). So every `Word<'a>` is a term of the one env whose
+/// lifetime is `'a`: rustler gives every env its own invariant lifetime.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(transparent)]
+pub struct Word<'a> {
+    bits: usize,
+    env: PhantomData<Env<'a>>,
+}
+
+/// The two low bits of a term word: OTP's primary tag, the same since R7.
+const PRIMARY_TAG: usize = 0b11;
+const LIST_TAG: usize = 0b01;
+const BOXED_TAG: usize = 0b10;
+const IMMEDIATE_TAG: usize = 0b11;
+
+/// A header word: subtag in bits 2..6 (with the primary tag 0b00), arity above.
+const HEADER_SUBTAG: usize = 0b11_1111;
+const HEADER_ARITY_SHIFT: u32 = 6;
+const TUPLE_SUBTAG: usize = 0x00;
+const POSITIVE_BIGNUM_SUBTAG: usize = 0x08;
+const NEGATIVE_BIGNUM_SUBTAG: usize = 0x0C;
+const REFERENCE_SUBTAG: usize = 0x10;
+const FUN_SUBTAG: usize = 0x14;
+const FLOAT_SUBTAG: usize = 0x18;
+const EXPORT_SUBTAG: usize = 0x1C;
+const REFC_BINARY_SUBTAG: usize = 0x20;
+const HEAP_BINARY_SUBTAG: usize = 0x24;
+const SUB_BINARY_SUBTAG: usize = 0x28;
+const EXTERNAL_PID_SUBTAG: usize = 0x30;
+const EXTERNAL_PORT_SUBTAG: usize = 0x34;
+const EXTERNAL_REFERENCE_SUBTAG: usize = 0x38;
+const MAP_SUBTAG: usize = 0x3C;
+
+/// OTP 25's header of every fun (`HEADER_FUN`): arity 3 counts the entry pointer, the
+/// off-heap link and the word holding the arity and captured-variable count (one byte
+/// each); the creator pid and the captured variables follow.
+const OTP25_FUN_HEADER: usize = (3 << HEADER_ARITY_SHIFT) | FUN_SUBTAG;
+const OTP25_FUN_COUNTS: usize = 3;
+const OTP25_FUN_CREATOR: usize = 4;
+/// OTP 25's header of every sub-binary (`HEADER_SUB_BIN`): arity 3 counts the size in
+/// bytes, the byte offset and the word holding the bit size, bit offset and writable
+/// flag (one byte each); the parent binary follows.
+const OTP25_SUB_BINARY_HEADER: usize = (3 << HEADER_ARITY_SHIFT) | SUB_BINARY_SUBTAG;
+const OTP25_SUB_BINARY_SIZE: usize = 1;
+const OTP25_SUB_BINARY_BITS: usize = 3;
+const OTP25_SUB_BINARY_PARENT: usize = 4;
+
+/// The header of every flat map (`MAP_HEADER_FLATMAP`, OTP 18 on: map type 0, arity
+/// field 1, no bitmap): its size, its key tuple and its values follow. Hashmap headers
+/// differ in type or bitmap.
+const FLATMAP_HEADER: usize = (0b1_00 << HEADER_ARITY_SHIFT) | MAP_SUBTAG;
+const FLATMAP_SIZE: usize = 1;
+const FLATMAP_KEYS: usize = 2;
+const FLATMAP_VALUES: usize = 3;
+
+/// Set once `confirm_layout` has seen the layouts of funs, sub-binaries and flat maps
+/// on probes.
+static LAYOUT_CONFIRMED: AtomicBool = AtomicBool::new(false);
+
+/// What a term is, read from its word and, for a boxed term, its object.
+#[derive(Clone, Copy, Debug)]
+pub enum Shape<'a> {
+    /// Held whole in its word: small integer, atom, local pid or port, `[]`.
+    Immediate,
+    /// A list cell: read it with [`Word::cell`].
+    Cell,
+    /// A tuple and its elements.
+    Tuple(&'a [Word<'a>]),
+    /// A flat map (at most 32 keys), its keys and values in its own order, when its
+    /// layout is confirmed.
+    FlatMap {
+        keys: &'a [Word<'a>],
+        values: &'a [Word<'a>],
+    },
+    /// Any other map: read it with rustler's map API.
+    Map,
+    /// A fun, with what it references, when OTP 25's layout is confirmed.
+    Fun(Option<Fun<'a>>),
+    /// A sub-binary (a slice of another binary, or a bitstring that is not whole
+    /// bytes), when OTP 25's layout is confirmed: its own header words say nothing of
+    /// its parent.
+    SubBinary(Option<SubBinary<'a>>),
+    /// Any other object, whose header arity counts the words after the header.
+    Thing(Thing),
+}
+
+/// What a fun references besides its code.
+#[derive(Clone, Copy, Debug)]
+pub struct Fun<'a> {
+    /// How many arguments it takes.
+    pub arity: u8,
+    /// The pid of the process that made it, or the atom `external` for `fun M:F/A`.
+    pub creator: Word<'a>,
+    /// The variables it captured.
+    pub captured: &'a [Word<'a>],
+}
+
+/// The fields of a sub-binary that its size depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct SubBinary<'a> {
+    /// Whole bytes.
+    pub bytes: usize,
+    /// Bits past the whole bytes (0..8).
+    pub bit_size: u8,
+    /// Offset in bits of its first byte inside the parent's bytes (0..8).
+    pub bit_offset: u8,
+    /// The binary it is a slice of: a heap or a refcounted binary.
+    pub parent: Word<'a>,
+}
+
+/// An object sized by its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thing {
+    /// What it is.
+    pub kind: ThingKind,
+    /// Its words, header included: `1 + arity`.
+    pub words: usize,
+    /// The second word: the byte size of a heap or refcounted binary.
+    pub size: usize,
+}
+
+/// Kinds of [`Thing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThingKind {
+    Bignum,
+    Float,
+    Reference,
+    HeapBinary,
+    RefcBinary,
+    /// A pid, port or reference of another node (or an earlier run of this one), or
+    /// an export fun of OTP 24 and earlier.
+    External,
+    /// A subtag this build does not know, or a fun or sub-binary whose header is not
+    /// OTP 25's: only its header word was read.
+    Unknown,
+}
+
+impl<'a> Word<'a> {
+    /// The word of `term`.
+    #[inline]
+    pub fn of(term: Term<'a>) -> Self {
+        // SAFETY: ErlNifTerm is a #[repr(transparent)] wrapper of the term word.
+        let bits = unsafe { std::mem::transmute::<ErlNifTerm, usize>(term.as_c_arg()) };
+        Word {
+            bits,
+            env: PhantomData,
+        }
+    }
+
+    /// The term again, in `env`, the env of lifetime `'a`.
+    #[inline]
+    pub fn term(self, env: Env<'a>) -> Term<'a> {
+        // SAFETY: a Word<'a> is a term of the env whose lifetime is 'a (see the type's
+        // docs), and `env` is that env since rustler gives each env its own lifetime.
+        unsafe { Term::new(env, std::mem::transmute::<usize, ErlNifTerm>(self.bits)) }
+    }
+
+    /// True for a term held whole in its word; such terms take no heap words.
+    #[inline]
+    pub fn is_immediate(self) -> bool {
+        self.bits & PRIMARY_TAG == IMMEDIATE_TAG
+    }
+
+    /// Reads what the term is, in O(1), without calling into the VM.
+    #[inline]
+    pub fn shape(self) -> Shape<'a> {
+        self.read(LAYOUT_CONFIRMED.load(Ordering::Relaxed))
+    }
+
+    /// The head and tail of a list cell; `None` for anything else. The fast path of
+    /// [`Word::shape`] for list spines.
+    #[inline(always)]
+    pub fn cell(self) -> Option<(Word<'a>, Word<'a>)> {
+        if self.bits & PRIMARY_TAG != LIST_TAG {
+            return None;
+        }
+        let at = (self.bits & !PRIMARY_TAG) as *const Word<'a>;
+        // SAFETY: a term of a live env (see the type) with a list tag points at a cons
+        // cell of two terms of that env (OTP's tagging since R7); Word<'a> is a
+        // #[repr(transparent)] term word.
+        unsafe { Some((*at, *at.add(1))) }
+    }
+
+    /// Hints to the CPU that the term's cell or object is about to be read.
+    #[inline]
+    pub fn prefetch(self) {
+        if self.bits & PRIMARY_TAG != IMMEDIATE_TAG {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch never faults
+            // and reads nothing the program sees, whatever the address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    (self.bits & !PRIMARY_TAG) as *const i8,
+                )
+            };
+        }
+    }
+
+    #[inline]
+    fn read(self, layout_confirmed: bool) -> Shape<'a> {
+        let tag = self.bits & PRIMARY_TAG;
+        if tag == IMMEDIATE_TAG {
+            return Shape::Immediate;
+        }
+        if tag != LIST_TAG && tag != BOXED_TAG {
+            // A header word is never a term.
+            return Shape::Thing(Thing {
+                kind: ThingKind::Unknown,
+                words: 0,
+                size: 0,
+            });
+        }
+        if tag == LIST_TAG {
+            return Shape::Cell;
+        }
+        let at = (self.bits & !PRIMARY_TAG) as *const usize;
+        let word = |bits| Word {
+            bits,
+            env: PhantomData,
+        };
+        // SAFETY: a term of a live env (see the type) with a boxed tag points at an
+        // object that starts with a header word; OTP has tagged terms this way since
+        // R7. The header's arity
+        // counts the words that follow it in tuples and in the things read as such
+        // (the garbage collector skips them by it), so words 1..=arity are in the
+        // object; a map's header arity is no size, and a map is read past its header
+        // only when its header is a flat map's and once
+        // `confirm_layout` has found its size, key tuple and values where OTP puts
+        // them. A fun or sub-binary whose header is OTP 25's has at least 1 + arity
+        // words; the fields beyond them (a fun's creator and captured variables, their
+        // count, a sub-binary's parent) are read only once `confirm_layout` has found
+        // them where OTP 25 puts them. Tuple elements, keys, values, captured variables
+        // and the parent are terms of the same env, and Word<'a> is a
+        // #[repr(transparent)] term word.
+        unsafe {
+            let header = *at;
+            if header == FLATMAP_HEADER && layout_confirmed {
+                let size = *at.add(FLATMAP_SIZE);
+                let keys = *at.add(FLATMAP_KEYS);
+                // The key tuple: a boxed tuple of `size` elements.
+                let keys_at = (keys & !PRIMARY_TAG) as *const usize;
+                if keys & PRIMARY_TAG != BOXED_TAG
+                    || *keys_at != (size << HEADER_ARITY_SHIFT) | TUPLE_SUBTAG
+                {
+                    return Shape::Map;
+                }
+                return Shape::FlatMap {
+                    keys: std::slice::from_raw_parts(keys_at.add(1).cast::<Word<'a>>(), size),
+                    values: std::slice::from_raw_parts(
+                        at.add(FLATMAP_VALUES).cast::<Word<'a>>(),
+                        size,
+                    ),
+                };
+            }
+            let arity = header >> HEADER_ARITY_SHIFT;
+            let thing = |kind| {
+                Shape::Thing(Thing {
+                    kind,
+                    words: 1 + arity,
+                    size: if arity > 0 { *at.add(1) } else { 0 },
+                })
+            };
+            match header & HEADER_SUBTAG {
+                TUPLE_SUBTAG => Shape::Tuple(std::slice::from_raw_parts(
+                    at.add(1).cast::<Word<'a>>(),
+                    arity,
+                )),
+                MAP_SUBTAG => Shape::Map,
+                FUN_SUBTAG if header == OTP25_FUN_HEADER => {
+                    Shape::Fun(layout_confirmed.then(|| {
+                        let counts = *at.add(OTP25_FUN_COUNTS);
+                        Fun {
+                            arity: counts as u8,
+                            creator: word(*at.add(OTP25_FUN_CREATOR)),
+                            captured: std::slice::from_raw_parts(
+                                at.add(OTP25_FUN_CREATOR + 1).cast::<Word<'a>>(),
+                                (counts >> 8) & 0xFF,
+                            ),
+                        }
+                    }))
+                }
+                SUB_BINARY_SUBTAG if header == OTP25_SUB_BINARY_HEADER => {
+                    Shape::SubBinary(layout_confirmed.then(|| {
+                        let bits = *at.add(OTP25_SUB_BINARY_BITS);
+                        SubBinary {
+                            bytes: *at.add(OTP25_SUB_BINARY_SIZE),
+                            bit_size: bits as u8,
+                            bit_offset: (bits >> 8) as u8,
+                            parent: word(*at.add(OTP25_SUB_BINARY_PARENT)),
+                        }
+                    }))
+                }
+                POSITIVE_BIGNUM_SUBTAG | NEGATIVE_BIGNUM_SUBTAG => thing(ThingKind::Bignum),
+                FLOAT_SUBTAG => thing(ThingKind::Float),
+                REFERENCE_SUBTAG => thing(ThingKind::Reference),
+                HEAP_BINARY_SUBTAG => thing(ThingKind::HeapBinary),
+                REFC_BINARY_SUBTAG => thing(ThingKind::RefcBinary),
+                EXTERNAL_PID_SUBTAG
+                | EXTERNAL_PORT_SUBTAG
+                | EXTERNAL_REFERENCE_SUBTAG
+                | EXPORT_SUBTAG => thing(ThingKind::External),
+                _ => Shape::Thing(Thing {
+                    kind: ThingKind::Unknown,
+                    words: 1,
+                    size: 0,
+                }),
+            }
+        }
+    }
+}
+
+/// A fun made by Elixir code, and what `:erlang.fun_info/2` says it holds.
+pub struct FunProbe<'a> {
+    pub fun: Term<'a>,
+    pub arity: u8,
+    /// Its `:env`.
+    pub captured: Vec<Term<'a>>,
+    /// Its `:pid`: the calling process for a closure made there, or the atom
+    /// `external` for `fun M:F/A` (`:erlang.fun_info(f, :pid)` says `:undefined`).
+    pub creator: Term<'a>,
+}
+
+/// A sub-binary made by Elixir code by matching into `parent`, and where.
+pub struct SubBinaryProbe<'a> {
+    pub sub_binary: Term<'a>,
+    pub parent: Term<'a>,
+    pub bytes: usize,
+    pub bit_size: u8,
+    pub bit_offset: u8,
+}
+
+/// A flat map made by Elixir code, and its keys and values (`:maps.keys/1` and
+/// `:maps.values/1`, which list them in the map's own order).
+pub struct FlatMapProbe<'a> {
+    pub map: Term<'a>,
+    pub keys: Vec<Term<'a>>,
+    pub values: Vec<Term<'a>>,
+}
+
+/// Confirms OTP 25's layout of funs and sub-binaries, and OTP's layout of flat maps, on
+/// probes of known contents, and from then on lets [`Word::shape`] read captured
+/// variables, parents, keys and values. Returns false (and reads nothing past the
+/// probes' headers) unless every probe has the header of its layout, and false unless
+/// every field is where the layout puts it. Probes must vary in arity, captured
+/// variables, bit sizes, offsets and map sizes for the check to mean anything.
+pub fn confirm_layout<'a>(
+    funs: &[FunProbe<'a>],
+    sub_binaries: &[SubBinaryProbe<'a>],
+    maps: &[FlatMapProbe<'a>],
+) -> bool {
+    let headers_match = funs
+        .iter()
+        .all(|probe| matches!(Word::of(probe.fun).read(false), Shape::Fun(None)))
+        && sub_binaries.iter().all(|probe| {
+            matches!(
+                Word::of(probe.sub_binary).read(false),
+                Shape::SubBinary(None)
+            )
+        });
+    if !headers_match || funs.is_empty() || sub_binaries.is_empty() || maps.is_empty() {
+        return false;
+    }
+    let funs_match = funs.iter().all(|probe| {
+        let Shape::Fun(Some(fun)) = Word::of(probe.fun).read(true) else {
+            return false;
+        };
+        same_words(fun.captured, &probe.captured)
+            && fun.creator == Word::of(probe.creator)
+            && fun.arity == probe.arity
+    });
+    let sub_binaries_match = sub_binaries.iter().all(|probe| {
+        let Shape::SubBinary(Some(sub)) = Word::of(probe.sub_binary).read(true) else {
+            return false;
+        };
+        sub.bytes == probe.bytes
+            && sub.bit_size == probe.bit_size
+            && sub.bit_offset == probe.bit_offset
+            && sub.parent == Word::of(probe.parent)
+    });
+    // The flat-map branch of `read` looks past a map's header only when it is a flat
+    // map's.
+    let maps_match = maps.iter().all(|probe| {
+        let Shape::FlatMap { keys, values } = Word::of(probe.map).read(true) else {
+            return false;
+        };
+        same_words(keys, &probe.keys) && same_words(values, &probe.values)
+    });
+    let confirmed = funs_match && sub_binaries_match && maps_match;
+    if confirmed {
+        LAYOUT_CONFIRMED.store(true, Ordering::Relaxed);
+    }
+    confirmed
+}
+
+/// True when `words` are the words of `terms`, in order.
+fn same_words<'a>(words: &[Word<'a>], terms: &[Term<'a>]) -> bool {
+    words.len() == terms.len()
+        && words
+            .iter()
+            .zip(terms)
+            .all(|(&word, &term)| word == Word::of(term))
 }

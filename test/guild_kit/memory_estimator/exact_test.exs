@@ -262,33 +262,42 @@ defmodule GuildKit.MemoryEstimator.ExactTest do
     end
   end
 
-  describe "documented bounds" do
-    test "an alias is counted as a plain local reference: 1 word short" do
+  describe "what the NIF API does not show, read in place" do
+    test "an alias takes a word more than a plain reference" do
       alias_ref = :erlang.alias()
-      assert MemoryEstimator.exact(alias_ref).words == :erts_debug.flat_size(alias_ref) - 1
+      assert %Estimate{words: 4} = assert_exact(alias_ref)
+      :erlang.unalias(alias_ref)
+      assert %Estimate{words: 4} = assert_exact(alias_ref)
     end
 
-    test "a sub-binary at a bit offset is counted as an aligned one: 5 words short" do
+    test "sub-binaries at every bit offset, of refcounted and heap binaries" do
+      for parent <- [copy(?h, 102), copy(?h, 40)], offset <- 0..7, bits <- [0, 1, 5, 7] do
+        length = byte_size(parent) * 8 - 16 - bits
+
+        <<_::size(offset), slice::bitstring-size(length), _::bitstring>> = parent
+        assert_exact(slice)
+        assert_exact(<<slice::bitstring-size(length - bits), 1::size(bits)>>)
+      end
+
       <<_::1, shifted::binary-size(100), _::bitstring>> = copy(?h, 102)
-      assert :erts_debug.flat_size(shifted) == 11
-      assert %Estimate{words: 6, off_heap_binary_bytes: 100} = MemoryEstimator.exact(shifted)
+      assert %Estimate{words: 11, off_heap_binary_bytes: 100} = assert_exact(shifted)
     end
 
-    test "a small bitstring over a refcounted binary: at most 4 words off" do
+    test "small bitstrings over a refcounted binary" do
       parent = copy(?i, 200)
 
       for bits <- [1, 9, 100, 511] do
         <<bitstring::bitstring-size(bits), _::bitstring>> = parent
-        diff = :erts_debug.flat_size(bitstring) - MemoryEstimator.exact(bitstring).words
-        assert diff in -4..4, "#{bits} bits: #{diff}"
+        assert_exact(bitstring)
       end
     end
 
-    test "a fun's captured binaries are rebuilt fresh: at most 4 words off each" do
+    test "a fun's captured binaries keep their kind" do
       small = append_bytes(10)
-      fun = closure(small, small)
-      diff = :erts_debug.flat_size(fun) - MemoryEstimator.exact(fun).words
-      assert diff in -8..8
+      <<_::3, shifted::binary-size(50), _::bitstring>> = copy(?s, 60)
+      # 7 for the fun, 6 for each occurrence of the small refcounted binary.
+      assert %Estimate{words: 19} = assert_exact(closure(small, small))
+      assert_exact(closure(shifted, <<1::3>>))
     end
   end
 
@@ -316,26 +325,23 @@ defmodule GuildKit.MemoryEstimator.ExactTest do
   defp split_atom(<<tag, len, name::binary-size(len), rest::binary>>) when tag in [115, 119],
     do: {<<tag, len, name::binary>>, rest}
 
-  # A random term of every kind whose size exact/1 reproduces without bounds. Inside a
-  # fun (`in_fun?`), no small results of <>: a fun's captured variables are rebuilt from
-  # its external format, where those become heap binaries (a documented bound).
-  defp random_term(rand, depth, in_fun? \\ false)
-  defp random_term(rand, 0, in_fun?), do: random_leaf(rand, in_fun?)
+  # A random term of every kind, funs capturing every kind too.
+  defp random_term(rand, 0), do: random_leaf(rand)
 
-  defp random_term(rand, depth, in_fun?) do
+  defp random_term(rand, depth) do
     {kind, rand} = :rand.uniform_s(10, rand)
 
     case kind do
       k when k <= 4 ->
-        random_leaf(rand, in_fun?)
+        random_leaf(rand)
 
       5 ->
-        {items, rand} = random_terms(rand, depth, 6, in_fun?)
+        {items, rand} = random_terms(rand, depth, 6)
         {List.to_tuple(items), rand}
 
       6 ->
-        {items, rand} = random_terms(rand, depth, 8, in_fun?)
-        {tail, rand} = random_leaf(rand, in_fun?)
+        {items, rand} = random_terms(rand, depth, 8)
+        {tail, rand} = random_leaf(rand)
         {improper?, rand} = :rand.uniform_s(3, rand)
 
         if improper? == 1 and items != [] and not is_list(tail),
@@ -345,31 +351,30 @@ defmodule GuildKit.MemoryEstimator.ExactTest do
       7 ->
         {n, rand} = :rand.uniform_s(45, rand)
 
-        {values, rand} =
-          Enum.map_reduce(1..n, rand, fn _, r -> random_term(r, depth - 1, in_fun?) end)
+        {values, rand} = Enum.map_reduce(1..n, rand, fn _, r -> random_term(r, depth - 1) end)
 
         {keys, rand} = Enum.map_reduce(1..n, rand, fn i, r -> random_key(r, i) end)
         {Map.new(Enum.zip(keys, values)), rand}
 
       8 ->
-        {items, rand} = random_terms(rand, depth, 3, true)
+        {items, rand} = random_terms(rand, depth, 3)
         {closure(items), rand}
 
       9 ->
-        {x, rand} = random_term(rand, depth - 1, in_fun?)
+        {x, rand} = random_term(rand, depth - 1)
         {%Point{x: x, label: depth}, rand}
 
       10 ->
-        {items, rand} = random_terms(rand, depth, 3, true)
+        {items, rand} = random_terms(rand, depth, 3)
         {closure(List.to_tuple(items), :captured), rand}
     end
   end
 
-  defp random_terms(rand, depth, max, in_fun?) do
+  defp random_terms(rand, depth, max) do
     {n, rand} = :rand.uniform_s(max + 1, rand)
 
     Enum.map_reduce(List.duplicate(nil, n - 1), rand, fn _, r ->
-      random_term(r, depth - 1, in_fun?)
+      random_term(r, depth - 1)
     end)
   end
 
@@ -387,8 +392,8 @@ defmodule GuildKit.MemoryEstimator.ExactTest do
     {key, rand}
   end
 
-  defp random_leaf(rand, in_fun?) do
-    {kind, rand} = :rand.uniform_s(if(in_fun?, do: 6, else: 9), rand)
+  defp random_leaf(rand) do
+    {kind, rand} = :rand.uniform_s(9, rand)
     {x, rand} = :rand.uniform_s(1_000_000, rand)
 
     leaf =

@@ -20,12 +20,6 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
     result
   end
 
-  # `bytes` as a sub-binary at bit offset 3.
-  defp shifted(bytes) do
-    <<_::3, shifted::binary-size(byte_size(bytes)), _::5>> = <<0::3, bytes::binary, 0::5>>
-    shifted
-  end
-
   # Building these inputs leaves much garbage; collected at the end of the setup, it
   # cannot fill the heap (and show up as a collection of tens of milliseconds) during
   # the measured calls.
@@ -38,19 +32,20 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
   end
 
   # Every public entry point on `term`, with the default and a huge sample count
-  # (which walks everything but still starts on a normal scheduler). Returns a small
-  # value, as LongSchedule wants.
+  # (which walks everything but still starts on a normal scheduler), and a breakdown
+  # as deep as it goes. Returns a small value, as LongSchedule wants.
   defp size_every_way(term) do
     [
       MemoryEstimator.estimate(term).words,
       MemoryEstimator.estimate(term, samples: 100_000).words,
       MemoryEstimator.exact(term).words,
-      length(MemoryEstimator.breakdown(term))
+      length(MemoryEstimator.breakdown(term)),
+      length(MemoryEstimator.breakdown(term, depth: 1_000_000, samples: 100_000))
     ]
   end
 
   test "a million-entry map of member structs" do
-    [_, _, exact, _] =
+    [_, _, exact, _, _] =
       assert_no_long_schedule(
         fn -> elem(Gen.members(1_000_000, Gen.seed(1)), 0) end,
         &size_every_way/1
@@ -86,13 +81,29 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
         bits: Enum.map(1..10_000, &<<&1::size(rem(&1, 500) + 1)>>),
         bignums: Enum.map(1..10_000, &(2 ** (64 * rem(&1, 700)) + &1)),
         # Reading a binary at a bit offset copies it.
-        shifted: Enum.map(1..400, &shifted(:binary.copy(<<&1>>, 100_000)))
+        shifted: Enum.map(1..400, &Gen.shifted(:binary.copy(<<&1>>, 100_000)))
       }
     end
 
     assert_no_long_schedule(setup, fn inputs ->
       Enum.map(Map.values(inputs), &size_every_way/1)
     end)
+  end
+
+  test "the hostile corpus, each kind alone and all together" do
+    # Built here and shared with the measuring process: were it the only owner of the
+    # binaries, freeing them as it exits would show up as a long schedule of its own.
+    corpus = Gen.hostile()
+    {:ok, server} = Agent.start_link(fn -> corpus end)
+
+    for term <- [corpus | Map.values(corpus)] do
+      assert_no_long_schedule(fn -> term end, &size_every_way/1)
+    end
+
+    assert {:ok, [{[], _} | _]} =
+             assert_no_long_schedule(fn -> server end, fn server ->
+               MemoryEstimator.process(server, depth: 1_000_000, timeout: 60_000)
+             end)
   end
 
   test "process/2: the measurement inside the target, and the caller's side" do
