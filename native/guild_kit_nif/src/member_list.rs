@@ -216,7 +216,7 @@ nifs! {
     fn member_list_memory(list: &MemberListResource) => memory;
     fn member_list_snapshot(list: ResourceArc<MemberListResource>) => snapshot;
     fn member_list_read_only(list: &MemberListResource) => read_only;
-    fn member_list_continue(delivery: ResourceArc<Delivery>, position: Term, acc: Term) => continue_delivery;
+    fn member_list_continue(delivery: Term, position: Term, acc: Term) => continue_delivery;
 }
 
 /// Builds an empty list with the given groups, on the normal scheduler unless the group
@@ -397,23 +397,26 @@ fn snapshot<'a>(call: Call<'a>, list: ResourceArc<MemberListResource>) -> Outcom
 
 fn continue_delivery<'a>(
     call: Call<'a>,
-    delivery: ResourceArc<Delivery>,
+    handle: Term<'a>,
     position: Term<'a>,
     acc: Term<'a>,
 ) -> Outcome<'a> {
     let started = Instant::now();
+    // The handle term is handed back as it came: encoding the resource again would make
+    // a new reference term each chunk, and those count towards the caller's binary heap
+    // until it collects the (large, half-built) result.
+    let delivery: &Delivery = crate::schedule::FromArg::from_arg(handle, 0)?;
     let position = decode_position(&delivery.work, position)?;
     let mut view = delivery.view.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(list) = view.as_ref() else {
         return Err(Error::Internal("a member list result was continued after it was done").into());
     };
-    let built = build_chunk(&call, list, &delivery.work, position, acc, true)?;
-    let result = match built {
+    let result = match build_chunk(&call, list, &delivery.work, position, acc, true)? {
         Built::Done(result) => {
             drop_list(view.take().expect("checked above"));
             result
         }
-        Built::More(position, acc) => more(call.env(), delivery.encode(call.env()), position, acc),
+        Built::More(position, acc) => more(call.env(), handle, position, acc),
     };
     call.charge_since(started);
     Ok(result)
