@@ -16,8 +16,8 @@
 #
 # Both run in the same VM on the same changes, in interleaved rounds (MemberList first in
 # odd rounds, the naive set first in even ones), and the load average is printed before
-# and after. The cost per touched window is the slope of a least-squares fit of a move's
-# time against the number of windows it changed; the intercept is the rest of the move.
+# and after. The cost per touched window is, over the moves that touched any, the median
+# of (time - the median move with no window watched) / windows touched.
 # Snapshots: the time of `snapshot/1`, and of the first write after one.
 
 Code.require_file("support/harness.exs", __DIR__)
@@ -99,7 +99,7 @@ defmodule GuildKit.Bench.MemberList do
          %{
            put: Harness.stats(Enum.map(samples, &elem(&1, 0))),
            touched: Harness.stats(Enum.map(samples, &elem(&1, 1))),
-           fit: fit(samples),
+           per_window: per_window(samples, bare.median),
            naive: Harness.stats(naive_ns),
            distinct: length(distinct)
          }}
@@ -136,19 +136,12 @@ defmodule GuildKit.Bench.MemberList do
     }
   end
 
-  # A move's time against the windows it changed: `time = intercept + slope × windows`.
-  defp fit(samples) do
-    n = length(samples)
-    {sx, sy} = Enum.reduce(samples, {0, 0}, fn {t, w}, {sx, sy} -> {sx + w, sy + t} end)
-    {mx, my} = {sx / n, sy / n}
-
-    {sxy, sxx} =
-      Enum.reduce(samples, {0, 0}, fn {t, w}, {sxy, sxx} ->
-        {sxy + (w - mx) * (t - my), sxx + (w - mx) * (w - mx)}
-      end)
-
-    slope = if sxx == 0, do: 0.0, else: sxy / sxx
-    %{slope: slope, intercept: my - slope * mx}
+  # What a touched window adds to a move: over the moves that touched any, the median of
+  # (time - the median move that touches none) / windows touched. A median, not a
+  # least-squares slope: on a busy machine a few preempted moves would dominate a fit.
+  defp per_window(samples, bare_ns) do
+    costs = for {t, w} <- samples, w > 0, do: (t - bare_ns) / w
+    if costs == [], do: 0.0, else: Harness.stats(costs).median
   end
 
   defp time_moves(list, moves) do
@@ -249,14 +242,8 @@ defmodule GuildKit.Bench.MemberList do
             "#{Float.round(m.naive.p99 / m.put.p99, 1)}×"
           ],
           [
-            "#{scenario}: per touched window (fit slope)",
-            Harness.format_ns(m.fit.slope),
-            "",
-            ""
-          ],
-          [
-            "#{scenario}: rest of a move (fit intercept)",
-            Harness.format_ns(m.fit.intercept),
+            "#{scenario}: per touched window (median, beyond a bare move)",
+            Harness.format_ns(m.per_window),
             "",
             ""
           ]

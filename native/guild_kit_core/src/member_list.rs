@@ -36,12 +36,15 @@
 //!
 //! - `rows`: a [`KeyTree`] of every row in display order, so that a row's index is its
 //!   rank. A member is keyed by `[group position: u16][key of sort_key][key of
-//!   member_id]`; its hint restores both terms exactly. A non-empty group's header is
-//!   keyed by `[group position][00]`, which sorts before the group's members (whose
-//!   next byte is a type tag).
+//!   member_id][length of that key: u32]`, with the id's hint: the trailing length
+//!   finds the id without reading the sort key, so a row's id is read directly. (The
+//!   length never takes part in the order: ids are distinct and their keys prefix-free.)
+//!   A non-empty group's header is keyed by `[group position][00]`, which sorts before
+//!   the group's members (whose next byte is a type tag).
 //! - `by_id`: a [`KeyTree`] keyed by the member id's key. Its hint slot carries the
-//!   member key without the id, and the id's own hint, so a member's row is found from
-//!   its id alone and a change of the id's exact term is seen without decoding.
+//!   member key without the id, the sort key's hint and the id's, so a member's row is
+//!   found from its id alone, both terms are kept exactly, and a change of the id's exact
+//!   term is seen without decoding.
 //! - `counts`: members per group; `windows`: the watched windows.
 //!
 //! Every part is shared between clones: [`MemberList::clone`] is an O(1) snapshot, and a
@@ -55,7 +58,7 @@ use std::sync::Arc;
 
 use crate::key_tree::{KeyTree, MAX_ELEMENT_LEN, MAX_LEN};
 use crate::term_key::{
-    element_from_parts, element_hint, element_key, CorruptKey, Element, KeyReader, Token,
+    element_from_parts, element_hint, element_key, CorruptKey, Element, KeyReader,
 };
 #[doc(hidden)]
 pub use counts::Counts;
@@ -67,6 +70,8 @@ pub use windows::{Range, Windows};
 pub const MAX_GROUPS: usize = u16::MAX as usize;
 /// Bytes of group position in front of a member key.
 const GROUP_PREFIX: usize = 2;
+/// Bytes of id key length at the end of a member key.
+const ID_LENGTH: usize = 4;
 /// The byte after the group position in a header's key; member keys have a type tag
 /// there, which is never zero.
 const HEADER_MARK: u8 = 0;
@@ -112,14 +117,18 @@ impl<'a> Row<'a> {
     /// A reader at the term the row shows: the group id of a header, the member id of a
     /// member. Read one term from it.
     ///
-    /// Time: O(1) for a header; O(size of the sort key) for a member.
+    /// Time: O(1).
     pub fn term(&self) -> Result<KeyReader<'a>, CorruptKey> {
         if self.group {
             return KeyReader::new(self.element);
         }
-        let mut reader = KeyReader::with_key_offset(self.element, GROUP_PREFIX)?;
-        reader.skip_term()?;
-        Ok(reader)
+        let key = element_key(self.element);
+        let (rest, length) = key
+            .split_at_checked(key.len().wrapping_sub(ID_LENGTH))
+            .ok_or(CorruptKey)?;
+        let length = u32::from_be_bytes(length.try_into().map_err(|_| CorruptKey)?) as usize;
+        let start = rest.len().checked_sub(length).ok_or(CorruptKey)?;
+        KeyReader::with_key_offset(self.element, start)
     }
 
     /// Bytes of the row's encoding: a bound on the work of reading its term.
@@ -267,8 +276,9 @@ pub struct MemberList {
 struct Indexed {
     /// The member's row key.
     key: Vec<u8>,
-    /// The hint of the stored id.
+    /// The hints of the stored id and sort key.
     id_hint: Vec<u8>,
+    sort_hint: Vec<u8>,
 }
 
 impl MemberList {
@@ -316,8 +326,7 @@ impl MemberList {
     /// Adds a member to a group with a sort key, or moves it there if present. Returns
     /// what changed, for [`changed_windows`](Self::changed_windows).
     ///
-    /// Time: O(log n + log groups), plus O(size of the sort key) when the id holds
-    /// floats.
+    /// Time: O(log n + log groups).
     pub fn put(
         &mut self,
         member_id: &Element,
@@ -328,9 +337,10 @@ impl MemberList {
             .groups
             .position(group_id.key())
             .ok_or(MemberListError::UnknownGroup)?;
-        let element = member_element(position, sort_key, member_id)?;
+        let element = member_element(position, sort_key, member_id);
         let key = element_key(&element);
-        let entry = index_entry(member_id, &key[..key.len() - member_id.key().len()]);
+        let without_id = &key[..key.len() - member_id.key().len() - ID_LENGTH];
+        let entry = index_entry(member_id, sort_key, without_id);
         if element.len().max(entry.len()) > MAX_ELEMENT_LEN {
             return Err(MemberListError::TooLarge);
         }
@@ -342,17 +352,19 @@ impl MemberList {
         let id_changed = old.as_ref().is_some_and(|o| o.id_hint != member_id.hint());
         if let Some(old) = &old {
             if old.key == key {
-                let (row, stored) = self.rows.find(key).expect("indexed members have rows");
-                if stored == element.as_slice() {
+                // Same place: at most the stored terms differ (`2.0` for `2`).
+                if !id_changed && old.sort_hint == sort_key.hint() {
                     return Ok(Change::default());
                 }
-                self.rows.replace(&element);
                 self.by_id.replace(&entry);
-                return Ok(Change(if id_changed {
-                    ChangeKind::Update(row as u64)
-                } else {
-                    ChangeKind::None
-                }));
+                if !id_changed {
+                    return Ok(Change::default());
+                }
+                let row = self
+                    .rows
+                    .replace(&element)
+                    .expect("indexed members have rows");
+                return Ok(Change(ChangeKind::Update(row as u64)));
             }
         }
 
@@ -577,14 +589,12 @@ impl MemberList {
     /// What the id index holds about the member with this id key.
     fn indexed(&self, id_key: &[u8]) -> Option<Indexed> {
         let (_, entry) = self.by_id.find(id_key)?;
-        let inner = element_hint(entry);
-        let without_id = element_key(inner);
-        let mut key = Vec::with_capacity(without_id.len() + id_key.len());
-        key.extend_from_slice(without_id);
-        key.extend_from_slice(id_key);
+        let hints_and_prefix = element_hint(entry);
+        let sort_and_prefix = element_key(hints_and_prefix);
         Some(Indexed {
-            key,
-            id_hint: element_hint(inner).to_vec(),
+            key: member_key(element_key(sort_and_prefix), id_key),
+            id_hint: element_hint(hints_and_prefix).to_vec(),
+            sort_hint: element_hint(sort_and_prefix).to_vec(),
         })
     }
 
@@ -615,68 +625,31 @@ fn header_element(position: u16) -> Vec<u8> {
     element_from_parts(&[], &[high, low, HEADER_MARK])
 }
 
-/// A member's row element: the key `[position][sort key][id key]`, with one hint for
-/// both terms.
-fn member_element(
-    position: u16,
-    sort_key: &Element,
-    member_id: &Element,
-) -> Result<Vec<u8>, MemberListError> {
-    let mut key = Vec::with_capacity(GROUP_PREFIX + sort_key.key().len() + member_id.key().len());
-    key.extend_from_slice(&position.to_be_bytes());
-    key.extend_from_slice(sort_key.key());
-    key.extend_from_slice(member_id.key());
-    if member_id.hint().is_empty() {
-        return Ok(element_from_parts(sort_key.hint(), &key));
-    }
-    Ok(element_from_parts(&joined_hint(sort_key, member_id)?, &key))
+/// A member's row key: the key without the id, the id's key, and that key's length.
+fn member_key(without_id: &[u8], id_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(without_id.len() + id_key.len() + ID_LENGTH);
+    key.extend_from_slice(without_id);
+    key.extend_from_slice(id_key);
+    // Ids are at most `MAX_ELEMENT_LEN` bytes, well within a u32.
+    key.extend_from_slice(&(id_key.len() as u32).to_be_bytes());
+    key
 }
 
-/// The hint of two terms' keys back to back. A hint lists the key's ambiguous floats as
-/// varints `ordinal << 1 | negative_zero`, where `ordinal` counts the number tokens of
-/// the key from zero (see [`crate::term_key`]); the second term's ordinals therefore
-/// move up by the number of numbers in the first.
-fn joined_hint(first: &Element, second: &Element) -> Result<Vec<u8>, MemberListError> {
-    let mut reader = KeyReader::new(first.as_bytes())?;
-    let mut numbers = 0u64;
-    while let Some(token) = reader.next()? {
-        numbers += u64::from(matches!(token, Token::Integer(_) | Token::Float(_)));
-    }
-    let mut hint = first.hint().to_vec();
-    let mut rest = second.hint();
-    while !rest.is_empty() {
-        let mark = read_varint(&mut rest).ok_or(MemberListError::Corrupt)?;
-        push_varint(&mut hint, mark + (numbers << 1));
-    }
-    Ok(hint)
-}
-
-fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = bytes.split_first()?;
-        *bytes = rest;
-        value |= u64::from(byte & 0x7F) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn push_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// The id index entry: keyed by the id's key, carrying the member key without it and
+/// A member's row element: the key `[position][sort key][id key][id key length]`, with
 /// the id's hint.
-fn index_entry(member_id: &Element, key_without_id: &[u8]) -> Vec<u8> {
+fn member_element(position: u16, sort_key: &Element, member_id: &Element) -> Vec<u8> {
+    let mut without_id = Vec::with_capacity(GROUP_PREFIX + sort_key.key().len());
+    without_id.extend_from_slice(&position.to_be_bytes());
+    without_id.extend_from_slice(sort_key.key());
+    element_from_parts(member_id.hint(), &member_key(&without_id, member_id.key()))
+}
+
+/// The id index entry: keyed by the id's key, carrying the id's hint, the sort key's
+/// hint, and the member key up to the id.
+fn index_entry(member_id: &Element, sort_key: &Element, without_id: &[u8]) -> Vec<u8> {
+    let sort_and_prefix = element_from_parts(sort_key.hint(), without_id);
     element_from_parts(
-        &element_from_parts(member_id.hint(), key_without_id),
+        &element_from_parts(member_id.hint(), &sort_and_prefix),
         member_id.key(),
     )
 }
@@ -684,7 +657,7 @@ fn index_entry(member_id: &Element, key_without_id: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::term_key::{Integer, KeyEncoder, Number};
+    use crate::term_key::{Integer, KeyEncoder, Number, Token};
 
     fn int(v: i64) -> Element {
         let mut e = KeyEncoder::new();

@@ -650,33 +650,40 @@ fn changes_chunk<'a>(
     indices.sort_unstable();
     indices.dedup();
     let rows = list.rows_at(&indices);
+    let slot = |x: u64| indices.binary_search(&x).expect("collected above");
 
-    // Keep the windows, in the order found, while the budget allows, charging each row
-    // to the first window that needs it; at least one.
-    let mut charged = vec![false; rows.len()];
-    let mut units = 0;
-    let mut kept = 0;
-    let mut first_cost = 0;
-    let mut allowance = budget;
-    for window in &windows {
-        let mut cost = WINDOW_UNITS + OP_UNITS * window.len();
-        for x in window.rows() {
-            let i = indices.binary_search(&x).expect("collected above");
-            if !charged[i] {
-                cost += row_units(&rows[i]);
+    // Usually every window chosen fits with its rows. Otherwise keep them in the order
+    // found while the budget allows, charging each row to the first window that needs
+    // it, and at least one.
+    let row_total: usize = rows.iter().map(row_units).sum();
+    let mut needed = vec![true; rows.len()];
+    let mut kept = windows.len();
+    let first_cost = windows.first().map_or(0, |w| {
+        WINDOW_UNITS
+            + OP_UNITS * w.len()
+            + w.rows().map(|x| row_units(&rows[slot(x)])).sum::<usize>()
+    });
+    if units + row_total > allowance_after(first_cost, budget) {
+        needed.fill(false);
+        let allowance = allowance_after(first_cost, budget);
+        let mut spent = 0;
+        kept = 0;
+        for window in &windows {
+            let mut cost = WINDOW_UNITS + OP_UNITS * window.len();
+            for x in window.rows() {
+                if !needed[slot(x)] {
+                    cost += row_units(&rows[slot(x)]);
+                }
             }
+            if kept > 0 && spent + cost > allowance {
+                break;
+            }
+            for x in window.rows() {
+                needed[slot(x)] = true;
+            }
+            spent += cost;
+            kept += 1;
         }
-        if kept == 0 {
-            first_cost = cost;
-            allowance = allowance_after(cost, budget);
-        } else if units + cost > allowance {
-            break;
-        }
-        for x in window.rows() {
-            charged[indices.binary_search(&x).expect("collected above")] = true;
-        }
-        units += cost;
-        kept += 1;
     }
     if kept > 0 && over(first_cost)? {
         return Ok(Built::More(Position::Window(below), acc));
@@ -688,10 +695,10 @@ fn changes_chunk<'a>(
 
     let terms = rows
         .iter()
-        .zip(&charged)
+        .zip(&needed)
         .map(|(row, &needed)| needed.then(|| row_term(env, *row)).transpose())
         .collect::<Result<Vec<Option<Term>>, Error>>()?;
-    let row_at = |x: u64| terms[indices.binary_search(&x).expect("collected above")].expect("kept");
+    let row_at = |x: u64| terms[slot(x)].expect("the rows of kept windows are decoded");
     let mut acc = acc;
     let mut ops = Vec::with_capacity(16);
     for window in &windows[..kept] {
@@ -770,11 +777,9 @@ fn row_value<'a>(env: Env<'a>, row: Row) -> Result<Term<'a>, Error> {
     let corrupt = |_| Error::Corrupt;
     let mut reader = row.term().map_err(corrupt)?;
     // Most ids are integers: build those directly rather than through the general
-    // decoder's stacks.
+    // decoder's stacks. (An integer is a whole term: nothing else follows in it.)
     if let Ok(Some(Token::Integer(Integer::I64(v)))) = reader.next() {
-        if reader.at_end() {
-            return Ok(v.encode(env));
-        }
+        return Ok(v.encode(env));
     }
     term_codec::decode_next(env, &mut row.term().map_err(corrupt)?)
 }
