@@ -175,7 +175,7 @@ impl WindowOps {
     }
 
     /// The ops, in the order a client applies them.
-    pub fn ops(&self) -> impl Iterator<Item = Op> + '_ {
+    pub fn ops(&self) -> impl DoubleEndedIterator<Item = Op> + '_ {
         let deletes = self.deletes.as_slice().iter().rev().map(|&y| Op::Delete(y));
         let inserts = self.inserts.as_slice().iter().map(|&x| Op::Insert(x));
         deletes

@@ -700,18 +700,18 @@ fn changes_chunk<'a>(
         .collect::<Result<Vec<Option<Term>>, Error>>()?;
     let row_at = |x: u64| terms[slot(x)].expect("the rows of kept windows are decoded");
     let mut acc = acc;
-    let mut ops = Vec::with_capacity(16);
     for window in &windows[..kept] {
-        ops.clear();
-        ops.extend(window.ops().map(|op| match op {
-            Op::Insert(x) => (insert(), x, row_at(x)).encode(env),
-            Op::Update(x) => (update(), x, row_at(x)).encode(env),
-            Op::Delete(y) => (delete(), y).encode(env),
-        }));
-        let ops = ops
-            .iter()
+        // The ops list is built from its end, as lists are.
+        let ops = window
+            .ops()
             .rev()
-            .fold(Term::list_new_empty(env), |tail, &op| tail.list_prepend(op));
+            .fold(Term::list_new_empty(env), |tail, op| {
+                tail.list_prepend(match op {
+                    Op::Insert(x) => (insert(), x, row_at(x)).encode(env),
+                    Op::Update(x) => (update(), x, row_at(x)).encode(env),
+                    Op::Delete(y) => (delete(), y).encode(env),
+                })
+            });
         acc = acc.list_prepend((window.range(), ops).encode(env));
     }
     Ok(if exhausted {
