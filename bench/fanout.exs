@@ -1,7 +1,9 @@
 # Benchmarks GuildKit.Fanout against a plain send/2 loop, locally and across two peer
-# nodes. Run with:
+# nodes, with the baselines measured in the same run. Run with:
 #
 #     MIX_ENV=prod mix run bench/fanout.exs [--sizes 10000,100000] [--rounds 7]
+#         [--placements local,peers] [--modes default,pack,offload,offload_pack]
+#         [--tuning] [--no-split]
 #
 # For each receiver count, placement (local, or spread evenly over 2 peers) and mode,
 # it measures:
@@ -11,10 +13,18 @@
 #               bumps a counter on its node; the one that completes the count tells the
 #               benchmark process, which notes the time on arrival).
 #
-# The message is a 200-byte binary. Each figure is the median of --rounds rounds, after
-# one warm-up round, with min and max; each round runs every mode once, in turn. It
-# also times the split of 100k pids: the NIF against Enum.group_by/2 by node then
-# :erlang.phash2/2 in Elixir.
+# The baselines run in the same rounds: `plain` is `Enum.each(pids, &send(&1, msg))`;
+# `bare_send` (blocked only) is one `send/2` of the whole list to another process,
+# what Manifold's offload mode costs its caller (it checks nothing). Receivers only
+# count. The message is a 200-byte binary. Each figure is the median of --rounds rounds
+# after one warm-up round, with min and max; each round runs every mode once, in turn,
+# so drifts of the machine weigh on all alike. The load average is printed before and
+# after each table.
+#
+# --tuning adds, at the largest size and locally, the served time of instances with 1,
+# 2 and 4 workers, with and without `message_queue_data: :off_heap` on the
+# partitioner and workers, against the plain loop (interleaved the same way).
+# The split section times the NIF split of 100k pids against Elixir's group_by/phash2.
 #
 # Benchee is unavailable (no hex.pm), and test/support is not compiled in :prod, so the
 # peer start and the receiver code live here; the receiver module's object code is
@@ -42,6 +52,13 @@ Code.require_file("support/harness.exs", __DIR__)
 
     def stop(pids), do: Enum.each(pids, &Process.exit(&1, :kill))
 
+    # Takes whatever it gets, so that a baseline can copy a list into it.
+    def sink do
+      receive do
+        _ -> sink()
+      end
+    end
+
     defp loop(counter, notify) do
       receive do
         _message ->
@@ -57,24 +74,25 @@ Code.require_file("support/harness.exs", __DIR__)
 defmodule Bench.Fanout do
   alias GuildKit.Bench.Harness
   alias GuildKit.Fanout
+  alias GuildKit.Fanout.Split
 
   @message :binary.copy(<<7>>, 200)
 
   def run(argv, receiver_beam) do
     {opts, _, _} =
       OptionParser.parse(argv,
-        strict: [sizes: :string, rounds: :integer, modes: :string, placements: :string]
+        strict: [
+          sizes: :string,
+          rounds: :integer,
+          modes: :string,
+          placements: :string,
+          tuning: :boolean,
+          split: :boolean
+        ]
       )
 
-    modes =
-      (opts[:modes] || "default,pack,offload,offload_pack")
-      |> String.split(",")
-      |> Enum.map(&String.to_existing_atom/1)
-
-    placements =
-      (opts[:placements] || "local,peers")
-      |> String.split(",")
-      |> Enum.map(&String.to_existing_atom/1)
+    modes = list(opts[:modes] || "default,pack,offload,offload_pack")
+    placements = list(opts[:placements] || "local,peers")
 
     sizes =
       (opts[:sizes] || "10000,100000") |> String.split(",") |> Enum.map(&String.to_integer/1)
@@ -82,24 +100,40 @@ defmodule Bench.Fanout do
     rounds = opts[:rounds] || 7
 
     {:ok, _} = Application.ensure_all_started(:guild_kit)
-    peers = start_peers(2, receiver_beam)
+    peers = if :peers in placements, do: start_peers(2, receiver_beam), else: []
     header(peers, rounds)
 
     for size <- sizes, placement <- placements do
       groups = receivers(size, placement, peers)
       pids = groups |> Enum.flat_map(fn {_node, _counter, pids} -> pids end) |> Enum.shuffle()
-      samples = measure([:plain | modes], pids, groups, rounds)
-      baseline = Map.fetch!(samples, :plain)
+      sink = spawn(&Bench.Receiver.sink/0)
+      runs = [:plain, :bare_send | modes]
+      load_before = load()
+      samples = measure(runs, pids, groups, rounds, sink)
 
-      for mode <- [:plain | modes] do
-        report(size, placement, mode, Map.fetch!(samples, mode), baseline)
+      IO.puts(
+        "\n### #{size} receivers, #{placement} (load average #{load_before} before, #{load()} after)\n"
+      )
+
+      IO.puts(
+        "| mode | caller blocked (ms) | all served (ms) | served vs plain | blocked vs bare send/2 |"
+      )
+
+      IO.puts("|---|---|---|---|---|")
+
+      for run <- runs do
+        report(run, Map.fetch!(samples, run), samples.plain, samples.bare_send)
       end
 
+      Process.exit(sink, :kill)
       stop_receivers(groups)
     end
 
-    split_bench(peers)
+    if opts[:tuning], do: tuning(Enum.max(sizes), rounds)
+    if Keyword.get(opts, :split, true), do: split_bench(peers)
   end
+
+  defp list(csv), do: csv |> String.split(",") |> Enum.map(&String.to_atom/1)
 
   # -- peers -----------------------------------------------------------------------
 
@@ -153,16 +187,26 @@ defmodule Bench.Fanout do
   # of the VM (run-queue balance, allocator state) weigh on all modes alike; running
   # all rounds of one mode back to back favoured whichever mode came later. The first
   # round warms up and is not counted.
-  defp measure(modes, pids, groups, rounds) do
+  defp measure(runs, pids, groups, rounds, sink) do
     samples =
-      for round <- 0..rounds, mode <- modes, do: {round, mode, round_trip(mode, pids, groups)}
+      for round <- 0..rounds, run <- runs, do: {round, run, round_trip(run, pids, groups, sink)}
 
     samples
-    |> Enum.reject(fn {round, _mode, _sample} -> round == 0 end)
-    |> Enum.group_by(fn {_round, mode, _sample} -> mode end, fn {_, _, sample} -> sample end)
+    |> Enum.reject(fn {round, _run, _sample} -> round == 0 end)
+    |> Enum.group_by(fn {_round, run, _sample} -> run end, fn {_, _, sample} -> sample end)
   end
 
-  defp round_trip(mode, pids, groups) do
+  # {blocked, served} in ms; served is nil for a baseline that serves nobody.
+  defp round_trip(:bare_send, pids, _groups, sink) do
+    :erlang.garbage_collect()
+    start = System.monotonic_time()
+    send(sink, {:list, pids})
+    blocked = System.monotonic_time() - start
+    Process.sleep(50)
+    {to_ms(blocked), nil}
+  end
+
+  defp round_trip(run, pids, groups, _sink) do
     for {node, counter, group_pids} <- groups do
       :ok = :erpc.call(node, Bench.Receiver, :arm, [counter, length(group_pids)])
     end
@@ -172,23 +216,24 @@ defmodule Bench.Fanout do
     # receiver list it just built) is not collected inside the measured call.
     :erlang.garbage_collect()
     start = System.monotonic_time()
-    send_in(mode, pids)
+    send_in(run, pids)
     blocked = System.monotonic_time() - start
-
-    served =
-      Enum.reduce(groups, 0, fn {node, _, _}, latest ->
-        # Monotonic clocks differ between nodes, so the time is taken here, on
-        # arrival of the notice (a few µs later for a local one, ~0.1 ms for a peer's).
-        receive do
-          {:all_served, ^node} -> max(latest, System.monotonic_time() - start)
-        after
-          60_000 -> raise "#{node}: not every receiver was served within 60 s"
-        end
-      end)
-
+    served = await_served(groups, start)
     # Let workers and the garbage collector settle before the next round.
     Process.sleep(200)
     {to_ms(blocked), to_ms(served)}
+  end
+
+  defp await_served(groups, start) do
+    Enum.reduce(groups, 0, fn {node, _, _}, latest ->
+      # Monotonic clocks differ between nodes, so the time is taken here, on arrival
+      # of the notice (a few µs later for a local one, ~0.1 ms for a peer's).
+      receive do
+        {:all_served, ^node} -> max(latest, System.monotonic_time() - start)
+      after
+        60_000 -> raise "#{node}: not every receiver was served within 60 s"
+      end
+    end)
   end
 
   defp send_in(:plain, pids), do: Enum.each(pids, &send(&1, @message))
@@ -196,6 +241,7 @@ defmodule Bench.Fanout do
   defp send_in(:pack, pids), do: Fanout.send(pids, @message, pack: :binary)
   defp send_in(:offload, pids), do: Fanout.send(pids, @message, offload: true)
   defp send_in(:offload_pack, pids), do: Fanout.send(pids, @message, offload: true, pack: :binary)
+  defp send_in({:instance, name}, pids), do: Fanout.send(pids, @message, name: name)
 
   defp flush do
     receive do
@@ -205,6 +251,66 @@ defmodule Bench.Fanout do
     end
   end
 
+  # -- local delivery tuning -------------------------------------------------------
+
+  # Served time of instances with 1, 2 and 4 workers, each with default or off-heap
+  # message queues on its partitioner and workers, against the plain loop.
+  defp tuning(size, rounds) do
+    variants =
+      for workers <- [1, 2, 4], queues <- [:on_heap, :off_heap] do
+        name = Module.concat(Bench, "W#{workers}#{queues}")
+        {:ok, _} = Fanout.start_link(name: name, workers: workers, senders: 1)
+        set_queues(name, queues)
+        {{:instance, name}, "#{workers} workers, #{queues} queues"}
+      end
+
+    [{_node, counter, pids}] = groups = receivers(size, :local, [])
+    pids = Enum.shuffle(pids)
+    runs = [:plain | Enum.map(variants, &elem(&1, 0))]
+    load_before = load()
+    samples = measure(runs, pids, groups, rounds, nil)
+
+    IO.puts(
+      "\n### Local delivery at #{size} receivers by worker count and queue kind " <>
+        "(load average #{load_before} before, #{load()} after)\n"
+    )
+
+    IO.puts("| instance | all served (ms) | served vs plain |")
+    IO.puts("|---|---|---|")
+    plain = median(for {_, served} <- samples.plain, do: served)
+    IO.puts("| plain loop | #{summary(for {_, s} <- samples.plain, do: s)} | 1.00x |")
+
+    for {run, label} <- variants do
+      served = for {_, s} <- Map.fetch!(samples, run), do: s
+      IO.puts("| #{label} | #{summary(served)} | #{fmt(median(served) / plain)}x |")
+    end
+
+    _ = counter
+    stop_receivers(groups)
+  end
+
+  # Sets the message queue kind of an instance's partitioners and workers, from inside
+  # each process (a process can only set its own flags).
+  defp set_queues(name, queues) do
+    supervisor = GuildKit.Fanout.Runtime.supervisor_name(name)
+
+    for pid <- descendants(Process.whereis(supervisor)), not sender?(pid) do
+      :sys.replace_state(pid, fn state ->
+        Process.flag(:message_queue_data, queues)
+        state
+      end)
+    end
+  end
+
+  defp sender?(pid), do: match?({_, GuildKit.Fanout.Sender, _}, :proc_lib.initial_call(pid))
+
+  defp descendants(supervisor) do
+    Enum.flat_map(:supervisor.which_children(supervisor), fn
+      {_id, pid, :supervisor, _} -> descendants(pid)
+      {_id, pid, :worker, _} -> [pid]
+    end)
+  end
+
   # -- split -----------------------------------------------------------------------
 
   defp split_bench(peers) do
@@ -212,11 +318,11 @@ defmodule Bench.Fanout do
     IO.puts("\n## Split of 100,000 pids into node groups and #{workers} worker buckets\n")
 
     IO.puts("""
-    GuildKit: the NIF split (local pids into buckets, remote pids set aside) plus the
-    Elixir grouping of the remote pids by node (the NIF cannot read a remote pid's node).
-    Elixir A: Enum.group_by/2 by node, then :erlang.phash2/2 buckets for this node's
-    group only, i.e. the same output. Elixir B: the same, with buckets for every group.
-    Median of 21 runs.
+    GuildKit: the NIF split (local pids into worker batches, remote pids set aside) plus
+    the Elixir grouping of the remote pids by node (the NIF cannot read a remote pid's
+    node). Elixir A: Enum.group_by/2 by node, then :erlang.phash2/2 buckets for this
+    node's group only, i.e. the same output. Elixir B: the same, with buckets for every
+    group. Median of 21 runs.
 
     | pids | GuildKit | Elixir A | Elixir B | speed-up vs A | vs B |
     |---|---|---|---|---|---|\
@@ -225,19 +331,21 @@ defmodule Bench.Fanout do
     {_counter, local} = Bench.Receiver.start(100_000, self())
     split_row("100k on this node", local, workers)
 
-    remote =
-      Enum.flat_map(peers, fn node ->
-        {_counter, pids} = :erpc.call(node, Bench.Receiver, :start, [33_000, self()])
-        pids
-      end)
+    if peers != [] do
+      remote =
+        Enum.flat_map(peers, fn node ->
+          {_counter, pids} = :erpc.call(node, Bench.Receiver, :start, [33_000, self()])
+          pids
+        end)
 
-    split_row("100k over 3 nodes", Enum.shuffle(Enum.take(local, 34_000) ++ remote), workers)
+      split_row("100k over 3 nodes", Enum.shuffle(Enum.take(local, 34_000) ++ remote), workers)
+    end
   end
 
   defp split_row(label, pids, workers) do
     ours = fn ->
-      {_buckets, _counts, _n, remote, _m} = Fanout.split(pids, workers)
-      Fanout.group_by_node(remote)
+      {:ok, _batches, remote} = Split.split(pids, workers)
+      take_all(remote)
     end
 
     same_output = fn ->
@@ -259,6 +367,15 @@ defmodule Bench.Fanout do
       "| #{label} | #{fmt(ours_ms)} ms | #{fmt(a_ms)} ms | #{fmt(b_ms)} ms | " <>
         "#{fmt(a_ms / ours_ms)}x | #{fmt(b_ms / ours_ms)}x |"
     )
+  end
+
+  defp take_all(nil), do: []
+
+  defp take_all({list, _count}) do
+    case GuildKit.Native.fanout_remote_take(list) do
+      {pids, true} -> Split.group_by_node(pids)
+      {pids, false} -> [Split.group_by_node(pids) | take_all({list, 0})]
+    end
   end
 
   # Runs the functions in turns, each after a garbage collection, in a fresh process
@@ -286,30 +403,46 @@ defmodule Bench.Fanout do
   # -- output ----------------------------------------------------------------------
 
   defp header(peers, rounds) do
+    config =
+      GuildKit.Fanout.Runtime.get()
+      |> Map.take([:senders, :partitioners, :workers])
+      |> Map.update!(:senders, &tuple_size/1)
+      |> Map.update!(:partitioners, &tuple_size/1)
+
     IO.puts("""
     # GuildKit.Fanout benchmark
 
     #{:erlang.system_info(:system_architecture)}, #{System.schedulers_online()} schedulers, \
     OTP #{:erlang.system_info(:otp_release)} (erts #{:erlang.system_info(:version)}), \
     Elixir #{System.version()}; peers: #{inspect(peers)}
-    Config: #{inspect(GuildKit.Fanout.Runtime.get() |> Map.from_struct() |> Map.update!(:senders, &tuple_size/1))}
+    Config: #{inspect(config)}
     Median of #{rounds} rounds after one warm-up (min-max), each round running every mode
-    once in turn; message: 200-byte binary. Served vs plain: ratio of the medians.
-
-    | receivers | placement | mode | caller blocked (ms) | all served (ms) | served vs plain |
-    |---|---|---|---|---|---|\
+    once in turn; message: 200-byte binary; receivers only count. Served vs plain: ratio
+    of the medians; bare send/2: one send of the whole list to another process.\
     """)
   end
 
-  defp report(size, placement, mode, samples, baseline) do
+  defp report(run, samples, plain, bare) do
     {blocked, served} = Enum.unzip(samples)
-    {_, plain_served} = Enum.unzip(baseline)
-    ratio = median(served) / median(plain_served)
+    {_, plain_served} = Enum.unzip(plain)
+    {bare_blocked, _} = Enum.unzip(bare)
+
+    served_cells =
+      if run == :bare_send,
+        do: "- | -",
+        else: "#{summary(served)} | #{fmt(median(served) / median(plain_served))}x"
 
     IO.puts(
-      "| #{size} | #{placement} | #{mode} | #{summary(blocked)} | #{summary(served)} | " <>
-        "#{fmt(ratio)}x |"
+      "| #{run} | #{summary(blocked)} | #{served_cells} | " <>
+        "#{fmt(median(blocked) / median(bare_blocked))}x |"
     )
+  end
+
+  defp load do
+    case File.read("/proc/loadavg") do
+      {:ok, text} -> text |> String.split() |> Enum.take(3) |> Enum.join(" ")
+      _ -> "?"
+    end
   end
 
   defp summary(values),

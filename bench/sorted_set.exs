@@ -1,9 +1,14 @@
-# GuildKit.SortedSet against :gb_sets and a sorted list, in the same run.
+# GuildKit.SortedSet against :gb_sets, in the same run, with the floor of a NIF call.
 #
-#     MIX_ENV=prod mix run bench/sorted_set.exs [SIZE ...]
+#     MIX_ENV=prod mix run bench/sorted_set.exs [SIZE ...]      (default: 1000000)
 #
 # Members are {integer, 8-byte binary}, as in a member list keyed by id and tag.
-# Every latency is one call made from Elixir, median and p99 over many calls.
+#
+# Method (issue 13): every figure is the mean time of one call over a batch of calls,
+# and batches of GuildKit and of its baseline alternate, round after round, so that
+# load changes hit both alike. Each row reports the median over the rounds and the
+# median of the per-round ratios. The load average is printed before and after: the
+# machine is shared, and figures taken under load are provisional.
 
 Code.require_file("support/harness.exs", __DIR__)
 
@@ -11,133 +16,170 @@ defmodule GuildKit.Bench.SortedSet do
   alias GuildKit.Bench.Harness
   alias GuildKit.SortedSet
 
-  @samples 20_000
+  @rounds 9
+  @batch 20_000
 
   def run(sizes) do
     IO.puts("# GuildKit.SortedSet · #{Harness.machine()}\n")
-    overhead = Harness.repeat(100_000, fn -> :ok end)
-
-    IO.puts(
-      "Timing overhead of one empty measured call: #{Harness.format_ns(overhead.median)} (included below).\n"
-    )
+    IO.puts("Load average before: #{load()}\n")
 
     for n <- sizes do
-      {rows, memory} = Harness.in_big_process(fn -> measure(n) end)
-      IO.puts("## #{n} members\n")
+      rows = Harness.in_big_process(fn -> measure(n) end)
+      IO.puts("## #{n} members, #{@rounds} interleaved rounds of #{@batch} calls\n")
 
       Harness.table(
-        [
-          "operation",
-          "GuildKit median",
-          "GuildKit p99",
-          "baseline",
-          "baseline median",
-          "baseline p99",
-          "speed-up (median)"
-        ],
+        ["operation", "GuildKit", "baseline", "baseline time", "ratio (baseline / GuildKit)"],
         rows
       )
 
-      IO.puts(
-        "\nNative memory: #{memory.bulk} bytes/member built with from_enumerable, #{memory.one_by_one} bytes/member built by random adds.\n"
-      )
+      IO.puts("")
+    end
+
+    IO.puts("Load average after: #{load()}")
+  end
+
+  defp load do
+    case File.read("/proc/loadavg") do
+      {:ok, text} -> text |> String.split() |> Enum.take(3) |> Enum.join(" ")
+      _ -> "unknown"
     end
   end
 
   defp measure(n) do
     :rand.seed(:exsss, {n, 17, 31})
     members = for i <- 1..n, do: {i * 4, <<:rand.uniform(0xFFFF_FFFF_FFFF_FFFF)::64>>}
-    shuffled = Enum.shuffle(members)
-    fresh = fn id -> {id, <<:rand.uniform(0xFFFF_FFFF_FFFF_FFFF)::64>>} end
+    set = SortedSet.from_proper_enumerable(members)
+    gb = :gb_sets.from_ordset(members)
+    by_index = List.to_tuple(members)
+    nils = List.duplicate(nil, @batch)
 
-    from_enum = Harness.repeat(3, fn -> SortedSet.from_enumerable(shuffled) end)
-    gb_from = Harness.repeat(3, fn -> :gb_sets.from_list(shuffled) end)
-    set = SortedSet.from_enumerable(shuffled)
-    gb = :gb_sets.from_list(shuffled)
-    sorted = :gb_sets.to_list(gb)
-    by_index = List.to_tuple(sorted)
+    # Fresh members go between existing ones (ids 4i + 1..3).
+    fresh = fn ->
+      Enum.uniq(for _ <- 1..@batch, do: {:rand.uniform(n) * 4 + :rand.uniform(3), <<0::64>>})
+    end
 
-    bulk_bytes = SortedSet.memory(set) / n
-    one_by_one = SortedSet.new()
-    Enum.each(shuffled, &SortedSet.add(one_by_one, &1))
-    one_by_one_bytes = SortedSet.memory(one_by_one) / n
+    present = fn -> for _ <- 1..@batch, do: elem(by_index, :rand.uniform(n) - 1) end
+    indices = fn -> for _ <- 1..@batch, do: :rand.uniform(n) - 1 end
 
-    random_new =
-      Enum.uniq(for _ <- 1..@samples, do: fresh.(:rand.uniform(n) * 4 + :rand.uniform(3)))
-
-    at_start = for i <- 1..@samples, do: fresh.(-i)
-    at_end = for i <- 1..@samples, do: fresh.(4 * n + 4 * i)
-    present = for _ <- 1..@samples, do: elem(by_index, :rand.uniform(n) - 1)
-    indices = for _ <- 1..@samples, do: :rand.uniform(n) - 1
-    starts = for _ <- 1..div(@samples, 4), do: :rand.uniform(n) - 1
-    # O(n) baselines get fewer samples, or a 1M run would take minutes.
-    few = max(30, div(2_000_000, n))
-
-    add_random = Harness.per_call(random_new, &SortedSet.add(set, &1))
-    remove = Harness.per_call(random_new, &SortedSet.remove(set, &1))
-    {gb_add_random, gb_grown} = Harness.per_call_threaded(random_new, gb, &:gb_sets.add/2)
-    {gb_remove, _} = Harness.per_call_threaded(random_new, gb_grown, &:gb_sets.delete/2)
-
-    add_start = Harness.per_call(at_start, &SortedSet.add(set, &1))
-    Enum.each(at_start, &SortedSet.remove(set, &1))
-    {gb_add_start, _} = Harness.per_call_threaded(at_start, gb, &:gb_sets.add/2)
-
-    add_end = Harness.per_call(at_end, &SortedSet.add(set, &1))
-    Enum.each(at_end, &SortedSet.remove(set, &1))
-    {gb_add_end, _} = Harness.per_call_threaded(at_end, gb, &:gb_sets.add/2)
-
-    member = Harness.per_call(present, &SortedSet.member?(set, &1))
-    gb_member = Harness.per_call(present, &:gb_sets.is_member(&1, gb))
-
-    find_index = Harness.per_call(present, &SortedSet.find_index(set, &1))
-
-    list_find_index =
-      Harness.per_call(Enum.take(present, few), fn m -> Enum.find_index(sorted, &(&1 == m)) end)
-
-    at = Harness.per_call(indices, &SortedSet.at(set, &1))
-    list_at = Harness.per_call(Enum.take(indices, few), &Enum.at(sorted, &1))
-
-    slice = Harness.per_call(starts, &SortedSet.slice(set, &1, 100))
-    list_slice = Harness.per_call(Enum.take(starts, few), &Enum.slice(sorted, &1, 100))
-
-    snapshot = Harness.repeat(2_000, fn -> SortedSet.snapshot(set) end)
-    gb_snapshot = Harness.repeat(2_000, fn -> gb end)
-    to_list = Harness.repeat(5, fn -> SortedSet.to_list(set) end)
-    gb_to_list = Harness.repeat(5, fn -> :gb_sets.to_list(gb) end)
-
-    rows = [
-      row("add, random position", add_random, ":gb_sets.add", gb_add_random),
-      row("add, at start", add_start, ":gb_sets.add", gb_add_start),
-      row("add, at end", add_end, ":gb_sets.add", gb_add_end),
-      row("remove", remove, ":gb_sets.delete", gb_remove),
-      row("member?", member, ":gb_sets.is_member", gb_member),
-      row("find_index", find_index, "sorted list + Enum.find_index", list_find_index),
-      row("at", at, "sorted list + Enum.at", list_at),
-      row("slice of 100", slice, "sorted list + Enum.slice", list_slice),
-      row("snapshot", snapshot, "(an immutable value: free)", gb_snapshot),
-      row("to_list", to_list, ":gb_sets.to_list", gb_to_list),
-      row("from_enumerable (shuffled)", from_enum, ":gb_sets.from_list", gb_from)
+    # Each case: the inputs of a round and the baseline's starting state, GuildKit's
+    # call, the baseline's call (threading its state: gb_sets are values), and what
+    # undoes the round (untimed), so that every round starts from the same set.
+    cases = [
+      {"empty NIF call (native_memory/0)", "empty Elixir call", fn -> {nils, nil} end,
+       fn _ -> GuildKit.native_memory() end, fn _, s -> empty(s) end, nil},
+      {"size/1", "empty NIF call", fn -> {nils, nil} end, fn _ -> SortedSet.size(set) end,
+       fn _, s -> GuildKit.native_memory() && s end, nil},
+      {"add, random position", ":gb_sets.add", fn -> {fresh.(), gb} end, &SortedSet.add(set, &1),
+       &:gb_sets.add/2, &Enum.each(&1, fn x -> SortedSet.remove(set, x) end)},
+      {"remove", ":gb_sets.delete",
+       fn ->
+         added = fresh.()
+         Enum.each(added, &SortedSet.add(set, &1))
+         {added, Enum.reduce(added, gb, &:gb_sets.add/2)}
+       end, &SortedSet.remove(set, &1), &:gb_sets.delete/2, nil},
+      {"find_index", ":gb_sets.is_member", fn -> {present.(), gb} end,
+       &SortedSet.find_index(set, &1), &(:gb_sets.is_member(&1, &2) && &2), nil},
+      {"member?", ":gb_sets.is_member", fn -> {present.(), gb} end, &SortedSet.member?(set, &1),
+       &(:gb_sets.is_member(&1, &2) && &2), nil},
+      {"at", "size/1", fn -> {indices.(), nil} end, &SortedSet.at(set, &1),
+       fn _, s -> SortedSet.size(set) && s end, nil},
+      {"slice of 100", "size/1", fn -> {indices.(), nil} end, &SortedSet.slice(set, &1, 100),
+       fn _, s -> SortedSet.size(set) && s end, nil}
     ]
 
-    {rows, %{bulk: Float.round(bulk_bytes, 1), one_by_one: Float.round(one_by_one_bytes, 1)}}
+    Enum.map(cases, &measure_case/1) ++ [measure_to_list(set, gb)]
   end
 
-  defp row(name, ours, baseline_name, baseline) do
+  defp empty(state), do: state
+
+  # Times GuildKit and the baseline on the same inputs, alternating which goes first.
+  defp measure_case({name, baseline_name, prepare, ours, baseline, undo}) do
+    samples =
+      for round <- 1..@rounds do
+        {inputs, state} = prepare.()
+        ours_run = fn -> per_call(inputs, fn -> each(inputs, ours) end) end
+        base_run = fn -> per_call(inputs, fn -> thread(inputs, baseline, state) end) end
+
+        sample =
+          if rem(round, 2) == 0 do
+            o = ours_run.()
+            {o, base_run.()}
+          else
+            b = base_run.()
+            {ours_run.(), b}
+          end
+
+        if undo, do: undo.(inputs)
+        sample
+      end
+
+    row(name, baseline_name, samples)
+  end
+
+  defp per_call(inputs, run) do
+    t0 = :erlang.monotonic_time(:nanosecond)
+    run.()
+    (:erlang.monotonic_time(:nanosecond) - t0) / length(inputs)
+  end
+
+  defp each([], _fun), do: :ok
+
+  defp each([x | rest], fun) do
+    fun.(x)
+    each(rest, fun)
+  end
+
+  defp thread([], _fun, state), do: state
+  defp thread([x | rest], fun, state), do: thread(rest, fun, fun.(x, state))
+
+  defp measure_to_list(set, gb) do
+    samples =
+      for round <- 1..5 do
+        ours = fn -> time(fn -> SortedSet.to_list(set) end) end
+        base = fn -> time(fn -> :gb_sets.to_list(gb) end) end
+        # Each list is dropped and collected before the next measurement.
+        if rem(round, 2) == 0 do
+          {o, b} = {ours.(), base.()}
+          {o, b}
+        else
+          b = base.()
+          {ours.(), b}
+        end
+      end
+
+    row("to_list", ":gb_sets.to_list", samples)
+  end
+
+  defp time(fun) do
+    :erlang.garbage_collect()
+    t0 = :erlang.monotonic_time(:nanosecond)
+    fun.()
+    :erlang.monotonic_time(:nanosecond) - t0
+  end
+
+  defp row(name, baseline_name, samples) do
+    ours = median(Enum.map(samples, &elem(&1, 0)))
+    base = median(Enum.map(samples, &elem(&1, 1)))
+    ratio = median(Enum.map(samples, fn {o, b} -> b / o end))
+
     [
       name,
-      Harness.format_ns(ours.median),
-      Harness.format_ns(ours.p99),
+      Harness.format_ns(ours),
       baseline_name,
-      Harness.format_ns(baseline.median),
-      Harness.format_ns(baseline.p99),
-      "#{Float.round(baseline.median / ours.median, 1)}×"
+      Harness.format_ns(base),
+      "#{Float.round(ratio, 2)}×"
     ]
+  end
+
+  defp median(values) do
+    sorted = Enum.sort(values)
+    Enum.at(sorted, div(length(sorted), 2))
   end
 end
 
 sizes =
   case System.argv() do
-    [] -> [10_000, 100_000, 1_000_000]
+    [] -> [1_000_000]
     args -> Enum.map(args, &String.to_integer/1)
   end
 

@@ -11,9 +11,28 @@ defmodule GuildKit.Application do
     Supervisor.start_link(components(), strategy: :one_for_one, name: GuildKit.Supervisor)
   end
 
-  # One child spec per component. Components read their configuration when their
-  # supervisor starts, never at compile time.
+  # One child spec per component. Components read their configuration when the
+  # application starts, never at compile time.
   defp components do
-    [GuildKit.Fanout.Supervisor]
+    fanout()
+  end
+
+  # The application's GuildKit.Fanout instance, configured by
+  # `config :guild_kit, GuildKit.Fanout, ...`, unless `config :guild_kit,
+  # start_fanout: false` leaves fan-out to the user's own supervision tree.
+  defp fanout do
+    if Application.get_env(:guild_kit, :start_fanout, true) do
+      env = Application.get_env(:guild_kit, GuildKit.Fanout, [])
+      context = "bad config :guild_kit, GuildKit.Fanout: "
+
+      if is_list(env) and Keyword.has_key?(env, :name) do
+        raise ArgumentError,
+              context <> "the application's instance is always named GuildKit.Fanout"
+      end
+
+      [GuildKit.Fanout.child_spec(GuildKit.Fanout.Runtime.options!(env, context))]
+    else
+      []
+    end
   end
 end

@@ -1,4 +1,8 @@
 defmodule GuildKit.Fanout do
+  # How long a caller waits for a partitioner or sender that its supervisor is
+  # restarting before dropping what it would have handed over.
+  @restart_wait_ms 50
+
   @moduledoc """
   Sends one message to many processes, local or on other nodes, without blocking the
   caller for the whole fan-out and crossing the network once per node, not once per
@@ -6,7 +10,7 @@ defmodule GuildKit.Fanout do
 
   A guild publishing an event to 100,000 sessions with a `send/2` loop is blocked for
   the whole loop and sends 100,000 messages over distribution. `send/3` instead splits
-  the receivers in one NIF call and hands them over in a single message:
+  the receivers in one NIF walk and hands them to worker processes in a few messages:
 
       iex> me = self()
       iex> GuildKit.Fanout.send([me, nil, me], :hello)
@@ -14,122 +18,237 @@ defmodule GuildKit.Fanout do
       iex> for _ <- 1..2, do: (receive do: (:hello -> :got))
       [:got, :got]
 
-  The design follows Discord's Manifold, minus its gaps: configuration is read at run
-  time, unknown options raise `ArgumentError`, no message is lost when a worker dies,
-  and an unreachable node never blocks anybody.
+  The design follows Discord's Manifold (see "Coming from Manifold"), minus its gaps:
+  options are given at start or read at run time, unknown options raise
+  `ArgumentError`, no message is lost when a worker dies, and an unreachable node never
+  blocks anybody.
+
+  ## Starting it
+
+  The `:guild_kit` application starts an instance named `GuildKit.Fanout`, configured
+  with the same options as `start_link/1` (read when the application starts):
+
+      config :guild_kit, GuildKit.Fanout, senders: 4, partitioners: 1, workers: 8
+
+  To run fan-out in your own supervision tree instead, as with `Phoenix.PubSub`, turn
+  the application's instance off and start one (or several) under a name of yours:
+
+      config :guild_kit, start_fanout: false
+
+      children = [
+        {GuildKit.Fanout, name: MyApp.Fanout, workers: 8},
+        ...
+      ]
+
+  and pass that name to every call: `GuildKit.Fanout.send(pids, msg, name:
+  MyApp.Fanout)`. An instance reaches receivers on another node through the instance
+  of the same name there, which must have the same `:partitioners` count.
 
   ## How a message travels
 
-  Every node running the `:guild_kit` application runs senders, partitioners, and
-  workers (see "Configuration"):
+      caller ──> Partitioner (this node) ──> Worker ──> receivers of this node
+        └──────> Sender ──> Partitioner (each other node) ──> Worker ──> receivers there
 
-      caller ──> Sender ──> Partitioner (on each receiver's node) ──> Worker ──> receiver
+    1. The caller walks the receivers once in a NIF, in slices on its own scheduler:
+       pids of this node go into worker batches, `rem(:erlang.phash2(pid), workers)`,
+       native lists that move between processes as a resource term of a few words;
+       pids of other nodes are set aside. The message is copied once, into native
+       memory (on a dirty scheduler when it is big). With `offload: true` the caller
+       skips the hashing and hands one batch over.
+    2. The caller sends the batches to its partitioner on this node and the other
+       nodes' pids to its sender. Both are chosen by the caller's partitioner key
+       (its pid, unless it set one: `set_partitioner_key/1`).
+    3. The sender groups the other pids by node, in chunks of a few thousand, and
+       sends each node, per chunk, one message to the partitioner of the same index
+       there.
+    4. A partitioner gives each worker its batch (splitting first when it got one
+       batch or a list from another node) and keeps it until the worker has served it.
+    5. A worker sends each receiver of its batch a copy of the message, as `send/2`
+       would.
 
-    1. The caller splits the receivers (`GuildKit.Native`, one list walk in Rust, in
-       slices on its own scheduler): pids of this node go into worker buckets,
-       `rem(:erlang.phash2(pid), workers)`; pids of other nodes are set aside. The NIF
-       sends the split to the caller's sender, always the same one,
-       `rem(:erlang.phash2(caller), senders)`, moving it rather than copying it. With
-       `offload: true` the caller only checks the list and sends it as is, and the
-       sender splits it.
-    2. The sender hands the buckets to its partitioner on this node, groups the other
-       receivers by node, and sends each node one message, to the partitioner with
-       the same index there (`GuildKit.Fanout.Sender`).
-    3. A partitioner gives each worker its bucket (splitting first when the receivers
-       came from another node) and keeps it until the worker is done
-       (`GuildKit.Fanout.Partitioner`).
-    4. A worker sends the message to each receiver of its bucket
-       (`GuildKit.Fanout.Worker`).
+  Each partitioner runs in a supervisor of its own with its workers (`rest_for_one`,
+  the partitioner first), and the senders in another, all under the instance's
+  supervisor, registered as `<name>.Supervisor`; `:supervisor.which_children/1` and
+  observer show the whole tree.
+
+  No copy between these processes grows with the number of receivers or with the
+  size of the message: batches and the message travel as resource terms, chunks of
+  remote receivers are bounded, and a big message crosses to another node packed, in
+  parts of a bounded size. Every NIF call on a normal scheduler does a bounded amount
+  of work (a walk of at most 8,192 receivers, or at most 0.2 ms of sends, a budget the
+  call checks itself) and reports it to the scheduler; copies of big messages run on
+  dirty schedulers.
 
   ## Guarantees
 
-    * **Order.** For one calling process, every receiver gets the messages in the
-      order they were sent, in every mode **and across modes**: default, `pack:` and
-      `offload:` messages from one caller to one receiver all travel the same chain of
-      processes (the caller's sender, that sender's partitioner on the receiver's
-      node, the receiver's worker), and Erlang keeps the messages between two
-      processes in order. Packing changes only the payload; offloading only moves the
-      split from the caller to the sender, the first hop of every mode. (The NIF's
-      `enif_send` of a default-mode split is queued as a signal from the calling
-      process like its own `send/2` of an offloaded list, so the two keep their order
-      too; the mixed-mode tests check it.) Messages of different callers may
-      interleave, as with `send/2`.
+    * **Order.** Messages sent under one partitioner key reach each receiver in the
+      order they were sent, in every mode **and across modes**: all messages of one
+      key to one receiver travel the same chain of processes (the key's partitioner
+      on the receiver's node, or the key's sender and then that partitioner; then the
+      receiver's worker), and Erlang keeps the messages between two processes in
+      order. The key is the calling process unless it set one, so by default this is
+      the order of one caller's sends; messages of different keys may interleave, as
+      with `send/2` from different processes.
+    * **Order across processes that share a key.** Processes on one node that send
+      under the same key (`set_partitioner_key/1` or `key:`), such as an old and a
+      new guild process, keep per-receiver order for every message sent after the
+      earlier sender's `send/3` has returned. Processes on different nodes go through
+      different senders and links, so they are not ordered with each other.
+    * **Order when fan-out processes die.** A dead worker's replacement replays what
+      it had not served before anything newer. When a partitioner dies, its
+      supervisor terminates its workers, and waits until each is dead, before the new
+      partitioner and workers start, so nothing old is delivered after anything new.
+      A killed sender loses what it held; its successor's messages follow the ones it
+      had already sent to each node, on that node's single link.
     * **Exactly once** per listing: a pid listed twice gets the message twice, `nil`s
-      are skipped.
-    * **A dying worker loses nothing.** Its partitioner restarts it and replays what it
-      had not delivered, in order, before anything newer (see
-      `GuildKit.Fanout.Partitioner`). A worker killed in the middle of a batch may
-      deliver one message twice to one receiver, the one it was serving when killed;
-      a worker killed between batches causes no duplicate.
+      are skipped. **A dying worker loses nothing and duplicates nothing**: a batch
+      counts the receivers served (a process is never killed in the middle of a NIF
+      call), so its replacement resumes exactly there.
+    * **Losses.** A partitioner that dies loses what it and its workers had not
+      delivered; a sender that dies loses what it had not sent on. Receivers on a node
+      that is not connected are dropped and counted (`stats/1`); messages already on
+      their way when a connection breaks are lost, as with `send/2`.
     * **Unreachable nodes never block.** The caller never sends across the network.
       Senders send with `:noconnect` and `:nosuspend`: receivers on a node that is not
-      connected are dropped and counted (`stats/0`), and a slow node's messages wait
-      in a queue of their own while every other node is served (see
-      `GuildKit.Fanout.Sender`). Messages already on their way when a connection
-      breaks are lost, as with `send/2`, and are not counted.
+      connected are dropped at once and counted, no connection is attempted, and a
+      slow node's messages wait in a queue of their own (retried every few ms, in
+      order) while every other node is served.
+    * **A stopped instance says so at once.** `send/3` raises `ArgumentError` when
+      the instance is not running (the application stopped, or never started it, or
+      its supervisor is down), without sending anything; while the instance is up and
+      one of its processes is being restarted, `send/3` waits for it up to
+      #{@restart_wait_ms} ms, then drops the receivers it would have served and counts them.
+    * **Crashes stay contained.** Every supervisor of an instance lets each of its
+      children die 100 times a second, all at once, before it gives up (and escalates):
+      bursts of crashes or kills under load never take the application down.
 
-  A sender or partitioner that is killed loses the messages it held. Neither has a
-  code path that can fail on a caller's input: receivers are checked by the caller.
+  With receivers whose mailbox is `message_queue_data: :off_heap`, Erlang may deliver
+  messages of different senders out of causal order; order across a worker restart
+  then holds only up to that.
 
-  ## Configuration
+  ## Coming from Manifold
 
-  Read when the application starts, from `config :guild_kit, GuildKit.Fanout, ...`:
-
-    * `:senders` - sender processes on this node (default: one per scheduler);
-    * `:partitioners` - partitioner processes on this node (default `1`); it must be
-      the same on every node, since a sender addresses partitioner `i` by name;
-    * `:workers` - workers per partitioner (default: one per scheduler), at most 65,536.
+  | Manifold | GuildKit.Fanout |
+  |---|---|
+  | `Manifold.send(pids, msg)` | `send(pids, msg)` |
+  | `pack_mode: :binary` | `pack: :binary` (the message crosses to other nodes packed once, unpacked once per node) |
+  | `send_mode: :offload` | `offload: true` (the caller checks the receivers and hands them over; the partitioner splits them) |
+  | `Manifold.set_partitioner_key(key)` | `set_partitioner_key(key)`, or `key: key` per call |
+  | compile-time `config :manifold, :partitioners, n` | `:partitioners`, `:senders` and `:workers` at start, per instance |
+  | a receiver that is not a pid crashes a fan-out process | `ArgumentError` in the caller, nothing sent |
+  | a restarted worker loses its batch | replayed, exactly once |
 
   ## Performance
 
-  The caller's cost is one list walk in Rust, about 10 ns per local receiver, in
-  slices of 8,192 receivers on its own scheduler (no NIF call holds it for more than
-  about 0.1 ms, and it yields after about 0.4 ms of them); the split then moves to the
-  sender without a copy. A remote pid costs more, since it must be copied once. With
-  `offload: true` the caller only checks the list, about 2 ns per receiver, and
-  `send/2` copies it to the sender.
-
-  Measured on 2 cores at 100,000 receivers, idle: the caller is blocked about 1 ms
-  (0.6 ms with `offload: true`) when they are local, 1.8-2.1 ms when they are on two
-  other nodes; delivery to all of them took 0.8-0.9 times as long as a `send/2` loop
-  locally and 3.0-3.4 times less across the two nodes. See `bench/RESULTS.md`.
+  The caller's cost is one list walk in Rust, O(n) for n receivers: a list cell, a type
+  check, a hash and a push per local receiver (no hash with `offload: true`), and a copy
+  of each pid of another node. Delivery then costs O(n) in the workers, spread over
+  them, one copy of the message per receiver. Timings are in `bench/RESULTS.md`.
   """
 
   import Kernel, except: [send: 2]
 
-  alias GuildKit.Fanout.Runtime
+  alias GuildKit.Fanout.{Partitioner, Runtime, Sender, Split, Supervisor}
   alias GuildKit.Native
 
-  # How long a caller waits for its sender to be restarted before dropping a message.
-  @sender_wait_ms 50
+  @key_key {__MODULE__, :partitioner_key}
 
   @typedoc "A receiver: a pid, or `nil`, which is skipped."
   @type receiver :: pid() | nil
 
-  @typedoc false
-  @type payload :: {:term, term()} | {:packed, binary()}
+  @typedoc """
+  An option of `start_link/1` (and of `config :guild_kit, GuildKit.Fanout`):
 
-  @typedoc false
-  @type split ::
-          {buckets :: tuple(), counts :: tuple(), non_neg_integer(), [pid()], non_neg_integer()}
+    * `:name` - the instance's name, an atom (default `GuildKit.Fanout`, the
+      application's instance); its supervisor is registered as `<name>.Supervisor`,
+      its partitioners as `<name>.Partitioner.0`, ... and its senders as
+      `<name>.Sender.0`, ...;
+    * `:senders` - sender processes (default: one per scheduler);
+    * `:partitioners` - partitioners, each with its workers (default `1`); it must be
+      the same on every node, since partitioner `i` is addressed by name across nodes;
+    * `:workers` - workers per partitioner (default: one per scheduler), at most 65,536.
+  """
+  @type start_option ::
+          {:name, atom()}
+          | {:senders, pos_integer()}
+          | {:partitioners, pos_integer()}
+          | {:workers, pos_integer()}
+
+  @doc """
+  A child spec that starts an instance with `opts` (see `t:start_option/0`), for a
+  supervision tree: `{GuildKit.Fanout, name: MyApp.Fanout}`. Its id is the name.
+
+  Raises `ArgumentError` for an unknown option or a bad value.
+
+  ## Examples
+
+      iex> spec = GuildKit.Fanout.child_spec(name: MyApp.Fanout, workers: 4)
+      iex> {spec.id, spec.type}
+      {MyApp.Fanout, :supervisor}
+
+      iex> GuildKit.Fanout.child_spec(workers: 0)
+      ** (ArgumentError) expected :workers to be an integer in 1..65536, got: 0
+
+  ## Performance
+
+  O(1).
+  """
+  @spec child_spec([start_option()]) :: Elixir.Supervisor.child_spec()
+  def child_spec(opts) do
+    opts = Runtime.options!(opts)
+
+    %{
+      id: opts[:name],
+      start: {Supervisor, :start_link, [opts]},
+      type: :supervisor
+    }
+  end
+
+  @doc """
+  Starts an instance with `opts` (see `t:start_option/0`) and links it to the caller.
+  Usually started through `child_spec/1` in a supervision tree.
+
+  Raises `ArgumentError` for an unknown option or a bad value.
+
+  ## Examples
+
+      iex> {:ok, pid} = GuildKit.Fanout.start_link(name: DocFanout, senders: 1, workers: 1)
+      iex> GuildKit.Fanout.send(self(), :hi, name: DocFanout)
+      :ok
+      iex> receive do: (:hi -> :got)
+      :got
+      iex> Supervisor.stop(pid)
+      :ok
+
+  ## Performance
+
+  O(senders + partitioners × workers) processes are started.
+  """
+  @spec start_link([start_option()]) :: Elixir.Supervisor.on_start()
+  def start_link(opts), do: Supervisor.start_link(Runtime.options!(opts))
 
   @doc """
   Sends `message` to every receiver and returns `:ok`.
 
   `receivers` is a pid, `nil`, or a list of pids and `nil`s, on any nodes. `nil`s are
-  skipped; a pid listed twice gets the message twice.
+  skipped; a pid listed twice gets the message twice. See "Guarantees" in the module
+  docs for order and losses.
 
   ## Options
 
-    * `:pack` - `:binary` encodes the message once with `:erlang.term_to_binary/1` and
-      each worker decodes it once per batch, so a large message is not copied through
-      every hop; `false` (default) sends the term as is.
-    * `:offload` - `true` returns as soon as the receiver list is checked and handed to
-      a sender process, which splits and sends it; `false` (default) splits in the
-      caller.
+    * `:pack` - `:binary` sends the message to other nodes encoded once with
+      `:erlang.term_to_binary/1` and decoded once per node, rather than as a term
+      encoded by distribution for each node; `false` (default) sends it as a term
+      (big messages travel packed anyway). Receivers get the message itself either way.
+    * `:offload` - `true` returns as soon as the receivers are checked and handed
+      over: the caller does not hash them, the partitioner splits them among its
+      workers; `false` (default) splits them in the caller.
+    * `:key` - the partitioner key of this call (see `set_partitioner_key/1`); by
+      default the key the calling process set, or its pid.
+    * `:name` - the instance to send through (default `GuildKit.Fanout`).
 
-  Raises `ArgumentError` for an unknown option, a bad option value, or a receiver that
-  is not a pid or `nil`; nothing is sent then.
+  Raises `ArgumentError` for an unknown option, a bad option value, a receiver that is
+  not a pid or `nil` (nothing is sent then), or an instance that is not running.
 
   ## Examples
 
@@ -147,50 +266,91 @@ defmodule GuildKit.Fanout do
   Bad options and receivers raise:
 
       iex> GuildKit.Fanout.send([self()], :hi, mode: :fast)
-      ** (ArgumentError) unknown keys [:mode] in [mode: :fast], the allowed keys are: [:pack, :offload]
+      ** (ArgumentError) unknown keys [:mode] in [mode: :fast], the allowed keys are: [:pack, :offload, :key, :name]
 
       iex> GuildKit.Fanout.send([self(), :session], :hi)
       ** (ArgumentError) expected receivers to be pids or nil, got: :session at position 1
 
   ## Performance
 
-  O(n) in the caller for n receivers: a Rust list walk of about 10 ns per local
-  receiver in slices on the caller's scheduler, or with `offload: true` a check of
-  about 2 ns per receiver plus the copy of the list into the sender's mailbox. About
-  1 ms (0.6 ms with `offload: true`) for 100,000 local receivers. Delivery then takes
-  O(n) in the workers, spread over them.
+  O(n) in the caller for n receivers (one NIF walk, in slices on its own scheduler),
+  plus one copy of the message, on a dirty scheduler when it is big. Delivery then
+  costs O(n) in the workers, spread over them.
   """
   @spec send(receiver() | [receiver()], term(), keyword()) :: :ok
   def send(receivers, message, opts \\ []) do
-    {pack, offload} = options!(opts)
+    {name, pack, offload, key} = options!(opts)
+    runtime = Runtime.fetch!(name)
     receivers = receivers!(receivers)
-    runtime = Runtime.get()
+    workers = if offload, do: 1, else: runtime.workers
 
-    cond do
-      receivers == [] ->
-        :ok
+    case Split.split(receivers, workers) do
+      {:ok, [], nil} ->
+        unless Runtime.running?(runtime), do: raise(ArgumentError, Runtime.not_running(name))
 
-      offload ->
-        check!(receivers, receivers, 0)
-        offload(sender(runtime, @sender_wait_ms), receivers, message, pack)
+      {:ok, batches, remote} ->
+        message = Native.fanout_message(message)
+        key = key || Process.get(@key_key) || self()
+        index = :erlang.phash2(key, tuple_size(runtime.partitioners))
+        local(runtime, index, workers, batches, message)
+        remote(runtime, key, index, remote, message, pack)
 
-      true ->
-        split_send(runtime, receivers, pack(message, pack), @sender_wait_ms)
+      {:bad_receiver, position} ->
+        raise ArgumentError,
+              "expected receivers to be pids or nil, got: " <>
+                "#{inspect(Enum.at(receivers, position))} at position #{position}"
     end
 
-    Runtime.count(Runtime.counters(), :sent, 1)
+    Runtime.count(runtime, :sent, 1)
     :ok
   end
 
   @doc """
-  Returns this node's fan-out counters since the application first started:
+  Sets the partitioner key of the calling process, which selects the chain of fan-out
+  processes its messages take (its partitioner on each node and its sender): messages
+  sent under one key keep per-receiver order whichever process of this node sends
+  them, once the earlier sender's `send/3` has returned. A guild can use its id, so
+  that the process taking it over continues its order. `nil` resets the key to the
+  calling process. The `:key` option of `send/3` overrides it for one call.
+
+  ## Examples
+
+      iex> GuildKit.Fanout.set_partitioner_key({:guild, 42})
+      :ok
+      iex> GuildKit.Fanout.send(self(), :under_the_guild_key)
+      :ok
+      iex> receive do: (:under_the_guild_key -> :got)
+      :got
+      iex> GuildKit.Fanout.set_partitioner_key(nil)
+      :ok
+
+  ## Performance
+
+  O(1): a process dictionary entry.
+  """
+  @spec set_partitioner_key(term()) :: :ok
+  def set_partitioner_key(nil) do
+    Process.delete(@key_key)
+    :ok
+  end
+
+  def set_partitioner_key(key) do
+    Process.put(@key_key, key)
+    :ok
+  end
+
+  @doc """
+  Returns the fan-out counters of instance `name` on this node since it first started:
 
     * `:sent` - calls to `send/3` on this node;
     * `:delivered_to_workers` - receivers on this node handed to a worker, from
       callers on any node (a replay after a worker crash is not counted again);
-    * `:dropped` - receivers that senders on this node dropped because their node was
-      not connected or went down while their message waited;
+    * `:dropped` - receivers dropped on this node: their node was not connected or
+      went down while their message waited, their pid was of an earlier run of the
+      node, or the partitioner or sender to take them was being restarted too long;
     * `:worker_restarts` - workers on this node restarted after dying.
+
+  Raises `ArgumentError` when no instance of that name ever started on this node.
 
   ## Examples
 
@@ -201,73 +361,15 @@ defmodule GuildKit.Fanout do
 
   O(1): reads four `:counters` entries.
   """
-  @spec stats() :: %{
+  @spec stats(atom()) :: %{
           sent: non_neg_integer(),
           delivered_to_workers: non_neg_integer(),
           dropped: non_neg_integer(),
           worker_restarts: non_neg_integer()
         }
-  def stats, do: Runtime.read_counters()
+  def stats(name \\ __MODULE__), do: name |> Runtime.fetch!() |> Runtime.read_counters()
 
-  @doc false
-  # The split of `receivers` for `workers` buckets, on a dirty scheduler when long.
-  @spec split([receiver()], pos_integer()) :: split() | {:guild_kit_bad_receiver, integer()}
-  def split(receivers, workers) do
-    Native.fanout_split(receivers, workers)
-  end
-
-  @doc false
-  # Groups pids by node: [{node, pids}], each group in no particular order.
-  #
-  # The NIF cannot see the node of a remote pid, so this runs in Elixir, in one pass
-  # that keeps up to four nodes and their lists in arguments (about 7 ns a pid, against
-  # about 40 ns for a map of accumulators, measured at 66k pids on 2 nodes). Pids of a
-  # fifth and further nodes are set aside and grouped with a map, so any number of
-  # nodes costs O(n).
-  @spec group_by_node([pid()]) :: [{node(), [pid()]}]
-  def group_by_node(pids), do: slots(pids, nil, [], nil, [], nil, [], nil, [], [])
-
-  defp slots([pid | rest], n1, p1, n2, p2, n3, p3, n4, p4, others) do
-    case node(pid) do
-      ^n1 -> slots(rest, n1, [pid | p1], n2, p2, n3, p3, n4, p4, others)
-      ^n2 -> slots(rest, n1, p1, n2, [pid | p2], n3, p3, n4, p4, others)
-      ^n3 -> slots(rest, n1, p1, n2, p2, n3, [pid | p3], n4, p4, others)
-      ^n4 -> slots(rest, n1, p1, n2, p2, n3, p3, n4, [pid | p4], others)
-      node when n1 == nil -> slots(rest, node, [pid], n2, p2, n3, p3, n4, p4, others)
-      node when n2 == nil -> slots(rest, n1, p1, node, [pid], n3, p3, n4, p4, others)
-      node when n3 == nil -> slots(rest, n1, p1, n2, p2, node, [pid], n4, p4, others)
-      node when n4 == nil -> slots(rest, n1, p1, n2, p2, n3, p3, node, [pid], others)
-      _fifth -> slots(rest, n1, p1, n2, p2, n3, p3, n4, p4, [pid | others])
-    end
-  end
-
-  defp slots([], n1, p1, n2, p2, n3, p3, n4, p4, others) do
-    kept =
-      for {node, pids} <- [{n1, p1}, {n2, p2}, {n3, p3}, {n4, p4}], node != nil, do: {node, pids}
-
-    kept ++ group_with_map(others, %{})
-  end
-
-  defp group_with_map([pid | rest], groups) do
-    node = node(pid)
-
-    case groups do
-      %{^node => pids} -> group_with_map(rest, %{groups | node => [pid | pids]})
-      _ -> group_with_map(rest, Map.put(groups, node, [pid]))
-    end
-  end
-
-  defp group_with_map([], groups), do: Map.to_list(groups)
-
-  @doc false
-  @spec pack(term(), boolean()) :: payload()
-  def pack(message, true), do: {:packed, :erlang.term_to_binary(message)}
-  def pack(message, false), do: {:term, message}
-
-  @doc false
-  @spec unpack(payload()) :: term()
-  def unpack({:term, message}), do: message
-  def unpack({:packed, binary}), do: :erlang.binary_to_term(binary)
+  defp options!([]), do: {__MODULE__, false, false, nil}
 
   defp options!(opts) when is_list(opts) do
     unless Keyword.keyword?(opts) do
@@ -275,7 +377,7 @@ defmodule GuildKit.Fanout do
     end
 
     # Also refuses a key given twice, so no value can hide behind another.
-    opts = Keyword.validate!(opts, pack: false, offload: false)
+    opts = Keyword.validate!(opts, pack: false, offload: false, key: nil, name: __MODULE__)
 
     pack =
       case opts[:pack] do
@@ -289,10 +391,15 @@ defmodule GuildKit.Fanout do
           raise ArgumentError, "expected :pack to be :binary or false, got: #{inspect(other)}"
       end
 
-    case opts[:offload] do
-      offload when is_boolean(offload) -> {pack, offload}
-      other -> raise ArgumentError, "expected :offload to be a boolean, got: #{inspect(other)}"
+    unless is_boolean(opts[:offload]) do
+      raise ArgumentError, "expected :offload to be a boolean, got: #{inspect(opts[:offload])}"
     end
+
+    unless is_atom(opts[:name]) do
+      raise ArgumentError, "expected :name to be an atom, got: #{inspect(opts[:name])}"
+    end
+
+    {opts[:name], pack, opts[:offload], opts[:key]}
   end
 
   defp options!(opts) do
@@ -308,79 +415,48 @@ defmodule GuildKit.Fanout do
           "expected receivers to be a pid, nil or a list of pids and nils, got: #{inspect(other)}"
   end
 
-  # Checks `rest`, the part of `receivers` from `position` on, in bounded NIF calls.
-  defp check!(receivers, rest, position) do
-    case Native.fanout_check(rest, position) do
-      :ok -> :ok
-      {:guild_kit_more, rest, position} -> check!(receivers, rest, position)
-      {:guild_kit_bad_receiver, position} -> raise_bad_receiver(receivers, position)
+  defp local(_runtime, _index, _workers, [], _message), do: :ok
+
+  defp local(runtime, index, workers, batches, message) do
+    case child(runtime, elem(runtime.partitioners, index), @restart_wait_ms) do
+      nil -> drop(runtime, Enum.reduce(batches, 0, fn {_, _, count}, sum -> sum + count end))
+      partitioner -> Partitioner.deliver(partitioner, workers, batches, message)
     end
   end
 
-  defp raise_bad_receiver(receivers, position) do
-    raise ArgumentError,
-          "expected receivers to be pids or nil, got: #{inspect(Enum.at(receivers, position))} " <>
-            "at position #{position}"
-  end
+  defp remote(_runtime, _key, _index, nil, _message, _pack), do: :ok
 
-  defp offload(nil, receivers, _message, _pack), do: drop(receivers)
+  defp remote(runtime, key, index, remote, message, pack) do
+    name = elem(runtime.senders, :erlang.phash2(key, tuple_size(runtime.senders)))
 
-  defp offload(sender, receivers, message, pack),
-    do: Kernel.send(sender, {:guild_kit_fanout_offload, receivers, message, pack})
-
-  # Splits in the NIF, which sends the split to the sender without copying it.
-  defp split_send(runtime, receivers, payload, wait_ms) do
-    case sender(runtime, wait_ms) do
-      nil ->
-        check!(receivers, receivers, 0)
-        drop(receivers)
-
-      sender ->
-        case native_split_send(receivers, runtime.workers, sender, payload) do
-          {:guild_kit_bad_receiver, position} -> raise_bad_receiver(receivers, position)
-          {_local_count, _remote_count} -> :ok
-          # It died after the lookup: wait for its successor, as above.
-          :guild_kit_unsent -> split_send(runtime, receivers, payload, wait_ms)
-        end
+    case child(runtime, name, @restart_wait_ms) do
+      nil -> drop(runtime, Split.count(remote))
+      sender -> Sender.forward(sender, remote, message, elem(runtime.partitioners, index), pack)
     end
   end
 
-  # The split runs in slices of a few thousand receivers on the caller's own scheduler
-  # (see native/guild_kit_nif/src/fanout.rs for why not on a dirty one); the last
-  # slice sends it.
-  defp native_split_send(receivers, workers, sender, payload) do
-    receivers
-    |> Native.fanout_split_send(workers, sender, payload)
-    |> more_slices(sender, payload)
-  end
-
-  defp more_slices({:guild_kit_more, rest, progress}, sender, payload) do
-    rest
-    |> Native.fanout_split_send_more(progress, sender, payload)
-    |> more_slices(sender, payload)
-  end
-
-  defp more_slices(result, _sender, _payload), do: result
-
-  # The caller's sender, always the same one for a given caller, so that all its
-  # messages go through one mailbox in order.
-  defp sender(runtime, wait_ms) do
-    senders = runtime.senders
-    name = elem(senders, :erlang.phash2(self(), tuple_size(senders)))
-
+  # The pid of the instance's process `name`, waiting while its supervisor restarts it,
+  # which takes microseconds; nil when that takes longer than `wait_ms`. Raises when
+  # the instance itself is down.
+  defp child(runtime, name, wait_ms) do
     case Process.whereis(name) do
-      nil when wait_ms > 0 ->
-        # Being restarted by its supervisor, which takes microseconds; only a
-        # component that is shutting down keeps it away for long.
-        Process.sleep(1)
-        sender(runtime, wait_ms - 1)
+      nil ->
+        cond do
+          not Runtime.running?(runtime) ->
+            raise ArgumentError, Runtime.not_running(runtime.name)
 
-      pid_or_nil ->
-        pid_or_nil
+          wait_ms > 0 ->
+            Process.sleep(1)
+            child(runtime, name, wait_ms - 1)
+
+          true ->
+            nil
+        end
+
+      pid ->
+        pid
     end
   end
 
-  defp drop(receivers) do
-    Runtime.count(Runtime.counters(), :dropped, Enum.count(receivers, &is_pid/1))
-  end
+  defp drop(runtime, count), do: Runtime.count(runtime, :dropped, count)
 end

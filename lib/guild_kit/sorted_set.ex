@@ -3,8 +3,8 @@ defmodule GuildKit.SortedSet do
   A mutable, NIF-backed ordered set of Erlang terms with rank queries.
 
   Built for member lists of a million entries: add, remove, the index of a member and
-  the member at an index all take O(log n) and about a microsecond, and a read-only
-  `snapshot/1` costs O(1) however large the set is.
+  the member at an index all take O(log n), and a read-only `snapshot/1` costs O(1)
+  however large the set is. Measured costs are in `bench/RESULTS.md`.
 
       iex> set = GuildKit.SortedSet.new()
       iex> GuildKit.SortedSet.add(set, {1, "zed"})
@@ -16,14 +16,16 @@ defmodule GuildKit.SortedSet do
       iex> GuildKit.SortedSet.at(set, 2)
       {1, "zed"}
 
-  The API follows Discord's `sorted_set_nif`, so code written for it migrates with an
-  alias.
-
   ## Mutable
 
   Unlike `MapSet`, a `GuildKit.SortedSet` is a handle to native memory: `add/2` and
   `remove/2` change the set in place and return the same handle for piping. Any process
   holding the handle sees the change. Use `snapshot/1` for a value that does not change.
+
+  A set lives in the memory of the node that made it. Its handle can be sent to another
+  node, but using it there raises `ArgumentError` (send `to_list/1` instead), and a
+  copy there does not keep the set alive: the set is freed once no process of its own
+  node holds it.
 
   ## Order and equality are Erlang's
 
@@ -41,8 +43,15 @@ defmodule GuildKit.SortedSet do
 
   Integers of any size, floats, atoms, binaries (any bytes), tuples, proper lists and
   maps, nested to any depth. Pids, references, ports, funs, improper lists and
-  bitstrings that are not whole bytes raise `ArgumentError`, as does a term whose
-  encoded key exceeds 16 MiB; the set is left unchanged.
+  bitstrings that are not whole bytes cannot be stored, nor can a term whose encoded
+  key exceeds 16 MiB: about the bytes of its binaries and atoms (zero bytes count
+  twice), plus a few per number and per element of a tuple, list or map.
+
+  Only the functions that store a term raise `ArgumentError` for one that cannot be
+  stored (`add/2`, `index_add/2`, `from_enumerable/2`, `from_proper_enumerable/2`),
+  and the set is left unchanged. The lookups `member?/2`, `find_index/2`, `remove/2`
+  and `index_remove/2` accept any term: one that a set cannot hold is simply absent
+  (`false` or `nil`), and its size is checked before any of it is copied.
 
   ## Concurrency and scheduling
 
@@ -50,18 +59,41 @@ defmodule GuildKit.SortedSet do
   whole under a lock that is held for O(log n) work at most, so readers never see a
   half-applied change.
 
-  Single-element operations run on normal schedulers. Operations that grow with their
-  input (`from_enumerable/2`, `to_list/1`, large slices, very large terms) run on dirty
-  CPU schedulers and read from an O(1) snapshot, so they never block a normal scheduler
-  or a writer.
+  No call holds a normal scheduler for more than about a millisecond, whatever its
+  input. Single-element operations run on the caller's scheduler; a call whose input
+  is large (`from_enumerable/2` of a long list, a term with large binaries) moves
+  itself to a dirty CPU scheduler. Results that grow with the set (`to_list/1`, large
+  slices) are built from an O(1) snapshot in chunks of bounded size, each on a dirty
+  CPU scheduler and prepended to the list so far: no call blocks a scheduler or a
+  writer, and no result arrives in the caller's heap as one huge piece to merge. (A
+  process whose heap has no room for a million-term list still pays the garbage
+  collections that any list of that size costs it.)
 
   ## Memory
 
   Each member is stored once, as an order-preserving byte key, in a B+tree with packed
-  leaves: `{integer, 8-byte binary}` members took 30–36 bytes each in sets of 10,000
-  to 1,000,000 (see `memory/1` and `bench/RESULTS.md`). The memory is freed when the
-  last handle to the set (and its snapshots) is garbage collected; sets above a few
-  thousand elements are freed on a background thread.
+  leaves; `memory/1` reports the bytes held, and `bench/RESULTS.md` the bytes per
+  member measured. Members longer than 512 bytes are stored out of line, so a write
+  after a snapshot copies at most that much per member of the nodes it touches. The
+  memory is freed when the last handle to the set (and its snapshots) is garbage
+  collected; sets above a few thousand elements are freed on a background thread.
+
+  ## Coming from sorted_set_nif
+
+  The API follows Discord's `sorted_set_nif` (`Discord.SortedSet`), with these
+  differences and their translations:
+
+  | sorted_set_nif | GuildKit.SortedSet |
+  |---|---|
+  | the set is a bare reference: `is_reference(set)` | the set is a struct: `match?(%GuildKit.SortedSet{}, set)` |
+  | `new(capacity, bucket_size)` | `new(capacity: capacity)`; there are no buckets to size |
+  | `from_enumerable(terms, bucket_size)`, `from_proper_enumerable(terms, bucket_size)` | `from_enumerable(terms)`, `from_proper_enumerable(terms)` |
+  | `{:error, :unsupported_type}` from `add/2` and the constructors | `ArgumentError` is raised: `rescue ArgumentError -> ...` where the error tuple was matched |
+  | floats are unsupported | floats are stored and compare with integers as in Erlang (`1 == 1.0` is one member) |
+  | `debug(set)` | `inspect(set)` and `memory/1` |
+
+  Everything else (`add/2`, `index_add/2`, `remove/2`, `index_remove/2`, `size/1`,
+  `to_list/1`, `at/3`, `slice/3`, `find_index/2`) has the same arguments and results.
   """
 
   alias GuildKit.Native
@@ -76,6 +108,10 @@ defmodule GuildKit.SortedSet do
   @type element :: term()
 
   @max_native_index 0xFFFF_FFFF_FFFF_FFFF
+
+  # A handle of this node: the NIF checks that it is a set's. One made on another node
+  # is refused here, with a message that says so.
+  defguardp is_local(ref) when is_reference(ref) and node(ref) == node()
 
   @doc """
   Returns an empty set.
@@ -118,7 +154,8 @@ defmodule GuildKit.SortedSet do
 
   ## Performance
 
-  O(n log n), on a dirty CPU scheduler.
+  O(n log n): on the calling scheduler for short lists of small terms, else on a dirty
+  CPU scheduler.
   """
   @spec from_enumerable(Enumerable.t(), keyword()) :: t()
   def from_enumerable(enumerable, opts \\ []) do
@@ -142,7 +179,8 @@ defmodule GuildKit.SortedSet do
 
   ## Performance
 
-  O(n), on a dirty CPU scheduler.
+  O(n): on the calling scheduler for short lists of small terms, else on a dirty CPU
+  scheduler.
   """
   @spec from_proper_enumerable(Enumerable.t(), keyword()) :: t()
   def from_proper_enumerable(enumerable, opts \\ []) do
@@ -164,7 +202,7 @@ defmodule GuildKit.SortedSet do
   O(log n).
   """
   @spec add(t(), element()) :: t()
-  def add(%__MODULE__{ref: ref} = set, term) do
+  def add(%__MODULE__{ref: ref} = set, term) when is_local(ref) do
     native_add(ref, term)
     set
   end
@@ -188,11 +226,16 @@ defmodule GuildKit.SortedSet do
   O(log n).
   """
   @spec index_add(t(), element()) :: {non_neg_integer() | nil, t()}
-  def index_add(%__MODULE__{ref: ref} = set, term), do: {native_add(ref, term), set}
+  def index_add(%__MODULE__{ref: ref} = set, term) when is_local(ref),
+    do: {native_add(ref, term), set}
+
   def index_add(other, _term), do: raise_not_a_set(other)
 
   @doc """
   Removes the term equal to `term` from `set`, if present, and returns `set`.
+
+  Accepts any term: one that a set cannot hold (a pid, a term over the size limit) is
+  never present, so nothing is removed.
 
   ## Examples
 
@@ -205,7 +248,7 @@ defmodule GuildKit.SortedSet do
   O(log n).
   """
   @spec remove(t(), element()) :: t()
-  def remove(%__MODULE__{ref: ref} = set, term) do
+  def remove(%__MODULE__{ref: ref} = set, term) when is_local(ref) do
     native_remove(ref, term)
     set
   end
@@ -214,7 +257,8 @@ defmodule GuildKit.SortedSet do
 
   @doc """
   Removes the term equal to `term` and returns `{index, set}`, where `index` is the
-  position it had, or `{nil, set}` when it was absent.
+  position it had, or `{nil, set}` when it was absent. Accepts any term, as
+  `remove/2` does.
 
   ## Examples
 
@@ -229,7 +273,9 @@ defmodule GuildKit.SortedSet do
   O(log n).
   """
   @spec index_remove(t(), element()) :: {non_neg_integer() | nil, t()}
-  def index_remove(%__MODULE__{ref: ref} = set, term), do: {native_remove(ref, term), set}
+  def index_remove(%__MODULE__{ref: ref} = set, term) when is_local(ref),
+    do: {native_remove(ref, term), set}
+
   def index_remove(other, _term), do: raise_not_a_set(other)
 
   @doc """
@@ -245,11 +291,14 @@ defmodule GuildKit.SortedSet do
   O(1).
   """
   @spec size(t()) :: non_neg_integer()
-  def size(%__MODULE__{ref: ref}), do: Native.sorted_set_size(ref)
+  def size(%__MODULE__{ref: ref}) when is_local(ref), do: Native.sorted_set_size(ref)
   def size(other), do: raise_not_a_set(other)
 
   @doc """
   Returns true when `set` holds a term equal to `term`.
+
+  Accepts any term: one that a set cannot hold is never a member (`false`, without
+  copying it: its size is checked first).
 
   ## Examples
 
@@ -264,11 +313,14 @@ defmodule GuildKit.SortedSet do
   O(log n).
   """
   @spec member?(t(), term()) :: boolean()
-  def member?(%__MODULE__{ref: ref}, term), do: native_find_index(ref, term) != nil
+  def member?(%__MODULE__{ref: ref}, term) when is_local(ref),
+    do: native_find_index(ref, term) != nil
+
   def member?(other, _term), do: raise_not_a_set(other)
 
   @doc """
   Returns the index of the term equal to `term`, or `nil` when there is none.
+  Accepts any term, as `member?/2` does.
 
   ## Examples
 
@@ -283,7 +335,9 @@ defmodule GuildKit.SortedSet do
   O(log n).
   """
   @spec find_index(t(), term()) :: non_neg_integer() | nil
-  def find_index(%__MODULE__{ref: ref}, term), do: native_find_index(ref, term)
+  def find_index(%__MODULE__{ref: ref}, term) when is_local(ref),
+    do: native_find_index(ref, term)
+
   def find_index(other, _term), do: raise_not_a_set(other)
 
   @doc """
@@ -306,13 +360,12 @@ defmodule GuildKit.SortedSet do
   @spec at(t(), non_neg_integer(), default) :: element() | default when default: term()
   def at(set, index, default \\ nil)
 
-  def at(%__MODULE__{ref: ref}, index, default) when is_integer(index) and index >= 0 do
-    index = min(index, @max_native_index)
-
-    Native.sorted_set_at(ref, index, default)
+  def at(%__MODULE__{ref: ref}, index, default)
+      when is_local(ref) and is_integer(index) and index >= 0 do
+    Native.sorted_set_at(ref, to_native_index(index), default)
   end
 
-  def at(%__MODULE__{}, index, _default) do
+  def at(%__MODULE__{ref: ref}, index, _default) when is_local(ref) do
     raise ArgumentError, "expected index to be a non-negative integer, got: #{inspect(index)}"
   end
 
@@ -335,16 +388,19 @@ defmodule GuildKit.SortedSet do
 
   ## Performance
 
-  O(log n + amount). Up to 256 small terms are read on the calling scheduler; larger
-  slices run on a dirty CPU scheduler from a snapshot.
+  O(log n + amount). A slice of up to 64 KiB of stored terms is read in one call on
+  the calling scheduler; a larger one is built in chunks of 256 KiB on a dirty CPU
+  scheduler, from an O(1) snapshot taken by the first chunk, so it reads one version
+  of the set and never holds up a writer.
   """
   @spec slice(t(), non_neg_integer(), non_neg_integer()) :: [element()]
   def slice(%__MODULE__{ref: ref}, start, amount)
-      when is_integer(start) and start >= 0 and is_integer(amount) and amount >= 0 do
-    native_slice(ref, min(start, @max_native_index), min(amount, @max_native_index))
+      when is_local(ref) and is_integer(start) and start >= 0 and is_integer(amount) and
+             amount >= 0 do
+    native_slice(ref, to_native_index(start), to_native_index(amount))
   end
 
-  def slice(%__MODULE__{}, start, amount) do
+  def slice(%__MODULE__{ref: ref}, start, amount) when is_local(ref) do
     raise ArgumentError,
           "expected start and amount to be non-negative integers, got: " <>
             "#{inspect(start)} and #{inspect(amount)}"
@@ -362,11 +418,14 @@ defmodule GuildKit.SortedSet do
 
   ## Performance
 
-  O(n); on a dirty CPU scheduler from a snapshot when the set is large, so it never
-  blocks a normal scheduler or a writer.
+  O(n), built in chunks of bounded size from an O(1) snapshot (see `slice/3`): it never
+  blocks a scheduler or a writer, and the caller's heap grows as it would building the
+  list itself.
   """
   @spec to_list(t()) :: [element()]
-  def to_list(%__MODULE__{ref: ref}), do: native_slice(ref, 0, @max_native_index)
+  def to_list(%__MODULE__{ref: ref}) when is_local(ref),
+    do: native_slice(ref, 0, @max_native_index)
+
   def to_list(other), do: raise_not_a_set(other)
 
   @doc """
@@ -389,10 +448,13 @@ defmodule GuildKit.SortedSet do
 
   ## Performance
 
-  O(1). The first write to `set` after a snapshot copies the O(log n) nodes on its path.
+  O(1). The first write to `set` after a snapshot copies the O(log n) nodes on its path,
+  each at most 64.5 KiB however large the members are.
   """
   @spec snapshot(t()) :: t()
-  def snapshot(%__MODULE__{ref: ref}), do: %__MODULE__{ref: Native.sorted_set_snapshot(ref)}
+  def snapshot(%__MODULE__{ref: ref}) when is_local(ref),
+    do: %__MODULE__{ref: Native.sorted_set_snapshot(ref)}
+
   def snapshot(other), do: raise_not_a_set(other)
 
   @doc """
@@ -407,15 +469,37 @@ defmodule GuildKit.SortedSet do
 
   ## Performance
 
-  O(n / 64) node visits, on a dirty CPU scheduler.
+  O(n / 128) node visits; on a dirty CPU scheduler for sets of more than 65,536 members.
   """
   @spec memory(t()) :: non_neg_integer()
-  def memory(%__MODULE__{ref: ref}), do: Native.sorted_set_memory(ref)
+  def memory(%__MODULE__{ref: ref}) when is_local(ref), do: Native.sorted_set_memory(ref)
   def memory(other), do: raise_not_a_set(other)
 
   @doc false
   @spec read_only?(t()) :: boolean()
-  def read_only?(%__MODULE__{ref: ref}), do: Native.sorted_set_read_only(ref)
+  def read_only?(%__MODULE__{ref: ref}) when is_local(ref), do: Native.sorted_set_read_only(ref)
+  def read_only?(other), do: raise_not_a_set(other)
+
+  @doc false
+  # What `inspect/2` shows between the brackets; never raises, whatever the handle.
+  @spec describe(t()) :: String.t()
+  def describe(%__MODULE__{ref: ref}) when is_local(ref) do
+    size = Native.sorted_set_size(ref)
+    extra = if Native.sorted_set_read_only(ref), do: ", read_only: true", else: ""
+    "size: #{size}#{extra}"
+  rescue
+    ArgumentError -> "invalid handle: #{inspect(ref)}"
+  end
+
+  def describe(%__MODULE__{ref: ref}) when is_reference(ref),
+    do: "made on node #{inspect(node(ref))}, not usable here"
+
+  def describe(set), do: "invalid handle: #{inspect(Map.get(set, :ref))}"
+
+  # Indexes past 2^64 - 1 mean the same as it (past the end): the NIF takes a u64.
+  # Small integers are compared first, as comparing with the bignum limit is slower.
+  defp to_native_index(index) when index <= 0x7FF_FFFF_FFFF_FFFF, do: index
+  defp to_native_index(index), do: min(index, @max_native_index)
 
   defp native_add(ref, term) do
     Native.sorted_set_add(ref, term)
@@ -429,8 +513,21 @@ defmodule GuildKit.SortedSet do
     Native.sorted_set_find_index(ref, term)
   end
 
+  # A range larger than one NIF call should build comes back as its last chunk, with a
+  # snapshot to build the chunks before it from: each is prepended to the list so far,
+  # so the list is never copied and every chunk reads the same version of the set.
   defp native_slice(ref, start, amount) do
-    Native.sorted_set_slice(ref, start, amount)
+    case Native.sorted_set_slice(ref, start, amount) do
+      list when is_list(list) -> list
+      {snapshot, stop, list} -> prepend_chunks(snapshot, start, stop, list)
+    end
+  end
+
+  defp prepend_chunks(_snapshot, start, start, list), do: list
+
+  defp prepend_chunks(snapshot, start, stop, list) do
+    {stop, list} = Native.sorted_set_slice_rest(snapshot, start, stop, list)
+    prepend_chunks(snapshot, start, stop, list)
   end
 
   defp validate_options!(opts) do
@@ -461,6 +558,19 @@ defmodule GuildKit.SortedSet do
       reraise ArgumentError,
               [message: "expected an enumerable, got: #{inspect(enumerable)}"],
               __STACKTRACE__
+  end
+
+  defp raise_not_a_set(%__MODULE__{ref: ref}) when is_reference(ref) do
+    raise ArgumentError,
+          "expected a GuildKit.SortedSet of this node (#{inspect(node())}), got one made on " <>
+            "#{inspect(node(ref))}: a set lives in the memory of the node that made it " <>
+            "and can only be used there"
+  end
+
+  defp raise_not_a_set(%__MODULE__{} = set) do
+    raise ArgumentError,
+          "expected a GuildKit.SortedSet, got a struct whose handle is not one: " <>
+            inspect(set, structs: false)
   end
 
   defp raise_not_a_set(other) do
@@ -541,8 +651,7 @@ defmodule GuildKit.SortedSet do
     alias GuildKit.SortedSet
 
     def inspect(set, _opts) do
-      extra = if SortedSet.read_only?(set), do: ", read_only: true", else: ""
-      concat(["#GuildKit.SortedSet<size: ", Integer.to_string(SortedSet.size(set)), extra, ">"])
+      concat(["#GuildKit.SortedSet<", SortedSet.describe(set), ">"])
     end
   end
 end

@@ -149,3 +149,138 @@ defmodule GuildKit.FuzzTest do
     end
   end
 end
+
+defmodule GuildKit.FuzzTest.HostileSortedSet do
+  @moduledoc """
+  Every SortedSet function on terms of hostile sizes (`TermGenerator.hostile/0`): each
+  call returns or raises `ArgumentError`, leaves the set as it should, and never holds
+  the calling process's normal scheduler for 5 ms or more, the return of its result
+  included. The longest normal-scheduler slice seen per function is printed, for
+  notes/sorted-set.md.
+  """
+  use ExUnit.Case, async: false
+  alias GuildKit.SortedSet
+  alias GuildKit.Test.{LongSchedule, TermGenerator}
+
+  @moduletag :slow
+  @moduletag timeout: 900_000
+  @limit_us 5_000
+
+  # Calls that take the hostile term, on a set of 1,000 small members.
+  defp term_calls do
+    [
+      add: &SortedSet.add/2,
+      index_add: &SortedSet.index_add/2,
+      remove: &SortedSet.remove/2,
+      index_remove: &SortedSet.index_remove/2,
+      member?: &SortedSet.member?/2,
+      find_index: &SortedSet.find_index/2,
+      from_enumerable: fn _set, term -> SortedSet.from_enumerable([1, term, 2]) end,
+      from_proper_enumerable: fn _set, term -> SortedSet.from_proper_enumerable([term]) end
+    ]
+  end
+
+  # Calls on a set that holds the hostile term (when it can be stored) at `index`.
+  defp stored_calls do
+    [
+      at: fn set, index -> SortedSet.at(set, index) end,
+      slice: fn set, index -> SortedSet.slice(set, max(index - 1, 0), 3) end,
+      to_list: fn set, _index -> SortedSet.to_list(set) end,
+      "snapshot, then a write": fn set, _index ->
+        SortedSet.snapshot(set)
+        SortedSet.add(set, :written)
+      end,
+      memory: fn set, _index -> SortedSet.memory(set) end,
+      size: fn set, _index -> SortedSet.size(set) end,
+      "Enum.to_list": fn set, _index -> Enum.to_list(set) end
+    ]
+  end
+
+  test "every function on hostile terms, within the scheduler limit" do
+    worst =
+      for {name, build} <- TermGenerator.hostile(), reduce: %{} do
+        worst ->
+          term = build.()
+          storable? = storable?(term)
+          worst = measure_term_calls(worst, name, term)
+          worst = if storable?, do: measure_stored_calls(worst, name, term), else: worst
+          :erlang.garbage_collect()
+          worst
+      end
+
+    IO.puts("\nLongest normal-scheduler slice per SortedSet function (µs, term):")
+
+    for {function, {micros, term}} <- Enum.sort(worst) do
+      IO.puts("  #{function}: #{micros} (#{term})")
+    end
+
+    over =
+      for {function, {micros, term}} <- worst, micros >= @limit_us, do: {function, micros, term}
+
+    assert over == [], "normal scheduler held for 5 ms or more: #{inspect(over)}"
+  end
+
+  defp storable?(term) do
+    SortedSet.add(SortedSet.new(), term)
+    true
+  rescue
+    ArgumentError -> false
+  end
+
+  defp measure_term_calls(worst, name, term) do
+    for {function, call} <- term_calls(), reduce: worst do
+      worst ->
+        setup = fn -> {SortedSet.from_enumerable(1..1_000), term} end
+
+        {outcome, micros} =
+          LongSchedule.longest_slice(setup, fn {set, term} ->
+            outcome = attempt(fn -> call.(set, term) end)
+            # Checked without reading the hostile term back: that is the stored calls'.
+            {outcome, SortedSet.size(set), SortedSet.find_index(set, 1),
+             SortedSet.find_index(set, 1_000)}
+          end)
+
+        # The set is whole: 1,000 members in order, or 1,001 after an add (before or
+        # after them all). No inspect of hostile terms in messages: a 4 MiB bignum
+        # takes minutes to print.
+        assert {result, size, first, last} = outcome
+        assert result in [:returned, :raised], "#{function}(#{name}): #{inspect(result)}"
+        assert size in 1_000..1_001, "#{function}(#{name}): size #{size}"
+        assert last - first == 999, "#{function}(#{name}): members moved"
+        record(worst, function, micros, name)
+    end
+  end
+
+  defp measure_stored_calls(worst, name, term) do
+    for {function, call} <- stored_calls(), reduce: worst do
+      worst ->
+        setup = fn ->
+          set = SortedSet.from_enumerable(1..1_000)
+          {index, ^set} = SortedSet.index_add(set, term)
+          {set, index}
+        end
+
+        {outcome, micros} =
+          LongSchedule.longest_slice(setup, fn {set, index} ->
+            attempt(fn -> call.(set, index) end)
+          end)
+
+        assert outcome == :returned, "#{function}(#{name}): #{inspect(outcome)}"
+        record(worst, function, micros, name)
+    end
+  end
+
+  defp attempt(fun) do
+    fun.()
+    :returned
+  rescue
+    ArgumentError -> :raised
+    other -> {:raised, other}
+  end
+
+  defp record(worst, function, micros, name) do
+    Map.update(worst, function, {micros, name}, fn {old, _} = kept ->
+      if micros > old, do: {micros, name}, else: kept
+    end)
+  end
+end

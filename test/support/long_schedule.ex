@@ -1,18 +1,35 @@
 defmodule GuildKit.Test.LongSchedule do
   @moduledoc """
   Runs a function in a fresh process and reports every time that process held a normal
-  scheduler for `threshold_ms` or more (`:erlang.system_monitor/2`, `long_schedule`).
+  scheduler for `threshold_ms` or more (`:erlang.system_monitor/2`, `long_schedule`),
+  and, when asked, every garbage collection of it that took that long (`long_gc`).
 
   Following the platform facts, the input is built first in a process with a heap big
   enough that neither building it nor receiving the result triggers a garbage
   collection (which would show up as a long schedule of its own), older reports are
   flushed, and only reports about that process during the measured call are counted.
   Time on dirty schedulers is never reported.
+
+  The measured function runs in the calling process of the NIF, so the return path is
+  measured too: a result built on a dirty scheduler is merged into that process's heap
+  after the NIF returns, and that pause (or the collection it causes) is reported
+  against the same process. Pass a small `:min_heap_words` to see what a result costs
+  a process whose heap was not sized for it.
   """
 
   @doc """
   Builds the input with `setup.()`, then measures `fun.(input)`. Returns
-  `{result, reports}` where `reports` lists the `long_schedule` infos seen during the call.
+  `{result, reports}` where `reports` lists the monitor infos seen during the call.
+
+  Options:
+
+    * `:threshold_ms` - the shortest pause reported (default 5).
+    * `:min_heap_words` - the measured process's minimum heap size (default 40M words,
+      room for the largest inputs of the test suite without a collection).
+    * `:watch` - the monitors to watch, among `:long_schedule` and `:long_gc` (default
+      `[:long_schedule]`). With `:long_gc`, each report is tagged:
+      `[monitor: :long_gc, timeout: ms, ...]`; `long_schedule` reports stay as the VM
+      gives them.
 
   `fun` should return a small value: the result is sent back as a message, and copying
   a large one would be measured too.
@@ -22,8 +39,65 @@ defmodule GuildKit.Test.LongSchedule do
   def measure(setup, fun, opts \\ []) do
     threshold = Keyword.get(opts, :threshold_ms, 5)
     min_heap_words = Keyword.get(opts, :min_heap_words, 40_000_000)
-    parent = self()
+    watch = Keyword.get(opts, :watch, [:long_schedule])
     previous = :erlang.system_monitor()
+    {pid, ref} = spawn_ready(setup, fun, min_heap_words)
+    :erlang.system_monitor(self(), Enum.map(watch, &{&1, threshold}))
+    flush_reports()
+    result = run_to_exit(pid, ref)
+    # A report is sent when the process is scheduled out, which may come after its last
+    # message: a moment more before restoring the monitor.
+    Process.sleep(20)
+    restore(previous)
+    {result, collect_reports(pid)}
+  end
+
+  @doc """
+  Builds the input with `setup.()`, then runs `fun.(input)` while tracing when its
+  process is scheduled in and out. Returns `{result, longest}`: `longest` is the
+  longest time in microseconds that the process ran on a normal scheduler without
+  being scheduled out (time on dirty schedulers, id 0 in the trace, is not counted).
+
+  Finer than `measure/3` (microseconds rather than a millisecond threshold) and meant
+  for recording figures; a loaded machine inflates it as it does `long_schedule`.
+  Takes the `:min_heap_words` option of `measure/3`.
+  """
+  @spec longest_slice((() -> input), (input -> result), keyword()) :: {result, non_neg_integer()}
+        when input: term(), result: term()
+  def longest_slice(setup, fun, opts \\ []) do
+    min_heap_words = Keyword.get(opts, :min_heap_words, 40_000_000)
+    {pid, ref} = spawn_ready(setup, fun, min_heap_words)
+    tracer = spawn_link(fn -> collect_slices(nil, 0) end)
+    :erlang.trace(pid, true, [:running, :monotonic_timestamp, :scheduler_id, {:tracer, tracer}])
+    result = run_to_exit(pid, ref)
+    delivered = :erlang.trace_delivered(pid)
+    receive do: ({:trace_delivered, ^pid, ^delivered} -> :ok)
+    send(tracer, {:report, self()})
+    receive do: ({:longest, longest} -> {result, longest})
+  end
+
+  # Pairs each `in` on a normal scheduler with the next `out`.
+  defp collect_slices(since, longest) do
+    receive do
+      {:trace_ts, _pid, :in, _mfa, scheduler, t} when scheduler > 0 ->
+        collect_slices(t, longest)
+
+      {:trace_ts, _pid, :out, _mfa, _scheduler, t} when since != nil ->
+        micros = :erlang.convert_time_unit(t - since, :native, :microsecond)
+        collect_slices(nil, max(longest, micros))
+
+      {:trace_ts, _pid, _event, _mfa, _scheduler, _t} ->
+        collect_slices(nil, longest)
+
+      {:report, to} ->
+        send(to, {:longest, longest})
+    end
+  end
+
+  # A process that builds its input, says so, then waits for `:go` to run `fun` on it
+  # and send back the result.
+  defp spawn_ready(setup, fun, min_heap_words) do
+    parent = self()
 
     {pid, ref} =
       :erlang.spawn_opt(
@@ -33,17 +107,21 @@ defmodule GuildKit.Test.LongSchedule do
           receive do: (:go -> :ok)
           result = fun.(input)
           send(parent, {:done, self(), result})
+          # Waiting here schedules the process out (an exit would not, for a trace of
+          # `running` only), which ends its last slice.
+          receive do: (:stop -> :ok)
         end,
         [:monitor, min_heap_size: min_heap_words]
       )
 
     receive do
-      {:ready, ^pid} -> :ok
+      {:ready, ^pid} -> {pid, ref}
       {:DOWN, ^ref, :process, ^pid, reason} -> raise "setup crashed: #{inspect(reason)}"
     end
+  end
 
-    :erlang.system_monitor(self(), [{:long_schedule, threshold}])
-    flush_reports()
+  # Lets the process of `spawn_ready/3` run, and returns its result once it has exited.
+  defp run_to_exit(pid, ref) do
     send(pid, :go)
 
     result =
@@ -52,12 +130,9 @@ defmodule GuildKit.Test.LongSchedule do
         {:DOWN, ^ref, :process, ^pid, reason} -> raise "measured call crashed: #{inspect(reason)}"
       end
 
-    # A report is sent when the process is scheduled out, which may come after its last
-    # message: wait for it to exit, and a moment more, before restoring the monitor.
+    send(pid, :stop)
     receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
-    Process.sleep(20)
-    restore(previous)
-    {result, collect_reports(pid)}
+    result
   end
 
   defp restore(:undefined), do: :erlang.system_monitor(:undefined)
@@ -65,7 +140,7 @@ defmodule GuildKit.Test.LongSchedule do
 
   defp flush_reports do
     receive do
-      {:monitor, _, :long_schedule, _} -> flush_reports()
+      {:monitor, _, kind, _} when kind in [:long_schedule, :long_gc] -> flush_reports()
     after
       0 -> :ok
     end
@@ -73,8 +148,14 @@ defmodule GuildKit.Test.LongSchedule do
 
   defp collect_reports(pid) do
     receive do
-      {:monitor, ^pid, :long_schedule, info} -> [info | collect_reports(pid)]
-      {:monitor, _other, :long_schedule, _info} -> collect_reports(pid)
+      {:monitor, ^pid, :long_schedule, info} ->
+        [info | collect_reports(pid)]
+
+      {:monitor, ^pid, :long_gc, info} ->
+        [[monitor: :long_gc] ++ info | collect_reports(pid)]
+
+      {:monitor, _other, kind, _info} when kind in [:long_schedule, :long_gc] ->
+        collect_reports(pid)
     after
       0 -> []
     end

@@ -35,7 +35,8 @@ defmodule GuildKit.Test.Receivers do
   in the order it got them: `[{pid, messages}]`, in the order of `start/1`.
 
   With `only: :tag`, each message that is a tuple is replaced by its first element,
-  so large messages are not copied back to the caller's node.
+  so large messages are not copied back to the caller's node; with `only: :digest`,
+  by `{first element, :erlang.phash2(message)}`.
   """
   @spec await(group(), non_neg_integer(), timeout(), keyword()) :: [{pid(), [term()]}]
   def await(group, total, timeout \\ 30_000, opts \\ []) do
@@ -47,12 +48,26 @@ defmodule GuildKit.Test.Receivers do
 
     case Keyword.get(opts, :only, :whole) do
       :whole -> results
+      :digest -> for {pid, messages} <- results, do: {pid, Enum.map(messages, &digest/1)}
       :tag -> for {pid, messages} <- results, do: {pid, Enum.map(messages, &tag/1)}
     end
   end
 
   defp tag(message) when is_tuple(message) and tuple_size(message) > 0, do: elem(message, 0)
   defp tag(message), do: message
+
+  defp digest(message), do: {tag(message), :erlang.phash2(message)}
+
+  @doc """
+  Starts a `GuildKit.Fanout` instance with `opts` that outlives the calling process
+  (for a peer, where `GuildKit.Examples.PeerNode.call/5` runs in a short-lived one).
+  """
+  @spec start_fanout(keyword()) :: pid()
+  def start_fanout(opts) do
+    {:ok, pid} = GuildKit.Fanout.start_link(opts)
+    Process.unlink(pid)
+    pid
+  end
 
   @doc "Number of messages the group has received so far."
   @spec received(group()) :: non_neg_integer()
@@ -86,18 +101,42 @@ defmodule GuildKit.Test.Receivers do
   end
 
   defp wait_for(counter, total, deadline) do
-    received = :counters.get(counter, 1)
+    poll(deadline, fn ->
+      received = :counters.get(counter, 1)
+      if received >= total, do: :ok, else: {:waiting, "#{received} of #{total} messages"}
+    end)
+  end
 
-    cond do
-      received >= total ->
-        :ok
+  @doc """
+  Waits until the group has received at least `min_total` messages and then no more
+  for `quiet_ms` (raising after `timeout` ms), and returns each receiver's messages like
+  `await/4`: for runs where some messages may be lost, so that the total is not known.
+  """
+  @spec await_quiet(group(), non_neg_integer(), non_neg_integer(), timeout()) ::
+          [{pid(), [term()]}]
+  def await_quiet(group, min_total, quiet_ms, timeout \\ 60_000) do
+    {counter, pids} = :persistent_term.get(group)
+    deadline = System.monotonic_time(:millisecond) + timeout
+    wait_for(counter, min_total, deadline)
 
-      System.monotonic_time(:millisecond) > deadline ->
-        raise "receivers got #{received} of #{total} messages before the timeout"
+    poll(deadline, fn ->
+      before = :counters.get(counter, 1)
+      Process.sleep(quiet_ms)
+      if :counters.get(counter, 1) == before, do: :ok, else: {:waiting, "quiet receivers"}
+    end)
 
-      true ->
-        Process.sleep(5)
-        wait_for(counter, total, deadline)
+    messages(pids)
+  end
+
+  # Calls `check` every few ms until it returns :ok; raises once past `deadline`.
+  defp poll(deadline, check) do
+    with {:waiting, what} <- check.() do
+      if System.monotonic_time(:millisecond) > deadline do
+        raise "receivers got #{what} before the timeout"
+      end
+
+      Process.sleep(5)
+      poll(deadline, check)
     end
   end
 
@@ -110,6 +149,307 @@ defmodule GuildKit.Test.Receivers do
       message ->
         :counters.add(counter, 1, 1)
         loop(counter, [message | messages])
+    end
+  end
+end
+
+defmodule GuildKit.Test.SchedulerWatch do
+  @moduledoc """
+  Watches, on this node or (through `GuildKit.Examples.PeerNode.call/5`) on a peer,
+  the processes of a `GuildKit.Fanout` instance for `long_schedule` (and `long_gc`)
+  reports, as `GuildKit.Test.LongSchedule` does for one call: the watcher process owns
+  the system monitor while it runs, and keeps the reports of the watched processes.
+
+      watch = GuildKit.Test.SchedulerWatch.start(GuildKit.Fanout, [], 5)
+      # ... fan out ...
+      [] = GuildKit.Test.SchedulerWatch.stop(watch)
+
+  `long_schedule` measures wall time, so on a loaded machine it also reports a process
+  whose scheduler thread the OS preempted (a plain Erlang loop gets 6-17 ms reports at a
+  load of 7 on 2 cores). The watcher therefore also traces when each watched process
+  is scheduled in and out, with CPU-time stamps (`:cpu_timestamp`: the scheduler
+  thread's CPU clock), and keeps a process's reports only if one of its stretches on a
+  normal scheduler used `threshold_ms` of CPU or more: a process that really holds a
+  scheduler burns that CPU, a preempted one does not. Stretches on dirty schedulers
+  (those that end in `:erts_internal.dirty_nif_finalizer/1`) are not counted, as
+  `long_schedule` does not count them.
+  """
+
+  @dirty_exit {:erts_internal, :dirty_nif_finalizer, 1}
+
+  @doc """
+  Starts watching every process of the fan-out instance `name` (its partitioners,
+  workers and senders, as its supervisor lists them; none when no instance of that
+  name runs) and the pids in `extra`, at `threshold_ms`. Returns the watcher's pid.
+  """
+  @spec start(atom(), [pid()], pos_integer()) :: pid()
+  def start(name, extra, threshold_ms) do
+    supervisor = GuildKit.Fanout.Runtime.supervisor_name(name)
+    watched = Enum.uniq(extra ++ descendants(Process.whereis(supervisor)))
+    parent = self()
+
+    watcher =
+      spawn(fn ->
+        :erlang.system_monitor(self(), [{:long_schedule, threshold_ms}, {:long_gc, threshold_ms}])
+        :erlang.trace(:all, true, [:cpu_timestamp])
+
+        for pid <- watched do
+          :erlang.trace(pid, true, [:running, :timestamp, {:tracer, self()}])
+        end
+
+        send(parent, {:watching, self()})
+
+        collect(
+          %{watched: MapSet.new(watched), limit: threshold_ms * 1000},
+          %{},
+          [],
+          MapSet.new()
+        )
+      end)
+
+    receive do: ({:watching, ^watcher} -> watcher)
+  end
+
+  @doc """
+  Stops watching and returns the reports of the processes that used `threshold_ms` of
+  CPU on a normal scheduler in one go: `[{pid, kind, info}]`.
+  """
+  @spec stop(pid()) :: [{pid(), atom(), term()}]
+  def stop(watcher) do
+    # A report is sent when a process is scheduled out: give the last ones a moment.
+    Process.sleep(50)
+    send(watcher, {:stop, self()})
+
+    receive do
+      {:reports, ^watcher, reports} -> reports
+    end
+  end
+
+  # `since`: pid => CPU stamp of its last schedule-in; `held`: pids with a stretch
+  # over the limit.
+  defp collect(watch, since, reports, held) do
+    receive do
+      {:monitor, pid, kind, info} ->
+        if MapSet.member?(watch.watched, pid),
+          do: collect(watch, since, [{pid, kind, info} | reports], held),
+          else: collect(watch, since, reports, held)
+
+      {:trace_ts, pid, :in, _mfa, stamp} ->
+        collect(watch, Map.put(since, pid, stamp), reports, held)
+
+      {:trace_ts, pid, :out, mfa, stamp} ->
+        {start, since} = Map.pop(since, pid)
+
+        held =
+          if start != nil and mfa != @dirty_exit and :timer.now_diff(stamp, start) >= watch.limit,
+            do: MapSet.put(held, pid),
+            else: held
+
+        collect(watch, since, reports, held)
+
+      {:stop, from} ->
+        :erlang.system_monitor(:undefined)
+
+        for pid <- watch.watched do
+          try do
+            :erlang.trace(pid, false, [:running, :timestamp])
+          rescue
+            ArgumentError -> :gone
+          end
+        end
+
+        :erlang.trace(:all, false, [:cpu_timestamp])
+        reports = for {pid, _, _} = report <- Enum.reverse(reports), pid in held, do: report
+        send(from, {:reports, self(), reports})
+    end
+  end
+
+  @doc """
+  Traces the messages `pid` receives and keeps the largest external size
+  (`:erlang.external_size/1`) among them, until `stop_trace/1`, which returns it.
+  """
+  @spec trace_sizes(pid() | atom()) :: pid()
+  def trace_sizes(pid) do
+    parent = self()
+
+    tracer =
+      spawn(fn ->
+        :erlang.trace(Process.whereis(pid) || pid, true, [:receive])
+        send(parent, {:tracing, self()})
+        sizes(0)
+      end)
+
+    receive do: ({:tracing, ^tracer} -> tracer)
+  end
+
+  @doc "Stops a tracer of `trace_sizes/1` and returns the largest size it saw, in bytes."
+  @spec stop_trace(pid()) :: non_neg_integer()
+  def stop_trace(tracer) do
+    send(tracer, {:stop, self()})
+
+    receive do
+      {:largest, ^tracer, largest} -> largest
+    end
+  end
+
+  defp sizes(largest) do
+    receive do
+      {:trace, _pid, :receive, message} -> sizes(max(largest, :erlang.external_size(message)))
+      {:stop, from} -> send(from, {:largest, self(), largest})
+    end
+  end
+
+  defp descendants(nil), do: []
+
+  defp descendants(supervisor) do
+    Enum.flat_map(:supervisor.which_children(supervisor), fn
+      {_id, pid, :supervisor, _} when is_pid(pid) -> descendants(pid)
+      {_id, pid, :worker, _} when is_pid(pid) -> [pid]
+      _restarting -> []
+    end)
+  end
+end
+
+defmodule GuildKit.Test.FanoutFaults do
+  @moduledoc """
+  Helpers of the fan-out fault and order tests: a killer that keeps killing fan-out
+  processes, a relay of sends between processes, and a check of sequences that may
+  have lost messages.
+  """
+
+  import ExUnit.Assertions
+
+  @doc """
+  Starts a linked process that, every 10-30 ms, kills the process `victim.()` returns
+  (a pid, or nil to skip a turn), until `stop/1`.
+  """
+  @spec start_killer((() -> pid() | nil)) :: pid()
+  def start_killer(victim), do: spawn_link(fn -> kill_loop(victim, 0) end)
+
+  @doc "Stops a killer and returns how many processes it killed."
+  @spec stop_killer(pid()) :: non_neg_integer()
+  def stop_killer(killer) do
+    send(killer, {:stop, self()})
+
+    receive do
+      {:kills, ^killer, kills} -> kills
+    after
+      5_000 -> flunk("the killer did not stop")
+    end
+  end
+
+  defp kill_loop(victim, kills) do
+    receive do
+      {:stop, from} -> send(from, {:kills, self(), kills})
+    after
+      Enum.random(10..30) ->
+        case victim.() do
+          pid when is_pid(pid) ->
+            Process.exit(pid, :kill)
+            kill_loop(victim, kills + 1)
+
+          nil ->
+            kill_loop(victim, kills)
+        end
+    end
+  end
+
+  @doc """
+  Asserts that each receiver's `{:seq, n}` messages never go back (an older one after
+  a newer one), that no message came more than `copies` times (the receiver's
+  listings), and that each of `complete` came exactly `copies` times.
+  """
+  @spec assert_ordered([{pid(), [term()]}], pos_integer(), Range.t()) :: :ok
+  def assert_ordered(results, copies, complete) do
+    for {_pid, messages} <- results do
+      seqs = for {:seq, seq} <- messages, do: seq
+      assert length(seqs) == length(messages)
+      assert seqs == Enum.sort(seqs)
+      counts = Enum.frequencies(seqs)
+      assert Enum.all?(counts, fn {_seq, count} -> count <= copies end)
+      assert Enum.all?(complete, &(counts[&1] == copies))
+    end
+
+    :ok
+  end
+
+  @doc """
+  Sends `{:seq, 1}` .. `{:seq, count}` with `GuildKit.Fanout.send/3` to `receivers`,
+  taking turns between `processes` processes: each sends the next one only after the
+  previous one's `send/3` has returned. `setup.(i)` runs first in the `i`-th process;
+  `opts_for.(seq)` gives each call's options.
+  """
+  @spec relay(
+          [pid()],
+          pos_integer(),
+          pos_integer(),
+          (pos_integer() -> term()),
+          (pos_integer() -> keyword())
+        ) ::
+          :ok
+  def relay(receivers, count, processes, setup, opts_for) do
+    parent = self()
+
+    relays =
+      for i <- 1..processes do
+        spawn_link(fn ->
+          setup.(i)
+          relay_loop(receivers, opts_for, parent)
+        end)
+      end
+
+    for seq <- 1..count do
+      send(Enum.at(relays, rem(seq, processes)), {:send, seq})
+      assert_receive {:sent, ^seq}, 5_000
+    end
+
+    Enum.each(relays, &send(&1, :stop))
+  end
+
+  defp relay_loop(receivers, opts_for, parent) do
+    receive do
+      {:send, seq} ->
+        :ok = GuildKit.Fanout.send(receivers, {:seq, seq}, opts_for.(seq))
+        send(parent, {:sent, seq})
+        relay_loop(receivers, opts_for, parent)
+
+      :stop ->
+        :ok
+    end
+  end
+
+  @doc """
+  Seeds the random generator of the calling process with `GUILD_KIT_SEED` when set,
+  otherwise with `default`, and prints the seed under `label` so that a run can be
+  replayed. Returns the seed.
+  """
+  @spec seed!(String.t(), integer()) :: integer()
+  def seed!(label, default) do
+    seed =
+      GuildKit.Test.TermGenerator.seed(GuildKit.Test.TermGenerator.seed_from_env() || default)
+
+    IO.puts("#{label} seed: #{seed}")
+    seed
+  end
+
+  @doc "Waits until `check.()` is true, polling every 2 ms; fails after `timeout` ms."
+  @spec wait_until((() -> boolean()), timeout()) :: :ok
+  def wait_until(check, timeout \\ 60_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+    wait(check, deadline)
+  end
+
+  defp wait(check, deadline) do
+    cond do
+      check.() ->
+        :ok
+
+      System.monotonic_time(:millisecond) > deadline ->
+        flunk("the condition did not hold in time")
+
+      true ->
+        Process.sleep(2)
+        wait(check, deadline)
     end
   end
 end

@@ -46,6 +46,47 @@ defmodule GuildKit.Test.TermGenerator do
   @spec negative_zero() :: float()
   def negative_zero, do: :erlang.binary_to_term(<<131, 70, 128, 0, 0, 0, 0, 0, 0, 0>>)
 
+  @doc """
+  Terms of hostile sizes and shapes, each as `{name, builder}` so that a test builds
+  one at a time: binaries and bignums far past the element limit and just under it,
+  wide tuples and maps, long and deep lists, deep nesting, unsupported terms at the
+  far end of large ones, and numbers that are equal but not identical.
+  """
+  @spec hostile() :: [{String.t(), (() -> term())}]
+  def hostile do
+    mib16 = 16 * 1024 * 1024
+
+    [
+      {"400 MB binary", fn -> :binary.copy(<<0>>, 400_000_000) end},
+      {"[100 MB binary]", fn -> [:binary.copy(<<1>>, 100_000_000)] end},
+      {"largest storable binary", fn -> :binary.copy("a", mib16 - 4) end},
+      {"smallest binary too large", fn -> :binary.copy("a", mib16 - 3) end},
+      {"binary of 8 MiB zero bytes", fn -> :binary.copy(<<0>>, 8 * 1024 * 1024) end},
+      {"sub-binary of a 100 MB binary",
+       fn -> binary_part(:binary.copy("b", 100_000_000), 7, 5_000_000) end},
+      {"tuple of 16 x 15 MB binaries",
+       fn -> :binary.copy("x", 15_000_000) |> List.duplicate(16) |> List.to_tuple() end},
+      {"3.75 MB bignum", fn -> Bitwise.bsl(1, 30_000_000) + 12_345 end},
+      {"negative 4 MiB bignum", fn -> -Bitwise.bsl(1, 33_554_000) end},
+      {"1,000 bignums of 2 KB", fn -> for i <- 1..1_000, do: Bitwise.bsl(i, 16_000) end},
+      {"tuple of 2M small integers", fn -> Tuple.duplicate(7, 2_000_000) end},
+      {"tuple of 16,777,215 zeros (the largest arity)", fn -> Tuple.duplicate(0, 16_777_215) end},
+      {"list of 2M integers", fn -> Enum.to_list(1..2_000_000) end},
+      {"map of 300,000 keys", fn -> Map.new(1..300_000, &{&1, &1}) end},
+      {"map of 3M keys", fn -> Map.new(1..3_000_000, &{&1, []}) end},
+      {"tuple nested 1M deep", fn -> Enum.reduce(1..1_000_000, :core, &{&1, &2}) end},
+      {"list nested 1M deep", fn -> Enum.reduce(1..1_000_000, [], fn _, acc -> [acc] end) end},
+      {"map key nested 200,000 deep", fn -> Enum.reduce(1..200_000, 0, &%{&2 => &1}) end},
+      {"pid after 1M integers", fn -> Enum.to_list(1..1_000_000) ++ [self()] end},
+      {"improper list of 1M", fn -> Enum.reduce(1..1_000_000, :tail, &[&1 | &2]) end},
+      {"bitstring after 15 MB", fn -> {:binary.copy("c", 15_000_000), <<1::3>>} end},
+      {"1 and 1.0 in 1M-element lists",
+       fn -> {Enum.to_list(1..1_000_000), List.duplicate(1.0, 1_000_000)} end},
+      {"-0.0 as a map key", fn -> %{negative_zero() => 0.0, 0 => -0.0} end},
+      {"2^53 + 1 and its float", fn -> [@two_53 + 1, (@two_53 + 1) * 1.0] end}
+    ]
+  end
+
   @doc "A random supported term, nested at most `depth` levels."
   @spec term(non_neg_integer()) :: term()
   def term(depth \\ 2) do

@@ -1,198 +1,274 @@
 defmodule GuildKit.Fanout.Partitioner do
-  # Hands the receivers of this node to workers, and supervises those workers.
+  # Hands the receivers of this node to workers, and replays what a dead worker had not
+  # served.
   #
-  # Each node runs `:partitioners` of these (registered as
-  # `GuildKit.Fanout.Partitioner.0`, `.1`, ...), each with `:workers` workers of its own.
-  # Senders on any node send a partitioner the receivers it must serve on this node,
-  # either already split into worker buckets (from a sender on this node) or as a plain
-  # list (from another node), which it splits with the same NIF. Every receiver always
-  # lands in the same bucket, `rem(:erlang.phash2(pid), workers)`, so all messages for it
-  # go through one worker, in order.
+  # Each instance runs `:partitioners` of these on each node (registered as
+  # `GuildKit.Fanout.Partitioner.0`, `.1`, ... for the application's instance), each in
+  # a partition supervisor with `:workers` workers of its own:
   #
-  # ## No message is lost when a worker dies
+  #     partition (rest_for_one)
+  #     ├── Partitioner
+  #     └── workers (one_for_one)
+  #         └── Worker 0, Worker 1, ...
   #
-  # The partitioner links its workers and traps their exits. It keeps every batch it
-  # gave a worker until the worker's progress counter (see `GuildKit.Fanout.Worker`)
-  # shows it done. When a worker dies, the partitioner starts a new one in its place and
-  # replays, in order, every batch the old one had not finished, starting at the first
-  # receiver it had not served, before it hands out anything newer. This also covers
-  # batches sent to the worker after its death and before the exit signal arrived.
-  # (Manifold put the `{:ok, pid}` returned by `start_link` where the pid belonged, so
-  # its next send crashed the partitioner and was lost.)
+  # A caller on this node sends its partitioner the receivers of this node already split
+  # into worker batches (with `offload: true`, in one batch that the partitioner splits);
+  # senders of other nodes send it lists of pids, which it splits with the same NIF. A
+  # receiver always lands in the same bucket, `rem(:erlang.phash2(pid), workers)`, so
+  # every message for it goes through one worker, in order.
+  #
+  # ## Nothing is lost when a worker dies
+  #
+  # The partitioner monitors its workers and keeps every batch it gave a worker until
+  # the batch is served. When a worker dies, the workers' supervisor starts a new one,
+  # which announces itself; the partitioner then replays to it, in order and before
+  # anything newer, every batch the old one had not finished. A batch counts the
+  # receivers served (a process is never killed in the middle of a NIF call), so the
+  # replay resumes exactly there: no receiver is skipped or served twice.
+  #
+  # ## Order when a partitioner dies
+  #
+  # Its partition supervisor terminates the workers, and waits until each is dead,
+  # before it starts the new partitioner and workers: no worker of the dead partitioner
+  # can still be delivering while the new ones deliver newer messages. What the dead
+  # partitioner and its workers had not delivered is lost.
   @moduledoc false
 
   use GenServer
 
-  alias GuildKit.Fanout
-  alias GuildKit.Fanout.{Runtime, Worker}
+  alias GuildKit.Fanout.{Runtime, Split, Worker}
+  alias GuildKit.Native
 
   # While batches are outstanding, finished ones are dropped at least this often so
-  # the partitioner does not hold on to delivered receiver lists.
+  # the partitioner does not keep served receiver lists alive.
   @prune_ms 100
 
-  @doc false
-  @spec start_link(keyword()) :: GenServer.on_start()
-  def start_link(opts) do
-    index = Keyword.fetch!(opts, :index)
-    GenServer.start_link(__MODULE__, opts, name: Runtime.partitioner_name(index))
-  end
+  # Parts of a message from another node whose receivers never came (their sender
+  # died between the two) are dropped after this long.
+  @parts_ttl_ms 60_000
 
   @doc false
-  @spec send_buckets(pid(), tuple(), tuple(), non_neg_integer(), Fanout.payload()) :: :ok
-  def send_buckets(partitioner, buckets, counts, count, payload) do
-    send(partitioner, {:guild_kit_fanout_buckets, buckets, counts, count, payload})
+  @spec start_link({Runtime.t(), non_neg_integer()}) :: GenServer.on_start()
+  def start_link({runtime, index}),
+    do: GenServer.start_link(__MODULE__, runtime, name: elem(runtime.partitioners, index))
+
+  @doc false
+  # Local receivers of one send, split for `workers` buckets: `[{index, batch, count}]`.
+  @spec deliver(
+          pid(),
+          pos_integer(),
+          [{non_neg_integer(), reference(), pos_integer()}],
+          reference()
+        ) ::
+          :ok
+  def deliver(partitioner, workers, batches, message) do
+    send(partitioner, {:guild_kit_fanout_local, workers, batches, message})
     :ok
   end
 
-  @doc false
-  @spec receivers_message([pid()], Fanout.payload()) :: tuple()
-  def receivers_message(receivers, payload), do: {:guild_kit_fanout_receivers, receivers, payload}
-
   @impl GenServer
-  def init(opts) do
-    Process.flag(:trap_exit, true)
-    count = Keyword.fetch!(opts, :workers)
-    progress = for _ <- 1..count, do: :atomics.new(1, signed: false)
+  def init(runtime) do
+    count = runtime.workers
 
     state = %{
-      workers: progress |> Enum.map(&start_worker/1) |> List.to_tuple(),
-      progress: List.to_tuple(progress),
-      # Receivers handed to each worker so far, counted like its progress counter.
-      assigned: Tuple.duplicate(0, count),
-      # Per worker, a queue of {first, last + 1, receivers, payload} not yet done.
+      runtime: runtime,
+      # The current worker of each bucket, nil until it announces itself.
+      workers: Tuple.duplicate(nil, count),
+      # Workers announced so far for each bucket: each after the first is a restart.
+      generations: Tuple.duplicate(0, count),
+      # Per bucket, the :queue of {batch, message} given to the worker and not known
+      # to be served.
       pending: Tuple.duplicate(:queue.new(), count),
-      counters: Runtime.counters()
+      # Batches in `pending`, all buckets together.
+      outstanding: 0,
+      # Messages from other nodes that travel in parts: ref => {parts, message, since}.
+      parts: %{}
     }
 
     {:ok, state}
   end
 
   @impl GenServer
-  def handle_info({:guild_kit_fanout_buckets, buckets, counts, count, payload}, state)
-      when tuple_size(buckets) == tuple_size(state.workers) do
-    Runtime.count(state.counters, :delivered_to_workers, count)
-    state = dispatch(state, buckets, counts, payload, 0)
+  def handle_info({:guild_kit_fanout_local, workers, batches, message}, state) do
+    state = receive_batches(state, workers, batches, message)
     {:noreply, state, idle_timeout(state)}
   end
 
-  def handle_info({:guild_kit_fanout_buckets, buckets, _counts, _count, payload}, state) do
-    # Split for another worker count: the component restarted with a new config while
-    # this message was on its way. Split again for the current count.
-    receivers = buckets |> Tuple.to_list() |> Enum.concat()
-    handle_info({:guild_kit_fanout_receivers, receivers, payload}, state)
-  end
+  def handle_info({:guild_kit_fanout_receivers, pids, payload}, state) do
+    state =
+      case message_of(payload, state) do
+        {:ok, message, state} ->
+          workers = tuple_size(state.workers)
 
-  def handle_info({:guild_kit_fanout_receivers, receivers, payload}, state) do
-    {buckets, counts, count, _stale, stale_count} =
-      Fanout.split(receivers, tuple_size(state.workers))
+          case Split.split(pids, workers) do
+            {:ok, batches, remote} ->
+              # Pids sent here that are not of this node are from an earlier run of
+              # it, whose processes are all gone.
+              drop(state, Split.count(remote))
+              receive_batches(state, workers, batches, message)
 
-    # Pids sent here that are not local are from an earlier run of this node, whose
-    # processes are all gone.
-    Runtime.count(state.counters, :dropped, stale_count)
-    Runtime.count(state.counters, :delivered_to_workers, count)
-    state = dispatch(state, buckets, counts, payload, 0)
+            {:bad_receiver, _position} ->
+              drop(state, length(pids))
+              state
+          end
+
+        {:error, state} ->
+          drop(state, length(pids))
+          state
+      end
+
     {:noreply, state, idle_timeout(state)}
   end
 
-  def handle_info({:EXIT, pid, _reason}, state) do
-    case worker_index(state.workers, pid) do
-      nil -> {:noreply, state, idle_timeout(state)}
-      index -> {:noreply, restart_worker(state, index), idle_timeout(state)}
-    end
+  def handle_info({:guild_kit_fanout_part, ref, part}, state) do
+    {parts, message, since} = Map.get(state.parts, ref, {[], nil, now()})
+    state = %{state | parts: Map.put(state.parts, ref, {[part | parts], message, since})}
+    {:noreply, state, idle_timeout(state)}
+  end
+
+  def handle_info({:guild_kit_fanout_release, ref}, state) do
+    state = %{state | parts: Map.delete(state.parts, ref)}
+    {:noreply, state, idle_timeout(state)}
+  end
+
+  def handle_info({:guild_kit_fanout_worker, index, pid}, state) do
+    Process.monitor(pid)
+    generation = elem(state.generations, index)
+    if generation > 0, do: Runtime.count(state.runtime, :worker_restarts, 1)
+    state = prune_at(state, index)
+
+    # In order, so the new worker serves the replay before anything newer. A replaced
+    # worker is certainly dead: its supervisor starts the new one only after that.
+    for {batch, message} <- :queue.to_list(elem(state.pending, index)),
+        do: Worker.deliver(pid, batch, message)
+
+    state = %{
+      state
+      | workers: put_elem(state.workers, index, pid),
+        generations: put_elem(state.generations, index, generation + 1)
+    }
+
+    {:noreply, state, idle_timeout(state)}
+  end
+
+  def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
+    state =
+      case Enum.find_index(Tuple.to_list(state.workers), &(&1 == pid)) do
+        # A worker already replaced (its successor announced itself first).
+        nil -> state
+        index -> %{state | workers: put_elem(state.workers, index, nil)}
+      end
+
+    {:noreply, state, idle_timeout(state)}
   end
 
   def handle_info(:timeout, state) do
-    state = prune_all(state)
+    state = Enum.reduce(0..(tuple_size(state.pending) - 1), state, &prune_at(&2, &1))
+
+    limit = now() - @parts_ttl_ms
+
+    state = %{
+      state
+      | parts: Map.reject(state.parts, fn {_ref, {_, _, since}} -> since < limit end)
+    }
+
     {:noreply, state, idle_timeout(state)}
   end
 
   def handle_info(_other, state), do: {:noreply, state, idle_timeout(state)}
 
-  defp start_worker(progress) do
-    {:ok, pid} = Worker.start_link(progress)
-    pid
+  # Receivers split for `workers` buckets: for this worker count, as they are; for any
+  # other (one, for `offload: true`, or an old count while the instance restarted with
+  # a new one) split again first.
+  defp receive_batches(state, workers, batches, message) do
+    count = tuple_size(state.workers)
+
+    batches =
+      if workers == count,
+        do: batches,
+        else:
+          Enum.flat_map(batches, fn {_, batch, _} -> Native.fanout_partition(batch, count) end)
+
+    Enum.reduce(batches, state, fn {index, batch, receivers}, state ->
+      Runtime.count(state.runtime, :delivered_to_workers, receivers)
+      assign(state, index, batch, message)
+    end)
   end
 
-  defp dispatch(state, buckets, _counts, _payload, index) when index == tuple_size(buckets),
-    do: state
-
-  defp dispatch(state, buckets, counts, payload, index) do
-    state =
-      case elem(counts, index) do
-        0 -> state
-        count -> assign(state, index, elem(buckets, index), count, payload)
-      end
-
-    dispatch(state, buckets, counts, payload, index + 1)
-  end
-
-  defp assign(state, index, receivers, count, payload) do
-    Worker.deliver(elem(state.workers, index), receivers, payload)
-    first = elem(state.assigned, index)
-    last = first + count
-    queue = prune(elem(state.pending, index), elem(state.progress, index))
-    queue = :queue.in({first, last, receivers, payload}, queue)
-
-    %{
-      state
-      | assigned: put_elem(state.assigned, index, last),
-        pending: put_elem(state.pending, index, queue)
-    }
-  end
-
-  defp restart_worker(state, index) do
-    Runtime.count(state.counters, :worker_restarts, 1)
-    progress = elem(state.progress, index)
-    worker = start_worker(progress)
-    queue = prune(elem(state.pending, index), progress)
-    done = :atomics.get(progress, 1)
-
-    # In order, so the new worker serves the replay before anything newer.
-    for {first, _last, receivers, payload} <- :queue.to_list(queue) do
-      Worker.deliver(worker, Enum.drop(receivers, max(done - first, 0)), payload)
+  defp assign(state, index, batch, message) do
+    case elem(state.workers, index) do
+      # Not announced yet: the batch waits in `pending` for the worker.
+      nil -> :ok
+      worker -> Worker.deliver(worker, batch, message)
     end
 
+    state = prune_at(state, index)
+    queue = :queue.in({batch, message}, elem(state.pending, index))
+    %{state | pending: put_elem(state.pending, index, queue), outstanding: state.outstanding + 1}
+  end
+
+  # Drops the served batches at the front of bucket `index`'s queue.
+  defp prune_at(state, index) do
+    {queue, dropped} = prune(elem(state.pending, index), 0)
+
     %{
       state
-      | workers: put_elem(state.workers, index, worker),
-        pending: put_elem(state.pending, index, queue)
+      | pending: put_elem(state.pending, index, queue),
+        outstanding: state.outstanding - dropped
     }
   end
 
-  # Drops the batches the worker has finished.
-  defp prune(queue, progress) do
-    done = :atomics.get(progress, 1)
-    drop_done(queue, done)
-  end
-
-  defp drop_done(queue, done) do
+  defp prune(queue, dropped) do
     case :queue.peek(queue) do
-      {:value, {_first, last, _receivers, _payload}} when last <= done ->
-        drop_done(:queue.drop(queue), done)
+      {:value, {batch, _message}} ->
+        if Native.fanout_batch_done(batch),
+          do: prune(:queue.drop(queue), dropped + 1),
+          else: {queue, dropped}
 
-      _ ->
-        queue
+      :empty ->
+        {queue, dropped}
     end
   end
 
-  defp prune_all(state) do
-    pending =
-      state.pending
-      |> Tuple.to_list()
-      |> Enum.zip(Tuple.to_list(state.progress))
-      |> Enum.map(fn {queue, progress} -> prune(queue, progress) end)
-      |> List.to_tuple()
+  # The message of receivers from another node: a term, one packed binary, or a
+  # reference to parts that came before.
+  defp message_of({:term, term}, state), do: {:ok, Native.fanout_message(term), state}
 
-    %{state | pending: pending}
+  defp message_of({:packed, binary}, state),
+    do: checked(Native.fanout_message_import(binary), state)
+
+  defp message_of({:parts, ref}, state) do
+    case Map.fetch(state.parts, ref) do
+      {:ok, {_parts, message, _since}} when message != nil ->
+        {:ok, message, state}
+
+      {:ok, {parts, nil, since}} ->
+        case checked(Native.fanout_message_import(Enum.reverse(parts)), state) do
+          {:ok, message, state} ->
+            {:ok, message, %{state | parts: Map.put(state.parts, ref, {[], message, since})}}
+
+          error ->
+            error
+        end
+
+      :error ->
+        {:error, state}
+    end
   end
+
+  defp message_of(_other, state), do: {:error, state}
+
+  defp checked(:error, state), do: {:error, state}
+  defp checked(message, state), do: {:ok, message, state}
+
+  defp drop(_state, 0), do: :ok
+  defp drop(state, count), do: Runtime.count(state.runtime, :dropped, count)
 
   defp idle_timeout(state) do
-    if Enum.all?(Tuple.to_list(state.pending), &:queue.is_empty/1),
+    if state.parts == %{} and state.outstanding == 0,
       do: :hibernate,
       else: @prune_ms
   end
 
-  defp worker_index(workers, pid) do
-    Enum.find_index(Tuple.to_list(workers), &(&1 == pid))
-  end
+  defp now, do: System.monotonic_time(:millisecond)
 end

@@ -1,24 +1,20 @@
 defmodule GuildKit.Fanout.Runtime do
-  # What every fan-out process and caller needs to know at run time: the process
-  # counts read from the application environment when the component starts, the
-  # registered names derived from them, and the statistics counters.
-  #
-  # It lives in :persistent_term, so a caller reads it in O(1) without copying. It is
-  # rewritten only when the component (re)starts; the counters are created once per VM
-  # so that statistics survive a restart.
+  # What callers of a GuildKit.Fanout instance need to reach its processes: the names
+  # of its senders and partitioners, its worker count and its counters. The instance's
+  # supervisor checks the options and publishes this in :persistent_term before any of
+  # its processes starts; callers read it with one :persistent_term.get/2.
   @moduledoc false
 
-  @enforce_keys [:senders, :partitioners, :workers]
-  defstruct [:senders, :partitioners, :workers]
+  @enforce_keys [:name, :senders, :partitioners, :workers, :counters]
+  defstruct @enforce_keys
 
   @type t :: %__MODULE__{
+          name: atom(),
           senders: tuple(),
-          partitioners: pos_integer(),
-          workers: pos_integer()
+          partitioners: tuple(),
+          workers: pos_integer(),
+          counters: :counters.counters_ref()
         }
-
-  @runtime_key {GuildKit.Fanout, :runtime}
-  @counters_key {GuildKit.Fanout, :counters}
 
   # Buckets the NIF accepts (guild_kit_core::partition::MAX_BUCKETS).
   @max_workers 65_536
@@ -26,125 +22,174 @@ defmodule GuildKit.Fanout.Runtime do
   @max_senders 1024
   @max_partitioners 1024
 
-  @not_running "GuildKit.Fanout is not running: start the :guild_kit application first"
-
   @counters [:sent, :delivered_to_workers, :dropped, :worker_restarts]
   @counter_index @counters |> Enum.with_index(1) |> Map.new()
 
-  @doc """
-  Reads and checks the `GuildKit.Fanout` entry of the `:guild_kit` application
-  environment, filling in defaults. Raises `ArgumentError` naming a bad value.
-  """
-  @spec from_env!() :: t()
-  def from_env! do
-    env = Application.get_env(:guild_kit, GuildKit.Fanout, [])
+  # Restarts each supervisor allows per child and second (see intensity/1).
+  @restarts_per_child 100
 
-    unless Keyword.keyword?(env) do
-      raise ArgumentError,
-            "expected config :guild_kit, GuildKit.Fanout to be a keyword list, got: " <>
-              inspect(env)
+  @doc """
+  Checks the options of an instance, filling in defaults, and returns them as a
+  keyword list with every key. Raises `ArgumentError` naming a bad value, its message
+  prefixed with `context` when given.
+  """
+  @spec options!(term(), String.t()) :: keyword()
+  def options!(opts, context \\ "") do
+    unless is_list(opts) and Keyword.keyword?(opts) do
+      raise ArgumentError, context <> "expected a keyword list, got: #{inspect(opts)}"
     end
 
     schedulers = System.schedulers_online()
 
-    env =
+    opts =
       try do
-        Keyword.validate!(env, senders: schedulers, partitioners: 1, workers: schedulers)
+        Keyword.validate!(opts,
+          name: GuildKit.Fanout,
+          senders: schedulers,
+          partitioners: 1,
+          workers: schedulers
+        )
       rescue
-        error in ArgumentError ->
-          reraise ArgumentError,
-                  "bad config :guild_kit, GuildKit.Fanout: " <> Exception.message(error),
-                  __STACKTRACE__
+        error in ArgumentError -> reraise ArgumentError, context <> error.message, __STACKTRACE__
       end
 
-    senders = count!(env, :senders, @max_senders)
+    unless is_atom(opts[:name]) and opts[:name] not in [nil, true, false] do
+      raise ArgumentError,
+            context <> "expected :name to be an atom, got: #{inspect(opts[:name])}"
+    end
 
-    %__MODULE__{
-      senders: List.to_tuple(Enum.map(0..(senders - 1), &sender_name/1)),
-      partitioners: count!(env, :partitioners, @max_partitioners),
-      workers: count!(env, :workers, @max_workers)
+    for {key, max} <- [
+          senders: @max_senders,
+          partitioners: @max_partitioners,
+          workers: @max_workers
+        ] do
+      case opts[key] do
+        count when is_integer(count) and count in 1..max ->
+          :ok
+
+        other ->
+          raise ArgumentError,
+                context <>
+                  "expected #{inspect(key)} to be an integer in 1..#{max}, got: #{inspect(other)}"
+      end
+    end
+
+    opts
+  end
+
+  @doc """
+  Builds the runtime of the instance `opts` describes (checked by `options!/2`) and
+  publishes it. The counters of an earlier run of the same instance are kept, so that
+  statistics count from its first start. Called by the instance's supervisor before any
+  of its processes starts, so never concurrently for one name.
+  """
+  @spec publish!(keyword()) :: t()
+  def publish!(opts) do
+    name = Keyword.fetch!(opts, :name)
+
+    counters =
+      case :persistent_term.get(key(name), nil) do
+        %__MODULE__{counters: counters} -> counters
+        nil -> :counters.new(length(@counters), [:write_concurrency])
+      end
+
+    runtime = %__MODULE__{
+      name: name,
+      senders: names(name, "Sender", opts[:senders]),
+      partitioners: names(name, "Partitioner", opts[:partitioners]),
+      workers: opts[:workers],
+      counters: counters
     }
+
+    # An equal term is not rewritten, so a restart with the same options costs nothing
+    # (a :persistent_term update makes every process scan its heap).
+    if :persistent_term.get(key(name), nil) != runtime do
+      :persistent_term.put(key(name), runtime)
+    end
+
+    runtime
   end
 
-  defp count!(env, key, max) do
-    case Keyword.fetch!(env, key) do
-      count when is_integer(count) and count in 1..max ->
-        count
+  defp names(name, kind, count),
+    do: List.to_tuple(for i <- 0..(count - 1), do: child_name(name, kind, i))
 
-      other ->
-        raise ArgumentError,
-              "bad config :guild_kit, GuildKit.Fanout: expected #{inspect(key)} to be an " <>
-                "integer in 1..#{max}, got: #{inspect(other)}"
+  @doc """
+  The runtime of instance `name`. Raises `ArgumentError` when no instance of that name
+  ever started on this node.
+  """
+  @spec fetch!(atom()) :: t()
+  def fetch!(name) do
+    case :persistent_term.get(key(name), nil) do
+      %__MODULE__{} = runtime -> runtime
+      nil -> raise ArgumentError, not_running(name)
     end
   end
 
-  @doc "Publishes `runtime` to callers."
-  @spec put(t()) :: :ok
-  def put(%__MODULE__{} = runtime) do
-    # An equal term is not rewritten, so a restart with the same config costs nothing.
-    if :persistent_term.get(@runtime_key, nil) != runtime do
-      :persistent_term.put(@runtime_key, runtime)
-    end
-
-    :ok
-  end
-
-  @doc "The published runtime. Raises when the application never started."
+  @doc "The runtime of the instance the `:guild_kit` application starts."
   @spec get() :: t()
-  def get do
-    case :persistent_term.get(@runtime_key, nil) do
-      %__MODULE__{} = runtime ->
-        runtime
+  def get, do: fetch!(GuildKit.Fanout)
 
-      nil ->
-        raise RuntimeError, @not_running
-    end
+  @doc "True while the supervisor of the instance runs."
+  @spec running?(t()) :: boolean()
+  def running?(%__MODULE__{name: name}), do: Process.whereis(supervisor_name(name)) != nil
+
+  @doc """
+  The registered name of the supervisor of instance `name`: `GuildKit.Fanout.Supervisor`
+  for the application's instance, `MyApp.Fanout.Supervisor` for `MyApp.Fanout`.
+  """
+  @spec supervisor_name(atom()) :: atom()
+  def supervisor_name(name), do: Module.concat(name, Supervisor)
+
+  @doc "The message of the `ArgumentError` raised when instance `name` is not running."
+  @spec not_running(atom()) :: String.t()
+  def not_running(GuildKit.Fanout) do
+    "GuildKit.Fanout is not running: the :guild_kit application is stopped, or was " <>
+      "started with config :guild_kit, start_fanout: false (then pass the :name of an " <>
+      "instance started in your supervision tree)"
   end
 
-  @doc "The registered name of sender `index`."
+  def not_running(name) do
+    "the GuildKit.Fanout instance #{inspect(name)} is not running: add " <>
+      "{GuildKit.Fanout, name: #{inspect(name)}} to a supervision tree"
+  end
+
+  defp key(name), do: {GuildKit.Fanout, name}
+
+  @doc """
+  The registered name of the `index`-th process of `kind` ("Sender", "Partitioner")
+  of instance `name`, e.g. `GuildKit.Fanout.Partitioner.0`. Partitioner names are the
+  same on every node, so a sender reaches partitioner `i` of any node by name.
+  """
+  @spec child_name(atom(), String.t(), non_neg_integer()) :: atom()
+  def child_name(name, kind, index), do: Module.concat([name, kind, Integer.to_string(index)])
+
+  @doc "The registered name of sender `index` of the application's instance."
   @spec sender_name(non_neg_integer()) :: atom()
-  def sender_name(index), do: Module.concat(GuildKit.Fanout.Sender, Integer.to_string(index))
+  def sender_name(index), do: child_name(GuildKit.Fanout, "Sender", index)
 
-  @doc """
-  The registered name of partitioner `index`, on this node and on every other node
-  (the `:partitioners` count must be the same on all nodes).
-  """
+  @doc "The registered name of partitioner `index` of the application's instance."
   @spec partitioner_name(non_neg_integer()) :: atom()
-  def partitioner_name(index),
-    do: Module.concat(GuildKit.Fanout.Partitioner, Integer.to_string(index))
+  def partitioner_name(index), do: child_name(GuildKit.Fanout, "Partitioner", index)
 
   @doc """
-  Creates the statistics counters unless they exist. Called by the component
-  supervisor before any fan-out process starts, so never concurrently.
+  Restart intensity for a supervisor of `children`: each child may die
+  #{@restarts_per_child} times a second, all of them at once, before the supervisor
+  gives up. Bursts of kills or crashes under load stay far below that; a child that
+  fails on every start reaches it within milliseconds and escalates, as it should.
   """
-  @spec ensure_counters() :: :ok
-  def ensure_counters do
-    if :persistent_term.get(@counters_key, nil) == nil do
-      :persistent_term.put(@counters_key, :counters.new(length(@counters), [:write_concurrency]))
-    end
+  @spec intensity(pos_integer()) :: keyword()
+  def intensity(children), do: [max_restarts: @restarts_per_child * children, max_seconds: 1]
 
-    :ok
+  @doc "Adds `amount` to the counter `name` of `runtime`."
+  @spec count(t(), atom(), integer()) :: :ok
+  def count(%__MODULE__{counters: counters}, name, amount),
+    do: :counters.add(counters, Map.fetch!(@counter_index, name), amount)
+
+  @doc "All counters of `runtime` as a map."
+  @spec read_counters(t()) :: %{atom() => non_neg_integer()}
+  def read_counters(%__MODULE__{counters: counters}) do
+    Map.new(@counters, fn name ->
+      {name, :counters.get(counters, Map.fetch!(@counter_index, name))}
+    end)
   end
-
-  @doc "The statistics counters. Raises when the application never started."
-  @spec counters() :: :counters.counters_ref()
-  def counters do
-    case :persistent_term.get(@counters_key, nil) do
-      nil -> raise RuntimeError, @not_running
-      counters -> counters
-    end
-  end
-
-  @doc "Adds `amount` to the counter `name`."
-  @spec count(:counters.counters_ref(), atom(), integer()) :: :ok
-  def count(counters, name, amount), do: :counters.add(counters, index!(name), amount)
-
-  @doc "All counters as a map."
-  @spec read_counters() :: %{atom() => non_neg_integer()}
-  def read_counters do
-    counters = counters()
-    Map.new(@counters, fn name -> {name, :counters.get(counters, index!(name))} end)
-  end
-
-  defp index!(name), do: Map.fetch!(@counter_index, name)
 end

@@ -2,17 +2,22 @@ defmodule GuildKit.Fanout.Sender do
   # How often a message waiting for a busy distribution buffer is retried.
   @retry_ms 2
 
-  # Carries one caller's fan-out messages to the partitioners of every node.
+  # Packed messages bigger than this cross to another node in parts of this size: the
+  # receiving process decodes a message in one go (a 64 MB binary held it 21 ms).
+  @part_bytes 256 * 1024
+
+  # Carries fan-out messages to the receivers of other nodes.
   #
-  # Each node runs `:senders` of these (registered as `GuildKit.Fanout.Sender.0`, ...).
-  # A calling process always uses the same one, `rem(:erlang.phash2(caller), senders)`,
-  # for every mode, so its messages stay in order. A sender receives either the split
-  # the caller's NIF made and sent it (the default) or the raw receiver list to split
-  # itself (`offload: true`), then:
-  #
-  #   * hands the buckets of local receivers to its partitioner on this node;
-  #   * groups the other receivers by node and sends each node one message, to the
-  #     partitioner with the same index there.
+  # Each instance runs `:senders` of these on each node (registered as
+  # `GuildKit.Fanout.Sender.0`, ... for the application's instance). A caller hands its
+  # receivers on other nodes to the sender its partitioner key selects,
+  # `:erlang.phash2(key, senders)` (the caller's pid unless it set a key, see
+  # `GuildKit.Fanout.set_partitioner_key/1`), so that all its messages stay in order. The
+  # sender reads the receivers in chunks of a few thousand, groups each chunk by node and
+  # sends each node, per chunk, one message to the partitioner that the key selects there.
+  # The message travels in that message when it is small, and packed in parts of
+  # `@part_bytes` sent ahead of the receivers when it is big, so that no
+  # process on either side handles a huge message in one go.
   #
   # ## Unreachable nodes
   #
@@ -20,11 +25,10 @@ defmodule GuildKit.Fanout.Sender do
   # on a node. Each remote send uses `:erlang.send/3` with `[:noconnect, :nosuspend]`:
   #
   #   * a node that is not connected is not dialled: its receivers are dropped at once
-  #     and counted in `GuildKit.Fanout.stats/0` as `:dropped`. (On OTP 25 a plain send
-  #     to such a node does not block either, measured at 22 µs, but it starts a
-  #     connection attempt that, for an unreachable host, holds every message sent
-  #     meanwhile for up to `net_setuptime`, 7 s by default, and then loses them
-  #     silently.)
+  #     and counted in `GuildKit.Fanout.stats/1` as `:dropped`. (A plain send to such a
+  #     node does not block either, but it starts a connection attempt that, for an
+  #     unreachable host, holds every message sent meanwhile for up to
+  #     `net_setuptime`, 7 s by default, and then loses them silently.)
   #   * a connected node whose distribution buffer is full (a slow or hung node) does
   #     not suspend the sender, as a plain send would: the message is queued for that
   #     node alone and retried every `@retry_ms` ms, later messages to that node queue
@@ -34,45 +38,46 @@ defmodule GuildKit.Fanout.Sender do
 
   use GenServer
 
-  alias GuildKit.Fanout
-  alias GuildKit.Fanout.{Partitioner, Runtime}
+  alias GuildKit.Fanout.{Runtime, Split}
+  alias GuildKit.Native
 
   # After this long without a message the sender hibernates, which frees the garbage
-  # of the last lists it carried (tens of MB after a few 100k-receiver sends).
+  # of the last lists it carried.
   @idle_ms 1_000
 
   @doc false
-  @spec start_link(keyword()) :: GenServer.on_start()
-  def start_link(opts) do
-    index = Keyword.fetch!(opts, :index)
-    GenServer.start_link(__MODULE__, opts, name: Runtime.sender_name(index))
+  @spec start_link({Runtime.t(), non_neg_integer()}) :: GenServer.on_start()
+  def start_link({runtime, index}),
+    do: GenServer.start_link(__MODULE__, runtime, name: elem(runtime.senders, index))
+
+  @doc false
+  # Receivers of other nodes of one send, for partitioner `partitioner` on each node.
+  @spec forward(pid(), Split.remote(), reference(), atom(), boolean()) :: :ok
+  def forward(sender, remote, message, partitioner, pack) do
+    send(sender, {:guild_kit_fanout_remote, remote, message, partitioner, pack})
+    :ok
   end
 
   @impl GenServer
-  def init(opts) do
+  def init(runtime) do
     # Tells the sender when a node with queued messages goes down.
     :ok = :net_kernel.monitor_nodes(true)
-    partitioners = Keyword.fetch!(opts, :partitioners)
-
-    state = %{
-      partitioner: Runtime.partitioner_name(rem(Keyword.fetch!(opts, :index), partitioners)),
-      # node => :queue of messages waiting for a busy distribution buffer
-      waiting: %{},
-      counters: Runtime.counters()
-    }
-
-    {:ok, state}
+    # node => :queue of {message, receivers} waiting for a busy distribution buffer
+    {:ok, %{runtime: runtime, waiting: %{}}}
   end
 
   @impl GenServer
-  def handle_info({:guild_kit_fanout_split, split, payload}, state) do
-    {:noreply, route(split, payload, state), @idle_ms}
-  end
+  def handle_info({:guild_kit_fanout_remote, {list, _count}, message, partitioner, pack}, state) do
+    {payload, parts} = payload(Native.fanout_message_export(message, pack))
+    {state, nodes} = forward_chunks(list, partitioner, payload, parts, state, MapSet.new())
 
-  def handle_info({:guild_kit_fanout_offload, receivers, message, pack}, state) do
-    payload = Fanout.pack(message, pack)
-    workers = Runtime.get().workers
-    {:noreply, route(Fanout.split(receivers, workers), payload, state), @idle_ms}
+    # Lets each node's partitioner forget the parts of this message.
+    state =
+      Enum.reduce(nodes, state, fn node, state ->
+        enqueue(state, node, {partitioner, {:guild_kit_fanout_release, elem(payload, 1)}, 0})
+      end)
+
+    {:noreply, state, @idle_ms}
   end
 
   def handle_info({:guild_kit_fanout_retry, node}, state) do
@@ -84,8 +89,8 @@ defmodule GuildKit.Fanout.Sender do
   def handle_info({:nodedown, node}, state) do
     {queue, waiting} = Map.pop(state.waiting, node, :queue.new())
 
-    for {_message, count} <- :queue.to_list(queue) do
-      Runtime.count(state.counters, :dropped, count)
+    for {_name, _message, count} <- :queue.to_list(queue) do
+      drop(state, count)
     end
 
     {:noreply, %{state | waiting: waiting}, @idle_ms}
@@ -94,42 +99,64 @@ defmodule GuildKit.Fanout.Sender do
   # :nodeup, and anything stray.
   def handle_info(_other, state), do: {:noreply, state, @idle_ms}
 
-  defp route({buckets, counts, local_count, remote, remote_count}, payload, state) do
-    if local_count > 0 do
-      send_local(state, buckets, counts, local_count, payload)
-    end
+  # {payload, parts}: the payload that goes with each chunk of receivers, and the parts
+  # to send each node first, or nil.
+  defp payload({:packed, binary}) when byte_size(binary) > @part_bytes do
+    ref = make_ref()
+    {{:parts, ref}, for(part <- parts(binary, 0), do: {:guild_kit_fanout_part, ref, part})}
+  end
 
-    if remote_count > 0 do
-      remote
-      |> Fanout.group_by_node()
-      |> Enum.reduce(state, fn {node, receivers}, state ->
-        send_remote(state, node, receivers, payload)
+  defp payload(inline), do: {inline, nil}
+
+  defp parts(binary, at) when byte_size(binary) - at <= @part_bytes,
+    do: [binary_part(binary, at, byte_size(binary) - at)]
+
+  defp parts(binary, at),
+    do: [binary_part(binary, at, @part_bytes) | parts(binary, at + @part_bytes)]
+
+  defp forward_chunks(list, partitioner, payload, parts, state, nodes) do
+    {pids, done} = Native.fanout_remote_take(list)
+
+    {state, nodes} =
+      pids
+      |> Split.group_by_node()
+      |> Enum.reduce({state, nodes}, fn {node, receivers}, {state, nodes} ->
+        forward_chunk(state, nodes, node, receivers, partitioner, payload, parts)
       end)
-    else
-      state
-    end
+
+    if done,
+      do: {state, nodes},
+      else: forward_chunks(list, partitioner, payload, parts, state, nodes)
   end
 
-  defp send_local(state, buckets, counts, count, payload) do
-    case Process.whereis(state.partitioner) do
-      # Restarting after a crash: what it held is gone already; these are too.
-      nil -> Runtime.count(state.counters, :dropped, count)
-      pid -> Partitioner.send_buckets(pid, buckets, counts, count, payload)
-    end
-  end
-
-  defp send_remote(state, node, receivers, _payload) when node == node() do
+  defp forward_chunk(state, nodes, node, receivers, _partitioner, _payload, _parts)
+       when node == node() do
     # Pids of an earlier run of this node: their processes are gone.
-    Runtime.count(state.counters, :dropped, length(receivers))
-    state
+    drop(state, length(receivers))
+    {state, nodes}
   end
 
-  defp send_remote(state, node, receivers, payload) do
-    # The count is needed only if the message is dropped, but cheap: ~1 ns a pid.
-    entry = {Partitioner.receivers_message(receivers, payload), length(receivers)}
+  defp forward_chunk(state, nodes, node, receivers, partitioner, payload, nil) do
+    message = {:guild_kit_fanout_receivers, receivers, payload}
+    {enqueue(state, node, {partitioner, message, length(receivers)}), nodes}
+  end
 
+  defp forward_chunk(state, nodes, node, receivers, partitioner, payload, parts) do
+    {state, nodes} =
+      if MapSet.member?(nodes, node) do
+        {state, nodes}
+      else
+        state = Enum.reduce(parts, state, &enqueue(&2, node, {partitioner, &1, 0}))
+        {state, MapSet.put(nodes, node)}
+      end
+
+    forward_chunk(state, nodes, node, receivers, partitioner, payload, nil)
+  end
+
+  # Sends `entry` ({name, message, receivers}) to `node`, or queues it behind the
+  # messages already waiting for that node, to keep their order.
+  defp enqueue(state, node, entry) do
     case state.waiting do
-      # Behind the messages already waiting for this node, to keep their order.
       %{^node => queue} -> %{state | waiting: %{state.waiting | node => :queue.in(entry, queue)}}
       _ -> flush_queue(node, :queue.from_list([entry]), state)
     end
@@ -147,13 +174,15 @@ defmodule GuildKit.Fanout.Sender do
       :empty ->
         %{state | waiting: Map.delete(state.waiting, node)}
 
-      {:value, {message, count}} ->
-        case remote_send(state.partitioner, node, message) do
+      {:value, {name, message, count}} ->
+        # :ok, or :noconnect (not connected; no attempt is made), or :nosuspend (the
+        # distribution buffer is full; nothing was sent).
+        case :erlang.send({name, node}, message, [:noconnect, :nosuspend]) do
           :ok ->
             flush_queue(node, :queue.drop(queue), state)
 
           :noconnect ->
-            Runtime.count(state.counters, :dropped, count)
+            drop(state, count)
             flush_queue(node, :queue.drop(queue), state)
 
           :nosuspend ->
@@ -163,9 +192,6 @@ defmodule GuildKit.Fanout.Sender do
     end
   end
 
-  # :ok, or :noconnect (not connected; no attempt is made), or :nosuspend (the
-  # distribution buffer is full; nothing was sent).
-  defp remote_send(name, node, message) do
-    :erlang.send({name, node}, message, [:noconnect, :nosuspend])
-  end
+  defp drop(_state, 0), do: :ok
+  defp drop(state, count), do: Runtime.count(state.runtime, :dropped, count)
 end

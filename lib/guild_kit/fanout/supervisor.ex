@@ -1,43 +1,55 @@
 defmodule GuildKit.Fanout.Supervisor do
-  # Supervises the fan-out processes of this node: the partitioners (each of which
-  # supervises its own workers, see GuildKit.Fanout.Partitioner) and the senders.
+  # The supervisor of one GuildKit.Fanout instance, registered as <name>.Supervisor
+  # (GuildKit.Fanout.Supervisor for the application's instance; see
+  # GuildKit.Fanout.child_spec/1):
   #
-  # The process counts are read from the application environment here, when the
-  # component starts, and published through GuildKit.Fanout.Runtime.
+  #     instance (one_for_one)
+  #     ├── {GuildKit.Fanout.Partition, 0}    a partitioner and its workers
+  #     ├── ...
+  #     └── :senders (one_for_one)
+  #         └── {GuildKit.Fanout.Sender, 0}, ...
+  #
+  # Partitions start before the senders, which send to them. The runtime callers read
+  # is published in init/1, before any child starts.
   @moduledoc false
 
   use Supervisor
 
-  alias GuildKit.Fanout.{Partitioner, Runtime, Sender}
+  alias GuildKit.Fanout.{Partition, Runtime, Sender}
 
-  @doc """
-  Starts the fan-out processes of this node, registered under this module's name.
-  The `:guild_kit` application does this; the argument is ignored.
-  """
-  @spec start_link(term()) :: Supervisor.on_start()
-  def start_link(_arg), do: Supervisor.start_link(__MODULE__, :ok, name: __MODULE__)
+  @doc "Starts the instance `opts` describes (options checked by Runtime.options!/2)."
+  @spec start_link(keyword()) :: Supervisor.on_start()
+  def start_link(opts),
+    do:
+      Supervisor.start_link(__MODULE__, opts,
+        name: Runtime.supervisor_name(Keyword.fetch!(opts, :name))
+      )
 
   @impl Supervisor
-  def init(:ok) do
-    runtime = Runtime.from_env!()
-    Runtime.ensure_counters()
+  def init(opts) do
+    runtime = Runtime.publish!(opts)
 
-    partitioners =
-      for index <- 0..(runtime.partitioners - 1) do
-        Supervisor.child_spec({Partitioner, index: index, workers: runtime.workers},
-          id: {Partitioner, index}
-        )
+    partitions =
+      for index <- 0..(tuple_size(runtime.partitioners) - 1) do
+        Supervisor.child_spec({Partition, {runtime, index}}, id: {Partition, index})
       end
+
+    sender_count = tuple_size(runtime.senders)
 
     senders =
-      for index <- 0..(tuple_size(runtime.senders) - 1) do
-        Supervisor.child_spec({Sender, index: index, partitioners: runtime.partitioners},
-          id: {Sender, index}
-        )
+      for index <- 0..(sender_count - 1) do
+        Supervisor.child_spec({Sender, {runtime, index}}, id: {Sender, index})
       end
 
-    # Published before any child starts, so a sender never sees an older count.
-    Runtime.put(runtime)
-    Supervisor.init(partitioners ++ senders, strategy: :one_for_one)
+    senders = %{
+      id: :senders,
+      type: :supervisor,
+      start:
+        {Supervisor, :start_link,
+         [senders, [strategy: :one_for_one] ++ Runtime.intensity(sender_count)]}
+    }
+
+    children = partitions ++ [senders]
+    Supervisor.init(children, [strategy: :one_for_one] ++ Runtime.intensity(length(children)))
   end
 end

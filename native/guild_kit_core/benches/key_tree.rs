@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use guild_kit_core::key_tree::KeyTree;
-use guild_kit_core::term_key::{Element, KeyEncoder, Number};
+use guild_kit_core::term_key::{Element, ElementRef, Elements, KeyEncoder, KeyReader, Number};
 
 /// A member-list key `{integer, 8-byte binary}`, encoded.
 fn member(id: i64, tag: u64) -> Element {
@@ -35,7 +35,8 @@ impl Lcg {
 
 fn sets(n: usize) -> (KeyTree, BTreeSet<Vec<u8>>) {
     let elements: Vec<Element> = (0..n as i64).map(|i| member(i * 2, i as u64)).collect();
-    let tree = KeyTree::from_sorted(elements.iter().map(Element::as_bytes));
+    let tree = KeyTree::from_ascending(elements.iter().map(Element::as_element_ref))
+        .expect("ascending members");
     let std_set = elements.iter().map(|e| e.as_bytes().to_vec()).collect();
     (tree, std_set)
 }
@@ -53,8 +54,8 @@ fn bench_sizes(c: &mut Criterion) {
             b.iter_batched(
                 || member((rng.next() % (2 * n as u64)) as i64 | 1, 7),
                 |e| {
-                    tree.insert(e.as_bytes());
-                    tree.remove(e.key());
+                    tree.insert(&e).expect("a small element");
+                    tree.remove(&e);
                 },
                 BatchSize::SmallInput,
             )
@@ -83,7 +84,7 @@ fn bench_sizes(c: &mut Criterion) {
                     let i = rng.next() % n as u64;
                     member(i as i64 * 2, i)
                 },
-                |e| black_box(tree.position(e.key())),
+                |e| black_box(tree.position(&e)),
                 BatchSize::SmallInput,
             )
         });
@@ -110,7 +111,7 @@ fn bench_sizes(c: &mut Criterion) {
                 black_box(
                     tree.iter_from(start)
                         .take(100)
-                        .map(<[u8]>::len)
+                        .map(ElementRef::len)
                         .sum::<usize>(),
                 )
             })
@@ -118,8 +119,38 @@ fn bench_sizes(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("clone (snapshot)", "KeyTree"), |b| {
             b.iter(|| black_box(tree.clone()))
         });
+        let mut rng = Lcg(11);
+        group.bench_function(BenchmarkId::new("snapshot + first write", "KeyTree"), |b| {
+            let mut tree = tree.clone();
+            b.iter_batched(
+                || member((rng.next() % (2 * n as u64)) as i64 | 1, 7),
+                |e| {
+                    let snapshot = tree.clone();
+                    tree.insert(&e).expect("a small element");
+                    tree.remove(&e);
+                    snapshot
+                },
+                BatchSize::SmallInput,
+            )
+        });
         group.finish();
     }
+}
+
+fn bench_bulk(c: &mut Criterion) {
+    let n = 1_000_000usize;
+    let mut rng = Lcg(3);
+    let mut shuffled = Elements::new();
+    for _ in 0..n {
+        let id = rng.next() % (4 * n as u64);
+        shuffled.push(&member(id as i64, id));
+    }
+    let mut group = c.benchmark_group(format!("n={n}"));
+    group.sample_size(10);
+    group.bench_function(BenchmarkId::new("from_unsorted", "KeyTree"), |b| {
+        b.iter(|| black_box(KeyTree::from_unsorted(&shuffled).expect("small elements")))
+    });
+    group.finish();
 }
 
 fn bench_encode(c: &mut Criterion) {
@@ -129,5 +160,22 @@ fn bench_encode(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_sizes, bench_encode);
+fn bench_read(c: &mut Criterion) {
+    let elements: Vec<Element> = (0..1024).map(|i| member(i * 4, i as u64)).collect();
+    let mut i = 0;
+    c.bench_function("read {integer, 8-byte binary}", |b| {
+        b.iter(|| {
+            i = (i + 1) % elements.len();
+            let mut reader = KeyReader::new(elements[i].as_bytes()).expect("an element");
+            let mut tokens = 0;
+            while let Some(token) = reader.next().expect("valid") {
+                black_box(&token);
+                tokens += 1;
+            }
+            tokens
+        })
+    });
+}
+
+criterion_group!(benches, bench_sizes, bench_bulk, bench_encode, bench_read);
 criterion_main!(benches);

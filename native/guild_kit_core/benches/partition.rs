@@ -1,5 +1,6 @@
-//! Partitioning 100,000 hashed items into worker buckets: `Partition` against grouping
-//! with a std `HashMap`, the obvious baseline. Run with `cargo bench -p guild_kit_core`.
+//! Partitioning 100,000 hashed items into worker buckets: `Partition` (chunked buckets,
+//! the path the NIF's split takes) against grouping with a std `HashMap`, the obvious
+//! baseline. Run with `cargo bench -p guild_kit_core`.
 
 use std::collections::HashMap;
 use std::hint::black_box;

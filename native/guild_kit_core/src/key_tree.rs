@@ -2,7 +2,8 @@
 //!
 //! [`KeyTree`] stores a set of elements (see [`crate::term_key`]) ordered by their
 //! keys, and answers rank queries: the index of an element and the element at an index,
-//! both in O(log n).
+//! both in O(log n). It stores [`ElementRef`]s and looks up by [`Key`]s: two types, so
+//! that an element's bytes (hint included) cannot be passed where a key is meant.
 //!
 //! The layout is chosen for cache misses, which dominate at a million elements:
 //!
@@ -19,12 +20,20 @@
 //! - **Copy-on-write.** Children are `Arc`s. [`KeyTree::clone`] is O(1) and gives an
 //!   independent snapshot; a later write copies only the nodes on its path that are still
 //!   shared (`Arc::make_mut`).
+//! - **Bounded copies.** Elements longer than [`INLINE_MAX`] bytes live in their own
+//!   shared allocation, which nodes point to. Copying a node (a write after a snapshot,
+//!   a split) therefore copies at most `INLINE_MAX` bytes per entry, however large the
+//!   elements are, and a large element that becomes a separator is shared, not copied.
+//!
+//! No input makes these functions panic: elements that are too long or a tree that is
+//! full are reported as errors ([`InsertError`], [`BuildError`]) before anything
+//! changes.
 
 use std::cmp::Ordering;
 use std::mem::size_of;
 use std::sync::Arc;
 
-use crate::term_key::element_key;
+use crate::term_key::{element_key, ElementRef, Elements, Key};
 
 /// Most elements a leaf holds; a leaf that grows past it splits in two.
 pub const LEAF_MAX: usize = 128;
@@ -34,17 +43,51 @@ const LEAF_CAP: usize = LEAF_MAX + 1;
 pub const BRANCH_MAX: usize = 128;
 const BRANCH_MIN: usize = BRANCH_MAX / 4;
 const BRANCH_CAP: usize = BRANCH_MAX + 1;
-/// Fill of leaves and branches built by [`KeyTree::from_sorted`]: full enough to be
-/// compact, with room for a few inserts before the first split.
+/// Fill of leaves and branches built in bulk: full enough to be compact, with room for
+/// a few inserts before the first split.
 const BULK_LEAF_FILL: usize = LEAF_MAX * 7 / 8;
 const BULK_BRANCH_FILL: usize = BRANCH_MAX * 7 / 8;
 
 /// Most elements a tree holds: child counts are `u32`.
 pub const MAX_LEN: usize = u32::MAX as usize;
 
-/// Longest element the tree accepts. `LEAF_MAX + 1` of them must fit the `u32`
-/// offsets of one leaf (a leaf holds one extra element just before it splits).
+/// Longest element the tree accepts (16 MiB). It bounds the work that one element can
+/// cause (encoding, comparing, copying); node offsets do not depend on it, since
+/// elements longer than [`INLINE_MAX`] are stored out of line.
 pub const MAX_ELEMENT_LEN: usize = 16 << 20;
+
+/// Longest element stored inside a node's byte buffer; longer ones get an allocation of
+/// their own. A node's buffer then holds at most `(LEAF_MAX + 1) * INLINE_MAX` bytes
+/// (64.5 KiB), which bounds what copying a node costs.
+pub const INLINE_MAX: usize = 512;
+
+/// Why [`KeyTree::insert`] or [`KeyTree::replace`] refused an element. The tree is
+/// unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// The element is longer than [`MAX_ELEMENT_LEN`].
+    TooLong,
+    /// The tree holds [`MAX_LEN`] elements already.
+    Full,
+}
+
+/// Why a tree could not be built from a batch of elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildError {
+    /// The element at this position of the batch is longer than [`MAX_ELEMENT_LEN`].
+    TooLong {
+        /// Zero-based position in the batch.
+        position: usize,
+    },
+    /// The batch has more than [`MAX_LEN`] elements.
+    TooMany,
+    /// The element at this position is not greater than the one before it (for
+    /// [`KeyTree::from_ascending`]).
+    NotAscending {
+        /// Zero-based position in the batch.
+        position: usize,
+    },
+}
 
 /// Bytes `skip..skip + 4` of `key`, zero-padded, as a big-endian integer. For keys that
 /// share their first `skip` bytes, this order agrees with the order of the keys (a key
@@ -54,9 +97,9 @@ pub const MAX_ELEMENT_LEN: usize = 16 << 20;
 #[inline]
 fn prefix_at(key: &[u8], skip: usize) -> u32 {
     let rest = key.get(skip..).unwrap_or(&[]);
-    match rest.get(..4) {
-        Some(four) => u32::from_be_bytes(four.try_into().expect("four bytes")),
-        None => {
+    match *rest {
+        [a, b, c, d, ..] => u32::from_be_bytes([a, b, c, d]),
+        _ => {
             let mut buf = [0u8; 4];
             buf[..rest.len()].copy_from_slice(rest);
             u32::from_be_bytes(buf)
@@ -70,46 +113,128 @@ fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
 
 /// Longest shared prefix a node records; it is kept inline so that placing a probe
 /// against it reads no key bytes.
-const SHARED_MAX: usize = 24;
+const SHARED_MAX: usize = 16;
+
+/// Entries per block of a node's search arrays: one cache line of `u32`s. A search
+/// reads the blocks' summaries, then one block, rather than the whole array.
+const BLOCK: usize = 16;
+/// Blocks of a node of `CAP` entries.
+const fn blocks(cap: usize) -> usize {
+    cap.div_ceil(BLOCK)
+}
+const LEAF_BLOCKS: usize = blocks(LEAF_CAP);
+const BRANCH_BLOCKS: usize = blocks(BRANCH_CAP);
+
+/// One element as a node holds it: inline bytes, or a shared out-of-line allocation.
+#[derive(Clone, Copy, Debug)]
+enum Entry<'a> {
+    Inline(&'a [u8]),
+    Large(&'a Arc<[u8]>),
+}
+
+impl<'a> Entry<'a> {
+    #[inline]
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Entry::Inline(bytes) => bytes,
+            Entry::Large(shared) => shared,
+        }
+    }
+
+    fn to_owned(self) -> OwnedEntry {
+        match self {
+            Entry::Inline(bytes) => OwnedEntry::Inline(bytes.to_vec()),
+            Entry::Large(shared) => OwnedEntry::Large(Arc::clone(shared)),
+        }
+    }
+}
+
+/// An [`Entry`] that owns (or shares) its bytes: a separator on its way up a split.
+#[derive(Clone, Debug)]
+enum OwnedEntry {
+    Inline(Vec<u8>),
+    Large(Arc<[u8]>),
+}
+
+impl OwnedEntry {
+    fn as_entry(&self) -> Entry<'_> {
+        match self {
+            OwnedEntry::Inline(bytes) => Entry::Inline(bytes),
+            OwnedEntry::Large(shared) => Entry::Large(shared),
+        }
+    }
+}
+
+/// Where a node keeps an out-of-line element, if the entry is one.
+type Slot = Option<Arc<[u8]>>;
 
 /// Up to `CAP` elements packed back to back, with inline search arrays.
 ///
 /// `repr(C)` keeps the fields a search reads first (lengths, the key buffer's address,
 /// the shared prefix) together in the node's first cache line, ahead of the arrays.
+/// `BLOCKS` must be `blocks(CAP)`: stable Rust cannot compute it from `CAP` here.
+///
+/// `repr(C, align(64))` puts what a search reads first (lengths, the shared prefix,
+/// the block summaries) in the node's first cache line, ahead of the arrays.
 #[derive(Clone, Debug)]
-#[repr(C)]
-struct Packed<const CAP: usize> {
+#[repr(C, align(64))]
+struct Packed<const CAP: usize, const BLOCKS: usize> {
     len: u32,
     /// Every key in the node starts with the same `skip` bytes (at most `SHARED_MAX`),
     /// which are `shared[..skip]`. A lower bound: removals leave it as it is, and it is
     /// recomputed when nodes split or merge.
     skip: u32,
-    bytes: Vec<u8>,
     shared: [u8; SHARED_MAX],
+    /// `firsts[b]` is `prefixes[b * BLOCK]`, or `u32::MAX` for a block past the end.
+    firsts: [u32; BLOCKS],
+    /// The inline elements' bytes, in the order they were added rather than in key
+    /// order, so that an insert appends instead of shifting the bytes after it. Removed
+    /// elements leave `dead` bytes, reclaimed once they are as many as the live ones.
+    /// An out-of-line element takes no bytes here.
+    bytes: Vec<u8>,
+    dead: u32,
+    /// `large[i]` is element `i` when it is stored out of line. `None` until the node
+    /// holds such an element; then `CAP` slots.
+    large: Option<Box<[Slot]>>,
     /// `prefixes[i]` is `prefix_at(key i, skip)`.
     prefixes: [u32; CAP],
-    /// `ends[i]` is the end offset of element `i` in `bytes`.
-    ends: [u32; CAP],
+    /// `spans[i]` locates element `i` in `bytes`: its start, shifted left by
+    /// `SPAN_LEN_BITS`, and its length (at most `INLINE_MAX`).
+    spans: [u32; CAP],
 }
 
-impl<const CAP: usize> Default for Packed<CAP> {
+/// Bits of a span that hold the length of an inline element (up to `INLINE_MAX`).
+const SPAN_LEN_BITS: u32 = 10;
+const _: () = assert!(INLINE_MAX < 1 << SPAN_LEN_BITS);
+// Live and dead bytes together stay under twice a full node's, within a span's start.
+const _: () = assert!(2 * (LEAF_CAP + 1) * INLINE_MAX < 1 << (32 - SPAN_LEN_BITS));
+
+#[inline]
+fn span(start: usize, len: usize) -> u32 {
+    ((start as u32) << SPAN_LEN_BITS) | len as u32
+}
+
+impl<const CAP: usize, const BLOCKS: usize> Default for Packed<CAP, BLOCKS> {
     fn default() -> Self {
         Packed {
             len: 0,
             skip: 0,
-            bytes: Vec::new(),
             shared: [0; SHARED_MAX],
+            firsts: [u32::MAX; BLOCKS],
+            bytes: Vec::new(),
+            dead: 0,
+            large: None,
             prefixes: [0; CAP],
-            ends: [0; CAP],
+            spans: [0; CAP],
         }
     }
 }
 
-impl<const CAP: usize> Packed<CAP> {
-    fn from_elements<'a>(elements: impl IntoIterator<Item = &'a [u8]>) -> Self {
+impl<const CAP: usize, const BLOCKS: usize> Packed<CAP, BLOCKS> {
+    fn from_entries<'a>(entries: impl IntoIterator<Item = Entry<'a>>) -> Self {
         let mut packed = Packed::default();
-        for element in elements {
-            packed.push(element);
+        for entry in entries {
+            packed.push(entry);
         }
         packed.refresh();
         packed
@@ -121,17 +246,21 @@ impl<const CAP: usize> Packed<CAP> {
     }
 
     #[inline]
-    fn start(&self, i: usize) -> usize {
-        if i == 0 {
-            0
-        } else {
-            self.ends[i - 1] as usize
+    fn entry(&self, i: usize) -> Entry<'_> {
+        if let Some(large) = &self.large {
+            if let Some(shared) = &large[i] {
+                return Entry::Large(shared);
+            }
         }
+        let span = self.spans[i];
+        let start = (span >> SPAN_LEN_BITS) as usize;
+        let len = (span & ((1 << SPAN_LEN_BITS) - 1)) as usize;
+        Entry::Inline(&self.bytes[start..start + len])
     }
 
     #[inline]
     fn get(&self, i: usize) -> &[u8] {
-        &self.bytes[self.start(i)..self.ends[i] as usize]
+        self.entry(i).bytes()
     }
 
     #[inline]
@@ -139,8 +268,8 @@ impl<const CAP: usize> Packed<CAP> {
         element_key(self.get(i))
     }
 
-    fn elements(&self) -> impl Iterator<Item = &[u8]> {
-        (0..self.len()).map(|i| self.get(i))
+    fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+        (0..self.len()).map(|i| self.entry(i))
     }
 
     /// `Ok(i)` when element `i` has the key `probe`, else `Err(insertion index)`.
@@ -161,18 +290,36 @@ impl<const CAP: usize> Packed<CAP> {
             }
         }
         let wanted = prefix_at(probe, skip);
-        // Count rather than bisect: the prefixes span a few adjacent cache lines, which
-        // the CPU streams in together, and the branch-free count vectorises; a binary
-        // search would wait for each line in turn.
-        let prefixes = &self.prefixes[..n];
-        let mut low = prefixes
+        // Count rather than bisect, in two steps: the block summaries (in the node's
+        // first cache line) say which block the probe falls in, then that block's line
+        // of prefixes says where. Branch-free counts vectorise, and a search reads two
+        // lines of prefixes where a binary search would wait for several in turn.
+        let block = self
+            .firsts
             .iter()
-            .map(|&p| usize::from(p < wanted))
+            .map(|&first| usize::from(first < wanted))
             .sum::<usize>();
-        let mut high = low + prefixes[low..].iter().take_while(|&&p| p == wanted).count();
+        let mut low = match block.checked_sub(1) {
+            None => 0,
+            Some(b) => {
+                let start = b * BLOCK;
+                let end = (start + BLOCK).min(n);
+                start
+                    + self.prefixes[start..end]
+                        .iter()
+                        .map(|&p| usize::from(p < wanted))
+                        .sum::<usize>()
+            }
+        };
+        let mut high = low
+            + self.prefixes[low..n]
+                .iter()
+                .take_while(|&&p| p == wanted)
+                .count();
         let probe_rest = &probe[skip..];
         while low < high {
             let mid = (low + high) / 2;
+            // Every key of the node is at least `skip` bytes long (they share them).
             match self.key(mid)[skip..].cmp(probe_rest) {
                 Ordering::Less => low = mid + 1,
                 Ordering::Greater => high = mid,
@@ -182,10 +329,11 @@ impl<const CAP: usize> Packed<CAP> {
         Err(low)
     }
 
-    /// Inserts `element` at `i`. The node must not be full.
-    fn insert(&mut self, i: usize, element: &[u8]) {
+    /// Inserts `entry` at `i`. The node must not be full.
+    fn insert(&mut self, i: usize, entry: Entry<'_>) {
         let n = self.len();
         debug_assert!(n < CAP && i <= n);
+        let element = entry.bytes();
         let key = element_key(element);
         // A key added in the middle lies between two keys that share the prefix; one
         // added at either end may share less of it.
@@ -196,46 +344,92 @@ impl<const CAP: usize> Packed<CAP> {
             let neighbour = if i == 0 { self.key(0) } else { self.key(n - 1) };
             skip = skip.min(common_prefix_len(key, neighbour));
         }
-        let start = self.start(i);
-        let len = element.len();
+        let out_of_line = match entry {
+            Entry::Large(shared) => Some(Arc::clone(shared)),
+            Entry::Inline(bytes) if bytes.len() > INLINE_MAX => Some(Arc::from(bytes)),
+            Entry::Inline(_) => None,
+        };
+        let inline: &[u8] = if out_of_line.is_some() { &[] } else { element };
         // Grow by a quarter at a time rather than doubling: nodes are many and small,
         // and doubling would leave a third of their key memory unused on average.
-        if self.bytes.capacity() - self.bytes.len() < len {
-            self.bytes.reserve_exact(len.max(self.bytes.len() / 4 + 32));
+        let start = self.bytes.len();
+        if self.bytes.capacity() - start < inline.len() {
+            self.bytes.reserve_exact(inline.len().max(start / 4 + 32));
         }
-        let old_len = self.bytes.len();
-        self.bytes.resize(old_len + len, 0);
-        self.bytes.copy_within(start..old_len, start + len);
-        self.bytes[start..start + len].copy_from_slice(element);
-        self.ends.copy_within(i..n, i + 1);
-        self.ends[i] = start as u32;
-        for end in &mut self.ends[i..=n] {
-            *end += len as u32;
+        self.bytes.extend_from_slice(inline);
+        self.spans.copy_within(i..n, i + 1);
+        self.spans[i] = span(start, inline.len());
+        if out_of_line.is_some() || self.large.is_some() {
+            let large = self
+                .large
+                .get_or_insert_with(|| (0..CAP).map(|_| None).collect());
+            large[i..=n].rotate_right(1);
+            large[i] = out_of_line;
         }
         self.prefixes.copy_within(i..n, i + 1);
         self.len += 1;
         if skip == self.skip as usize {
             self.prefixes[i] = prefix_at(key, skip);
+            self.refresh_firsts(i);
         } else {
             self.rebuild_prefixes(skip);
         }
     }
 
-    fn push(&mut self, element: &[u8]) {
-        self.insert(self.len(), element);
+    /// Recomputes the block summaries from the block holding entry `from` on; blocks
+    /// past the end read `u32::MAX`. Stops at the first such block already so, which
+    /// makes an append touch one or two.
+    #[inline]
+    fn refresh_firsts(&mut self, from: usize) {
+        let used = self.len().div_ceil(BLOCK);
+        for b in from / BLOCK..BLOCKS {
+            if b < used {
+                self.firsts[b] = self.prefixes[b * BLOCK];
+            } else if self.firsts[b] == u32::MAX {
+                break;
+            } else {
+                self.firsts[b] = u32::MAX;
+            }
+        }
+    }
+
+    fn push(&mut self, entry: Entry<'_>) {
+        self.insert(self.len(), entry);
     }
 
     fn remove(&mut self, i: usize) {
         let n = self.len();
-        let (start, end) = (self.start(i), self.ends[i] as usize);
-        let len = (end - start) as u32;
-        self.bytes.drain(start..end);
-        self.ends.copy_within(i + 1..n, i);
+        self.dead += self.spans[i] & ((1 << SPAN_LEN_BITS) - 1);
+        self.spans.copy_within(i + 1..n, i);
         self.prefixes.copy_within(i + 1..n, i);
-        for e in &mut self.ends[i..n - 1] {
-            *e -= len;
+        if let Some(large) = &mut self.large {
+            large[i] = None;
+            large[i..n].rotate_left(1);
         }
         self.len -= 1;
+        self.refresh_firsts(i);
+        if self.dead as usize * 2 > self.bytes.len() {
+            self.compact();
+        }
+    }
+
+    /// Rewrites the inline bytes in key order, without the dead ones, with room for a
+    /// quarter more. Time: O(node).
+    fn compact(&mut self) {
+        let live: usize = (0..self.len())
+            .map(|i| (self.spans[i] & ((1 << SPAN_LEN_BITS) - 1)) as usize)
+            .sum();
+        let mut bytes = Vec::with_capacity(live + live / 4);
+        let mut spans = self.spans;
+        for (i, span_of) in spans.iter_mut().enumerate().take(self.len()) {
+            if let Entry::Inline(element) = self.entry(i) {
+                *span_of = span(bytes.len(), element.len());
+                bytes.extend_from_slice(element);
+            }
+        }
+        self.spans = spans;
+        self.bytes = bytes;
+        self.dead = 0;
     }
 
     /// Recomputes `skip` as the prefix shared by the first and last keys (and so by all
@@ -254,25 +448,45 @@ impl<const CAP: usize> Packed<CAP> {
         let skip = skip.min(SHARED_MAX);
         self.skip = skip as u32;
         if skip > 0 {
-            let start = self.get(0).len() - self.key(0).len();
-            self.shared[..skip].copy_from_slice(&self.bytes[start..start + skip]);
+            let mut shared = [0u8; SHARED_MAX];
+            shared[..skip].copy_from_slice(&self.key(0)[..skip]);
+            self.shared = shared;
         }
         for i in 0..self.len() {
             self.prefixes[i] = prefix_at(self.key(i), skip);
         }
+        self.refresh_firsts(0);
     }
 
     /// Moves elements `at..` into a new node.
     fn split_off(&mut self, at: usize) -> Self {
-        let right = Self::from_elements((at..self.len()).map(|i| self.get(i)));
-        let start = self.start(at);
-        self.bytes.truncate(start);
-        self.bytes.shrink_to(start + start / 4);
+        let n = self.len();
+        let right = Self::from_entries((at..n).map(|i| self.entry(i)));
+        if let Some(large) = &mut self.large {
+            large[at..n].fill(None);
+        }
         self.len = at as u32;
+        self.compact();
         self.refresh();
         right
     }
+
+    /// Heap bytes held by this node's buffers and out-of-line elements.
+    fn heap_bytes(&self) -> usize {
+        let large = self.large.as_ref().map_or(0, |large| {
+            large.len() * size_of::<Slot>()
+                + large
+                    .iter()
+                    .flatten()
+                    .map(|shared| ARC_HEADER + shared.len())
+                    .sum::<usize>()
+        });
+        self.bytes.capacity() + large
+    }
 }
+
+/// The two counters an `Arc` allocation holds before its value.
+const ARC_HEADER: usize = 2 * size_of::<usize>();
 
 /// A node reference: leaves and branches are separate allocations of their own size.
 #[derive(Clone, Debug)]
@@ -281,7 +495,7 @@ enum Node {
     Branch(Arc<Branch>),
 }
 
-type Leaf = Packed<LEAF_CAP>;
+type Leaf = Packed<LEAF_CAP, LEAF_BLOCKS>;
 
 impl Node {
     fn count(&self) -> usize {
@@ -299,31 +513,119 @@ impl Node {
     }
 }
 
+/// The element count under each child of a branch, with a sum per block of children,
+/// so that the elements before a child (a rank) are read from two cache lines rather
+/// than summed over up to eight.
+#[derive(Clone, Debug)]
+struct Counts {
+    per_child: [u32; BRANCH_CAP],
+    per_block: [u32; BRANCH_BLOCKS],
+}
+
+impl Counts {
+    fn new() -> Self {
+        Counts {
+            per_child: [0; BRANCH_CAP],
+            per_block: [0; BRANCH_BLOCKS],
+        }
+    }
+
+    #[inline]
+    fn get(&self, child: usize) -> usize {
+        self.per_child[child] as usize
+    }
+
+    /// Adds `delta` (which may be negative) to the count of `child`.
+    #[inline]
+    fn add(&mut self, child: usize, delta: i64) {
+        let apply = |count: &mut u32| *count = (i64::from(*count) + delta) as u32;
+        apply(&mut self.per_child[child]);
+        apply(&mut self.per_block[child / BLOCK]);
+    }
+
+    fn set(&mut self, child: usize, count: usize) {
+        let old = self.get(child);
+        self.add(child, count as i64 - old as i64);
+    }
+
+    /// Elements under the children before `child`.
+    #[inline]
+    fn before(&self, child: usize) -> usize {
+        let block = child / BLOCK;
+        let blocks: usize = self.per_block[..block].iter().map(|&c| c as usize).sum();
+        blocks
+            + self.per_child[block * BLOCK..child]
+                .iter()
+                .map(|&c| c as usize)
+                .sum::<usize>()
+    }
+
+    /// The child holding the element at `index` (which must exist), and the index within
+    /// that child.
+    #[inline]
+    fn locate(&self, mut index: usize) -> (usize, usize) {
+        let mut block = 0;
+        while block + 1 < BRANCH_BLOCKS && index >= self.per_block[block] as usize {
+            index -= self.per_block[block] as usize;
+            block += 1;
+        }
+        let mut child = block * BLOCK;
+        while index >= self.per_child[child] as usize {
+            index -= self.per_child[child] as usize;
+            child += 1;
+        }
+        (child, index)
+    }
+
+    /// Makes room for a child at `i` of a branch of `n`, counting `count` elements.
+    fn insert(&mut self, i: usize, n: usize, count: usize) {
+        self.per_child.copy_within(i..n, i + 1);
+        self.per_child[i] = count as u32;
+        self.recompute_blocks();
+    }
+
+    /// Drops child `i` of a branch of `n`.
+    fn remove(&mut self, i: usize, n: usize) {
+        self.per_child.copy_within(i + 1..n, i);
+        self.per_child[n - 1] = 0;
+        self.recompute_blocks();
+    }
+
+    fn recompute_blocks(&mut self) {
+        for (block, sum) in self.per_block.iter_mut().enumerate() {
+            let start = block * BLOCK;
+            let end = (start + BLOCK).min(BRANCH_CAP);
+            *sum = self.per_child[start..end].iter().sum();
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Branch {
     /// `separators` key `i` is at most every key of child `i + 1` and greater than every
     /// key of child `i`.
-    separators: Packed<BRANCH_CAP>,
+    separators: Packed<BRANCH_CAP, BRANCH_BLOCKS>,
     /// Elements under each child.
-    counts: [u32; BRANCH_CAP],
+    counts: Counts,
     children: [Option<Node>; BRANCH_CAP],
     len: u32,
 }
 
 impl Branch {
     /// A branch over `children` (with their element counts), separated by `separators`.
-    fn from_parts(children: Vec<(Node, usize)>, separators: &[Vec<u8>]) -> Self {
+    fn from_parts(children: Vec<(Node, usize)>, separators: &[OwnedEntry]) -> Self {
         debug_assert_eq!(children.len(), separators.len() + 1);
         let mut branch = Branch {
-            separators: Packed::from_elements(separators.iter().map(Vec::as_slice)),
-            counts: [0; BRANCH_CAP],
+            separators: Packed::from_entries(separators.iter().map(OwnedEntry::as_entry)),
+            counts: Counts::new(),
             children: std::array::from_fn(|_| None),
             len: children.len() as u32,
         };
         for (i, (child, count)) in children.into_iter().enumerate() {
             branch.children[i] = Some(child);
-            branch.counts[i] = count as u32;
+            branch.counts.per_child[i] = count as u32;
         }
+        branch.counts.recompute_blocks();
         branch
     }
 
@@ -340,7 +642,7 @@ impl Branch {
     }
 
     fn total(&self) -> usize {
-        self.counts[..self.len()].iter().map(|&c| c as usize).sum()
+        self.counts.per_block.iter().map(|&c| c as usize).sum()
     }
 
     /// The child whose range holds `probe`, and the number of elements before it.
@@ -350,37 +652,30 @@ impl Branch {
             Ok(i) => i + 1,
             Err(i) => i,
         };
-        let before = self.counts[..child].iter().map(|&c| c as usize).sum();
-        (child, before)
+        (child, self.counts.before(child))
     }
 
     /// The child holding the element at `index`, and the index within that child.
     #[inline]
-    fn route_index(&self, mut index: usize) -> (usize, usize) {
-        let mut child = 0;
-        while index >= self.counts[child] as usize {
-            index -= self.counts[child] as usize;
-            child += 1;
-        }
-        (child, index)
+    fn route_index(&self, index: usize) -> (usize, usize) {
+        self.counts.locate(index)
     }
 
     /// Puts `child` (holding `count` elements) at `i`, after separator `i - 1`.
-    fn insert_child(&mut self, i: usize, child: Node, count: usize, separator: &[u8]) {
+    fn insert_child(&mut self, i: usize, child: Node, count: usize, separator: Entry<'_>) {
         let n = self.len();
         self.children[i..=n].rotate_right(1);
         self.children[i] = Some(child);
-        self.counts.copy_within(i..n, i + 1);
-        self.counts[i] = count as u32;
+        self.counts.insert(i, n, count);
         self.separators.insert(i - 1, separator);
         self.len += 1;
     }
 
-    fn parts(&self) -> (Vec<(Node, usize)>, Vec<Vec<u8>>) {
+    fn parts(&self) -> (Vec<(Node, usize)>, Vec<OwnedEntry>) {
         let children = (0..self.len())
-            .map(|i| (self.child(i).clone(), self.counts[i] as usize))
+            .map(|i| (self.child(i).clone(), self.counts.get(i)))
             .collect();
-        let separators = self.separators.elements().map(<[u8]>::to_vec).collect();
+        let separators = self.separators.entries().map(Entry::to_owned).collect();
         (children, separators)
     }
 
@@ -407,22 +702,18 @@ impl Branch {
             return;
         }
         let (l, r) = if i > 0 { (i - 1, i) } else { (i, i + 1) };
-        let separator = self.separators.get(l).to_vec();
+        let separator = self.separators.entry(l).to_owned();
         let merged = match (self.child(l), self.child(r)) {
             (Node::Leaf(left), Node::Leaf(right)) => {
-                let elements: Vec<&[u8]> = left.elements().chain(right.elements()).collect();
-                if elements.len() <= LEAF_MAX {
-                    Err(Node::Leaf(Arc::new(Leaf::from_elements(elements))))
+                let entries: Vec<Entry> = left.entries().chain(right.entries()).collect();
+                if entries.len() <= LEAF_MAX {
+                    Err(Node::Leaf(Arc::new(Leaf::from_entries(entries))))
                 } else {
-                    let mid = elements.len() / 2;
+                    let mid = entries.len() / 2;
                     Ok((
-                        Node::Leaf(Arc::new(Leaf::from_elements(
-                            elements[..mid].iter().copied(),
-                        ))),
-                        elements[mid].to_vec(),
-                        Node::Leaf(Arc::new(Leaf::from_elements(
-                            elements[mid..].iter().copied(),
-                        ))),
+                        Node::Leaf(Arc::new(Leaf::from_entries(entries[..mid].iter().copied()))),
+                        entries[mid].to_owned(),
+                        Node::Leaf(Arc::new(Leaf::from_entries(entries[mid..].iter().copied()))),
                     ))
                 }
             }
@@ -458,22 +749,22 @@ impl Branch {
             // One node now: drop the right child and the separator between them.
             Err(node) => {
                 let n = self.len();
-                self.counts[l] = node.count() as u32;
+                self.counts.set(l, node.count());
                 self.children[l] = Some(node);
                 self.children[r].take();
                 self.children[r..n].rotate_left(1);
-                self.counts.copy_within(r + 1..n, r);
+                self.counts.remove(r, n);
                 self.separators.remove(l);
                 self.len -= 1;
             }
             // Two nodes again, with a new separator between them.
             Ok((left, up, right)) => {
-                self.counts[l] = left.count() as u32;
-                self.counts[r] = right.count() as u32;
+                self.counts.set(l, left.count());
+                self.counts.set(r, right.count());
                 self.children[l] = Some(left);
                 self.children[r] = Some(right);
                 self.separators.remove(l);
-                self.separators.insert(l, &up);
+                self.separators.insert(l, up.as_entry());
             }
         }
     }
@@ -481,7 +772,7 @@ impl Branch {
 
 /// The right half of a node that split, and the separator that goes up.
 struct Split {
-    separator: Vec<u8>,
+    separator: OwnedEntry,
     right: Node,
     right_count: usize,
 }
@@ -519,7 +810,7 @@ impl Edge {
 fn split_leaf(leaf: &mut Leaf, at: usize) -> Split {
     let right = leaf.split_off(at);
     Split {
-        separator: right.get(0).to_vec(),
+        separator: right.entry(0).to_owned(),
         right_count: right.len(),
         right: Node::Leaf(Arc::new(right)),
     }
@@ -527,10 +818,9 @@ fn split_leaf(leaf: &mut Leaf, at: usize) -> Split {
 
 /// An ordered set of term-key elements with rank queries and O(1) snapshots.
 ///
-/// Elements are ordered by their keys ([`element_key`]); lookups take bare keys, so the
-/// hints that restore floats never take part in the order. Cloning is O(1): the clone
-/// shares every node, and each side copies a node only when it writes to one that is
-/// still shared.
+/// Elements are ordered by their keys; lookups take bare [`Key`]s, so the hints that
+/// restore floats never take part in the order. Cloning is O(1): the clone shares every
+/// node, and each side copies a node only when it writes to one that is still shared.
 #[derive(Clone, Debug)]
 pub struct KeyTree {
     root: Node,
@@ -563,20 +853,34 @@ impl KeyTree {
     }
 
     /// Adds `element` unless an element with the same key is present (the present one is
-    /// kept). Returns the index of the new element, or `None` when it was present.
+    /// kept). Returns the index of the new element, or `Ok(None)` when it was present.
     ///
-    /// `element.len()` must not exceed [`MAX_ELEMENT_LEN`], nor the tree hold
-    /// [`MAX_LEN`] elements already.
-    ///
-    /// Time: O(log n).
-    pub fn insert(&mut self, element: &[u8]) -> Option<usize> {
-        assert!(element.len() <= MAX_ELEMENT_LEN, "element too long");
-        assert!(self.len < MAX_LEN, "tree full");
+    /// Time: O(log n); when the path is shared with a snapshot, plus copying its nodes,
+    /// at most `INLINE_MAX` bytes per entry.
+    pub fn insert<'e>(
+        &mut self,
+        element: impl Into<ElementRef<'e>>,
+    ) -> Result<Option<usize>, InsertError> {
+        let element = element.into();
+        if element.len() > MAX_ELEMENT_LEN {
+            return Err(InsertError::TooLong);
+        }
+        if self.len >= MAX_LEN {
+            return match self.position(element.key()) {
+                Ok(_) => Ok(None),
+                Err(_) => Err(InsertError::Full),
+            };
+        }
         let edge = Edge {
             leftmost: true,
             rightmost: true,
         };
-        let (index, split) = insert_into(&mut self.root, element, element_key(element), edge)?;
+        let key = element.key().as_bytes();
+        let Some((index, split)) =
+            insert_into(&mut self.root, Entry::Inline(element.as_bytes()), key, edge)
+        else {
+            return Ok(None);
+        };
         self.len += 1;
         if let Some(split) = split {
             let left = std::mem::replace(&mut self.root, Node::Leaf(Arc::default()));
@@ -588,14 +892,14 @@ impl KeyTree {
                 &[split.separator],
             )));
         }
-        Some(index)
+        Ok(Some(index))
     }
 
-    /// Removes the element whose key is `probe`. Returns its index, or `None` when absent.
+    /// Removes the element whose key is `key`. Returns its index, or `None` when absent.
     ///
     /// Time: O(log n).
-    pub fn remove(&mut self, probe: &[u8]) -> Option<usize> {
-        let index = remove_from(&mut self.root, probe)?;
+    pub fn remove<'k>(&mut self, key: impl Into<Key<'k>>) -> Option<usize> {
+        let index = remove_from(&mut self.root, key.into().as_bytes())?;
         self.len -= 1;
         loop {
             let only_child = match &self.root {
@@ -607,11 +911,12 @@ impl KeyTree {
         Some(index)
     }
 
-    /// `Ok(index)` of the element whose key is `probe`, or `Err(i)` where `i` is the number
-    /// of elements less than `probe` (where it would be inserted).
+    /// `Ok(index)` of the element whose key is `key`, or `Err(i)` where `i` is the number
+    /// of elements less than `key` (where it would be inserted).
     ///
     /// Time: O(log n).
-    pub fn position(&self, probe: &[u8]) -> Result<usize, usize> {
+    pub fn position<'k>(&self, key: impl Into<Key<'k>>) -> Result<usize, usize> {
+        let probe = key.into().as_bytes();
         let mut node = &self.root;
         let mut before = 0;
         loop {
@@ -631,17 +936,18 @@ impl KeyTree {
         }
     }
 
-    /// The index and the element whose key is `probe`, in one descent.
+    /// The index and the element whose key is `key`, in one descent.
     ///
     /// Time: O(log n).
-    pub fn find(&self, probe: &[u8]) -> Option<(usize, &[u8])> {
+    pub fn find<'k>(&self, key: impl Into<Key<'k>>) -> Option<(usize, ElementRef<'_>)> {
+        let probe = key.into().as_bytes();
         let mut node = &self.root;
         let mut before = 0;
         loop {
             match node {
                 Node::Leaf(leaf) => {
                     let i = leaf.search(probe).ok()?;
-                    return Some((before + i, leaf.get(i)));
+                    return Some((before + i, ElementRef::from_bytes(leaf.get(i))));
                 }
                 Node::Branch(branch) => {
                     let (child, skipped) = branch.route(probe);
@@ -653,18 +959,32 @@ impl KeyTree {
     }
 
     /// Replaces the element that has the same key as `element` (the hint may differ).
-    /// Returns its index, or `None` (and changes nothing) when no element has that key.
+    /// Returns its index, or `Ok(None)` (changing nothing) when no element has that key.
     ///
     /// Time: O(log n).
-    pub fn replace(&mut self, element: &[u8]) -> Option<usize> {
-        assert!(element.len() <= MAX_ELEMENT_LEN, "element too long");
-        replace_in(&mut self.root, element, element_key(element))
+    pub fn replace<'e>(
+        &mut self,
+        element: impl Into<ElementRef<'e>>,
+    ) -> Result<Option<usize>, InsertError> {
+        let element = element.into();
+        if element.len() > MAX_ELEMENT_LEN {
+            return Err(InsertError::TooLong);
+        }
+        // Look first, so that an absent key copies no node shared with a snapshot.
+        if self.position(element.key()).is_err() {
+            return Ok(None);
+        }
+        Ok(replace_in(
+            &mut self.root,
+            Entry::Inline(element.as_bytes()),
+            element.key().as_bytes(),
+        ))
     }
 
     /// The element at `index` in ascending order.
     ///
     /// Time: O(log n).
-    pub fn get(&self, index: usize) -> Option<&[u8]> {
+    pub fn get(&self, index: usize) -> Option<ElementRef<'_>> {
         if index >= self.len {
             return None;
         }
@@ -672,7 +992,7 @@ impl KeyTree {
         let mut index = index;
         loop {
             match node {
-                Node::Leaf(leaf) => return Some(leaf.get(index)),
+                Node::Leaf(leaf) => return Some(ElementRef::from_bytes(leaf.get(index))),
                 Node::Branch(branch) => {
                     let (child, within) = branch.route_index(index);
                     index = within;
@@ -686,65 +1006,85 @@ impl KeyTree {
     ///
     /// Time: O(log n) to start, then O(1) amortized per element.
     pub fn iter_from(&self, index: usize) -> Iter<'_> {
-        let mut iter = Iter {
-            stack: Vec::new(),
-            leaf: None,
-            pos: 0,
-            remaining: self.len.saturating_sub(index),
-        };
-        if iter.remaining == 0 {
-            return iter;
-        }
-        let mut node = &self.root;
-        let mut index = index;
-        loop {
-            match node {
-                Node::Leaf(leaf) => {
-                    iter.leaf = Some(leaf);
-                    iter.pos = index;
-                    return iter;
-                }
-                Node::Branch(branch) => {
-                    let (child, within) = branch.route_index(index);
-                    index = within;
-                    iter.stack.push((branch, child + 1));
-                    node = branch.child(child);
-                }
-            }
-        }
+        Iter::new(self, index, true)
+    }
+
+    /// Iterates the elements before index `end` in descending order: `end - 1`, then
+    /// `end - 2`, down to 0. An `end` past the last element starts from the last one.
+    ///
+    /// Time: O(log n) to start, then O(1) amortized per element.
+    pub fn iter_before(&self, end: usize) -> Iter<'_> {
+        Iter::new(self, end, false)
     }
 
     /// Builds a tree from elements in strictly ascending key order.
     ///
-    /// The caller guarantees the order (checked in debug builds), that no element is
-    /// longer than [`MAX_ELEMENT_LEN`] and that there are at most [`MAX_LEN`].
+    /// Returns an error, and builds nothing, when an element is not greater than the one
+    /// before it, when one is longer than [`MAX_ELEMENT_LEN`] or when there are more than
+    /// [`MAX_LEN`].
     ///
     /// Time: O(n).
-    pub fn from_sorted<'a, I>(elements: I) -> Self
+    pub fn from_ascending<'a, I>(elements: I) -> Result<Self, BuildError>
     where
-        I: IntoIterator<Item = &'a [u8]>,
+        I: IntoIterator<Item = ElementRef<'a>>,
         I::IntoIter: ExactSizeIterator,
     {
-        let elements = elements.into_iter();
+        Self::build(elements.into_iter(), true)
+    }
+
+    /// Builds a tree from elements in any order. Among elements with equal keys the
+    /// first one in `elements` is kept.
+    ///
+    /// Returns an error, and builds nothing, when an element is longer than
+    /// [`MAX_ELEMENT_LEN`] or when there are more than [`MAX_LEN`].
+    ///
+    /// Time: O(n log n).
+    pub fn from_unsorted(elements: &Elements) -> Result<Self, BuildError> {
+        if elements.len() > MAX_LEN {
+            return Err(BuildError::TooMany);
+        }
+        if let Some(position) = elements.iter().position(|e| e.len() > MAX_ELEMENT_LEN) {
+            return Err(BuildError::TooLong { position });
+        }
+        let mut sorted: Vec<ElementRef> = elements.iter().collect();
+        // Stable, so that among equal keys the first one listed survives the dedup.
+        sorted.sort_by(|a, b| a.key().cmp(&b.key()));
+        sorted.dedup_by(|later, earlier| later.key() == earlier.key());
+        Self::build(sorted.into_iter(), false)
+    }
+
+    fn build<'a>(
+        elements: impl ExactSizeIterator<Item = ElementRef<'a>>,
+        check_order: bool,
+    ) -> Result<Self, BuildError> {
         let n = elements.len();
-        assert!(n <= MAX_LEN, "too many elements");
+        if n > MAX_LEN {
+            return Err(BuildError::TooMany);
+        }
         if n == 0 {
-            return Self::new();
+            return Ok(Self::new());
         }
         // Each level is a list of (node, element count, first element).
-        let mut level: Vec<(Node, usize, Vec<u8>)> = Vec::new();
-        let mut elements = elements.peekable();
-        let mut previous: Option<&[u8]> = None;
+        let mut level: Vec<(Node, usize, OwnedEntry)> = Vec::new();
+        let mut elements = elements.enumerate();
+        let mut previous: Option<Key> = None;
         // Leaves are sized evenly so that none falls under the minimum fill.
         for size in even_sizes(n, BULK_LEAF_FILL) {
-            let first = elements.peek().map(|e| e.to_vec()).unwrap_or_default();
-            let leaf = Leaf::from_elements(elements.by_ref().take(size).inspect(|&element| {
-                debug_assert!(
-                    previous.is_none_or(|p| element_key(p) < element_key(element)),
-                    "from_sorted: elements must be strictly ascending"
-                );
-                previous = Some(element);
-            }));
+            let mut leaf = Leaf::default();
+            for (position, element) in elements.by_ref().take(size) {
+                if element.len() > MAX_ELEMENT_LEN {
+                    return Err(BuildError::TooLong { position });
+                }
+                let key = element.key();
+                if check_order && previous.is_some_and(|p| p >= key) {
+                    return Err(BuildError::NotAscending { position });
+                }
+                debug_assert!(previous.is_none_or(|p| p < key), "build: not ascending");
+                previous = Some(key);
+                leaf.push(Entry::Inline(element.as_bytes()));
+            }
+            leaf.refresh();
+            let first = leaf.entry(0).to_owned();
             level.push((Node::Leaf(Arc::new(leaf)), size, first));
         }
         while level.len() > 1 {
@@ -755,7 +1095,7 @@ impl KeyTree {
                 let count = group.iter().map(|(_, c, _)| c).sum();
                 let mut firsts = group.iter().map(|(_, _, first)| first.clone());
                 let first = firsts.next().expect("groups are non-empty");
-                let separators: Vec<Vec<u8>> = firsts.collect();
+                let separators: Vec<OwnedEntry> = firsts.collect();
                 let children = group.into_iter().map(|(node, c, _)| (node, c)).collect();
                 let branch = Branch::from_parts(children, &separators);
                 next.push((Node::Branch(Arc::new(branch)), count, first));
@@ -763,7 +1103,7 @@ impl KeyTree {
             level = next;
         }
         let (root, len, _) = level.pop().expect("n > 0");
-        KeyTree { root, len }
+        Ok(KeyTree { root, len })
     }
 
     /// Heap bytes held by the nodes of this tree, counted as if no node were shared with a
@@ -771,16 +1111,14 @@ impl KeyTree {
     ///
     /// Time: O(n / LEAF_MAX).
     pub fn heap_bytes(&self) -> usize {
-        // An Arc allocation holds two counters before the node.
-        const ARC_HEADER: usize = 2 * size_of::<usize>();
         let mut total = size_of::<Self>();
         let mut stack = vec![&self.root];
         while let Some(node) = stack.pop() {
             total += ARC_HEADER;
             match node {
-                Node::Leaf(leaf) => total += size_of::<Leaf>() + leaf.bytes.capacity(),
+                Node::Leaf(leaf) => total += size_of::<Leaf>() + leaf.heap_bytes(),
                 Node::Branch(branch) => {
-                    total += size_of::<Branch>() + branch.separators.bytes.capacity();
+                    total += size_of::<Branch>() + branch.separators.heap_bytes();
                     stack.extend((0..branch.len()).map(|i| branch.child(i)));
                 }
             }
@@ -791,9 +1129,24 @@ impl KeyTree {
     /// Checks every structural invariant; for tests.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        fn check_packed<const CAP: usize>(packed: &Packed<CAP>) {
+        fn check_packed<const CAP: usize, const BLOCKS: usize>(packed: &Packed<CAP, BLOCKS>) {
             let skip = packed.skip as usize;
             assert!(skip <= SHARED_MAX);
+            let live: usize = (0..packed.len())
+                .filter_map(|i| match packed.entry(i) {
+                    Entry::Inline(bytes) => Some(bytes.len()),
+                    Entry::Large(_) => None,
+                })
+                .sum();
+            assert_eq!(
+                live + packed.dead as usize,
+                packed.bytes.len(),
+                "dead bytes miscounted"
+            );
+            assert!(
+                packed.dead as usize * 2 <= packed.bytes.len().max(1),
+                "dead bytes kept"
+            );
             for i in 0..packed.len() {
                 assert_eq!(
                     packed.key(i)[..skip],
@@ -805,6 +1158,20 @@ impl KeyTree {
                     prefix_at(packed.key(i), skip),
                     "stale prefix"
                 );
+                let out_of_line = matches!(packed.entry(i), Entry::Large(_));
+                assert_eq!(out_of_line, packed.get(i).len() > INLINE_MAX, "misplaced");
+            }
+            for (b, &first) in packed.firsts.iter().enumerate() {
+                let want = if b * BLOCK < packed.len() {
+                    packed.prefixes[b * BLOCK]
+                } else {
+                    u32::MAX
+                };
+                assert_eq!(first, want, "stale block summary");
+            }
+            if let Some(large) = &packed.large {
+                assert_eq!(large.len(), CAP);
+                assert!(large[packed.len()..].iter().all(Option::is_none));
             }
         }
         fn walk<'a>(
@@ -820,7 +1187,7 @@ impl KeyTree {
                     assert!(is_root || leaf.len() >= LEAF_MIN, "leaf underfull");
                     assert!(leaf.len() <= LEAF_MAX, "leaf overfull");
                     assert_eq!(*leaf_depth.get_or_insert(depth), depth, "uneven depth");
-                    out.extend(leaf.elements());
+                    out.extend(leaf.entries().map(Entry::bytes));
                     leaf.len()
                 }
                 Node::Branch(branch) => {
@@ -829,11 +1196,17 @@ impl KeyTree {
                     assert!(branch.len() <= BRANCH_MAX);
                     assert_eq!(branch.separators.len() + 1, branch.len());
                     assert!(branch.children[branch.len()..].iter().all(Option::is_none));
+                    assert!(branch.counts.per_child[branch.len()..]
+                        .iter()
+                        .all(|&c| c == 0));
+                    let mut copy = branch.counts.clone();
+                    copy.recompute_blocks();
+                    assert_eq!(copy.per_block, branch.counts.per_block, "stale block count");
                     let mut total = 0;
                     for i in 0..branch.len() {
                         let start = out.len();
                         let count = walk(branch.child(i), false, depth + 1, leaf_depth, out);
-                        assert_eq!(count, branch.counts[i] as usize, "stale count");
+                        assert_eq!(count, branch.counts.get(i), "stale count");
                         if i > 0 {
                             let separator = branch.separators.key(i - 1);
                             assert!(separator <= element_key(out[start]));
@@ -862,7 +1235,7 @@ fn even_sizes(n: usize, fill: usize) -> impl Iterator<Item = usize> {
 
 fn insert_into(
     node: &mut Node,
-    element: &[u8],
+    element: Entry<'_>,
     key: &[u8],
     edge: Edge,
 ) -> Option<(usize, Option<Split>)> {
@@ -885,11 +1258,16 @@ fn insert_into(
             let child_edge = edge.child(child, branch.len());
             let child_node = branch.children[child].as_mut().expect("routed to a child");
             let (index, split) = insert_into(child_node, element, key, child_edge)?;
-            branch.counts[child] += 1;
+            branch.counts.add(child, 1);
             let mut grown_at = child;
             if let Some(split) = split {
-                branch.counts[child] -= split.right_count as u32;
-                branch.insert_child(child + 1, split.right, split.right_count, &split.separator);
+                branch.counts.add(child, -(split.right_count as i64));
+                branch.insert_child(
+                    child + 1,
+                    split.right,
+                    split.right_count,
+                    split.separator.as_entry(),
+                );
                 grown_at = child + 1;
             }
             let split = (branch.len() > BRANCH_MAX).then(|| {
@@ -901,7 +1279,7 @@ fn insert_into(
     }
 }
 
-fn replace_in(node: &mut Node, element: &[u8], key: &[u8]) -> Option<usize> {
+fn replace_in(node: &mut Node, element: Entry<'_>, key: &[u8]) -> Option<usize> {
     match node {
         Node::Leaf(leaf) => {
             let pos = leaf.search(key).ok()?;
@@ -932,7 +1310,7 @@ fn remove_from(node: &mut Node, probe: &[u8]) -> Option<usize> {
             let branch = Arc::make_mut(branch);
             let child_node = branch.children[child].as_mut().expect("routed to a child");
             let index = remove_from(child_node, probe)?;
-            branch.counts[child] -= 1;
+            branch.counts.add(child, -1);
             if branch.child(child).underfull() {
                 branch.rebalance(child);
             }
@@ -941,44 +1319,96 @@ fn remove_from(node: &mut Node, probe: &[u8]) -> Option<usize> {
     }
 }
 
-/// Ascending iterator over a [`KeyTree`], from [`KeyTree::iter_from`].
+/// Iterator over a [`KeyTree`], ascending from [`KeyTree::iter_from`] or descending
+/// from [`KeyTree::iter_before`].
 #[derive(Debug)]
 pub struct Iter<'a> {
-    /// Branches above the current leaf, with the next child to visit in each.
+    /// Branches above the current leaf, with the child being visited in each.
     stack: Vec<(&'a Branch, usize)>,
     leaf: Option<&'a Leaf>,
+    /// Ascending: the next element of the leaf. Descending: one past it.
     pos: usize,
     remaining: usize,
+    ascending: bool,
+}
+
+impl<'a> Iter<'a> {
+    /// Starts at `index` (ascending), or just before it (descending).
+    fn new(tree: &'a KeyTree, index: usize, ascending: bool) -> Self {
+        let remaining = if ascending {
+            tree.len.saturating_sub(index)
+        } else {
+            index.min(tree.len)
+        };
+        let mut iter = Iter {
+            stack: Vec::new(),
+            leaf: None,
+            pos: 0,
+            remaining,
+            ascending,
+        };
+        if remaining == 0 {
+            return iter;
+        }
+        let mut node = &tree.root;
+        let mut index = if ascending { index } else { remaining - 1 };
+        loop {
+            match node {
+                Node::Leaf(leaf) => {
+                    iter.leaf = Some(leaf);
+                    iter.pos = if ascending { index } else { index + 1 };
+                    return iter;
+                }
+                Node::Branch(branch) => {
+                    let (child, within) = branch.route_index(index);
+                    index = within;
+                    iter.stack.push((branch, child));
+                    node = branch.child(child);
+                }
+            }
+        }
+    }
 }
 
 impl<'a> Iterator for Iter<'a> {
-    type Item = &'a [u8];
+    type Item = ElementRef<'a>;
 
-    fn next(&mut self) -> Option<&'a [u8]> {
+    fn next(&mut self) -> Option<ElementRef<'a>> {
         if self.remaining == 0 {
             return None;
         }
         loop {
             let leaf = self.leaf?;
-            if self.pos < leaf.len() {
+            if self.ascending && self.pos < leaf.len() {
                 self.pos += 1;
                 self.remaining -= 1;
-                return Some(leaf.get(self.pos - 1));
+                return Some(ElementRef::from_bytes(leaf.get(self.pos - 1)));
             }
-            // Climb to the nearest branch with an unvisited child, then take the leftmost
-            // leaf below it.
+            if !self.ascending && self.pos > 0 {
+                self.pos -= 1;
+                self.remaining -= 1;
+                return Some(ElementRef::from_bytes(leaf.get(self.pos)));
+            }
+            // Climb to the nearest branch with a child left to visit in this direction,
+            // then take the leaf at the near edge below it.
             self.leaf = None;
-            while let Some((branch, next)) = self.stack.pop() {
+            while let Some((branch, current)) = self.stack.pop() {
+                let next = if self.ascending {
+                    current + 1
+                } else {
+                    current.wrapping_sub(1)
+                };
                 if next < branch.len() {
-                    self.stack.push((branch, next + 1));
+                    self.stack.push((branch, next));
                     let mut node = branch.child(next);
                     while let Node::Branch(b) = node {
-                        self.stack.push((b, 1));
-                        node = b.child(0);
+                        let edge = if self.ascending { 0 } else { b.len() - 1 };
+                        self.stack.push((b, edge));
+                        node = b.child(edge);
                     }
                     if let Node::Leaf(l) = node {
                         self.leaf = Some(l);
-                        self.pos = 0;
+                        self.pos = if self.ascending { 0 } else { l.len() };
                     }
                     break;
                 }
@@ -996,17 +1426,30 @@ impl ExactSizeIterator for Iter<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::term_key::{KeyEncoder, Number};
+    use crate::term_key::{Element, KeyEncoder, Number};
     use std::collections::BTreeSet;
 
-    fn element(i: u32) -> Vec<u8> {
+    fn element(i: u32) -> Element {
         let mut encoder = KeyEncoder::new();
         encoder.push_number(Number::Int(i.into()), false);
-        encoder.finish().as_bytes().to_vec()
+        encoder.finish()
     }
 
-    fn key(i: u32) -> Vec<u8> {
-        element_key(&element(i)).to_vec()
+    fn bytes(i: u32) -> Vec<u8> {
+        element(i).as_bytes().to_vec()
+    }
+
+    /// `{i, <<len bytes>>}`: long elements whose keys differ early.
+    fn long_element(i: u32, len: usize) -> Element {
+        let mut encoder = KeyEncoder::new();
+        encoder.push_tuple(2);
+        encoder.push_number(Number::Int(i.into()), false);
+        encoder.push_binary(&vec![7u8; len]);
+        encoder.finish()
+    }
+
+    fn listed(tree: &KeyTree) -> Vec<Vec<u8>> {
+        tree.iter_from(0).map(|e| e.as_bytes().to_vec()).collect()
     }
 
     #[test]
@@ -1019,30 +1462,29 @@ mod tests {
             let v = (x >> 8) % 5000;
             if step % 3 == 2 {
                 let expected = model.iter().position(|&m| m == v);
-                assert_eq!(tree.remove(&key(v)), expected);
+                assert_eq!(tree.remove(&element(v)), expected);
                 model.remove(&v);
             } else {
                 let expected = (!model.contains(&v)).then(|| model.range(..v).count());
-                assert_eq!(tree.insert(&element(v)), expected);
+                assert_eq!(tree.insert(&element(v)), Ok(expected));
                 model.insert(v);
             }
         }
         tree.check_invariants();
-        let listed: Vec<Vec<u8>> = tree.iter_from(0).map(|e| e.to_vec()).collect();
         assert_eq!(
-            listed,
-            model.iter().map(|&v| element(v)).collect::<Vec<_>>()
+            listed(&tree),
+            model.iter().map(|&v| bytes(v)).collect::<Vec<_>>()
         );
         for (i, &v) in model.iter().enumerate() {
-            assert_eq!(tree.position(&key(v)), Ok(i));
-            assert_eq!(tree.get(i), Some(&element(v)[..]));
+            assert_eq!(tree.position(&element(v)), Ok(i));
+            assert_eq!(tree.get(i), Some((&element(v)).into()));
         }
         assert_eq!(tree.get(model.len()), None);
     }
 
     fn tree_of(range: std::ops::Range<u32>) -> KeyTree {
-        let elements: Vec<Vec<u8>> = range.map(element).collect();
-        KeyTree::from_sorted(elements.iter().map(|v| &v[..]))
+        let elements: Vec<Element> = range.map(element).collect();
+        KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)).unwrap()
     }
 
     #[test]
@@ -1050,19 +1492,19 @@ mod tests {
         let mut tree = tree_of(0..10_000);
         let snapshot = tree.clone();
         for i in (0..10_000).step_by(2) {
-            tree.remove(&key(i));
+            tree.remove(&element(i));
         }
-        tree.insert(&element(20_000));
+        tree.insert(&element(20_000)).unwrap();
         assert_eq!(snapshot.len(), 10_000);
         assert_eq!(tree.len(), 5_001);
-        assert_eq!(snapshot.get(0), Some(&element(0)[..]));
-        assert_eq!(tree.get(0), Some(&element(1)[..]));
+        assert_eq!(snapshot.get(0), Some((&element(0)).into()));
+        assert_eq!(tree.get(0), Some((&element(1)).into()));
         snapshot.check_invariants();
         tree.check_invariants();
     }
 
     #[test]
-    fn from_sorted_builds_a_valid_tree_at_every_size() {
+    fn from_ascending_builds_a_valid_tree_at_every_size() {
         for n in [0, 1, 2, 15, 16, 55, 56, 57, 64, 65, 1000, 3137, 100_000] {
             let tree = tree_of(0..n);
             tree.check_invariants();
@@ -1072,11 +1514,92 @@ mod tests {
     }
 
     #[test]
+    fn from_ascending_refuses_disorder_and_duplicates_at_their_position() {
+        let elements: Vec<Element> = [1, 2, 5, 4].into_iter().map(element).collect();
+        assert_eq!(
+            KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)).unwrap_err(),
+            BuildError::NotAscending { position: 3 }
+        );
+        let mut float_one = KeyEncoder::new();
+        float_one.push_number(Number::Float(1.0), false);
+        let equal = [element(0), element(1), float_one.finish()];
+        assert_eq!(
+            KeyTree::from_ascending(equal.iter().map(Element::as_element_ref)).unwrap_err(),
+            BuildError::NotAscending { position: 2 }
+        );
+    }
+
+    #[test]
+    fn from_unsorted_sorts_and_keeps_the_first_of_equal_keys() {
+        let mut float_two = KeyEncoder::new();
+        float_two.push_number(Number::Float(2.0), false);
+        let float_two = float_two.finish();
+        let mut batch = Elements::new();
+        for e in [
+            element(3),
+            float_two.clone(),
+            element(1),
+            element(2),
+            element(3),
+        ] {
+            batch.push(&e);
+        }
+        let tree = KeyTree::from_unsorted(&batch).unwrap();
+        tree.check_invariants();
+        let want = [bytes(1), float_two.as_bytes().to_vec(), bytes(3)];
+        assert_eq!(listed(&tree), want);
+    }
+
+    #[test]
+    fn oversize_elements_are_refused_and_change_nothing() {
+        let huge = vec![0u8; MAX_ELEMENT_LEN + 1];
+        let mut tree = tree_of(0..100);
+        let snapshot = tree.clone();
+        assert_eq!(
+            tree.insert(ElementRef::from_bytes(&huge)),
+            Err(InsertError::TooLong)
+        );
+        assert_eq!(
+            tree.replace(ElementRef::from_bytes(&huge)),
+            Err(InsertError::TooLong)
+        );
+        assert_eq!(listed(&tree), listed(&snapshot));
+        let mut batch = Elements::new();
+        batch.push(&element(1));
+        batch.push(ElementRef::from_bytes(&huge));
+        assert_eq!(
+            KeyTree::from_unsorted(&batch).unwrap_err(),
+            BuildError::TooLong { position: 1 }
+        );
+        assert_eq!(
+            KeyTree::from_ascending(batch.iter()).unwrap_err(),
+            BuildError::TooLong { position: 1 }
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_elements_never_panic() {
+        let mut tree = tree_of(0..300);
+        for junk in [&[][..], &[0x80], &[0xFF, 0xFF], &[5, 1], &[0]] {
+            let _ = tree.insert(ElementRef::from_bytes(junk));
+            let _ = tree.replace(ElementRef::from_bytes(junk));
+            let _ = tree.position(Key::from_bytes(junk));
+            let _ = tree.remove(Key::from_bytes(junk));
+            let _ = tree.find(Key::from_bytes(junk));
+        }
+        tree.check_invariants();
+    }
+
+    #[test]
     fn iter_from_starts_anywhere() {
-        let elements: Vec<Vec<u8>> = (0..5000).map(element).collect();
-        let tree = KeyTree::from_sorted(elements.iter().map(|v| &v[..]));
+        let elements: Vec<Vec<u8>> = (0..5000).map(bytes).collect();
+        let tree = tree_of(0..5000);
         for start in [0, 1, 48, 49, 2500, 4999, 5000, 6000] {
-            let got: Vec<&[u8]> = tree.iter_from(start).take(100).collect();
+            let got: Vec<&[u8]> = tree
+                .iter_from(start)
+                .take(100)
+                .map(ElementRef::as_bytes)
+                .collect();
             let want: Vec<&[u8]> = elements
                 .iter()
                 .skip(start)
@@ -1088,35 +1611,56 @@ mod tests {
     }
 
     #[test]
-    fn removing_everything_leaves_an_empty_valid_tree() {
-        let mut tree = tree_of(0..20_000);
-        for i in (0..20_000).rev() {
-            assert!(tree.remove(&key(i)).is_some());
+    fn iter_before_walks_down_from_anywhere() {
+        for n in [0u32, 1, 100, 113, 20_000] {
+            let tree = tree_of(0..n);
+            for end in [0, 1, 2, 111, 112, 113, 5000, n as usize, n as usize + 7] {
+                let got: Vec<Vec<u8>> = tree
+                    .iter_before(end)
+                    .map(|e| e.as_bytes().to_vec())
+                    .collect();
+                let top = end.min(n as usize) as u32;
+                let want: Vec<Vec<u8>> = (0..top).rev().map(bytes).collect();
+                assert_eq!(got, want, "n {n}, end {end}");
+                assert_eq!(tree.iter_before(end).len(), top as usize);
+            }
         }
-        tree.check_invariants();
-        assert!(tree.is_empty());
-        assert_eq!(tree.iter_from(0).next(), None);
     }
 
     #[test]
-    fn a_full_node_of_the_longest_elements_fits_its_offsets() {
-        // A node holds up to LEAF_MAX + 1 (or BRANCH_MAX) elements just before it splits.
+    fn removing_everything_leaves_an_empty_valid_tree() {
+        let mut tree = tree_of(0..20_000);
+        for i in (0..20_000).rev() {
+            assert!(tree.remove(&element(i)).is_some());
+        }
+        tree.check_invariants();
+        assert!(tree.is_empty());
+        assert!(tree.iter_from(0).next().is_none());
+    }
+
+    #[test]
+    fn a_full_node_of_inline_elements_fits_its_offsets() {
+        // A node holds up to LEAF_MAX + 1 (or BRANCH_MAX + 1) entries just before it
+        // splits; longer elements are out of line.
         let most = LEAF_MAX.max(BRANCH_MAX) + 1;
-        assert!(most * MAX_ELEMENT_LEN <= u32::MAX as usize);
+        assert!(most * INLINE_MAX <= u32::MAX as usize);
     }
 
     #[test]
     fn find_and_replace_work_on_keys() {
         let mut tree = tree_of(0..1000);
-        assert_eq!(tree.find(&key(500)), Some((500, &element(500)[..])));
-        assert_eq!(tree.find(&key(5000)), None);
+        let found = tree
+            .find(&element(500))
+            .map(|(i, e)| (i, e.as_bytes().to_vec()));
+        assert_eq!(found, Some((500, bytes(500))));
+        assert!(tree.find(&element(5000)).is_none());
         // An element with the same key and a different hint: 7.0 for 7.
         let mut encoder = KeyEncoder::new();
         encoder.push_number(Number::Float(7.0), false);
         let float_seven = encoder.finish();
-        assert_eq!(tree.replace(float_seven.as_bytes()), Some(7));
-        assert_eq!(tree.get(7), Some(float_seven.as_bytes()));
-        assert_eq!(tree.replace(&element(5000)), None);
+        assert_eq!(tree.replace(&float_seven), Ok(Some(7)));
+        assert_eq!(tree.get(7), Some((&float_seven).into()));
+        assert_eq!(tree.replace(&element(5000)), Ok(None));
         assert_eq!(tree.len(), 1000);
         tree.check_invariants();
     }
@@ -1127,8 +1671,8 @@ mod tests {
         let mut ascending = KeyTree::new();
         let mut descending = KeyTree::new();
         for i in 0..50_000 {
-            ascending.insert(&element(i));
-            descending.insert(&element(49_999 - i));
+            ascending.insert(&element(i)).unwrap();
+            descending.insert(&element(49_999 - i)).unwrap();
         }
         ascending.check_invariants();
         descending.check_invariants();
@@ -1146,16 +1690,119 @@ mod tests {
     }
 
     #[test]
+    fn random_inserts_keep_memory_close_to_a_bulk_build() {
+        // Members of about 50 bytes, so that element bytes weigh as much as the arrays.
+        let elements: Vec<Element> = (0..50_000).map(|i| long_element(i, 40)).collect();
+        let bulk = KeyTree::from_ascending(elements.iter().map(Element::as_element_ref))
+            .unwrap()
+            .heap_bytes();
+        let mut tree = KeyTree::new();
+        // 7919 is prime to 50,000: every member once, in scattered order.
+        for i in 0..50_000usize {
+            tree.insert(&elements[i * 7919 % 50_000]).unwrap();
+        }
+        assert_eq!(tree.len(), 50_000);
+        // Splits leave nodes between half and fully filled (about 1.07 times the bulk
+        // build here); keeping the whole node's byte capacity on both sides of a split
+        // would make it about 1.17.
+        assert!(
+            tree.heap_bytes() < bulk * 112 / 100,
+            "{} vs {bulk}",
+            tree.heap_bytes()
+        );
+    }
+
+    #[test]
     fn probes_outside_a_nodes_shared_prefix_are_placed_at_its_ends() {
         // Keys 1000..1063 share several leading bytes; probes far below and above do not.
         let tree = tree_of(1000..1064);
-        assert_eq!(tree.position(&key(5)), Err(0));
-        assert_eq!(tree.position(&key(1_000_000)), Err(64));
-        assert_eq!(tree.position(&key(1032)), Ok(32));
-        assert_eq!(tree.position(&[]), Err(0));
+        assert_eq!(tree.position(&element(5)), Err(0));
+        assert_eq!(tree.position(&element(1_000_000)), Err(64));
+        assert_eq!(tree.position(&element(1032)), Ok(32));
+        assert_eq!(tree.position(Key::from_bytes(&[])), Err(0));
         let mut tree = tree;
-        assert_eq!(tree.insert(&element(5)), Some(0));
-        assert_eq!(tree.insert(&element(1_000_000)), Some(65));
+        assert_eq!(tree.insert(&element(5)), Ok(Some(0)));
+        assert_eq!(tree.insert(&element(1_000_000)), Ok(Some(65)));
         tree.check_invariants();
+    }
+
+    /// Every third member is long; short and long ones share nodes.
+    fn long_or_short(i: u32) -> usize {
+        if i.is_multiple_of(3) {
+            INLINE_MAX + (i as usize % 40)
+        } else {
+            4
+        }
+    }
+
+    #[test]
+    fn large_elements_live_out_of_line_through_splits_and_merges() {
+        let mut tree = KeyTree::new();
+        let mut model = BTreeSet::new();
+        let mut x: u32 = 99;
+        for step in 0..6_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let i = (x >> 8) % 700;
+            let len = long_or_short(i);
+            let e = long_element(i, len);
+            if step % 3 == 2 {
+                assert_eq!(tree.remove(&e).is_some(), model.remove(&i));
+            } else {
+                assert_eq!(tree.insert(&e).unwrap().is_some(), model.insert(i));
+            }
+        }
+        tree.check_invariants();
+        let want: Vec<Vec<u8>> = model
+            .iter()
+            .map(|&i| {
+                let len = long_or_short(i);
+                long_element(i, len).as_bytes().to_vec()
+            })
+            .collect();
+        assert_eq!(listed(&tree), want);
+    }
+
+    #[test]
+    fn a_write_after_a_snapshot_copies_no_large_element() {
+        // 100 elements of 1 MB in one leaf: the write copies the leaf's pointers only.
+        let elements: Vec<Element> = (0..100).map(|i| long_element(i, 1 << 20)).collect();
+        let mut tree =
+            KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)).unwrap();
+        let snapshot = tree.clone();
+        let Node::Leaf(leaf) = &tree.root else {
+            panic!("one leaf expected")
+        };
+        assert!(leaf.bytes.len() <= 2 * LEAF_CAP * INLINE_MAX);
+        tree.insert(&element(1)).unwrap();
+        tree.remove(&elements[50]);
+        let Node::Leaf(leaf) = &tree.root else {
+            panic!("one leaf expected")
+        };
+        assert!(leaf.bytes.len() < 1024, "{} inline bytes", leaf.bytes.len());
+        assert_eq!(snapshot.len(), 100);
+        assert_eq!(tree.len(), 100);
+        snapshot.check_invariants();
+        tree.check_invariants();
+        // The out-of-line elements are shared, not copied, between the two.
+        let (Node::Leaf(a), Node::Leaf(b)) = (&tree.root, &snapshot.root) else {
+            panic!("leaves expected")
+        };
+        let Entry::Large(first_a) = a.entry(1) else {
+            panic!("large")
+        };
+        let Entry::Large(first_b) = b.entry(0) else {
+            panic!("large")
+        };
+        assert!(Arc::ptr_eq(first_a, first_b));
+    }
+
+    #[test]
+    fn heap_bytes_counts_out_of_line_elements() {
+        let small = tree_of(0..100).heap_bytes();
+        let elements: Vec<Element> = (0..100).map(|i| long_element(i, 10_000)).collect();
+        let large = KeyTree::from_ascending(elements.iter().map(Element::as_element_ref))
+            .unwrap()
+            .heap_bytes();
+        assert!(large > small + 100 * 10_000, "{large} vs {small}");
     }
 }

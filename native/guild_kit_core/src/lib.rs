@@ -8,12 +8,17 @@
 //!   counts them, and OTP's hashmap trie.
 //! - [`size_walk`]: sizes a whole term, exactly or by sampling, without recursion.
 //! - [`partition`]: bucket math for fan-out (which worker serves which receiver).
+//! - [`permissions`]: Discord's permission model (roles, overwrites), immutable values.
+//! - [`audience`]: a relay's sessions and the per-channel answer to "who gets this
+//!   event", cached.
 
 #![warn(missing_docs)]
 
+pub mod audience;
 pub mod key_tree;
 pub mod member_list;
 pub mod partition;
+pub mod permissions;
 pub mod size_model;
 pub mod size_walk;
 pub mod term_key;

@@ -58,7 +58,7 @@ use std::sync::Arc;
 
 use crate::key_tree::{KeyTree, MAX_ELEMENT_LEN, MAX_LEN};
 use crate::term_key::{
-    element_from_parts, element_hint, element_key, CorruptKey, Element, KeyReader,
+    element_from_parts, element_hint, element_key, CorruptKey, Element, ElementRef, Key, KeyReader,
 };
 #[doc(hidden)]
 pub use counts::Counts;
@@ -338,10 +338,10 @@ impl MemberList {
             .position(group_id.key())
             .ok_or(MemberListError::UnknownGroup)?;
         let element = member_element(position, sort_key, member_id);
-        let key = element_key(&element);
+        let key = element.key();
         let without_id = &key[..key.len() - member_id.key().len() - ID_LENGTH];
         let entry = index_entry(member_id, sort_key, without_id);
-        if element.len().max(entry.len()) > MAX_ELEMENT_LEN {
+        if element.as_bytes().len().max(entry.as_bytes().len()) > MAX_ELEMENT_LEN {
             return Err(MemberListError::TooLarge);
         }
         // A put adds at most a member and a header.
@@ -356,14 +356,16 @@ impl MemberList {
                 if !id_changed && old.sort_hint == sort_key.hint() {
                     return Ok(Change::default());
                 }
-                self.by_id.replace(&entry);
+                self.by_id.replace(&entry).expect("the length was checked");
                 if !id_changed {
                     return Ok(Change::default());
                 }
                 let row = self
                     .rows
                     .replace(&element)
-                    .expect("indexed members have rows");
+                    .ok()
+                    .flatten()
+                    .expect("indexed members have rows, and the length was checked");
                 return Ok(Change(ChangeKind::Update(row as u64)));
             }
         }
@@ -378,11 +380,16 @@ impl MemberList {
         let header_appears = self.counts.add(position as usize, 1) == 1;
         if header_appears {
             self.nonempty += 1;
-            self.rows.insert(&header_element(position));
+            self.rows
+                .insert(&header_element(position))
+                .expect("the room was checked");
         }
+        // The length and the room were checked above, and the member's row is gone.
         let row = self
             .rows
             .insert(&element)
+            .ok()
+            .flatten()
             .expect("the member is not in the list") as u64;
         if header_appears {
             edits.inserted.push((row - 1, RowId::Header(position)));
@@ -393,11 +400,13 @@ impl MemberList {
             RowId::Member
         };
         edits.inserted.push((row, id));
+        // The id index holds no more entries than the list has rows.
         if old.is_some() {
-            self.by_id.replace(&entry);
+            self.by_id.replace(&entry)
         } else {
-            self.by_id.insert(&entry);
+            self.by_id.insert(&entry)
         }
+        .expect("the length and the room were checked");
         edits.new_len = self.size();
         edits.cancel_unmoved();
         Ok(Change(ChangeKind::Edits(edits)))
@@ -426,7 +435,7 @@ impl MemberList {
             ..Edits::default()
         };
         self.remove_row(&old.key, &mut edits);
-        self.by_id.remove(member_id.key());
+        self.by_id.remove(member_id.lookup_key());
         edits.new_len = self.size();
         Change(ChangeKind::Edits(edits))
     }
@@ -434,7 +443,10 @@ impl MemberList {
     /// The row index of a member. Time: O(log n).
     pub fn index_of(&self, member_id: &Element) -> Option<u64> {
         let old = self.indexed(member_id.key())?;
-        self.rows.position(&old.key).ok().map(|row| row as u64)
+        self.rows
+            .position(Key::from_bytes(&old.key))
+            .ok()
+            .map(|row| row as u64)
     }
 
     /// The rows `first..=last` that exist, in order.
@@ -571,8 +583,8 @@ impl MemberList {
             + self.windows.heap_bytes()
     }
 
-    fn row<'a>(&'a self, element: &'a [u8]) -> Row<'a> {
-        let key = element_key(element);
+    fn row<'a>(&'a self, element: ElementRef<'a>) -> Row<'a> {
+        let key = element.key().as_bytes();
         if key.get(GROUP_PREFIX) == Some(&HEADER_MARK) {
             Row {
                 element: &self.groups.elements[group_of(key) as usize],
@@ -580,7 +592,7 @@ impl MemberList {
             }
         } else {
             Row {
-                element,
+                element: element.as_bytes(),
                 group: false,
             }
         }
@@ -588,8 +600,8 @@ impl MemberList {
 
     /// What the id index holds about the member with this id key.
     fn indexed(&self, id_key: &[u8]) -> Option<Indexed> {
-        let (_, entry) = self.by_id.find(id_key)?;
-        let hints_and_prefix = element_hint(entry);
+        let (_, entry) = self.by_id.find(Key::from_bytes(id_key))?;
+        let hints_and_prefix = entry.hint();
         let sort_and_prefix = element_key(hints_and_prefix);
         Some(Indexed {
             key: member_key(element_key(sort_and_prefix), id_key),
@@ -605,11 +617,11 @@ impl MemberList {
         let position = group_of(key);
         let row = self
             .rows
-            .remove(key)
+            .remove(Key::from_bytes(key))
             .expect("indexed members are in the list") as u64;
         if self.counts.add(position as usize, -1) == 0 {
             self.nonempty -= 1;
-            self.rows.remove(element_key(&header_element(position)));
+            self.rows.remove(header_element(position).lookup_key());
             edits.removed.push((row - 1, RowId::Header(position)));
         }
         edits.removed.push((row, RowId::Member));
@@ -620,9 +632,9 @@ fn group_of(key: &[u8]) -> u16 {
     u16::from_be_bytes([key[0], key[1]])
 }
 
-fn header_element(position: u16) -> Vec<u8> {
+fn header_element(position: u16) -> Element {
     let [high, low] = position.to_be_bytes();
-    element_from_parts(&[], &[high, low, HEADER_MARK])
+    Element::from_parts(&[], &[high, low, HEADER_MARK])
 }
 
 /// A member's row key: the key without the id, the id's key, and that key's length.
@@ -637,18 +649,18 @@ fn member_key(without_id: &[u8], id_key: &[u8]) -> Vec<u8> {
 
 /// A member's row element: the key `[position][sort key][id key][id key length]`, with
 /// the id's hint.
-fn member_element(position: u16, sort_key: &Element, member_id: &Element) -> Vec<u8> {
+fn member_element(position: u16, sort_key: &Element, member_id: &Element) -> Element {
     let mut without_id = Vec::with_capacity(GROUP_PREFIX + sort_key.key().len());
     without_id.extend_from_slice(&position.to_be_bytes());
     without_id.extend_from_slice(sort_key.key());
-    element_from_parts(member_id.hint(), &member_key(&without_id, member_id.key()))
+    Element::from_parts(member_id.hint(), &member_key(&without_id, member_id.key()))
 }
 
 /// The id index entry: keyed by the id's key, carrying the id's hint, the sort key's
 /// hint, and the member key up to the id.
-fn index_entry(member_id: &Element, sort_key: &Element, without_id: &[u8]) -> Vec<u8> {
+fn index_entry(member_id: &Element, sort_key: &Element, without_id: &[u8]) -> Element {
     let sort_and_prefix = element_from_parts(sort_key.hint(), without_id);
-    element_from_parts(
+    Element::from_parts(
         &element_from_parts(member_id.hint(), &sort_and_prefix),
         member_id.key(),
     )

@@ -78,6 +78,9 @@ const LIST_END: u8 = 0x00;
 const ESCAPE_ZERO: u8 = 0xFF;
 /// Makes `E` non-negative for every float (the smallest subnormal is `2^-1074`).
 const EXPONENT_BIAS: i64 = 1100;
+/// Erlang integers have fewer bits than this (OTP 25 raises `system_limit` at 2^25 bits;
+/// the margin covers later releases).
+const MAX_INTEGER_BITS: usize = 1 << 28;
 
 /// Why a byte string is not a valid element. Elements come from [`KeyEncoder`], so this
 /// only reports corruption or a bug, never user input.
@@ -124,6 +127,177 @@ pub fn element_from_parts(hint: &[u8], key: &[u8]) -> Vec<u8> {
     element
 }
 
+/// A lookup key: the bytes that comparisons use, without a hint.
+///
+/// Lookups take a `Key` and stores take an [`ElementRef`], so the two cannot be mixed
+/// up: an element's bytes passed as a probe would compare its hint as if it were part
+/// of the term. Keys order by their bytes, which is Erlang term order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key<'a>(&'a [u8]);
+
+impl<'a> Key<'a> {
+    /// Declares `bytes` a key (as built by [`KeyEncoder`], or cut from one by a data
+    /// structure that knows its layout).
+    #[inline]
+    pub fn from_bytes(bytes: &'a [u8]) -> Self {
+        Key(bytes)
+    }
+
+    /// The bytes.
+    #[inline]
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn len(self) -> usize {
+        self.0.len()
+    }
+
+    /// True for the empty key (which no term has).
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A stored element, borrowed: `varint(hint length) ++ hint ++ key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ElementRef<'a>(&'a [u8]);
+
+impl<'a> ElementRef<'a> {
+    /// Declares `bytes` an element (as built by [`KeyEncoder`] or
+    /// [`element_from_parts`]). Bytes that are not one read as an element with an
+    /// empty or truncated key; they never cause a panic.
+    #[inline]
+    pub fn from_bytes(bytes: &'a [u8]) -> Self {
+        ElementRef(bytes)
+    }
+
+    /// The whole element.
+    #[inline]
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// Length in bytes, hint included.
+    #[inline]
+    pub fn len(self) -> usize {
+        self.0.len()
+    }
+
+    /// True for zero bytes (never an element built by [`KeyEncoder`]).
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The key inside the element: what it is ordered and looked up by.
+    ///
+    /// Time: O(1).
+    #[inline]
+    pub fn key(self) -> Key<'a> {
+        Key(element_key(self.0))
+    }
+
+    /// The hint inside the element.
+    ///
+    /// Time: O(1).
+    #[inline]
+    pub fn hint(self) -> &'a [u8] {
+        element_hint(self.0)
+    }
+
+    /// An owned copy.
+    pub fn to_element(self) -> Element {
+        let key_start = self.0.len() - element_key(self.0).len();
+        Element {
+            bytes: self.0.to_vec(),
+            key_start,
+        }
+    }
+}
+
+impl<'a> From<&'a Element> for ElementRef<'a> {
+    #[inline]
+    fn from(element: &'a Element) -> Self {
+        ElementRef(element.as_bytes())
+    }
+}
+
+impl<'a> From<ElementRef<'a>> for Key<'a> {
+    #[inline]
+    fn from(element: ElementRef<'a>) -> Self {
+        element.key()
+    }
+}
+
+impl<'a> From<&'a Element> for Key<'a> {
+    #[inline]
+    fn from(element: &'a Element) -> Self {
+        Key(element.key())
+    }
+}
+
+/// Elements packed back to back in one buffer, in the order they were pushed.
+///
+/// A million elements built one by one would be a million allocations, as costly to
+/// free as to make; here they are two vectors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elements {
+    bytes: Vec<u8>,
+    /// `ends[i]` is the end offset of element `i` in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Elements {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a copy of `element`.
+    ///
+    /// Time: O(element length), amortized.
+    pub fn push<'e>(&mut self, element: impl Into<ElementRef<'e>>) {
+        self.bytes.extend_from_slice(element.into().as_bytes());
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there is no element.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of all elements together.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Element `i`, if there is one.
+    ///
+    /// Time: O(1).
+    pub fn get(&self, i: usize) -> Option<ElementRef<'_>> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(ElementRef(&self.bytes[start..end]))
+    }
+
+    /// The elements in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = ElementRef<'_>> + ExactSizeIterator {
+        (0..self.len()).map(|i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            ElementRef(&self.bytes[start..self.ends[i]])
+        })
+    }
+}
+
 /// An encoded term: `varint(hint length) ++ hint ++ key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
@@ -155,6 +329,21 @@ impl Element {
     pub fn hint(&self) -> &[u8] {
         element_hint(&self.bytes)
     }
+
+    /// The element's buffer, for a later [`KeyEncoder::with_buffer`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The element, borrowed, to store (see [`ElementRef`]).
+    pub fn as_element_ref(&self) -> ElementRef<'_> {
+        ElementRef(&self.bytes)
+    }
+
+    /// The key, typed for lookups (see [`Key`]).
+    pub fn lookup_key(&self) -> Key<'_> {
+        Key(self.key())
+    }
 }
 
 /// A number as the NIF layer reads it from a term.
@@ -173,6 +362,66 @@ pub enum Number<'a> {
     },
     /// A float (Erlang floats are always finite).
     Float(f64),
+}
+
+/// The keys of one map, encoded back to back before [`KeyEncoder::push_map`] sorts them
+/// into the map's key: one buffer for all of them, however many there are.
+#[derive(Debug, Clone, Default)]
+pub struct MapKeys {
+    keys: KeyEncoder,
+    /// Where each finished key ends: key bytes, number tokens and float marks so far.
+    ends: Vec<(usize, u32, usize)>,
+}
+
+/// Where key `i` of a [`MapKeys`] lies in its encoder.
+struct KeySpan {
+    bytes: std::ops::Range<usize>,
+    numbers: std::ops::Range<u32>,
+    marks: std::ops::Range<usize>,
+}
+
+impl MapKeys {
+    /// No keys yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where to write the next key (in exact mode); call [`MapKeys::end_key`] after it.
+    pub fn encoder(&mut self) -> &mut KeyEncoder {
+        &mut self.keys
+    }
+
+    /// Marks the key written since the last call as complete.
+    pub fn end_key(&mut self) {
+        let keys = &self.keys;
+        self.ends
+            .push((keys.key_len(), keys.numbers, keys.float_marks.len()));
+    }
+
+    /// Keys completed so far.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True before the first key is complete.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of all keys written so far.
+    pub fn key_len(&self) -> usize {
+        self.keys.key_len()
+    }
+
+    fn span(&self, i: usize) -> KeySpan {
+        let (start, numbers_start, marks_start) = if i == 0 { (0, 0, 0) } else { self.ends[i - 1] };
+        let (end, numbers_end, marks_end) = self.ends[i];
+        KeySpan {
+            bytes: start..end,
+            numbers: numbers_start..numbers_end,
+            marks: marks_start..marks_end,
+        }
+    }
 }
 
 /// Builds one element (a key plus its hint).
@@ -206,6 +455,18 @@ impl KeyEncoder {
     /// An empty encoder.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty encoder that writes into `buffer` (emptied first): with the buffer of an
+    /// element no longer needed ([`Element::into_buffer`]), encoding allocates nothing.
+    pub fn with_buffer(mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        buffer.push(0);
+        KeyEncoder {
+            key: buffer,
+            numbers: 0,
+            float_marks: Vec::new(),
+        }
     }
 
     /// Bytes of key written so far (the hint is not counted).
@@ -291,33 +552,31 @@ impl KeyEncoder {
         self.key.push(LIST_END);
     }
 
-    /// Writes a map header and its keys, each encoded (in exact mode) by its own encoder.
-    /// Returns the order in which the caller must then encode the values: `order[i]` is the
-    /// index into `keys` of the i-th key in key order.
+    /// Writes a map header and its keys, encoded (in exact mode) back to back in `keys`.
+    /// Returns the order in which the caller must then encode the values: `order[i]` is
+    /// the index (in the order the keys were written) of the i-th key in key order.
     ///
-    /// Time: O(k log k) key comparisons for k keys.
-    pub fn push_map(&mut self, keys: Vec<KeyEncoder>) -> Vec<usize> {
+    /// Time: O(k log k) key comparisons for k keys, plus their bytes.
+    pub fn push_map(&mut self, keys: &MapKeys) -> Vec<usize> {
+        let bytes = keys.keys.key();
         let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by(|&a, &b| keys[a].key().cmp(keys[b].key()));
+        order.sort_by(|&a, &b| bytes[keys.span(a).bytes].cmp(&bytes[keys.span(b).bytes]));
         self.key.push(tag::MAP);
         push_ordered_varint(&mut self.key, keys.len() as u64);
         for &i in &order {
-            self.append(&keys[i]);
+            let span = keys.span(i);
+            self.key.extend_from_slice(&bytes[span.bytes]);
+            // Float marks count number tokens from the start of the whole element.
+            let offset = self.numbers;
+            self.float_marks
+                .extend(keys.keys.float_marks[span.marks].iter().map(
+                    |&(ordinal, negative_zero)| {
+                        (ordinal - span.numbers.start + offset, negative_zero)
+                    },
+                ));
+            self.numbers += span.numbers.end - span.numbers.start;
         }
         order
-    }
-
-    /// Appends a finished sub-encoding (a map key), renumbering its float marks.
-    fn append(&mut self, other: &KeyEncoder) {
-        self.key.extend_from_slice(other.key());
-        let offset = self.numbers;
-        self.float_marks.extend(
-            other
-                .float_marks
-                .iter()
-                .map(|&(ordinal, negative_zero)| (ordinal + offset, negative_zero)),
-        );
-        self.numbers += other.numbers;
     }
 
     /// The element: hint length, hint, key.
@@ -756,12 +1015,18 @@ impl<'a> KeyReader<'a> {
     /// The next token, or `None` at the end of the key.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Token<'a>>, CorruptKey> {
-        let Some(&first) = self.key.get(self.pos) else {
-            return Ok(None);
+        // A cons byte only announces the element after it. A loop, not a recursive call:
+        // a corrupt key could hold millions of them in a row.
+        let first = loop {
+            let Some(&byte) = self.key.get(self.pos) else {
+                return Ok(None);
+            };
+            self.pos += 1;
+            if byte != LIST_CONS {
+                break byte;
+            }
         };
-        self.pos += 1;
         let token = match first {
-            LIST_CONS => return self.next(),
             LIST_END => Token::ListEnd,
             tag::NUMBER_NEG..=tag::EXACT_FLOAT_POS => self.read_number(first)?,
             tag::ATOM => Token::Atom(read_escaped(self.key, &mut self.pos)?),
@@ -772,6 +1037,38 @@ impl<'a> KeyReader<'a> {
             _ => return Err(CorruptKey),
         };
         Ok(Some(token))
+    }
+
+    /// The number of bits of the next token's magnitude when it is an integer or float
+    /// (`E + 1` for `2^E × 1.f`, at least 1 for any nonzero number), else 0; the reader
+    /// does not move.
+    ///
+    /// A key does not bound what reading it builds: `2^N` has a key of a dozen bytes
+    /// and a magnitude of `N` bits, which [`KeyReader::next`] allocates and fills. A
+    /// caller with a budget checks this first.
+    ///
+    /// Time: O(1).
+    #[inline]
+    pub fn peek_number_bits(&self) -> u64 {
+        let mut pos = self.pos;
+        while self.key.get(pos) == Some(&LIST_CONS) {
+            pos += 1;
+        }
+        let Some(&first) = self.key.get(pos) else {
+            return 0;
+        };
+        let complement = match first {
+            tag::NUMBER_NEG | tag::EXACT_FLOAT_NEG => true,
+            tag::NUMBER_POS | tag::EXACT_FLOAT_POS => false,
+            _ => return 0,
+        };
+        pos += 1;
+        match read_ordered_varint(self.key, &mut pos, complement) {
+            Ok(biased) => biased
+                .saturating_sub(EXPONENT_BIAS as u64)
+                .saturating_add(1),
+            Err(_) => 0,
+        }
     }
 
     /// True when every token has been read.
@@ -859,12 +1156,58 @@ impl<'a> KeyReader<'a> {
                 Token::Integer(Integer::I64(0))
             });
         }
+        if !is_float {
+            if let Some(magnitude) = self.read_u64_magnitude(negative)? {
+                return Ok(Token::Integer(small_integer(negative, magnitude)));
+            }
+        }
         let (exponent, fraction) = self.read_magnitude(negative)?;
         if is_float {
             float_from_parts(negative, exponent, fraction).map(Token::Float)
         } else {
             integer_from_parts(negative, exponent, fraction).map(Token::Integer)
         }
+    }
+
+    /// The magnitude of an integer below 2^64, read without the 128-bit arithmetic of
+    /// [`KeyReader::read_magnitude`]: the common case. `None`, reading nothing, for a
+    /// larger one.
+    #[inline]
+    fn read_u64_magnitude(&mut self, complement: bool) -> Result<Option<u64>, CorruptKey> {
+        let mut pos = self.pos;
+        let biased = read_ordered_varint(self.key, &mut pos, complement)?;
+        let exponent = match biased.checked_sub(EXPONENT_BIAS as u64) {
+            Some(exponent) if exponent < 64 => exponent as u32,
+            _ => return Ok(None),
+        };
+        let flip = if complement { 0xFF } else { 0 };
+        // An integer of `exponent + 1` bits has at most `exponent` fraction bits: at most
+        // nine groups of seven.
+        let mut fraction: u64 = 0;
+        let mut bits = 0u32;
+        loop {
+            let byte = self.key.get(pos).ok_or(CorruptKey)? ^ flip;
+            pos += 1;
+            if bits == 63 {
+                return Err(CorruptKey);
+            }
+            fraction = (fraction << 7) | u64::from(byte >> 1);
+            bits += 7;
+            if byte & 1 == 0 {
+                break;
+            }
+        }
+        let fraction = if bits > exponent {
+            let below = bits - exponent;
+            if fraction & ((1 << below) - 1) != 0 {
+                return Err(CorruptKey); // an integer has no bits below 2^0
+            }
+            fraction >> below
+        } else {
+            fraction << (exponent - bits)
+        };
+        self.pos = pos;
+        Ok(Some((1u64 << exponent) | fraction))
     }
 
     /// Reads `E + bias` and the seven-bit groups of the fraction.
@@ -944,12 +1287,35 @@ fn bit(bytes: &[u8], i: usize) -> bool {
     bytes.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
 }
 
+/// An integer of magnitude below 2^64.
+#[inline]
+fn small_integer(negative: bool, magnitude: u64) -> Integer {
+    if !negative {
+        match i64::try_from(magnitude) {
+            Ok(small) => Integer::I64(small),
+            Err(_) => Integer::U64(magnitude),
+        }
+    } else if magnitude <= 1u64 << 63 {
+        Integer::I64((magnitude as i64).wrapping_neg())
+    } else {
+        Integer::Big {
+            negative,
+            magnitude: magnitude.to_be_bytes().to_vec(),
+        }
+    }
+}
+
 fn integer_from_parts(
     negative: bool,
     exponent: i64,
     fraction: Fraction,
 ) -> Result<Integer, CorruptKey> {
     let exponent = usize::try_from(exponent).map_err(|_| CorruptKey)?;
+    // No Erlang integer is that large (`system_limit`): only a corrupt key says so, and
+    // believing it would allocate without bound.
+    if exponent >= MAX_INTEGER_BITS {
+        return Err(CorruptKey);
+    }
     if !fraction.zero_from(exponent) {
         return Err(CorruptKey); // an integer has no bits below 2^0
     }
@@ -1228,7 +1594,7 @@ mod tests {
         };
         let map = {
             let mut e = KeyEncoder::new();
-            e.push_map(vec![]);
+            e.push_map(&MapKeys::new());
             e.finish().as_bytes().to_vec()
         };
         assert!(map < empty && empty < one);
@@ -1238,10 +1604,11 @@ mod tests {
     #[test]
     fn map_keys_put_integers_before_floats() {
         let map_with_key = |number: Number| {
-            let mut k = KeyEncoder::new();
-            k.push_number(number, true);
+            let mut keys = MapKeys::new();
+            keys.encoder().push_number(number, true);
+            keys.end_key();
             let mut e = KeyEncoder::new();
-            let order = e.push_map(vec![k]);
+            let order = e.push_map(&keys);
             assert_eq!(order, vec![0]);
             e.push_atom(b"v");
             e.finish().as_bytes().to_vec()
@@ -1296,7 +1663,7 @@ mod tests {
         e.push_tuple(1);
         e.push_atom(b"x");
         e.push_list_end();
-        e.push_map(vec![]);
+        e.push_map(&MapKeys::new());
         e.push_number(Number::Float(7.0), false);
         let element = e.finish();
         let mut reader = KeyReader::new(element.as_bytes()).unwrap();
@@ -1306,6 +1673,70 @@ mod tests {
         // The float mark of 1.5 was consumed in step, so 7.0 still reads as a float.
         assert_eq!(reader.next().unwrap(), Some(Token::Float(7.0)));
         assert!(reader.at_end());
+    }
+
+    #[test]
+    fn peek_number_bits_sees_a_magnitude_before_it_is_built() {
+        let mut two_to_the_million = vec![0u8; 125_001];
+        two_to_the_million[0] = 1;
+        let element = big(true, &two_to_the_million);
+        assert!(element.len() < 20, "{} bytes", element.len());
+        let reader = KeyReader::new(&element).unwrap();
+        assert_eq!(reader.peek_number_bits(), 1_000_001);
+        for (element, bits) in [(int(5), 3), (int(-1), 1), (int(0), 0), (float(0.5), 1)] {
+            assert_eq!(KeyReader::new(&element).unwrap().peek_number_bits(), bits);
+        }
+        let mut e = KeyEncoder::new();
+        e.push_list_start();
+        e.push_list_cons();
+        e.push_number(Number::Int(1 << 40), false);
+        e.push_list_end();
+        let element = e.finish();
+        let mut reader = KeyReader::new(element.as_bytes()).unwrap();
+        assert_eq!(reader.peek_number_bits(), 0);
+        assert_eq!(reader.next(), Ok(Some(Token::ListStart)));
+        assert_eq!(reader.peek_number_bits(), 41);
+    }
+
+    #[test]
+    fn corrupt_keys_cannot_recurse_or_allocate_without_bound() {
+        // Ten million cons bytes in a row: read in a loop, not one call per byte.
+        let mut runs = vec![0, tag::LIST];
+        runs.extend(std::iter::repeat_n(LIST_CONS, 10_000_000));
+        let mut reader = KeyReader::new(&runs).unwrap();
+        assert_eq!(reader.next(), Ok(Some(Token::ListStart)));
+        assert_eq!(reader.next(), Ok(None));
+        // An integer claiming 2^40 bits: refused, not allocated.
+        let mut huge = vec![0, tag::NUMBER_POS];
+        push_ordered_varint(&mut huge, (1u64 << 40) + EXPONENT_BIAS as u64);
+        huge.push(0);
+        let mut reader = KeyReader::new(&huge).unwrap();
+        assert_eq!(reader.next(), Err(CorruptKey));
+    }
+
+    #[test]
+    fn typed_views_agree_with_the_byte_functions() {
+        let mut e = KeyEncoder::new();
+        e.push_tuple(2);
+        e.push_number(Number::Float(2.0), false);
+        e.push_binary(b"x");
+        let element = e.finish();
+        let view = element.as_element_ref();
+        assert_eq!(view.key().as_bytes(), element.key());
+        assert_eq!(view.hint(), element.hint());
+        assert_eq!(Key::from(&element), element.lookup_key());
+        assert_eq!(view.to_element(), element);
+        let mut list = Elements::new();
+        list.push(&element);
+        list.push(ElementRef::from_bytes(&[0, 0x11]));
+        assert_eq!(list.len(), 2);
+        assert_eq!(list.get(0), Some(view));
+        assert_eq!(list.get(2), None);
+        assert_eq!(
+            list.iter().next_back().map(|e| e.as_bytes()),
+            Some(&[0, 0x11][..])
+        );
+        assert_eq!(list.byte_len(), element.as_bytes().len() + 2);
     }
 
     #[test]

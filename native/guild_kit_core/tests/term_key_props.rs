@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 
 use guild_kit_core::term_key::{
-    element_key, Element, Integer, KeyEncoder, KeyReader, Number, Token,
+    element_key, Element, Integer, KeyEncoder, KeyReader, MapKeys, Number, Token,
 };
 use proptest::prelude::*;
 
@@ -151,15 +151,12 @@ fn encode_into(value: &Value, exact: bool, out: &mut KeyEncoder) {
             out.push_list_end();
         }
         Value::Map(entries) => {
-            let keys = entries
-                .iter()
-                .map(|(key, _)| {
-                    let mut sub = KeyEncoder::new();
-                    encode_into(key, true, &mut sub);
-                    sub
-                })
-                .collect();
-            for i in out.push_map(keys) {
+            let mut keys = MapKeys::new();
+            for (key, _) in entries {
+                encode_into(key, true, keys.encoder());
+                keys.end_key();
+            }
+            for i in out.push_map(&keys) {
                 encode_into(&entries[i].1, exact, out);
             }
         }

@@ -52,6 +52,21 @@ pub enum Error {
     NotAHandle { kind: &'static str },
     #[error("internal error: {0}; please report this")]
     Internal(&'static str),
+    #[error("expected permission bits: an integer in 0..2^64-1")]
+    BadBits,
+    #[error(
+        "expected an overwrite {{:everyone, allow, deny}}, {{:role, role_id, allow, deny}} or \
+         {{:member, member_id, allow, deny}}, with allow and deny integers in 0..2^64-1"
+    )]
+    BadOverwrite,
+    #[error("unknown channel: the permissions have no such channel (put_channel/3 adds one)")]
+    UnknownChannel,
+    #[error("unknown session: the pid is not in the audience")]
+    UnknownSession,
+    #[error("the pid is already in the audience")]
+    SessionExists,
+    #[error("too many roles: an audience's sessions hold at most {limit} distinct role ids")]
+    TooManyRoles { limit: usize },
 }
 
 /// `%ArgumentError{message: ...}`, raised as is so that Elixir's `rescue ArgumentError`

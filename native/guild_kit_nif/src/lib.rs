@@ -4,10 +4,12 @@
 
 mod allocator;
 mod atoms;
+mod audience;
 mod error;
 mod fanout;
 mod member_list;
 mod memory_estimator;
+mod permissions;
 mod raw;
 mod reaper;
 mod schedule;

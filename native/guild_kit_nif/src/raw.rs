@@ -9,12 +9,12 @@
 use std::ffi::{c_int, c_uint, CStr};
 
 use rustler::sys::{self, ErlNifEnv, ErlNifTerm};
-use rustler::{Env, LocalPid, OwnedEnv, Term};
+use rustler::{Env, LocalPid, OwnedBinary, OwnedEnv, Term};
 
 use crate::schedule::{Call, DirtyJob, MAX_ARITY};
 
 /// A NIF entry point, as the VM calls it.
-pub type DirtyEntry = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
+pub type Entry = unsafe extern "C" fn(*mut ErlNifEnv, c_int, *const ErlNifTerm) -> ErlNifTerm;
 
 /// The arguments of a call, kept to pass them on to `enif_schedule_nif`.
 #[derive(Clone, Copy)]
@@ -41,7 +41,7 @@ impl Args {
 pub fn schedule_dirty<'a>(
     env: Env<'a>,
     name: &'static CStr,
-    entry: DirtyEntry,
+    entry: Entry,
     args: &Args,
 ) -> Term<'a> {
     // SAFETY: `env` is the env of the running NIF call and the arguments are terms of
@@ -60,29 +60,39 @@ pub fn schedule_dirty<'a>(
     }
 }
 
-/// The entry point of `J` on a dirty scheduler: what rustler generates for a
-/// `#[rustler::nif]`, minus the argument decoding, which `J` does itself.
+/// The entry point of `J` as the VM calls it: on the caller's normal scheduler
+/// (`DIRTY == false`, registered by `nifs!`) or, rescheduled there, on a dirty one.
+/// What rustler generates for a `#[rustler::nif]`, minus its per-call `Vec` of the
+/// arguments: they are wrapped on the stack, and `J` decodes them itself.
 ///
 /// # Safety
 ///
 /// Called by the VM only, with a process env and `argc` argument terms of it.
-pub unsafe extern "C" fn dirty_entry<J: DirtyJob>(
+pub unsafe extern "C" fn entry<J: DirtyJob, const DIRTY: bool>(
     env: *mut ErlNifEnv,
     argc: c_int,
     argv: *const ErlNifTerm,
 ) -> ErlNifTerm {
     let lifetime = ();
+    let arity = (argc.max(0) as usize).min(MAX_ARITY);
     // SAFETY: the VM passes the calling process's env and `argc` terms of that env,
-    // valid for this call; the result is turned into the VM's return value (raising for
-    // errors) in that env, as rustler's own generated entry points do.
+    // valid for this call (a NIF's arity is fixed, at most MAX_ARITY for `nifs!`); the
+    // padding is an atom, valid in any env; the result is turned into the VM's return
+    // value (raising for errors) in that env, as rustler's own generated entry points do.
     unsafe {
         let env = Env::new(&lifetime, env);
-        let args: Vec<Term> = std::slice::from_raw_parts(argv, argc.max(0) as usize)
-            .iter()
-            .map(|&term| Term::new(env, term))
-            .collect();
+        let raw = std::slice::from_raw_parts(argv, arity);
+        let padding = rustler::types::atom::nil().as_c_arg();
+        let terms: [Term; MAX_ARITY] =
+            std::array::from_fn(|i| Term::new(env, raw.get(i).copied().unwrap_or(padding)));
+        let args = &terms[..arity];
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            J::run(Call::dirty(env), &args)
+            let call = if DIRTY {
+                Call::dirty(env)
+            } else {
+                Call::normal::<J>(env, args)
+            };
+            J::run(call, args)
         }));
         rustler::codegen_runtime::handle_nif_result(result, env).apply(env)
     }
@@ -133,11 +143,21 @@ impl<'a> TupleElements<'a> {
 
     /// The elements in order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = Term<'a>> + ExactSizeIterator + 'a {
-        let env = self.env;
-        // SAFETY: every element is a term of `env`, alive as long as the tuple.
-        self.raw
-            .iter()
-            .map(move |&raw| unsafe { Term::new(env, raw) })
+        let this = *self;
+        self.raw.iter().map(move |&raw| this.term(raw))
+    }
+
+    /// Element `i`, if the tuple has one.
+    ///
+    /// Time: O(1).
+    pub fn get(&self, i: usize) -> Option<Term<'a>> {
+        self.raw.get(i).map(|&raw| self.term(raw))
+    }
+
+    fn term(&self, raw: ErlNifTerm) -> Term<'a> {
+        // SAFETY: `raw` is one of the tuple's elements, a term of `env` alive as long as
+        // the tuple.
+        unsafe { Term::new(self.env, raw) }
     }
 }
 
@@ -276,30 +296,118 @@ impl<'a> TermBuffer<'a> {
     }
 }
 
-/// Sends the message `build` makes in `message_env` from the calling process (whose
-/// env is `caller`) to `to`, moving it into the receiver's mailbox rather than copying
-/// it; the terms of `message_env` are invalid afterwards. Messages sent this way keep
-/// their order with every other message from the caller to `to`, since the VM queues
-/// them as signals from the calling process. Returns false when `to` is not alive.
-pub fn send_moving(
-    caller: Env,
-    to: &LocalPid,
-    message_env: &OwnedEnv,
-    build: impl for<'b> FnOnce(Env<'b>) -> Term<'b>,
-) -> bool {
-    message_env.run(|out| {
-        let message = build(out);
-        // SAFETY: `caller` is the env of the calling process, and `message` a term of
-        // `out`, a process-independent env (an OwnedEnv), as enif_send requires.
+// --- fan-out ---
+
+/// A term kept in an environment of its own, which any number of threads may read at
+/// once: the message of a fan-out, which every worker copies into its receivers'
+/// mailboxes.
+///
+/// The env is written only while the value is built, when nothing else can see it;
+/// afterwards every method only reads it.
+pub struct SharedTerm {
+    env: OwnedEnv,
+    term: ErlNifTerm,
+}
+
+// SAFETY: a `SharedTerm` is written only by its constructors, before it can be shared.
+// Its methods only read the term (`enif_send` and `enif_make_copy` copy it out,
+// `enif_term_to_binary` encodes it), and the NIF API asks for synchronisation only when
+// "you write to a shared state ... This includes terms in process independent
+// environments that are shared between threads" (erl_nif, "Threads and concurrency").
+// Reference-counted binaries in the term are counted atomically by the VM.
+unsafe impl Sync for SharedTerm {}
+
+impl SharedTerm {
+    /// A copy of `term` in a new env.
+    ///
+    /// Time: O(size of the term).
+    pub fn copy_of(term: Term) -> SharedTerm {
+        let env = OwnedEnv::new();
+        let term = env.run(|shared| term.in_env(shared).as_c_arg());
+        SharedTerm { env, term }
+    }
+
+    /// The term encoded in `bytes` (the external term format, as
+    /// `:erlang.term_to_binary/1` makes it, which may create atoms), with what `inspect`
+    /// says of it, or `None` when `bytes` is not exactly one encoded term.
+    ///
+    /// Time: O(bytes + size of the term).
+    pub fn decode<R>(bytes: &[u8], inspect: impl FnOnce(Term) -> R) -> Option<(SharedTerm, R)> {
+        let env = OwnedEnv::new();
+        let decoded = env.run(|shared| {
+            let mut term = ErlNifTerm::default();
+            // SAFETY: `shared` is a live process-independent env and `bytes` is
+            // `bytes.len()` readable bytes; on success `term` is a term of `shared`.
+            let used = unsafe {
+                sys::enif_binary_to_term(
+                    shared.as_c_arg(),
+                    bytes.as_ptr(),
+                    bytes.len(),
+                    &mut term,
+                    0,
+                )
+            };
+            // SAFETY: see above; only read when the decoding succeeded.
+            (used == bytes.len()).then(|| (term, inspect(unsafe { Term::new(shared, term) })))
+        })?;
+        Some((
+            SharedTerm {
+                env,
+                term: decoded.0,
+            },
+            decoded.1,
+        ))
+    }
+
+    /// Sends a copy of the term to `to` from the calling process, whose env is `caller`
+    /// (as `send/2` does: the copy goes to the receiver's mailbox, nothing is built in
+    /// `caller`). False when `to` is not alive, or when the caller is being killed while
+    /// on a dirty scheduler.
+    ///
+    /// Time: O(size of the term).
+    #[inline]
+    pub fn send_copy(&self, caller: Env, to: &LocalPid) -> bool {
+        // SAFETY: `caller` is the env of the running NIF call; with no message env,
+        // enif_send copies `self.term`, a term of a live env that is only read.
         unsafe {
             sys::enif_send(
                 caller.as_c_arg(),
                 to.as_c_arg(),
-                out.as_c_arg(),
-                message.as_c_arg(),
+                std::ptr::null_mut(),
+                self.term,
             ) != 0
         }
-    })
+    }
+
+    /// A copy of the term in `env`.
+    ///
+    /// Time: O(size of the term).
+    pub fn copy_into<'a>(&self, env: Env<'a>) -> Term<'a> {
+        // SAFETY: enif_make_copy reads `self.term` (a term of a live env) and builds the
+        // copy in `env`, the env of the running call.
+        unsafe { Term::new(env, sys::enif_make_copy(env.as_c_arg(), self.term)) }
+    }
+
+    /// The term in the external term format, as `:erlang.term_to_binary/1` encodes it,
+    /// or `None` when it is too big to encode (a system limit).
+    ///
+    /// Time: O(size of the term).
+    pub fn encode<'a>(&self, env: Env<'a>) -> Option<Term<'a>> {
+        let mut binary = std::mem::MaybeUninit::<sys::ErlNifBinary>::uninit();
+        // SAFETY: `self.term` is a term of a live env, which encoding only reads; on
+        // success the VM filled in `binary`, a new binary that `OwnedBinary` now owns.
+        let owned = unsafe {
+            if sys::enif_term_to_binary(self.env_ptr(), self.term, binary.as_mut_ptr()) == 0 {
+                return None;
+            }
+            OwnedBinary::from_raw(binary.assume_init())
+        };
+        Some(owned.release(env).to_term(env))
+    }
+
+    fn env_ptr(&self) -> *mut ErlNifEnv {
+        self.env.run(|shared| shared.as_c_arg())
+    }
 }
 
 // --- memory estimator ---

@@ -72,7 +72,7 @@ pub const MAX_ARITY: usize = 6;
 #[derive(Clone, Copy)]
 struct Reschedule {
     name: &'static CStr,
-    entry: raw::DirtyEntry,
+    entry: raw::Entry,
     args: raw::Args,
 }
 
@@ -83,7 +83,7 @@ impl<'a> Call<'a> {
             env,
             normal: Some(Reschedule {
                 name: J::NAME,
-                entry: raw::dirty_entry::<J>,
+                entry: raw::entry::<J, true>,
                 args: raw::Args::new(args),
             }),
         }
@@ -248,11 +248,10 @@ impl<'a, T: Handle + 'a> FromArg<'a> for rustler::ResourceArc<T> {
 /// `GuildKit.Native`, as any NIF does.
 macro_rules! nifs {
     ($(fn $name:ident($($arg:ident : $ty:ty),* $(,)?) => $implementation:path;)+) => {$(
-        #[rustler::nif]
-        fn $name<'a>(
-            env: rustler::Env<'a>,
-            $($arg: rustler::Term<'a>),*
-        ) -> rustler::NifResult<rustler::Term<'a>> {
+        const _: () = {
+            const ARITY: usize = [$(stringify!($arg)),*].len();
+            assert!(ARITY <= $crate::schedule::MAX_ARITY, "a nifs! NIF takes at most MAX_ARITY arguments");
+
             struct Job;
 
             impl $crate::schedule::DirtyJob for Job {
@@ -286,10 +285,16 @@ macro_rules! nifs {
                 }
             }
 
-            let args = [$($arg),*];
-            let call = $crate::schedule::Call::normal::<Job>(env, &args);
-            <Job as $crate::schedule::DirtyJob>::run(call, &args)
-        }
+            // Registered as `#[rustler::nif]` would, with an entry point that does not
+            // collect the arguments into a `Vec` on every call (`raw::entry`).
+            rustler::codegen_runtime::inventory::submit!(rustler::Nif {
+                name: concat!(stringify!($name), "\0").as_ptr()
+                    as *const rustler::codegen_runtime::c_char,
+                arity: ARITY as rustler::codegen_runtime::c_uint,
+                flags: 0,
+                raw_func: $crate::raw::entry::<Job, false>,
+            });
+        };
     )+};
 }
 

@@ -2,23 +2,43 @@
 //!
 //! Both directions walk the term with an explicit heap stack, never native recursion, so
 //! nesting depth is bounded by memory rather than by the scheduler's C stack.
+//!
+//! Encoding is budgeted in bytes of work (see [`NORMAL_BUDGET`]) and checks sizes before
+//! it copies anything: a binary, tuple, map or bignum whose size alone exceeds what is
+//! left of the element limit is refused at once, and one that would exceed the normal
+//! budget sends the call to a dirty scheduler before a byte is copied. The stack holds
+//! one entry per open tuple, list or map, never one per element, so a wide term costs
+//! no memory beyond its key.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use guild_kit_core::key_tree::MAX_ELEMENT_LEN;
-use guild_kit_core::term_key::{Element, Escaped, Integer, KeyEncoder, KeyReader, Number, Token};
+use guild_kit_core::term_key::{
+    Element, Elements, Escaped, Integer, KeyEncoder, KeyReader, MapKeys, Number, Token,
+};
 use rustler::sys::ErlNifTerm;
 use rustler::types::binary::NewBinary;
+use rustler::types::map::MapIterator;
 use rustler::{Atom, Binary, Encoder, Env, Term, TermType};
 
 use crate::error::Error;
-use crate::raw::{self, TermBuffer};
+use crate::raw::{self, TermBuffer, TupleElements};
 use crate::schedule::{Call, Exit};
 
-/// How much work a walk may do on a normal scheduler before it gives up and asks to be
-/// rerun on a dirty one. One unit is a term node or 16 bytes of binary or atom text;
-/// 4,096 units take roughly 50 µs.
-pub const NORMAL_BUDGET: usize = 4096;
+/// Work a normal-scheduler call may do on one argument (or one list of them) before it
+/// moves to a dirty scheduler, in bytes: the bytes of binaries, atoms and bignums read,
+/// plus [`NODE_COST`] per term node visited. See notes/sorted-set.md for what it takes.
+pub const NORMAL_BUDGET: usize = 64 * 1024;
+/// What visiting one term node (a number, a list cell, a tuple header...) counts, in
+/// bytes of work: about what copying that many bytes costs.
+pub const NODE_COST: usize = 32;
+/// Bytes of work per microsecond charged to the calling process's timeslice.
+pub const WORK_PER_MICRO: usize = 256;
+
+/// Bignums at least this large in magnitude (2^1023) have more than 128 bytes of digits.
+/// Their size can only be read from their external format, which copies them whole, so
+/// on a normal scheduler they go dirty before that copy.
+const LARGE_BIGNUM: f64 = 8.988_465_674_311_58e307;
 
 /// Why an encoding stopped.
 #[derive(Debug)]
@@ -35,14 +55,6 @@ impl From<Error> for EncodeError {
     }
 }
 
-enum Work<'a> {
-    Term(Term<'a>, bool),
-    ListTail(Term<'a>, bool),
-    BeginMapKey,
-    EndMapKey,
-    AssembleMap { values: Vec<Term<'a>>, exact: bool },
-}
-
 impl From<EncodeError> for Exit {
     fn from(error: EncodeError) -> Self {
         match error {
@@ -52,37 +64,108 @@ impl From<EncodeError> for Exit {
     }
 }
 
+/// The work left to a walk: limited on a normal scheduler, unlimited on a dirty one.
+struct Meter {
+    left: Option<usize>,
+    spent: usize,
+}
+
+impl Meter {
+    fn new(budget: Option<usize>) -> Self {
+        Meter {
+            left: budget,
+            spent: 0,
+        }
+    }
+
+    #[inline]
+    fn spend(&mut self, work: usize) -> Result<(), EncodeError> {
+        self.spent = self.spent.saturating_add(work);
+        match &mut self.left {
+            Some(left) if work > *left => Err(EncodeError::OverBudget),
+            Some(left) => {
+                *left -= work;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn is_limited(&self) -> bool {
+        self.left.is_some()
+    }
+
+    fn micros(&self) -> u32 {
+        (self.spent / WORK_PER_MICRO).min(u32::MAX as usize) as u32
+    }
+}
+
 /// Encodes a term to store, within the normal budget unless `call` is dirty. A term
 /// that cannot be stored raises.
 pub fn encode_arg(call: &Call, term: Term) -> Result<Element, Exit> {
-    Ok(encode(term, call.budget(NORMAL_BUDGET))?)
+    let mut meter = Meter::new(call.budget(NORMAL_BUDGET));
+    let element = encode_metered(term, &mut meter)?;
+    call.charge(meter.micros());
+    Ok(element)
 }
 
 /// Encodes a term to look up, within the normal budget unless `call` is dirty.
-/// `Ok(None)` when the term cannot be stored, and so cannot be present.
+/// `Ok(None)` when the term cannot be stored (unsupported, or too large), and so cannot
+/// be present: a term too large for the element limit is found so before it is copied.
 pub fn encode_lookup(call: &Call, term: Term) -> Result<Option<Element>, Exit> {
-    match encode(term, call.budget(NORMAL_BUDGET)) {
+    let mut meter = Meter::new(call.budget(NORMAL_BUDGET));
+    let outcome = encode_metered(term, &mut meter);
+    call.charge(meter.micros());
+    match outcome {
         Ok(element) => Ok(Some(element)),
         Err(EncodeError::Invalid(_)) => Ok(None),
         Err(EncodeError::OverBudget) => Err(Exit::Dirty),
     }
 }
 
+/// Encodes every term of the proper list `list`, in order, within one normal budget
+/// for the whole list unless `call` is dirty. A term that cannot be stored raises an
+/// error naming its position.
+///
+/// Time: O(total size of the terms).
+pub fn encode_list(call: &Call, list: Term) -> Result<Elements, Exit> {
+    let mut meter = Meter::new(call.budget(NORMAL_BUDGET));
+    let mut elements = Elements::new();
+    let mut rest = list;
+    let outcome = loop {
+        if rest.is_empty_list() {
+            break Ok(());
+        }
+        let Ok((head, tail)) = rest.list_get_cell() else {
+            break Err(Error::NotAList.into());
+        };
+        if let Err(error) = meter.spend(NODE_COST) {
+            break Err(error.into());
+        }
+        match encode_metered(head, &mut meter) {
+            Ok(element) => {
+                elements.push(&element);
+                recycle(element);
+            }
+            Err(EncodeError::OverBudget) => break Err(Exit::Dirty),
+            Err(EncodeError::Invalid(source)) => {
+                break Err(Error::InElement {
+                    position: elements.len(),
+                    source: Box::new(source),
+                }
+                .into())
+            }
+        }
+        rest = tail;
+    };
+    call.charge(meter.micros());
+    outcome.map(|()| elements)
+}
+
 /// Encodes `term` into an element. `budget` limits the work (see [`NORMAL_BUDGET`]);
 /// `None` means unlimited (dirty schedulers).
 pub fn encode(term: Term, budget: Option<usize>) -> Result<Element, EncodeError> {
-    // Most keys are a scalar or a flat tuple of scalars (a member-list key such as
-    // `{rank, name, id}`): encode those without the work stack and its allocations.
-    let mut flat = KeyEncoder::new();
-    let element = if encode_flat(term, &mut flat)? {
-        flat.finish()
-    } else {
-        encode_nested(term, budget)?
-    };
-    if element.as_bytes().len() > MAX_ELEMENT_LEN {
-        return Err(too_large());
-    }
-    Ok(element)
+    encode_metered(term, &mut Meter::new(budget))
 }
 
 fn too_large() -> EncodeError {
@@ -92,55 +175,181 @@ fn too_large() -> EncodeError {
     .into()
 }
 
-/// Encodes a scalar, or a tuple of at most 16 scalars. Returns `false` (leaving `out` in
-/// an unspecified state) for anything else.
-fn encode_flat(term: Term, out: &mut KeyEncoder) -> Result<bool, EncodeError> {
-    if encode_scalar(term, false, out)? {
-        return Ok(true);
+/// `Err` when `more` bytes on top of `written` would exceed the element limit.
+#[inline]
+fn check_room(written: usize, more: usize) -> Result<(), EncodeError> {
+    if written.saturating_add(more) > MAX_ELEMENT_LEN {
+        Err(too_large())
+    } else {
+        Ok(())
+    }
+}
+
+fn encode_metered(term: Term, meter: &mut Meter) -> Result<Element, EncodeError> {
+    // Most keys are a scalar or a flat tuple of scalars (a member-list key such as
+    // `{rank, name, id}`): encode those without the work stack and its allocations.
+    let element = match encode_flat(term, meter)? {
+        Some(element) => element,
+        None => encode_nested(term, meter)?,
+    };
+    if element.as_bytes().len() > MAX_ELEMENT_LEN {
+        return Err(too_large());
+    }
+    Ok(element)
+}
+
+thread_local! {
+    // The buffer of the last element handed back with `recycle`: the next encoding on
+    // this scheduler thread writes into it instead of allocating.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Most bytes of a buffer kept for reuse.
+const SPARE_CAPACITY: usize = 4096;
+
+fn new_encoder() -> KeyEncoder {
+    let spare = SPARE.with(Cell::take);
+    if spare.capacity() == 0 {
+        // Room for most keys at once rather than growing 8, 16, 32.
+        return KeyEncoder::with_buffer(Vec::with_capacity(32));
+    }
+    KeyEncoder::with_buffer(spare)
+}
+
+/// Hands an element no longer needed back, so that the next encoding on this thread
+/// reuses its buffer: lookups and inserts then allocate nothing.
+pub fn recycle(element: Element) {
+    let buffer = element.into_buffer();
+    if buffer.capacity() <= SPARE_CAPACITY {
+        SPARE.with(|spare| spare.set(buffer));
+    }
+}
+
+fn is_scalar(term: Term) -> bool {
+    matches!(
+        term.get_type(),
+        TermType::Integer | TermType::Float | TermType::Atom | TermType::Binary
+    )
+}
+
+/// Encodes a scalar, or a tuple of at most 16 scalars; `None` for anything else.
+fn encode_flat(term: Term, meter: &mut Meter) -> Result<Option<Element>, EncodeError> {
+    if is_scalar(term) {
+        let mut out = new_encoder();
+        meter.spend(NODE_COST)?;
+        encode_scalar(term, false, &mut out, meter, 0)?;
+        return Ok(Some(out.finish()));
     }
     let Some(elements) = raw::tuple_elements(term) else {
-        return Ok(false);
+        return Ok(None);
     };
-    if elements.len() > 16 {
-        return Ok(false);
+    if elements.len() > 16 || !elements.iter().all(is_scalar) {
+        return Ok(None);
     }
+    meter.spend(NODE_COST * (1 + elements.len()))?;
+    let mut out = new_encoder();
     out.push_tuple(elements.len());
     for element in elements.iter() {
-        if !encode_scalar(element, false, out)? {
-            return Ok(false);
-        }
+        let written = out.key_len();
+        encode_scalar(element, false, &mut out, meter, written)?;
     }
-    Ok(true)
+    Ok(Some(out.finish()))
 }
 
-/// Writes `term` if it is a number, atom or binary and returns whether it was.
-fn encode_scalar(term: Term, exact: bool, out: &mut KeyEncoder) -> Result<bool, Error> {
-    match term.get_type() {
-        TermType::Integer | TermType::Float | TermType::Atom | TermType::Binary => {
-            let mut no_children = Vec::new();
-            encode_node(term, exact, out, &mut no_children)?;
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
+/// What is left to do of an open compound term.
+enum Work<'a> {
+    Term(Term<'a>, bool),
+    Tuple {
+        elements: TupleElements<'a>,
+        next: usize,
+        exact: bool,
+    },
+    ListTail(Term<'a>, bool),
+    /// The next key of a map whose keys are being written into the innermost open
+    /// `MapKeys`. Boxed, as the next variant, to keep the stack's entries small: a
+    /// term nested a million levels deep has a million of them.
+    MapKeys(Box<MapKeysWork<'a>>),
+    /// The values of a map, in the order of its sorted keys.
+    MapValues(Box<MapValuesWork<'a>>),
 }
 
-fn encode_nested(term: Term, budget: Option<usize>) -> Result<Element, EncodeError> {
-    let mut spent = 0usize;
-    let budget = budget.unwrap_or(usize::MAX);
+struct MapKeysWork<'a> {
+    entries: MapIterator<'a>,
+    values: Vec<Term<'a>>,
+    exact: bool,
+}
+
+struct MapValuesWork<'a> {
+    values: Vec<Term<'a>>,
+    order: Vec<usize>,
+    next: usize,
+    exact: bool,
+}
+
+fn encode_nested(term: Term, meter: &mut Meter) -> Result<Element, EncodeError> {
+    let mut root = new_encoder();
+    // The keys of each map being encoded; the innermost is written to until its keys
+    // are complete, then sorted into the encoder below it.
+    let mut open_maps: Vec<MapKeys> = Vec::new();
+    // Key bytes written so far, in the root and in every open map's keys.
+    let mut written = 0usize;
     let mut stack = vec![Work::Term(term, false)];
-    // The encoder being written is the last one; map keys get their own.
-    let mut encoders = vec![KeyEncoder::new()];
-    let mut finished_keys: Vec<KeyEncoder> = Vec::new();
     while let Some(work) = stack.pop() {
-        spent += 1;
-        if spent > budget {
-            return Err(EncodeError::OverBudget);
-        }
-        let out = encoders.last_mut().expect("an encoder is always open");
+        meter.spend(NODE_COST)?;
+        let out = match open_maps.last_mut() {
+            Some(keys) => keys.encoder(),
+            None => &mut root,
+        };
+        let before = out.key_len();
         match work {
-            Work::Term(term, exact) => {
-                spent += encode_node(term, exact, out, &mut stack)?;
+            Work::Term(term, exact) => match term.get_type() {
+                TermType::Integer | TermType::Float | TermType::Atom | TermType::Binary => {
+                    encode_scalar(term, exact, out, meter, written)?;
+                }
+                TermType::Tuple => {
+                    let elements = raw::tuple_elements(term).ok_or(Error::Corrupt)?;
+                    // Every element takes at least a byte, and a visit.
+                    check_room(written, 2 + elements.len())?;
+                    meter.spend(NODE_COST * elements.len())?;
+                    out.push_tuple(elements.len());
+                    stack.push(Work::Tuple {
+                        elements,
+                        next: 0,
+                        exact,
+                    });
+                }
+                TermType::List => {
+                    out.push_list_start();
+                    stack.push(Work::ListTail(term, exact));
+                }
+                TermType::Map => {
+                    let size = term.map_size().map_err(|_| Error::Corrupt)?;
+                    // Every entry takes at least two bytes, and visits to sort its key.
+                    check_room(written, 2 + 2 * size)?;
+                    meter.spend(NODE_COST * size)?;
+                    let entries = MapIterator::new(term).ok_or(Error::Corrupt)?;
+                    open_maps.push(MapKeys::new());
+                    stack.push(Work::MapKeys(Box::new(MapKeysWork {
+                        entries,
+                        values: Vec::with_capacity(size.min(4096)),
+                        exact,
+                    })));
+                }
+                other => return Err(unsupported(other).into()),
+            },
+            Work::Tuple {
+                elements,
+                next,
+                exact,
+            } => {
+                if let Some(element) = elements.get(next) {
+                    stack.push(Work::Tuple {
+                        elements,
+                        next: next + 1,
+                        exact,
+                    });
+                    stack.push(Work::Term(element, exact));
+                }
             }
             Work::ListTail(tail, exact) => {
                 if tail.is_empty_list() {
@@ -156,37 +365,76 @@ fn encode_nested(term: Term, budget: Option<usize>) -> Result<Element, EncodeErr
                     .into());
                 }
             }
-            Work::BeginMapKey => encoders.push(KeyEncoder::new()),
-            Work::EndMapKey => {
-                let key = encoders.pop().expect("opened by BeginMapKey");
-                finished_keys.push(key);
+            Work::MapKeys(mut work) => {
+                let keys = open_maps.last_mut().ok_or(Error::Corrupt)?;
+                if work.values.len() > keys.len() {
+                    keys.end_key(); // the key of the last entry taken is complete
+                }
+                if let Some((key, value)) = work.entries.next() {
+                    work.values.push(value);
+                    stack.push(Work::MapKeys(work));
+                    stack.push(Work::Term(key, true));
+                } else {
+                    let keys = open_maps.pop().ok_or(Error::Corrupt)?;
+                    let out = match open_maps.last_mut() {
+                        Some(outer) => outer.encoder(),
+                        None => &mut root,
+                    };
+                    // The keys were counted as they were written; only the header is new.
+                    written += 10;
+                    let order = out.push_map(&keys);
+                    let MapKeysWork { values, exact, .. } = *work;
+                    stack.push(Work::MapValues(Box::new(MapValuesWork {
+                        values,
+                        order,
+                        next: 0,
+                        exact,
+                    })));
+                    check_room(written, 0)?;
+                    continue;
+                }
             }
-            Work::AssembleMap { values, exact } => {
-                let keys = finished_keys.split_off(finished_keys.len() - values.len());
-                let order = out.push_map(keys);
-                for &i in order.iter().rev() {
-                    stack.push(Work::Term(values[i], exact));
+            Work::MapValues(mut work) => {
+                if let Some(&i) = work.order.get(work.next) {
+                    let value = work.values[i];
+                    let exact = work.exact;
+                    work.next += 1;
+                    stack.push(Work::MapValues(work));
+                    stack.push(Work::Term(value, exact));
                 }
             }
         }
         // Stop early rather than build a key that will be refused anyway.
-        if encoders
-            .last()
-            .is_some_and(|e| e.key_len() > MAX_ELEMENT_LEN)
-        {
-            return Err(too_large());
-        }
+        let out = match open_maps.last_mut() {
+            Some(keys) => keys.encoder(),
+            None => &mut root,
+        };
+        written += out.key_len().saturating_sub(before);
+        check_room(written, 0)?;
     }
-    Ok(encoders.pop().expect("the root encoder").finish())
+    Ok(root.finish())
 }
 
-/// Writes one node and pushes the work for its children. Returns extra budget spent.
-fn encode_node<'a>(
-    term: Term<'a>,
+fn unsupported(kind: TermType) -> Error {
+    let kind = match kind {
+        TermType::Pid => "a pid",
+        TermType::Port => "a port",
+        TermType::Ref => "a reference",
+        TermType::Fun => "a fun",
+        _ => "a term of unknown type",
+    };
+    Error::UnsupportedTerm { kind }
+}
+
+/// Writes a number, atom or binary. `written` is the element's size so far, checked
+/// against the limit before anything large is copied.
+fn encode_scalar(
+    term: Term,
     exact: bool,
     out: &mut KeyEncoder,
-    stack: &mut Vec<Work<'a>>,
-) -> Result<usize, Error> {
+    meter: &mut Meter,
+    written: usize,
+) -> Result<(), EncodeError> {
     match term.get_type() {
         TermType::Integer => {
             if let Ok(small) = term.decode::<i64>() {
@@ -194,7 +442,19 @@ fn encode_node<'a>(
             } else if let Ok(unsigned) = term.decode::<u64>() {
                 out.push_number(Number::UInt(unsigned), exact);
             } else {
-                let (negative, magnitude) = bignum_parts(term).ok_or(Error::Corrupt)?;
+                if meter.is_limited() {
+                    let bound = LARGE_BIGNUM.encode(term.get_env());
+                    let negative_bound = (-LARGE_BIGNUM).encode(term.get_env());
+                    if term >= bound || term <= negative_bound {
+                        return Err(EncodeError::OverBudget);
+                    }
+                }
+                let etf = term.to_binary();
+                let (negative, digits) = bignum_digits(etf.as_slice()).ok_or(Error::Corrupt)?;
+                // A key holds at least eight bits of magnitude per byte.
+                check_room(written, digits.len())?;
+                meter.spend(2 * digits.len())?;
+                let magnitude: Vec<u8> = digits.iter().rev().copied().collect();
                 out.push_number(
                     Number::Big {
                         negative,
@@ -202,7 +462,6 @@ fn encode_node<'a>(
                     },
                     exact,
                 );
-                return Ok(magnitude.len() / 16);
             }
         }
         TermType::Float => {
@@ -210,77 +469,38 @@ fn encode_node<'a>(
             out.push_number(Number::Float(float), exact);
         }
         TermType::Atom => {
+            // At most 255 characters of up to 4 bytes.
+            meter.spend(256)?;
             push_atom(term, out).ok_or(Error::Corrupt)?;
         }
         TermType::Binary => {
             let binary = Binary::from_term(term).map_err(|_| Error::UnsupportedTerm {
                 kind: "a bitstring that is not a whole number of bytes",
             })?;
+            // A binary's key holds all its bytes and a terminator: check the size, then
+            // the budget, before copying any of them.
+            check_room(written, binary.len() + 3)?;
+            meter.spend(binary.len())?;
             out.push_binary(binary.as_slice());
-            return Ok(binary.len() / 16);
         }
-        TermType::Tuple => {
-            let elements = raw::tuple_elements(term).ok_or(Error::Corrupt)?;
-            out.push_tuple(elements.len());
-            stack.extend(
-                elements
-                    .iter()
-                    .rev()
-                    .map(|element| Work::Term(element, exact)),
-            );
-        }
-        TermType::List => {
-            out.push_list_start();
-            stack.push(Work::ListTail(term, exact));
-        }
-        TermType::Map => {
-            let mut keys = Vec::new();
-            let mut values = Vec::new();
-            for (key, value) in rustler::types::map::MapIterator::new(term).ok_or(Error::Corrupt)? {
-                keys.push(key);
-                values.push(value);
-            }
-            stack.push(Work::AssembleMap { values, exact });
-            for key in keys.into_iter().rev() {
-                stack.push(Work::EndMapKey);
-                stack.push(Work::Term(key, true));
-                stack.push(Work::BeginMapKey);
-            }
-        }
-        TermType::Pid => return Err(Error::UnsupportedTerm { kind: "a pid" }),
-        TermType::Port => return Err(Error::UnsupportedTerm { kind: "a port" }),
-        TermType::Ref => {
-            return Err(Error::UnsupportedTerm {
-                kind: "a reference",
-            })
-        }
-        TermType::Fun => return Err(Error::UnsupportedTerm { kind: "a fun" }),
-        TermType::Unknown => {
-            return Err(Error::UnsupportedTerm {
-                kind: "a term of unknown type",
-            })
-        }
+        other => return Err(unsupported(other).into()),
     }
-    Ok(0)
+    Ok(())
 }
 
-/// Sign and big-endian magnitude of a bignum, read from its external term format
+/// Sign and little-endian digits of a bignum, read from its external term format
 /// (the NIF API has no direct accessor).
-fn bignum_parts(term: Term) -> Option<(bool, Vec<u8>)> {
-    let etf = term.to_binary();
-    let bytes = etf.as_slice();
-    let (len, sign, digits_at) = match bytes.get(1)? {
-        110 => (*bytes.get(2)? as usize, *bytes.get(3)?, 4),
+fn bignum_digits(etf: &[u8]) -> Option<(bool, &[u8])> {
+    let (len, sign, digits_at): (usize, u8, usize) = match etf.get(1)? {
+        110 => (*etf.get(2)? as usize, *etf.get(3)?, 4),
         111 => (
-            u32::from_be_bytes(bytes.get(2..6)?.try_into().ok()?) as usize,
-            *bytes.get(6)?,
+            u32::from_be_bytes(etf.get(2..6)?.try_into().ok()?) as usize,
+            *etf.get(6)?,
             7,
         ),
         _ => return None,
     };
-    let mut magnitude = bytes.get(digits_at..digits_at + len)?.to_vec();
-    magnitude.reverse(); // ETF digits are little-endian
-    Some((sign != 0, magnitude))
+    Some((sign != 0, etf.get(digits_at..digits_at.checked_add(len)?)?))
 }
 
 fn push_atom(term: Term, out: &mut KeyEncoder) -> Option<()> {
@@ -307,14 +527,48 @@ enum Frame {
     List { start: usize },
 }
 
+/// Why a budgeted decoding stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The element is not one the encoder wrote.
+    Corrupt,
+    /// Building the term would cost more than the budget left.
+    OverBudget,
+}
+
+impl From<DecodeError> for Exit {
+    fn from(error: DecodeError) -> Self {
+        match error {
+            DecodeError::Corrupt => Error::Corrupt.into(),
+            DecodeError::OverBudget => Exit::Dirty,
+        }
+    }
+}
+
 /// Rebuilds the term stored as `element`.
 ///
-/// Time: O(element length).
+/// Time: O(element length + magnitudes of its integers).
 pub fn decode<'a>(env: Env<'a>, element: &[u8]) -> Result<Term<'a>, Error> {
-    let mut reader = KeyReader::new(element).map_err(|_| Error::Corrupt)?;
-    let term = decode_next(env, &mut reader)?;
+    let mut unlimited = usize::MAX;
+    decode_within(env, element, &mut unlimited).map_err(|_| Error::Corrupt)
+}
+
+/// Rebuilds the term stored as `element`, taking what it costs from `left` (bytes of
+/// work: the element's length, plus the bytes of every integer larger than 64 bits,
+/// which a short key can describe). Stops with `OverBudget` before building anything
+/// large that `left` does not cover.
+pub fn decode_within<'a>(
+    env: Env<'a>,
+    element: &[u8],
+    left: &mut usize,
+) -> Result<Term<'a>, DecodeError> {
+    *left = left
+        .checked_sub(element.len())
+        .ok_or(DecodeError::OverBudget)?;
+    let mut reader = KeyReader::new(element).map_err(|_| DecodeError::Corrupt)?;
+    let term = decode_from(env, &mut reader, left)?;
     if !reader.at_end() {
-        return Err(Error::Corrupt);
+        return Err(DecodeError::Corrupt);
     }
     Ok(term)
 }
@@ -323,6 +577,55 @@ pub fn decode<'a>(env: Env<'a>, element: &[u8]) -> Result<Term<'a>, Error> {
 ///
 /// Time: O(term size).
 pub fn decode_next<'a>(env: Env<'a>, reader: &mut KeyReader) -> Result<Term<'a>, Error> {
+    let mut unlimited = usize::MAX;
+    decode_from(env, reader, &mut unlimited).map_err(|_| Error::Corrupt)
+}
+
+/// Decodes many elements with the same buffers: for the results of one call, so that
+/// each element costs no allocation and no thread-local lookup.
+pub struct Decoder<'a> {
+    env: Env<'a>,
+    frames: Vec<Frame>,
+    values: TermBuffer<'a>,
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder building terms in `env`.
+    pub fn new(env: Env<'a>) -> Self {
+        Decoder {
+            env,
+            frames: Vec::new(),
+            values: TermBuffer::with_capacity(env, 0),
+        }
+    }
+
+    /// What [`decode_within`] does, with this decoder's buffers.
+    pub fn decode(&mut self, element: &[u8], left: &mut usize) -> Result<Term<'a>, DecodeError> {
+        *left = left
+            .checked_sub(element.len())
+            .ok_or(DecodeError::OverBudget)?;
+        let mut reader = KeyReader::new(element).map_err(|_| DecodeError::Corrupt)?;
+        self.frames.clear();
+        self.values.truncate(0);
+        let term = decode_with(
+            self.env,
+            &mut reader,
+            &mut self.frames,
+            &mut self.values,
+            left,
+        )?;
+        if !reader.at_end() {
+            return Err(DecodeError::Corrupt);
+        }
+        Ok(term)
+    }
+}
+
+fn decode_from<'a>(
+    env: Env<'a>,
+    reader: &mut KeyReader,
+    left: &mut usize,
+) -> Result<Term<'a>, DecodeError> {
     thread_local! {
         // Reused between calls on the same scheduler thread: decoding a small term then
         // allocates nothing.
@@ -330,27 +633,26 @@ pub fn decode_next<'a>(env: Env<'a>, reader: &mut KeyReader) -> Result<Term<'a>,
             const { RefCell::new((Vec::new(), Vec::new())) };
     }
     const KEEP_CAPACITY: usize = 1024;
-    SCRATCH
-        .with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => {
-                let (frames, storage) = &mut *scratch;
-                frames.clear();
-                let mut values = TermBuffer::reuse(env, std::mem::take(storage));
-                let term = decode_with(env, reader, frames, &mut values);
-                *storage = values.into_storage();
-                if storage.capacity() > KEEP_CAPACITY || frames.capacity() > KEEP_CAPACITY {
-                    *scratch = (Vec::new(), Vec::new());
-                }
-                term
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let (frames, storage) = &mut *scratch;
+            frames.clear();
+            let mut values = TermBuffer::reuse(env, std::mem::take(storage));
+            let term = decode_with(env, reader, frames, &mut values, left);
+            *storage = values.into_storage();
+            if storage.capacity() > KEEP_CAPACITY || frames.capacity() > KEEP_CAPACITY {
+                *scratch = (Vec::new(), Vec::new());
             }
-            Err(_) => decode_with(
-                env,
-                reader,
-                &mut Vec::new(),
-                &mut TermBuffer::with_capacity(env, 0),
-            ),
-        })
-        .ok_or(Error::Corrupt)
+            term
+        }
+        Err(_) => decode_with(
+            env,
+            reader,
+            &mut Vec::new(),
+            &mut TermBuffer::with_capacity(env, 0),
+            left,
+        ),
+    })
 }
 
 fn decode_with<'a>(
@@ -358,17 +660,28 @@ fn decode_with<'a>(
     reader: &mut KeyReader,
     frames: &mut Vec<Frame>,
     values: &mut TermBuffer<'a>,
-) -> Option<Term<'a>> {
-    while let Some(token) = reader.next().ok()? {
+    left: &mut usize,
+) -> Result<Term<'a>, DecodeError> {
+    use DecodeError::Corrupt;
+    loop {
+        let bits = reader.peek_number_bits();
+        if bits > 64 {
+            // Building the magnitude walks its bits, then copies it twice.
+            let cost = usize::try_from(bits / 2).unwrap_or(usize::MAX);
+            *left = left.checked_sub(cost).ok_or(DecodeError::OverBudget)?;
+        }
+        let Some(token) = reader.next().map_err(|_| Corrupt)? else {
+            break;
+        };
         let value = match token {
             Token::Integer(Integer::I64(v)) => v.encode(env),
             Token::Integer(Integer::U64(v)) => v.encode(env),
             Token::Integer(Integer::Big {
                 negative,
                 magnitude,
-            }) => make_bignum(env, negative, &magnitude)?,
+            }) => make_bignum(env, negative, &magnitude).ok_or(Corrupt)?,
             Token::Float(f) => f.encode(env),
-            Token::Atom(text) => make_atom(env, text)?,
+            Token::Atom(text) => make_atom(env, text).ok_or(Corrupt)?,
             Token::Binary(bytes) => {
                 let mut binary = NewBinary::new(env, bytes.len());
                 bytes.copy_to(binary.as_mut_slice());
@@ -398,13 +711,16 @@ fn decode_with<'a>(
             }
             Token::ListEnd => {
                 let Some(Frame::List { start }) = frames.pop() else {
-                    return None;
+                    return Err(Corrupt);
                 };
                 let list = values.list(start);
                 values.truncate(start);
                 list
             }
         };
+        if frames.is_empty() {
+            return Ok(value); // a scalar, or a list: the whole term
+        }
         values.push(value);
         // A finished term may complete the tuples and maps it closes.
         loop {
@@ -412,8 +728,10 @@ fn decode_with<'a>(
                 Some(&Frame::Tuple { arity, start }) if values.len() - start == arity => {
                     (start, values.tuple(start))
                 }
-                Some(&Frame::Map { size, start }) if values.len() - start == 2 * size => {
-                    (start, values.map(start)?)
+                Some(&Frame::Map { size, start })
+                    if size.checked_mul(2) == Some(values.len() - start) =>
+                {
+                    (start, values.map(start).ok_or(Corrupt)?)
                 }
                 _ => break,
             };
@@ -426,9 +744,9 @@ fn decode_with<'a>(
         }
     }
     if !frames.is_empty() || values.len() != 1 {
-        return None;
+        return Err(Corrupt);
     }
-    values.last()
+    values.last().ok_or(Corrupt)
 }
 
 pub(crate) fn make_bignum<'a>(env: Env<'a>, negative: bool, magnitude: &[u8]) -> Option<Term<'a>> {

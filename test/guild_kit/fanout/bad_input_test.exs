@@ -6,7 +6,7 @@ defmodule GuildKit.Fanout.BadInputTest do
 
   test "unknown options" do
     assert_raise ArgumentError,
-                 "unknown keys [:send_mode] in [send_mode: :offload], the allowed keys are: [:pack, :offload]",
+                 "unknown keys [:send_mode] in [send_mode: :offload], the allowed keys are: [:pack, :offload, :key, :name]",
                  fn -> Fanout.send(self(), :x, send_mode: :offload) end
   end
 
@@ -21,6 +21,10 @@ defmodule GuildKit.Fanout.BadInputTest do
 
     assert_raise ArgumentError, "duplicate keys [:offload] in [offload: true, offload: 1]", fn ->
       Fanout.send(self(), :x, offload: true, offload: 1)
+    end
+
+    assert_raise ArgumentError, "expected :name to be an atom, got: \"fanout\"", fn ->
+      Fanout.send(self(), :x, name: "fanout")
     end
 
     # Delivery goes through worker processes: give a wrong send time to arrive.
@@ -59,16 +63,30 @@ defmodule GuildKit.Fanout.BadInputTest do
 
   test "a bad element far down a long list, past the first bounded NIF call" do
     pids = for _ <- 1..10, do: spawn(fn -> Process.sleep(:infinity) end)
-    # 150,000 cells: several 65,536-cell checks for offload, the dirty split otherwise.
+    # 150,000 cells: many 8,192-receiver slices of the split, in every mode.
     long = Enum.take(Stream.cycle(pids), 150_000) ++ [:oops]
 
     for opts <- [[], [offload: true]] do
       assert_raise ArgumentError,
-                   "expected receivers to be pids or nil, got: :oops at position 150000",
-                   fn -> Fanout.send(long, :x, opts) end
+                   "expected receivers to be pids or nil, got: :oops at position 150001",
+                   fn -> Fanout.send([self() | long], :x, opts) end
     end
 
+    # Nothing was sent: the whole list is checked before anything moves.
+    refute_receive :x, 100
+
     Enum.each(pids, &Process.exit(&1, :kill))
+  end
+
+  test "an instance that never started" do
+    assert_raise ArgumentError,
+                 "the GuildKit.Fanout instance NoSuchFanout is not running: add " <>
+                   "{GuildKit.Fanout, name: NoSuchFanout} to a supervision tree",
+                 fn -> Fanout.send(self(), :x, name: NoSuchFanout) end
+
+    assert_raise ArgumentError, ~r/NoSuchFanout is not running/, fn ->
+      Fanout.stats(NoSuchFanout)
+    end
   end
 
   test "an improper list" do

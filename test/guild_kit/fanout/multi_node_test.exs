@@ -4,7 +4,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Examples.PeerNode
-  alias GuildKit.Test.{FakePids, Receivers}
+  alias GuildKit.Test.{FakePids, FanoutFaults, Receivers, SchedulerWatch}
 
   @moduletag :slow
 
@@ -50,9 +50,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
   test "receivers on three nodes each get every message once, in order, in all modes",
        %{peers: peers} do
-    seed = 4_242
-    IO.puts("multi-node mixed-mode seed: #{seed}")
-    :rand.seed(:exsss, {seed, seed, seed})
+    FanoutFaults.seed!("multi-node mixed-mode", 4_242)
     nodes = [node() | Enum.map(peers, & &1.node)]
     groups = spread_receivers(nodes, 400)
     all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
@@ -183,5 +181,194 @@ defmodule GuildKit.Fanout.MultiNodeTest do
     assert Fanout.stats().dropped - dropped == 2_000
     refute :"ghost@10.255.255.1" in Node.list([:visible, :hidden, :connected])
     Receivers.stop(group)
+  end
+
+  test "big messages reach other nodes in parts, in order with small ones, in every mode",
+       %{peers: peers} do
+    groups = spread_receivers(Enum.map(peers, & &1.node), 3)
+    all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
+    # A big term (about 5 MB packed), and a 2 MB binary (small on the heap, big on the
+    # wire): both travel in parts.
+    big = Enum.to_list(1..1_000_000)
+    binary = :binary.copy("b", 2_000_000)
+    modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
+
+    messages =
+      for i <- 1..12 do
+        case rem(i, 3) do
+          0 -> {i, big}
+          1 -> {i, :small}
+          2 -> {i, binary}
+        end
+      end
+
+    tracers =
+      for %{node: node} <- peers do
+        partitioner = PeerNode.call(node, Fanout.Runtime, :partitioner_name, [0])
+        {node, PeerNode.call(node, SchedulerWatch, :trace_sizes, [partitioner])}
+      end
+
+    for {message, i} <- Enum.with_index(messages) do
+      :ok = Fanout.send(all, message, Enum.at(modes, rem(i, 4)))
+    end
+
+    expected = for message <- messages, do: {elem(message, 0), :erlang.phash2(message)}
+
+    for {node, group, _pids} <- groups do
+      results = PeerNode.call(node, Receivers, :await, [group, 12 * 3, 60_000, [only: :digest]])
+      assert Enum.all?(results, fn {_pid, digests} -> digests == expected end)
+    end
+
+    # No message a peer's partitioner got was big: its decoding never holds it long.
+    for {node, tracer} <- tracers do
+      assert PeerNode.call(node, SchedulerWatch, :stop_trace, [tracer]) < 300 * 1024
+    end
+
+    # Each peer's partitioner forgot the parts once the message was delivered.
+    for %{node: node} <- peers do
+      partitioner = PeerNode.call(node, Fanout.Runtime, :partitioner_name, [0])
+      assert PeerNode.call(node, :sys, :get_state, [partitioner]).parts == %{}
+    end
+
+    stop_receivers(groups)
+  end
+
+  test "order holds while senders here and partitioners there are killed", %{peers: peers} do
+    FanoutFaults.seed!("multi-node order-under-kills", 77_001)
+    nodes = Enum.map(peers, & &1.node)
+    groups = spread_receivers([node() | nodes], 10)
+    # 10 pids per node, each listed 1,500 times: 45,000 entries.
+    receivers =
+      groups
+      |> Enum.flat_map(fn {_node, _group, pids} -> pids end)
+      |> List.duplicate(1_500)
+      |> List.flatten()
+      |> Enum.shuffle()
+
+    senders = Tuple.to_list(Fanout.Runtime.get().senders)
+    partitioner = Fanout.Runtime.partitioner_name(0)
+
+    # Kills a sender of this node or a partitioner of a peer.
+    killer =
+      FanoutFaults.start_killer(fn ->
+        if :rand.uniform(2) == 1,
+          do: Process.whereis(Enum.random(senders)),
+          else: PeerNode.call(Enum.random(nodes), Process, :whereis, [partitioner])
+      end)
+
+    modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
+
+    for seq <- 1..100 do
+      :ok = Fanout.send(receivers, {:seq, seq}, Enum.random(modes))
+      Process.sleep(3)
+    end
+
+    assert FanoutFaults.stop_killer(killer) >= 10
+    # Let the killed processes come back, then nothing more may be lost.
+    Process.sleep(200)
+    for seq <- 101..105, do: :ok = Fanout.send(receivers, {:seq, seq}, Enum.random(modes))
+
+    for {node, group, _pids} <- groups do
+      results =
+        if node == node(),
+          do: Receivers.await_quiet(group, 5 * 15_000, 300),
+          else: PeerNode.call(node, Receivers, :await_quiet, [group, 5 * 15_000, 300])
+
+      FanoutFaults.assert_ordered(results, 1_500, 101..105)
+    end
+
+    stop_receivers(groups)
+  end
+
+  test "a partitioner key keeps one order across processes for other nodes' receivers",
+       %{peers: peers} do
+    # An instance with 8 senders on every node: processes without a shared key would
+    # mostly go through different senders.
+    name = __MODULE__.Keyed
+    opts = [name: name, senders: 8, partitioners: 3, workers: 2]
+    local = Receivers.start_fanout(opts)
+
+    remote =
+      for %{node: node} <- peers,
+          do: {node, PeerNode.call(node, Receivers, :start_fanout, [opts])}
+
+    on_exit(fn ->
+      for {node, pid} <- remote, do: PeerNode.call(node, Process, :exit, [pid, :shutdown])
+      Process.exit(local, :shutdown)
+    end)
+
+    groups = spread_receivers(Enum.map(peers, & &1.node), 200)
+    all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
+    modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
+
+    FanoutFaults.relay(
+      all,
+      200,
+      4,
+      fn _ -> Fanout.set_partitioner_key({:guild, 1}) end,
+      fn seq -> [name: name] ++ Enum.at(modes, rem(seq, 4)) end
+    )
+
+    expected = for seq <- 1..200, do: {:seq, seq}
+
+    for {node, group, _pids} <- groups do
+      results = await(node, group, 200 * 200)
+      assert Enum.all?(results, fn {_pid, messages} -> messages == expected end)
+    end
+
+    stop_receivers(groups)
+  end
+
+  test "100k receivers on a peer reach it in bounded chunks", %{peers: peers} do
+    # The cause of a long schedule in a peer's partitioner would be a big message to
+    # decode (its decoding does not yield): none may be.
+    [%{node: peer} | _] = peers
+    [{_, group, pids}] = spread_receivers([peer], 500)
+    # 100,000 receiver entries: 500 pids, each listed 200 times.
+    many = pids |> List.duplicate(200) |> List.flatten()
+    partitioner = PeerNode.call(peer, Fanout.Runtime, :partitioner_name, [0])
+
+    for opts <- [[], [offload: true], [pack: :binary]] do
+      before = PeerNode.call(peer, Receivers, :received, [group])
+      tracer = PeerNode.call(peer, SchedulerWatch, :trace_sizes, [partitioner])
+      :ok = Fanout.send(many, :event, opts)
+
+      FanoutFaults.wait_until(fn ->
+        PeerNode.call(peer, Receivers, :received, [group]) >= before + 100_000
+      end)
+
+      # 4,096 pids a chunk, under 50 bytes each in the external format (less on the wire,
+      # where the node name is cached): some 200 KB at most, decoded in well under 1 ms.
+      assert PeerNode.call(peer, SchedulerWatch, :stop_trace, [tracer]) < 256 * 1024
+    end
+
+    PeerNode.call(peer, Receivers, :stop, [group])
+  end
+
+  test "no fan-out process here or on a peer holds a scheduler", %{peers: peers} do
+    # 100,000 receiver entries on a peer (500 pids, each listed 200 times), and a
+    # 4M-element message to a few of them; every fan-out process of both nodes, and the
+    # caller, watched until all is delivered.
+    [%{node: peer} | _] = peers
+    [{_, group, pids}] = spread_receivers([peer], 500)
+    many = pids |> List.duplicate(200) |> List.flatten()
+    big = {:big, Enum.to_list(1..4_000_000)}
+
+    for {receivers, message} <- [{many, :event}, {Enum.take(pids, 2), big}],
+        opts <- [[], [offload: true], [pack: :binary]] do
+      before = PeerNode.call(peer, Receivers, :received, [group])
+      remote = PeerNode.call(peer, SchedulerWatch, :start, [Fanout, [], 5])
+      local = SchedulerWatch.start(Fanout, [self()], 5)
+      :ok = Fanout.send(receivers, message, opts)
+
+      FanoutFaults.wait_until(fn ->
+        PeerNode.call(peer, Receivers, :received, [group]) >= before + length(receivers)
+      end)
+
+      assert SchedulerWatch.stop(local) == []
+      assert PeerNode.call(peer, SchedulerWatch, :stop, [remote]) == []
+    end
+
+    PeerNode.call(peer, Receivers, :stop, [group])
   end
 end

@@ -1,26 +1,38 @@
 defmodule GuildKit.Fanout.SchedulerTest do
-  # No NIF call of a fan-out holds a normal scheduler for long. The measuring follows
-  # FACTS.md through GuildKit.Test.LongSchedule, at the project's 5 ms threshold (a
-  # tighter one reports the OS preempting a scheduler thread on a busy 2-core machine).
-  # The lists are 1M receivers long, so a call that walked a whole list on a normal
-  # scheduler (about 10 ms) would be caught; a control call that is known not to yield
-  # shows that the monitor catches one.
+  # No fan-out process holds a normal scheduler for long: not the caller, and not the
+  # partitioners, workers or senders that carry its message, until every receiver has
+  # it. The measuring follows FACTS.md, as GuildKit.Test.LongSchedule does, at the
+  # project's 5 ms threshold, watching `long_schedule` (and `long_gc`) for every
+  # process of the application's instance as well as the caller, with
+  # GuildKit.Test.SchedulerWatch, which keeps a report only when the process also used
+  # that much CPU on a normal scheduler (so that the OS preempting a scheduler thread of
+  # a loaded machine is not taken for a hold). The lists are 1M receivers long, so a
+  # walk of a whole list on a normal scheduler (about 10 ms), or a copy of it between
+  # fan-out processes (tens of ms), would be caught; the message is 4M elements long,
+  # so a copy of it (about 40 ms) would be. Control calls that are known not to yield
+  # show that both watches catch one.
   use ExUnit.Case, async: false
 
   alias GuildKit.Fanout
-  alias GuildKit.Test.LongSchedule
+  alias GuildKit.Test.{FanoutFaults, LongSchedule, SchedulerWatch}
 
   @moduletag :slow
   @moduletag timeout: 300_000
-  @threshold [threshold_ms: 5, min_heap_words: 20_000_000]
+  @threshold_ms 5
   @receivers 1_000_000
 
   setup_all do
-    # 1,000 receivers that drop what they get, each listed 1,000 times (a pid listed
+    # 1,000 receivers that count what they get, each listed 1,000 times (a pid listed
     # twice gets the message twice), so that the sends stay cheap.
-    pids = for _ <- 1..1_000, do: spawn(&drop_all/0)
+    counter = :counters.new(1, [:write_concurrency])
+    pids = for _ <- 1..1_000, do: spawn(fn -> count_all(counter) end)
     on_exit(fn -> Enum.each(pids, &Process.exit(&1, :kill)) end)
-    %{receivers: fn -> pids |> List.duplicate(div(@receivers, 1_000)) |> List.flatten() end}
+
+    %{
+      counter: counter,
+      few: Enum.take(pids, 3),
+      receivers: fn -> pids |> List.duplicate(div(@receivers, 1_000)) |> List.flatten() end
+    }
   end
 
   test "the control: a non-yielding BIF of tens of ms is reported" do
@@ -28,44 +40,99 @@ defmodule GuildKit.Fanout.SchedulerTest do
       LongSchedule.measure(
         fn -> Enum.to_list(1..10_000_000) end,
         &:erts_debug.flat_size/1,
-        @threshold
+        threshold_ms: @threshold_ms,
+        min_heap_words: 20_000_000
       )
 
     assert reports != []
   end
 
-  test "a default-mode send to 1M receivers: the caller's split, in slices", %{
-    receivers: receivers
-  } do
-    {:ok, reports} = LongSchedule.measure(receivers, &Fanout.send(&1, :event), @threshold)
-    assert reports == []
+  test "the control: the watch of fan-out processes reports a process that holds on" do
+    list = Enum.to_list(1..10_000_000)
+    parent = self()
+
+    holder =
+      spawn(fn ->
+        receive do: (:go -> send(parent, {:size, :erts_debug.flat_size(list)}))
+        # Waits rather than exits, so that it is seen being scheduled out.
+        receive do: (:exit -> :ok)
+      end)
+
+    watch = SchedulerWatch.start(Fanout, [holder], @threshold_ms)
+    send(holder, :go)
+    assert_receive {:size, _}, 10_000
+    assert [{^holder, :long_schedule, _} | _] = SchedulerWatch.stop(watch)
+    send(holder, :exit)
   end
 
-  test "splitting 1M receivers in a sender or partitioner (dirty scheduler)", %{
-    receivers: receivers
-  } do
-    {_, reports} =
-      LongSchedule.measure(receivers, &(Fanout.split(&1, 4) |> tuple_size()), @threshold)
+  for {mode, opts} <- [default: [], offload: [offload: true]] do
+    test "a send to 1M receivers (#{mode}): the caller and every fan-out process", context do
+      reports =
+        measure(context, context.receivers, &Fanout.send(&1, :event, unquote(opts)), @receivers)
 
-    assert reports == []
-  end
-
-  test "checking 1M receivers (offload mode's per-receiver work)", %{receivers: receivers} do
-    {:ok, reports} = LongSchedule.measure(receivers, &check(&1, 0), @threshold)
-    assert reports == []
-  end
-
-  # The same bounded loop GuildKit.Fanout runs for offload: true.
-  defp check(receivers, position) do
-    case GuildKit.Native.fanout_check(receivers, position) do
-      {:guild_kit_more, rest, position} -> check(rest, position)
-      result -> result
+      assert reports == []
     end
   end
 
-  defp drop_all do
+  for {mode, opts} <- [
+        default: [],
+        pack: [pack: :binary],
+        offload: [offload: true],
+        offload_pack: [offload: true, pack: :binary]
+      ] do
+    test "a 4M-element message (#{mode}): copied off the normal schedulers", context do
+      message = fn -> {:event, Enum.to_list(1..4_000_000)} end
+
+      reports =
+        measure(
+          context,
+          fn -> {context.few, message.()} end,
+          fn {pids, message} -> Fanout.send(pids, message, unquote(opts)) end,
+          length(context.few)
+        )
+
+      assert reports == []
+    end
+  end
+
+  # Runs `fun.(setup.())` in a fresh caller with a big heap, and returns the
+  # long_schedule reports of the caller and of every process of the application's
+  # fan-out instance (and their long_gc reports) from the call until the receivers got
+  # `deliveries` more messages.
+  defp measure(%{counter: counter}, setup, fun, deliveries) do
+    parent = self()
+    before = :counters.get(counter, 1)
+
+    {caller, ref} =
+      :erlang.spawn_opt(
+        fn ->
+          input = setup.()
+          send(parent, {:ready, self()})
+          receive do: (:go -> :ok)
+          :ok = fun.(input)
+          send(parent, {:sent, self()})
+          # Exits only once the watching is over: freeing its big heap takes a while.
+          receive do: (:exit -> :ok)
+        end,
+        [:monitor, min_heap_size: 40_000_000]
+      )
+
+    assert_receive {:ready, ^caller}, 120_000
+    watch = SchedulerWatch.start(Fanout, [caller], @threshold_ms)
+    send(caller, :go)
+    assert_receive {:sent, ^caller}, 120_000
+    FanoutFaults.wait_until(fn -> :counters.get(counter, 1) - before >= deliveries end)
+    reports = SchedulerWatch.stop(watch)
+    send(caller, :exit)
+    assert_receive {:DOWN, ^ref, :process, ^caller, :normal}
+    reports
+  end
+
+  defp count_all(counter) do
     receive do
-      _ -> drop_all()
+      _ ->
+        :counters.add(counter, 1, 1)
+        count_all(counter)
     end
   end
 end

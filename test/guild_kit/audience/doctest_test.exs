@@ -1,0 +1,4 @@
+defmodule GuildKit.Audience.DoctestTest do
+  use ExUnit.Case, async: true
+  doctest GuildKit.Audience
+end

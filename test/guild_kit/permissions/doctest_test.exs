@@ -1,0 +1,4 @@
+defmodule GuildKit.Permissions.DoctestTest do
+  use ExUnit.Case, async: true
+  doctest GuildKit.Permissions
+end
