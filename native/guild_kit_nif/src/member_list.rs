@@ -26,16 +26,14 @@ use guild_kit_core::key_tree::MAX_ELEMENT_LEN;
 use guild_kit_core::member_list::{
     Change, MemberList, MemberListError, Op, Range, Row, WindowOps, MAX_GROUPS,
 };
-use guild_kit_core::term_key::{Element, Integer, Token};
-use rustler::types::map::MapIterator;
-use rustler::{Binary, Encoder, Env, ResourceArc, Term, TermType};
+use guild_kit_core::term_key::{Element, ElementRef, Integer, Token};
+use rustler::{Encoder, Env, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::Error;
-use crate::raw;
 use crate::reaper;
 use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
-use crate::term_codec::{self, encode_arg, encode_lookup, EncodeError};
+use crate::term_codec::{self, encode_arg, encode_lookup};
 
 /// Work one chunk may do on a normal scheduler, in units of about 10 ns: about 120 µs
 /// on warm caches, a few times that on cold ones.
@@ -222,40 +220,13 @@ nifs! {
 /// Builds an empty list with the given groups, on the normal scheduler unless the group
 /// ids are large.
 fn new_list<'a>(call: Call<'a>, groups: Term<'a>) -> Outcome<'a> {
-    let mut encoded = Vec::new();
-    let mut rest = groups;
-    let mut left = call.budget(term_codec::NORMAL_BUDGET);
-    while !rest.is_empty_list() {
-        let (head, tail) = rest.list_get_cell().map_err(|_| Error::NotAList)?;
-        let in_element = |source: Error| Error::InElement {
-            position: encoded.len(),
-            source: Box::new(source),
-        };
-        if let Some(left) = left.as_mut() {
-            *left = match encoding_size(head, *left) {
-                Ok(units) => *left - units,
-                Err(Size::TooLarge) => return Err(in_element(too_large()).into()),
-                Err(Size::OverBudget) => return Err(Exit::Dirty),
-            };
-        }
-        let element = term_codec::encode(head, left).map_err(|e| match e {
-            EncodeError::Invalid(source) => in_element(source).into(),
-            EncodeError::OverBudget => Exit::Dirty,
-        })?;
-        encoded.push(element);
-        if encoded.len() > MAX_GROUPS {
-            return Err(Error::TooManyGroups { limit: MAX_GROUPS }.into());
-        }
-        rest = tail;
+    let encoded = term_codec::encode_list(&call, groups)?;
+    if encoded.len() > MAX_GROUPS {
+        return Err(Error::TooManyGroups { limit: MAX_GROUPS }.into());
     }
-    let list = MemberList::new(encoded).map_err(Error::from)?;
+    let list = MemberList::new(encoded.iter().map(ElementRef::to_element).collect())
+        .map_err(Error::from)?;
     Ok(MemberListResource::new(list, false).encode(call.env()))
-}
-
-fn too_large() -> Error {
-    Error::TermTooLarge {
-        limit: MAX_ELEMENT_LEN,
-    }
 }
 
 fn put<'a>(
@@ -267,12 +238,8 @@ fn put<'a>(
 ) -> Outcome<'a> {
     let started = Instant::now();
     list.check_writable()?;
-    let [member_id, group_id, sort_key] = [member_id, group_id, sort_key].map(|term| {
-        if !admit(&call, term)? {
-            return Err(Exit::from(too_large()));
-        }
-        encode_arg(&call, term)
-    });
+    let [member_id, group_id, sort_key] =
+        [member_id, group_id, sort_key].map(|term| encode_arg(&call, term));
     let (member_id, group_id, sort_key) = (member_id?, group_id?, sort_key?);
     let (change, view) = {
         let mut guard = list.write()?;
@@ -314,12 +281,12 @@ fn lookup_to_change(
     member_id: Term,
 ) -> Result<Option<Element>, Exit> {
     list.check_writable()?;
-    lookup(call, member_id)
+    encode_lookup(call, member_id)
 }
 
 fn index_of<'a>(call: Call<'a>, list: &MemberListResource, member_id: Term<'a>) -> Outcome<'a> {
     let env = call.env();
-    let index = match lookup(&call, member_id)? {
+    let index = match encode_lookup(&call, member_id)? {
         Some(id) => list.read().index_of(&id),
         None => None,
     };
@@ -792,97 +759,4 @@ fn check_range(first: u64, last: u64) -> Result<(), Error> {
         });
     }
     Ok(())
-}
-
-/// Encodes a term to look up: `None` when it cannot be stored, and so is absent.
-fn lookup(call: &Call, term: Term) -> Result<Option<Element>, Exit> {
-    if !admit(call, term)? {
-        return Ok(None);
-    }
-    encode_lookup(call, term)
-}
-
-/// Whether `term` can be stored, as far as its size tells, and cheap enough to encode
-/// here: on a normal scheduler, a term larger than the codec's budget moves the call to
-/// a dirty one first.
-///
-/// This looks at sizes before the encoder does, because the encoder counts a binary,
-/// or a tuple of scalars, only once it has copied it.
-fn admit(call: &Call, term: Term) -> Result<bool, Exit> {
-    let Some(budget) = call.budget(term_codec::NORMAL_BUDGET) else {
-        return Ok(true);
-    };
-    match encoding_size(term, budget) {
-        Ok(_) => Ok(true),
-        Err(Size::TooLarge) => Ok(false),
-        Err(Size::OverBudget) => Err(Exit::Dirty),
-    }
-}
-
-/// Why [`encoding_size`] stopped.
-enum Size {
-    /// Binaries alone take more than an element can hold.
-    TooLarge,
-    /// More work than `budget`.
-    OverBudget,
-}
-
-/// The work of encoding `term` in the codec's units (a node, or 16 bytes of binary),
-/// found in at most `budget` steps. Integers beyond 64 bits count as over any budget:
-/// their size is not known without converting them.
-fn encoding_size(term: Term, budget: usize) -> Result<usize, Size> {
-    let mut units = 0usize;
-    let mut bytes = 0usize;
-    let mut stack = vec![term];
-    while let Some(term) = stack.pop() {
-        units += 1;
-        match term.get_type() {
-            TermType::Binary => {
-                if let Ok(binary) = Binary::from_term(term) {
-                    bytes += binary.len();
-                    units += binary.len() / 16;
-                }
-            }
-            TermType::Integer if term.decode::<i64>().is_err() && term.decode::<u64>().is_err() => {
-                return Err(Size::OverBudget);
-            }
-            TermType::Tuple => {
-                if let Some(elements) = raw::tuple_elements(term) {
-                    units += elements.len();
-                    if units > budget {
-                        return Err(Size::OverBudget);
-                    }
-                    stack.extend(elements.iter());
-                }
-            }
-            TermType::List => {
-                let mut rest = term;
-                while let Ok((head, tail)) = rest.list_get_cell() {
-                    units += 1;
-                    if units > budget {
-                        return Err(Size::OverBudget);
-                    }
-                    stack.push(head);
-                    rest = tail;
-                }
-            }
-            TermType::Map => {
-                for (key, value) in MapIterator::new(term).into_iter().flatten() {
-                    units += 1;
-                    if units > budget {
-                        return Err(Size::OverBudget);
-                    }
-                    stack.extend([key, value]);
-                }
-            }
-            _ => {}
-        }
-        if bytes > MAX_ELEMENT_LEN {
-            return Err(Size::TooLarge);
-        }
-        if units > budget {
-            return Err(Size::OverBudget);
-        }
-    }
-    Ok(units)
 }
