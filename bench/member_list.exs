@@ -125,6 +125,10 @@ defmodule GuildKit.Bench.MemberList do
         end
       )
 
+    say("timing puts while another process reads every row")
+    {full_read_us, _} = :timer.tc(fn -> MemberList.rows(list, 0, n + 100) end)
+    during_read = puts_during_reads(list, n, presence_changes(people, by_id, 200))
+
     %{
       build_us: build_us,
       memory: memory,
@@ -132,8 +136,55 @@ defmodule GuildKit.Bench.MemberList do
       scenarios: scenarios,
       watch: watch,
       snapshot: snapshot,
-      first_write: first_write
+      first_write: first_write,
+      full_read_us: full_read_us,
+      during_read: during_read
     }
+  end
+
+  # Times `moves` (put back afterwards) while a reader process reads the whole list with
+  # `rows/3` over and over: rows are decoded from a snapshot outside the lock, so no put
+  # waits for a read.
+  defp puts_during_reads(list, n, moves) do
+    parent = self()
+
+    {reader, ref} =
+      :erlang.spawn_opt(
+        fn ->
+          send(parent, :reading)
+          read_until_stopped(list, n, 0)
+        end,
+        [:monitor, min_heap_size: 20_000_000]
+      )
+
+    receive do: (:reading -> :ok)
+    # Let the first read get going.
+    Process.sleep(5)
+
+    samples =
+      for {id, _, {g, name}} <- moves do
+        t0 = System.monotonic_time(:nanosecond)
+        MemberList.put(list, id, g, name)
+        ns = System.monotonic_time(:nanosecond) - t0
+        # Spread the puts over several reads.
+        Process.sleep(1)
+        ns
+      end
+
+    send(reader, :stop)
+    reads = receive do: ({:DOWN, ^ref, :process, ^reader, {:reads, reads}} -> reads)
+    undo(list, moves)
+    Map.put(Harness.stats(samples), :reads, reads)
+  end
+
+  defp read_until_stopped(list, n, reads) do
+    receive do
+      :stop -> exit({:reads, reads})
+    after
+      0 ->
+        MemberList.rows(list, 0, n + 100)
+        read_until_stopped(list, n, reads + 1)
+    end
   end
 
   # What a touched window adds to a move: over the moves that touched any, the median of
@@ -256,7 +307,20 @@ defmodule GuildKit.Bench.MemberList do
           ["snapshot/1, median", Harness.format_ns(r.snapshot.median), "", ""],
           ["snapshot/1, p99", Harness.format_ns(r.snapshot.p99), "", ""],
           ["first put after a snapshot, median", Harness.format_ns(r.first_write.median), "", ""],
-          ["first put after a snapshot, p99", Harness.format_ns(r.first_write.p99), "", ""]
+          ["first put after a snapshot, p99", Harness.format_ns(r.first_write.p99), "", ""],
+          ["rows/3 of the whole list", Harness.format_ns(r.full_read_us * 1_000), "", ""],
+          [
+            "put during whole-list rows/3 in another process, median",
+            Harness.format_ns(r.during_read.median),
+            "",
+            ""
+          ],
+          [
+            "put during whole-list rows/3 in another process, max",
+            Harness.format_ns(r.during_read.max),
+            "",
+            ""
+          ]
         ]
 
     Harness.table(["measure", "GuildKit.MemberList", "naive (SortedSet + SYNC)", "ratio"], rows)
@@ -273,6 +337,7 @@ defmodule GuildKit.Bench.MemberList do
     Load average before: #{load_before}; after: #{load_after}.
     Native memory: #{Float.round(r.memory / n, 1)} bytes per member (#{n} members).
     Building by #{n} puts: #{div(r.build_us, 1000)} ms.
+    Puts during reads: #{r.during_read.n} puts while another process made #{r.during_read.reads} whole-list reads.
     """)
   end
 end
