@@ -51,8 +51,8 @@ impl Lcg {
 
 fn sets(n: usize) -> (KeyTree, BTreeSet<Vec<u8>>) {
     let elements: Vec<Element> = (0..n as i64).map(|i| member(i * 2, i as u64)).collect();
-    let tree = KeyTree::from_ascending(elements.iter().map(Element::as_element_ref))
-        .expect("ascending members");
+    let tree =
+        KeyTree::from_ascending(elements.iter().map(ElementRef::from)).expect("ascending members");
     let std_set = elements.iter().map(|e| e.as_bytes().to_vec()).collect();
     (tree, std_set)
 }

@@ -1495,7 +1495,7 @@ mod tests {
 
     /// A tree built from ascending `elements` in one go.
     fn bulk(elements: &[Element]) -> KeyTree {
-        KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)).unwrap()
+        KeyTree::from_ascending(elements.iter().map(ElementRef::from)).unwrap()
     }
 
     /// `tree` takes less than `percent` % of the heap bytes of `bulk`.
@@ -1534,14 +1534,14 @@ mod tests {
     fn from_ascending_refuses_disorder_and_duplicates_at_their_position() {
         let elements: Vec<Element> = [1, 2, 5, 4].into_iter().map(element).collect();
         assert_eq!(
-            KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)).unwrap_err(),
+            KeyTree::from_ascending(elements.iter().map(ElementRef::from)).unwrap_err(),
             BuildError::NotAscending { position: 3 }
         );
         let mut float_one = KeyEncoder::new();
         float_one.push_number(Number::Float(1.0), false);
         let equal = [element(0), element(1), float_one.finish()];
         assert_eq!(
-            KeyTree::from_ascending(equal.iter().map(Element::as_element_ref)).unwrap_err(),
+            KeyTree::from_ascending(equal.iter().map(ElementRef::from)).unwrap_err(),
             BuildError::NotAscending { position: 2 }
         );
     }
