@@ -564,7 +564,11 @@ defmodule GuildKit.Audience do
     raise ArgumentError, "expected :active to be a boolean, got: #{inspect(other)}"
   end
 
-  defp validate_windows!(windows), do: validate_windows!(windows, windows, [])
+  @doc false
+  # The windows of a `:watch` option, checked: shared with GuildKit.Relay, which checks
+  # them in the guild before they travel to a relay.
+  @spec validate_windows!(term()) :: [window()]
+  def validate_windows!(windows), do: validate_windows!(windows, windows, [])
 
   defp validate_windows!([], _windows, acc), do: Enum.reverse(acc)
 
@@ -572,7 +576,8 @@ defmodule GuildKit.Audience do
     do: validate_windows!(rest, windows, [validate_window!(window) | acc])
 
   defp validate_windows!(_improper, windows, _acc) do
-    raise ArgumentError, "expected :watch to be a list of windows, got: #{inspect(windows)}"
+    raise ArgumentError,
+          "expected :watch to be a list of windows {first, last}, got: #{inspect(windows)}"
   end
 
   defp validate_window!({first, last} = window)

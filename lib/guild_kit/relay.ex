@@ -376,7 +376,7 @@ defmodule GuildKit.Relay do
     roles!(role_ids)
     opts = keyword!(opts, active: false, watch: [], rows: nil)
     active = boolean!(opts[:active], ":active")
-    watch = windows!(opts[:watch])
+    watch = Audience.validate_windows!(opts[:watch])
     rows = rows_fun!(opts[:rows])
 
     if Map.has_key?(relays.sessions, session_pid) do
@@ -472,7 +472,7 @@ defmodule GuildKit.Relay do
     pid!(session_pid)
     active = boolean!(active?, "active?")
     opts = keyword!(opts, watch: nil, rows: nil)
-    watch = if opts[:watch] == nil, do: nil, else: windows!(opts[:watch])
+    watch = if opts[:watch] == nil, do: nil, else: Audience.validate_windows!(opts[:watch])
     rows = rows_fun!(opts[:rows])
 
     if rows && watch == nil do
@@ -974,7 +974,7 @@ defmodule GuildKit.Relay do
 
     Enum.each(changes, fn
       {window, ops} when is_list(ops) ->
-        window!(window)
+        Audience.validate_windows!([window])
 
       other ->
         raise ArgumentError,
@@ -1021,22 +1021,6 @@ defmodule GuildKit.Relay do
   defp roles!(role_ids) do
     list!(role_ids, "role ids", "a list")
     Enum.each(role_ids, &id!(&1, "role id"))
-  end
-
-  defp windows!(windows) do
-    list!(windows, ":watch", "a list of windows {first, last}")
-    Enum.map(windows, &window!/1)
-  end
-
-  defp window!({first, last} = window)
-       when is_integer(first) and is_integer(last) and first >= 0 and last >= first and
-              last <= @max_window,
-       do: window
-
-  defp window!(other) do
-    raise ArgumentError,
-          "expected a window {first, last} of integers in 0..2^64-1 with first <= last, got: " <>
-            inspect(other)
   end
 
   # Ids are stored natively by the relays' audiences: integers, floats, atoms,
