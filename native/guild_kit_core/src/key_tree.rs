@@ -1850,94 +1850,87 @@ mod tests {
             .heap_bytes();
         assert!(large > small + 100 * 10_000, "{large} vs {small}");
     }
-}
 
-#[cfg(test)]
-mod get_ascending_tests {
-    use super::*;
-    use crate::term_key::{Element, KeyEncoder, Number};
-    use proptest::prelude::*;
+    /// `KeyTree::get_ascending` against one `get` per index.
+    mod get_ascending {
+        use super::*;
+        use proptest::prelude::*;
 
-    fn element(i: u32) -> Element {
-        let mut encoder = KeyEncoder::new();
-        encoder.push_number(Number::Int(i.into()), false);
-        encoder.finish()
-    }
-
-    fn tree(n: u32) -> KeyTree {
-        let elements: Vec<Element> = (0..n).map(element).collect();
-        KeyTree::from_ascending(elements.iter().map(ElementRef::from)).unwrap()
-    }
-
-    fn one_by_one<'a>(tree: &'a KeyTree, indices: &[usize]) -> Vec<ElementRef<'a>> {
-        indices.iter().map_while(|&i| tree.get(i)).collect()
-    }
-
-    #[test]
-    fn empty_tree_and_no_indices() {
-        assert!(KeyTree::new().get_ascending(&[0, 1]).is_empty());
-        assert!(tree(10).get_ascending(&[]).is_empty());
-    }
-
-    #[test]
-    fn a_single_leaf() {
-        let tree = tree(5);
-        let got = tree.get_ascending(&[0, 2, 2, 4]);
-        assert_eq!(got, one_by_one(&tree, &[0, 2, 2, 4]));
-    }
-
-    #[test]
-    fn every_index_and_scattered_ones_of_a_deep_tree() {
-        let tree = tree(300_000);
-        let all: Vec<usize> = (0..tree.len()).collect();
-        assert_eq!(tree.get_ascending(&all), one_by_one(&tree, &all));
-        let scattered: Vec<usize> = (0..500).map(|i| i * 599 + i % 7).collect();
-        assert_eq!(
-            tree.get_ascending(&scattered),
-            one_by_one(&tree, &scattered)
-        );
-    }
-
-    #[test]
-    fn indices_past_the_end_are_left_out() {
-        let tree = tree(1_000);
-        let got = tree.get_ascending(&[3, 999, 1_000, 5_000]);
-        assert_eq!(got, one_by_one(&tree, &[3, 999]));
-    }
-
-    #[test]
-    fn after_writes_and_on_a_snapshot() {
-        let mut tree = tree(20_000);
-        let snapshot = tree.clone();
-        for i in (0..20_000).step_by(3) {
-            tree.remove(&element(i));
+        fn tree(n: u32) -> KeyTree {
+            let elements: Vec<Element> = (0..n).map(element).collect();
+            KeyTree::from_ascending(elements.iter().map(ElementRef::from)).unwrap()
         }
-        for i in 20_000..25_000 {
-            tree.insert(&element(i)).unwrap();
-        }
-        let indices: Vec<usize> = (0..30_000).step_by(11).collect();
-        assert_eq!(tree.get_ascending(&indices), one_by_one(&tree, &indices));
-        assert_eq!(
-            snapshot.get_ascending(&indices),
-            one_by_one(&snapshot, &indices)
-        );
-    }
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        fn one_by_one<'a>(tree: &'a KeyTree, indices: &[usize]) -> Vec<ElementRef<'a>> {
+            indices.iter().map_while(|&i| tree.get(i)).collect()
+        }
 
         #[test]
-        fn agrees_with_one_lookup_per_index(
-            size in 0u32..40_000,
-            removed in proptest::collection::vec(0u32..40_000, 0..200),
-            mut indices in proptest::collection::vec(0usize..41_000, 0..300),
-        ) {
-            let mut tree = tree(size);
-            for i in removed {
+        fn empty_tree_and_no_indices() {
+            assert!(KeyTree::new().get_ascending(&[0, 1]).is_empty());
+            assert!(tree(10).get_ascending(&[]).is_empty());
+        }
+
+        #[test]
+        fn a_single_leaf() {
+            let tree = tree(5);
+            let got = tree.get_ascending(&[0, 2, 2, 4]);
+            assert_eq!(got, one_by_one(&tree, &[0, 2, 2, 4]));
+        }
+
+        #[test]
+        fn every_index_and_scattered_ones_of_a_deep_tree() {
+            let tree = tree(300_000);
+            let all: Vec<usize> = (0..tree.len()).collect();
+            assert_eq!(tree.get_ascending(&all), one_by_one(&tree, &all));
+            let scattered: Vec<usize> = (0..500).map(|i| i * 599 + i % 7).collect();
+            assert_eq!(
+                tree.get_ascending(&scattered),
+                one_by_one(&tree, &scattered)
+            );
+        }
+
+        #[test]
+        fn indices_past_the_end_are_left_out() {
+            let tree = tree(1_000);
+            let got = tree.get_ascending(&[3, 999, 1_000, 5_000]);
+            assert_eq!(got, one_by_one(&tree, &[3, 999]));
+        }
+
+        #[test]
+        fn after_writes_and_on_a_snapshot() {
+            let mut tree = tree(20_000);
+            let snapshot = tree.clone();
+            for i in (0..20_000).step_by(3) {
                 tree.remove(&element(i));
             }
-            indices.sort_unstable();
-            prop_assert_eq!(tree.get_ascending(&indices), one_by_one(&tree, &indices));
+            for i in 20_000..25_000 {
+                tree.insert(&element(i)).unwrap();
+            }
+            let indices: Vec<usize> = (0..30_000).step_by(11).collect();
+            assert_eq!(tree.get_ascending(&indices), one_by_one(&tree, &indices));
+            assert_eq!(
+                snapshot.get_ascending(&indices),
+                one_by_one(&snapshot, &indices)
+            );
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn agrees_with_one_lookup_per_index(
+                size in 0u32..40_000,
+                removed in proptest::collection::vec(0u32..40_000, 0..200),
+                mut indices in proptest::collection::vec(0usize..41_000, 0..300),
+            ) {
+                let mut tree = tree(size);
+                for i in removed {
+                    tree.remove(&element(i));
+                }
+                indices.sort_unstable();
+                prop_assert_eq!(tree.get_ascending(&indices), one_by_one(&tree, &indices));
+            }
         }
     }
 }
