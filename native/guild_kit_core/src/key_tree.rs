@@ -1225,6 +1225,51 @@ impl KeyTree {
             assert!(element_key(pair[0]) < element_key(pair[1]), "out of order");
         }
     }
+
+    /// The elements at `indices`, which must ascend (repeats allowed), in one ordered
+    /// walk: each node on the way is entered once for all the indices below it, so `k`
+    /// indices cost one descent plus, per index, a step in its leaf and per distinct
+    /// child a step in its branch, rather than `k` descents from the root. Indices from
+    /// the first one at or past [`len`](Self::len) on are left out.
+    ///
+    /// Time: O(log n + k) for indices close together, O(k log n) at worst when they are
+    /// scattered; always at most the cost of `k` calls to [`get`](Self::get).
+    pub fn get_ascending(&self, indices: &[usize]) -> Vec<ElementRef<'_>> {
+        debug_assert!(
+            indices.windows(2).all(|w| w[0] <= w[1]),
+            "indices must ascend"
+        );
+        let indices = &indices[..indices.partition_point(|&i| i < self.len)];
+        let mut out = Vec::with_capacity(indices.len());
+        // (node, index of its first element, the indices below it); a stack rather than
+        // recursion, children pushed last to first so that they are visited in order.
+        let mut stack = vec![(&self.root, 0usize, indices)];
+        while let Some((node, offset, below)) = stack.pop() {
+            match node {
+                Node::Leaf(leaf) => {
+                    out.extend(
+                        below
+                            .iter()
+                            .map(|&i| ElementRef::from_bytes(leaf.get(i - offset))),
+                    );
+                }
+                Node::Branch(branch) => {
+                    let start = stack.len();
+                    let mut rest = below;
+                    while let Some(&first) = rest.first() {
+                        let (child, within) = branch.route_index(first - offset);
+                        let child_start = first - within;
+                        let child_end = child_start + branch.counts.get(child);
+                        let n = rest.iter().take_while(|&&i| i < child_end).count();
+                        stack.push((branch.child(child), child_start, &rest[..n]));
+                        rest = &rest[n..];
+                    }
+                    stack[start..].reverse();
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Splits `n` items into the fewest groups of at most `fill`, as evenly as possible.
@@ -1800,5 +1845,88 @@ mod tests {
         let elements: Vec<Element> = (0..100).map(|i| long_element(i, 10_000)).collect();
         let large = bulk(&elements).heap_bytes();
         assert!(large > small + 100 * 10_000, "{large} vs {small}");
+    }
+
+    /// `KeyTree::get_ascending` against one `get` per index.
+    mod get_ascending {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn tree(n: u32) -> KeyTree {
+            let elements: Vec<Element> = (0..n).map(element).collect();
+            KeyTree::from_ascending(elements.iter().map(ElementRef::from)).unwrap()
+        }
+
+        fn one_by_one<'a>(tree: &'a KeyTree, indices: &[usize]) -> Vec<ElementRef<'a>> {
+            indices.iter().map_while(|&i| tree.get(i)).collect()
+        }
+
+        #[test]
+        fn empty_tree_and_no_indices() {
+            assert!(KeyTree::new().get_ascending(&[0, 1]).is_empty());
+            assert!(tree(10).get_ascending(&[]).is_empty());
+        }
+
+        #[test]
+        fn a_single_leaf() {
+            let tree = tree(5);
+            let got = tree.get_ascending(&[0, 2, 2, 4]);
+            assert_eq!(got, one_by_one(&tree, &[0, 2, 2, 4]));
+        }
+
+        #[test]
+        fn every_index_and_scattered_ones_of_a_deep_tree() {
+            let tree = tree(300_000);
+            let all: Vec<usize> = (0..tree.len()).collect();
+            assert_eq!(tree.get_ascending(&all), one_by_one(&tree, &all));
+            let scattered: Vec<usize> = (0..500).map(|i| i * 599 + i % 7).collect();
+            assert_eq!(
+                tree.get_ascending(&scattered),
+                one_by_one(&tree, &scattered)
+            );
+        }
+
+        #[test]
+        fn indices_past_the_end_are_left_out() {
+            let tree = tree(1_000);
+            let got = tree.get_ascending(&[3, 999, 1_000, 5_000]);
+            assert_eq!(got, one_by_one(&tree, &[3, 999]));
+        }
+
+        #[test]
+        fn after_writes_and_on_a_snapshot() {
+            let mut tree = tree(20_000);
+            let snapshot = tree.clone();
+            for i in (0..20_000).step_by(3) {
+                tree.remove(&element(i));
+            }
+            for i in 20_000..25_000 {
+                tree.insert(&element(i)).unwrap();
+            }
+            let indices: Vec<usize> = (0..30_000).step_by(11).collect();
+            assert_eq!(tree.get_ascending(&indices), one_by_one(&tree, &indices));
+            assert_eq!(
+                snapshot.get_ascending(&indices),
+                one_by_one(&snapshot, &indices)
+            );
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn agrees_with_one_lookup_per_index(
+                size in 0u32..40_000,
+                removed in proptest::collection::vec(0u32..40_000, 0..200),
+                mut indices in proptest::collection::vec(0usize..41_000, 0..300),
+            ) {
+                let mut tree = tree(size);
+                for i in removed {
+                    tree.remove(&element(i));
+                }
+                indices.sort_unstable();
+                prop_assert_eq!(tree.get_ascending(&indices), one_by_one(&tree, &indices));
+            }
+        }
     }
 }

@@ -75,8 +75,6 @@ const ID_LENGTH: usize = 4;
 /// The byte after the group position in a header's key; member keys have a type tag
 /// there, which is never zero.
 const HEADER_MARK: u8 = 0;
-/// Rows further apart than this are reached by a new descent rather than by walking.
-const WALK_GAP: u64 = 48;
 
 /// Why a call was refused. The list is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -467,34 +465,26 @@ impl MemberList {
     }
 
     /// The rows at `indices`, which must be ascending and below [`size`](Self::size), in
-    /// one ordered walk: nearby rows are reached by stepping, distant ones by a descent.
+    /// one ordered walk of the tree ([`KeyTree::get_ascending`]): each node is entered
+    /// once for all the rows below it, so the rows of consecutive windows, however far
+    /// apart, share the descent.
     ///
-    /// Time: O(k log n) at worst, O(k) for k rows close together.
+    /// Time: O(log n + k) for k rows close together, O(k log n) at worst.
     pub fn rows_at(&self, indices: &[u64]) -> Vec<Row<'_>> {
-        let mut rows = Vec::with_capacity(indices.len());
-        // An iterator positioned at row `at`, while the rows asked for are close.
-        let mut walk: Option<crate::key_tree::Iter> = None;
-        let mut at = 0u64;
-        for (i, &x) in indices.iter().enumerate() {
-            debug_assert!(i == 0 || x > indices[i - 1], "rows_at: indices must ascend");
-            let element = match &mut walk {
-                Some(iter) if x - at <= WALK_GAP => iter.nth((x - at) as usize),
-                _ if indices.get(i + 1).is_some_and(|&next| next - x <= WALK_GAP) => {
-                    let mut iter = self.rows.iter_from(x as usize);
-                    let element = iter.next();
-                    walk = Some(iter);
-                    element
-                }
-                // A lone row: one descent, without an iterator's stack.
-                _ => {
-                    walk = None;
-                    self.rows.get(x as usize)
-                }
-            };
-            at = x + 1;
-            rows.push(self.row(element.expect("rows_at: index below the size")));
-        }
-        rows
+        let indices: Vec<usize> = indices
+            .iter()
+            .map(|&x| usize::try_from(x).unwrap_or(usize::MAX))
+            .collect();
+        let elements = self.rows.get_ascending(&indices);
+        assert_eq!(
+            elements.len(),
+            indices.len(),
+            "rows_at: index below the size"
+        );
+        elements
+            .into_iter()
+            .map(|element| self.row(element))
+            .collect()
     }
 
     /// Watches `range` (reference-counted). `first` must not exceed `last`.
