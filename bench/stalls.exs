@@ -128,8 +128,13 @@ defmodule GuildKit.Bench.Stalls do
         row(component, function, micros, "")
       end
 
-    {micros, component, function} = Enum.max(worst ++ scale)
-    IO.puts("\nWorst of all: #{component}.#{function}, #{micros} µs · load #{load()}")
+    case Enum.max(worst ++ scale, fn -> nil end) do
+      {micros, component, function} ->
+        IO.puts("\nWorst of all: #{component}.#{function}, #{micros} µs · load #{load()}")
+
+      nil ->
+        IO.puts("\nNothing measured (see --only).")
+    end
   end
 
   defp row(component, function, micros, on) do
