@@ -31,6 +31,8 @@ defmodule GuildKit.Native do
   def sorted_set_read_only(_set), do: not_loaded()
   def sorted_set_snapshot(_set), do: not_loaded()
   def sorted_set_memory(_set), do: not_loaded()
+  def sorted_set_to_binary(_set), do: not_loaded()
+  def sorted_set_from_binary(_binary), do: not_loaded()
 
   # GuildKit.MemberList
   def member_list_new(_groups), do: not_loaded()

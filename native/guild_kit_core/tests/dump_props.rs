@@ -266,3 +266,38 @@ fn empty_and_large_sets_round_trip() {
     assert_valid(&loaded);
     assert_eq!(contents(&loaded), contents(&tree));
 }
+
+#[test]
+fn large_dumps_check_every_element_while_building() {
+    // Above the size where elements are checked on a second thread.
+    let members: Vec<_> = (0..100_000).map(|i| (i, false, vec![b'm'])).collect();
+    let dump = dump_sorted_set(&tree_of(&members)).unwrap();
+
+    // The last element's binary no longer ends with its terminator.
+    let mut bad = dump.clone();
+    *bad.last_mut().unwrap() = 7;
+    reseal(&mut bad);
+    assert_eq!(
+        load_sorted_set(&bad).unwrap_err(),
+        LoadError::BadElement {
+            position: 99_999,
+            why: "is not a well-formed term key"
+        }
+    );
+
+    // The last two elements swapped (they have the same length).
+    let len = member(99_999, false, b"m").as_bytes().len();
+    assert_eq!(len, member(99_998, false, b"m").as_bytes().len());
+    let mut swapped = dump.clone();
+    let n = swapped.len();
+    let (last, before) = (n - len, n - 2 * len - 1);
+    let a = swapped[before..before + len].to_vec();
+    let b = swapped[last..].to_vec();
+    swapped[before..before + len].copy_from_slice(&b);
+    swapped[last..].copy_from_slice(&a);
+    reseal(&mut swapped);
+    assert_eq!(
+        load_sorted_set(&swapped).unwrap_err(),
+        LoadError::NotAscending { position: 99_999 }
+    );
+}

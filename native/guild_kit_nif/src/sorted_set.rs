@@ -55,7 +55,7 @@ impl Handle for SortedSet {
 }
 
 impl SortedSet {
-    fn new(tree: KeyTree, read_only: bool) -> ResourceArc<SortedSet> {
+    pub(crate) fn new(tree: KeyTree, read_only: bool) -> ResourceArc<SortedSet> {
         ResourceArc::new(SortedSet {
             tree: RwLock::new(tree),
             read_only,
@@ -76,7 +76,7 @@ impl SortedSet {
         Ok(self.tree.write().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn snapshot(&self) -> KeyTree {
+    pub(crate) fn snapshot(&self) -> KeyTree {
         self.read().clone()
     }
 }
@@ -292,7 +292,7 @@ fn prepend_chunk<'a>(
 /// Whether elements `start..stop` take at most `budget` bytes (plus `NODE_COST` each).
 ///
 /// Time: O(log n + min(stop - start, budget / NODE_COST)).
-fn fits(tree: &KeyTree, start: usize, stop: usize, budget: usize) -> bool {
+pub(crate) fn fits(tree: &KeyTree, start: usize, stop: usize, budget: usize) -> bool {
     let mut left = budget;
     tree.iter_before(stop).take(stop - start).all(|element| {
         let cost = NODE_COST + element.len();

@@ -1,0 +1,69 @@
+//! NIFs behind `to_binary/1` and `from_binary/1`: a structure as one binary in the
+//! format of `guild_kit_core::dump`, and back.
+//!
+//! A dump is written from an O(1) snapshot, so writers are never held up, into a binary
+//! allocated at its exact size: one refcounted binary, off the caller's heap, whatever
+//! the structure's size. Dumps and loads of more than `NORMAL_BYTES` run on a dirty CPU
+//! scheduler (`crate::schedule`); smaller ones stay on the caller's and are charged.
+
+use std::time::Instant;
+
+use guild_kit_core::dump::{self, DumpError, Kind, LoadError};
+use rustler::{Binary, Encoder, NewBinary, Term};
+
+use crate::error::Error;
+use crate::schedule::{nifs, Call, Outcome};
+use crate::sorted_set::{fits, SortedSet};
+
+/// Bytes of dump that one call on a normal scheduler writes or reads: about 50 µs of
+/// copying, checksumming and validating.
+const NORMAL_BYTES: usize = 64 * 1024;
+
+nifs! {
+    fn sorted_set_to_binary(set: &SortedSet) => sorted_set_to_binary;
+    fn sorted_set_from_binary(binary: Term) => sorted_set_from_binary;
+}
+
+fn sorted_set_to_binary<'a>(call: Call<'a>, set: &SortedSet) -> Outcome<'a> {
+    let tree = set.snapshot();
+    call.go_dirty_if(!fits(&tree, 0, tree.len(), NORMAL_BYTES))?;
+    let started = Instant::now();
+    let plan = dump::plan_sorted_set(&tree).map_err(unwritable)?;
+    let mut binary = NewBinary::new(call.env(), plan.len());
+    plan.write(binary.as_mut_slice(), dump::tree_elements(&tree))
+        .map_err(unwritable)?;
+    call.charge_since(started);
+    Ok(Term::from(binary))
+}
+
+fn sorted_set_from_binary<'a>(call: Call<'a>, binary: Term<'a>) -> Outcome<'a> {
+    let bytes = dump_bytes(&call, binary)?;
+    let started = Instant::now();
+    let tree = dump::load_sorted_set(bytes.as_slice()).map_err(bad_dump(Kind::SortedSet))?;
+    call.charge_since(started);
+    Ok(SortedSet::new(tree, false).encode(call.env()))
+}
+
+/// The bytes of a dump argument; a large one moves the call to a dirty scheduler.
+pub(crate) fn dump_bytes<'a>(
+    call: &Call<'a>,
+    binary: Term<'a>,
+) -> Result<Binary<'a>, crate::schedule::Exit> {
+    let bytes = Binary::from_term(binary).map_err(|_| Error::BadArgument {
+        position: 0,
+        expected: "a binary made by to_binary/1",
+    })?;
+    call.go_dirty_if(bytes.len() > NORMAL_BYTES)?;
+    Ok(bytes)
+}
+
+pub(crate) fn bad_dump(kind: Kind) -> impl FnOnce(LoadError) -> Error {
+    move |source| Error::BadDump {
+        kind: kind.name(),
+        source,
+    }
+}
+
+pub(crate) fn unwritable(_: DumpError) -> Error {
+    Error::Internal("a structure could not be written as a dump")
+}
