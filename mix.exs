@@ -81,7 +81,7 @@ defmodule GuildKit.MixProject do
         "Benchmarks" => "#{@source_url}/blob/main/bench/RESULTS.md"
       },
       files: ~w(
-        lib mix/compile.guild_kit_cargo.exs mix.exs .formatter.exs README.md
+        lib mix/compile.guild_kit_cargo.exs mix.exs .formatter.exs README.md LICENSE
         Cargo.toml Cargo.lock native/*/Cargo.toml native/*/src native/*/benches
       )
     ]

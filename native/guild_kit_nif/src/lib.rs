@@ -17,7 +17,4 @@ mod schedule;
 mod sorted_set;
 mod term_codec;
 
-#[global_allocator]
-static ALLOCATOR: allocator::CountingAllocator = allocator::CountingAllocator;
-
 rustler::init!("Elixir.GuildKit.Native");

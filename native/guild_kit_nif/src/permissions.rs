@@ -75,7 +75,8 @@ nifs! {
     fn permissions_info(perms: &PermissionsResource) => info;
 }
 
-/// Encoding work allowed on a normal scheduler, shared by all the terms of one call.
+/// Work allowed on a normal scheduler, in the term codec's bytes ([`term_codec::NORMAL_BUDGET`]),
+/// shared by all the terms of one call.
 pub(crate) struct Budget {
     left: Option<usize>,
 }
@@ -88,21 +89,27 @@ impl Budget {
         }
     }
 
-    /// Spends `units`; `Err(Exit::Dirty)` when they are more than what is left.
-    pub(crate) fn spend(&mut self, units: usize) -> Result<(), Exit> {
+    /// Spends the cost of visiting `nodes` terms; `Err(Exit::Dirty)` when it is more
+    /// than what is left.
+    pub(crate) fn spend(&mut self, nodes: usize) -> Result<(), Exit> {
+        self.spend_bytes(nodes.saturating_mul(term_codec::NODE_COST))
+    }
+
+    /// Spends `bytes` of work, counted as the term codec counts them.
+    fn spend_bytes(&mut self, bytes: usize) -> Result<(), Exit> {
         if let Some(left) = self.left.as_mut() {
-            if units >= *left {
+            if bytes >= *left {
                 return Err(Exit::Dirty);
             }
-            *left -= units;
+            *left -= bytes;
         }
         Ok(())
     }
 
     fn encode(&mut self, term: Term) -> Result<Element, EncodeError> {
         let element = term_codec::encode(term, self.left)?;
-        // One unit per 16 bytes encoded, as the encoder counts them, and one a term.
-        self.spend(1 + element.as_bytes().len() / 16)
+        // What the encoder read, approximated by what it wrote, and the term itself.
+        self.spend_bytes(term_codec::NODE_COST + element.as_bytes().len())
             .map_err(|_| EncodeError::OverBudget)?;
         Ok(element)
     }
@@ -153,7 +160,7 @@ impl Budget {
     }
 }
 
-/// The items of a proper list with their positions, each costing one unit of `budget`.
+/// The items of a proper list with their positions, each costing one node of `budget`.
 fn list_items<'a>(budget: &mut Budget, list: Term<'a>) -> Result<Vec<(usize, Term<'a>)>, Exit> {
     let mut items = Vec::new();
     let mut rest = list;
@@ -296,6 +303,7 @@ fn put_role<'a>(
     bits: u64,
 ) -> Outcome<'a> {
     let started = Instant::now();
+    call.go_dirty_if(perms.model.roles().len() > NORMAL_COPY)?;
     let role = encode_arg(&call, role)?;
     let model = perms.model.with_role(role.as_bytes(), bits);
     call.charge_since(started);
@@ -349,6 +357,7 @@ fn delete_channel<'a>(
     channel: Term<'a>,
 ) -> Outcome<'a> {
     let started = Instant::now();
+    call.go_dirty_if(perms.model.channels().len() > NORMAL_COPY)?;
     let model = match encode_lookup(&call, channel)? {
         Some(channel) => perms.model.without_channel(channel.as_bytes()),
         None => perms.model.clone(),

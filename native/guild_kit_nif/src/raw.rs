@@ -1,8 +1,8 @@
 //! The NIF API calls that rustler has no safe wrapper for, each behind a safe function.
 //!
 //! This is the only module of the NIF crate that calls into the VM directly; every other
-//! module uses rustler's safe API and these functions. Each `unsafe` block here says why
-//! it is sound. What they rely on is the NIF API's contract: a term of an env stays
+//! module uses rustler's safe API and these functions. Each block of unchecked code here
+//! says why it is sound. What they rely on is the NIF API's contract: a term of an env stays
 //! valid for as long as that env (the call, for a process env), and `enif_*` functions
 //! given valid terms of that env never fail in ways that break memory safety.
 
@@ -223,14 +223,6 @@ impl<'a> TermBuffer<'a> {
         self.raw
     }
 
-    /// The last term pushed.
-    pub fn last(&self) -> Option<Term<'a>> {
-        // SAFETY: every pushed word is a term of the buffer's env.
-        self.raw
-            .last()
-            .map(|&raw| unsafe { Term::new(self.env, raw) })
-    }
-
     /// Terms pushed so far.
     pub fn len(&self) -> usize {
         self.raw.len()
@@ -337,18 +329,19 @@ impl SharedTerm {
         let decoded = env.run(|shared| {
             let mut term = ErlNifTerm::default();
             // SAFETY: `shared` is a live process-independent env and `bytes` is
-            // `bytes.len()` readable bytes; on success `term` is a term of `shared`.
-            let used = unsafe {
-                sys::enif_binary_to_term(
+            // `bytes.len()` readable bytes; `term` is read only when the decoding
+            // succeeded, when it is a term of `shared`.
+            let decoded = unsafe {
+                let used = sys::enif_binary_to_term(
                     shared.as_c_arg(),
                     bytes.as_ptr(),
                     bytes.len(),
                     &mut term,
                     0,
-                )
+                );
+                (used == bytes.len()).then(|| Term::new(shared, term))
             };
-            // SAFETY: see above; only read when the decoding succeeded.
-            (used == bytes.len()).then(|| (term, inspect(unsafe { Term::new(shared, term) })))
+            decoded.map(|decoded| (term, inspect(decoded)))
         })?;
         Some((
             SharedTerm {
@@ -432,8 +425,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(transparent)]
 pub struct Word<'a> {
-    bits: usize,
+    raw: ErlNifTerm,
     env: PhantomData<Env<'a>>,
+}
+
+/// The bits of a term word. `ErlNifTerm` keeps its word private, and its derived `Hash`
+/// writes exactly that word, so this reads it without a transmute (and compiles to a
+/// plain move).
+#[inline(always)]
+fn term_bits(raw: ErlNifTerm) -> usize {
+    struct Bits(usize);
+    impl std::hash::Hasher for Bits {
+        fn finish(&self) -> u64 {
+            self.0 as u64
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0 = bytes
+                .try_into()
+                .map(usize::from_ne_bytes)
+                .unwrap_or_default();
+        }
+        fn write_usize(&mut self, word: usize) {
+            self.0 = word;
+        }
+    }
+    let mut bits = Bits(0);
+    std::hash::Hash::hash(&raw, &mut bits);
+    bits.0
 }
 
 /// The two low bits of a term word: OTP's primary tag, the same since R7.
@@ -568,12 +586,15 @@ impl<'a> Word<'a> {
     /// The word of `term`.
     #[inline]
     pub fn of(term: Term<'a>) -> Self {
-        // SAFETY: ErlNifTerm is a #[repr(transparent)] wrapper of the term word.
-        let bits = unsafe { std::mem::transmute::<ErlNifTerm, usize>(term.as_c_arg()) };
         Word {
-            bits,
+            raw: term.as_c_arg(),
             env: PhantomData,
         }
+    }
+
+    #[inline(always)]
+    fn bits(self) -> usize {
+        term_bits(self.raw)
     }
 
     /// The term again, in `env`, the env of lifetime `'a`.
@@ -581,13 +602,13 @@ impl<'a> Word<'a> {
     pub fn term(self, env: Env<'a>) -> Term<'a> {
         // SAFETY: a Word<'a> is a term of the env whose lifetime is 'a (see the type's
         // docs), and `env` is that env since rustler gives each env its own lifetime.
-        unsafe { Term::new(env, std::mem::transmute::<usize, ErlNifTerm>(self.bits)) }
+        unsafe { Term::new(env, self.raw) }
     }
 
     /// True for a term held whole in its word; such terms take no heap words.
     #[inline]
     pub fn is_immediate(self) -> bool {
-        self.bits & PRIMARY_TAG == IMMEDIATE_TAG
+        self.bits() & PRIMARY_TAG == IMMEDIATE_TAG
     }
 
     /// Reads what the term is, in O(1), without calling into the VM.
@@ -600,10 +621,10 @@ impl<'a> Word<'a> {
     /// [`Word::shape`] for list spines.
     #[inline(always)]
     pub fn cell(self) -> Option<(Word<'a>, Word<'a>)> {
-        if self.bits & PRIMARY_TAG != LIST_TAG {
+        if self.bits() & PRIMARY_TAG != LIST_TAG {
             return None;
         }
-        let at = (self.bits & !PRIMARY_TAG) as *const Word<'a>;
+        let at = (self.bits() & !PRIMARY_TAG) as *const Word<'a>;
         // SAFETY: a term of a live env (see the type) with a list tag points at a cons
         // cell of two terms of that env (OTP's tagging since R7); Word<'a> is a
         // #[repr(transparent)] term word.
@@ -613,13 +634,13 @@ impl<'a> Word<'a> {
     /// Hints to the CPU that the term's cell or object is about to be read.
     #[inline]
     pub fn prefetch(self) {
-        if self.bits & PRIMARY_TAG != IMMEDIATE_TAG {
+        if self.bits() & PRIMARY_TAG != IMMEDIATE_TAG {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: SSE is part of the x86_64 baseline, and a prefetch never faults
             // and reads nothing the program sees, whatever the address.
             unsafe {
                 std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    (self.bits & !PRIMARY_TAG) as *const i8,
+                    (self.bits() & !PRIMARY_TAG) as *const i8,
                 )
             };
         }
@@ -627,7 +648,7 @@ impl<'a> Word<'a> {
 
     #[inline]
     fn read(self, layout_confirmed: bool) -> Shape<'a> {
-        let tag = self.bits & PRIMARY_TAG;
+        let tag = self.bits() & PRIMARY_TAG;
         if tag == IMMEDIATE_TAG {
             return Shape::Immediate;
         }
@@ -642,11 +663,7 @@ impl<'a> Word<'a> {
         if tag == LIST_TAG {
             return Shape::Cell;
         }
-        let at = (self.bits & !PRIMARY_TAG) as *const usize;
-        let word = |bits| Word {
-            bits,
-            env: PhantomData,
-        };
+        let at = (self.bits() & !PRIMARY_TAG) as *const usize;
         // SAFETY: a term of a live env (see the type) with a boxed tag points at an
         // object that starts with a header word; OTP has tagged terms this way since
         // R7. The header's arity
@@ -700,7 +717,7 @@ impl<'a> Word<'a> {
                         let counts = *at.add(OTP25_FUN_COUNTS);
                         Fun {
                             arity: counts as u8,
-                            creator: word(*at.add(OTP25_FUN_CREATOR)),
+                            creator: *at.add(OTP25_FUN_CREATOR).cast::<Word<'a>>(),
                             captured: std::slice::from_raw_parts(
                                 at.add(OTP25_FUN_CREATOR + 1).cast::<Word<'a>>(),
                                 (counts >> 8) & 0xFF,
@@ -715,7 +732,7 @@ impl<'a> Word<'a> {
                             bytes: *at.add(OTP25_SUB_BINARY_SIZE),
                             bit_size: bits as u8,
                             bit_offset: (bits >> 8) as u8,
-                            parent: word(*at.add(OTP25_SUB_BINARY_PARENT)),
+                            parent: *at.add(OTP25_SUB_BINARY_PARENT).cast::<Word<'a>>(),
                         }
                     }))
                 }

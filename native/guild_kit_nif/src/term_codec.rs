@@ -722,6 +722,7 @@ fn decode_with<'a>(
             return Ok(value); // a scalar, or a list: the whole term
         }
         values.push(value);
+        let mut finished = value;
         // A finished term may complete the tuples and maps it closes.
         loop {
             let (start, built) = match frames.last() {
@@ -738,15 +739,18 @@ fn decode_with<'a>(
             frames.pop();
             values.truncate(start);
             values.push(built);
+            finished = built;
         }
         if frames.is_empty() {
-            break; // one whole term read
+            // One whole term read: the one value left.
+            return if values.len() == 1 {
+                Ok(finished)
+            } else {
+                Err(Corrupt)
+            };
         }
     }
-    if !frames.is_empty() || values.len() != 1 {
-        return Err(Corrupt);
-    }
-    values.last().ok_or(Corrupt)
+    Err(Corrupt)
 }
 
 pub(crate) fn make_bignum<'a>(env: Env<'a>, negative: bool, magnitude: &[u8]) -> Option<Term<'a>> {
