@@ -13,7 +13,7 @@ use rustler::{Binary, Encoder, NewBinary, Term};
 
 use crate::error::Error;
 use crate::schedule::{nifs, Call, Outcome};
-use crate::sorted_set::{fits, SortedSet};
+use crate::sorted_set::SortedSet;
 
 /// Bytes of dump that one call on a normal scheduler writes or reads: about 50 µs of
 /// copying, checksumming and validating.
@@ -26,7 +26,7 @@ nifs! {
 
 fn sorted_set_to_binary<'a>(call: Call<'a>, set: &SortedSet) -> Outcome<'a> {
     let tree = set.snapshot();
-    call.go_dirty_if(!fits(&tree, 0, tree.len(), NORMAL_BYTES))?;
+    call.go_dirty_if(!fits(dump::tree_elements(&tree), 0))?;
     let started = Instant::now();
     let plan = dump::plan_sorted_set(&tree).map_err(unwritable)?;
     let mut binary = NewBinary::new(call.env(), plan.len());
@@ -42,6 +42,23 @@ fn sorted_set_from_binary<'a>(call: Call<'a>, binary: Term<'a>) -> Outcome<'a> {
     let tree = dump::load_sorted_set(bytes.as_slice()).map_err(bad_dump(Kind::SortedSet))?;
     call.charge_since(started);
     Ok(SortedSet::new(tree, false).encode(call.env()))
+}
+
+/// Whether a dump of `elements` and `other_bytes` of metadata is small enough to write
+/// on a normal scheduler.
+///
+/// Time: O(min(elements, NORMAL_BYTES)): it stops at the budget.
+fn fits<'e>(elements: impl Iterator<Item = &'e [u8]>, other_bytes: usize) -> bool {
+    let mut left = NORMAL_BYTES.saturating_sub(other_bytes);
+    for element in elements {
+        // Each element costs its bytes and its length.
+        let cost = element.len() + 4;
+        if cost > left {
+            return false;
+        }
+        left -= cost;
+    }
+    true
 }
 
 /// The bytes of a dump argument; a large one moves the call to a dirty scheduler.

@@ -292,7 +292,7 @@ fn prepend_chunk<'a>(
 /// Whether elements `start..stop` take at most `budget` bytes (plus `NODE_COST` each).
 ///
 /// Time: O(log n + min(stop - start, budget / NODE_COST)).
-pub(crate) fn fits(tree: &KeyTree, start: usize, stop: usize, budget: usize) -> bool {
+fn fits(tree: &KeyTree, start: usize, stop: usize, budget: usize) -> bool {
     let mut left = budget;
     tree.iter_before(stop).take(stop - start).all(|element| {
         let cost = NODE_COST + element.len();
