@@ -3,7 +3,7 @@ defmodule GuildKit.Examples.Migration do
   A guild that hands itself off to a new guild process on another node while it keeps
   serving events: the reference for moving a guild between machines with GuildKit.
 
-  The guild (`GuildKit.Examples.Migration.Guild`) keeps its members in a
+  The guild (this module, a GenServer) keeps its members in a
   `GuildKit.SortedSet` (native memory, outside its heap) and numbers every event it
   publishes. Its sessions (`GuildKit.Examples.Migration.Session`) deliver events in
   that order. A hand-off never copies the members through a process heap and never
@@ -38,34 +38,32 @@ defmodule GuildKit.Examples.Migration do
   it received them, and reach the new guild after the catch-up: both are sent by the
   old guild, and Erlang keeps the order of messages between two processes.
 
-      iex> alias GuildKit.Examples.Migration.{Guild, Session}
-      iex> {:ok, guild} = Guild.start(id: :doc_guild, members: [{1, "amy"}, {2, "bob"}])
+      iex> alias GuildKit.Examples.Migration
+      iex> alias GuildKit.Examples.Migration.Session
+      iex> {:ok, guild} = Migration.start(id: :doc_guild, members: [{1, "amy"}, {2, "bob"}])
       iex> {:ok, session} = Session.start(guild)
-      iex> Guild.publish(guild, {:join, {3, "cy"}})
-      iex> {:ok, new_guild} = Guild.hand_off(guild, node())
-      iex> Guild.publish(guild, {:leave, {1, "amy"}})
+      iex> Migration.publish(guild, {:join, {3, "cy"}})
+      iex> {:ok, new_guild} = Migration.hand_off(guild, node())
+      iex> Migration.publish(guild, {:leave, {1, "amy"}})
       iex> Session.wait_for(session, 2)
       [{1, {:join, {3, "cy"}}}, {2, {:leave, {1, "amy"}}}]
-      iex> Guild.info(new_guild).size
+      iex> Migration.info(new_guild).size
       2
 
   A real guild also moves its `GuildKit.MemberList` (with `GuildKit.MemberList.to_binary/1`)
   the same way, and its sessions reconnect their sockets to the new node at leisure:
   until they do, the old node's processes only relay.
-  """
-end
 
-defmodule GuildKit.Examples.Migration.Guild do
-  @moduledoc """
-  The migrating guild of `GuildKit.Examples.Migration`: members in a
-  `GuildKit.SortedSet`, numbered events published to its sessions with
-  `GuildKit.Fanout`, and `hand_off/2`.
+  ## Messages to sessions
 
   Sessions receive `{:guild_event, id, seq, event}` for every event, and
   `{:guild_switch, id, new_guild, seq}` when the guild has moved: events numbered above
   `seq` come from `new_guild`.
   """
   use GenServer
+
+  # child_spec/1 comes from `use GenServer`.
+  @spec child_spec(keyword()) :: Supervisor.child_spec()
 
   alias GuildKit.{Fanout, SortedSet}
 
@@ -234,12 +232,12 @@ defmodule GuildKit.Examples.Migration.Guild do
   def handle_info(_message, state), do: {:noreply, state}
 
   defp apply_event(state, {:join, member}) do
-    SortedSet.add(state.members, member)
+    _ = SortedSet.add(state.members, member)
     state
   end
 
   defp apply_event(state, {:leave, member}) do
-    SortedSet.remove(state.members, member)
+    _ = SortedSet.remove(state.members, member)
     state
   end
 
@@ -255,7 +253,10 @@ defmodule GuildKit.Examples.Migration.Session do
   """
   use GenServer
 
-  alias GuildKit.Examples.Migration.Guild
+  # child_spec/1 comes from `use GenServer`.
+  @spec child_spec(GenServer.server()) :: Supervisor.child_spec()
+
+  alias GuildKit.Examples.Migration
 
   @doc "Starts a session of `guild` (not linked) and joins it."
   @spec start(GenServer.server()) :: GenServer.on_start()
@@ -271,7 +272,7 @@ defmodule GuildKit.Examples.Migration.Session do
 
   @impl true
   def init(guild) do
-    {id, seq} = Guild.join(guild, self())
+    {id, seq} = Migration.join(guild, self())
 
     {:ok,
      %{id: id, guild: guild, next: seq + 1, early: %{}, delivered: [], count: 0, waiting: []}}

@@ -7,7 +7,8 @@ defmodule GuildKit.Examples.MigrationTest do
   collection, 5 ms or more.
   """
   use ExUnit.Case, async: false
-  alias GuildKit.Examples.Migration.{Guild, Session}
+  alias GuildKit.Examples.Migration, as: Guild
+  alias GuildKit.Examples.Migration.Session
   alias GuildKit.Examples.PeerNode
   alias GuildKit.SortedSet
 
