@@ -24,7 +24,7 @@ defmodule GuildKit.Bench.Handoff do
 
   def run(n) do
     IO.puts("# Hand-off: dumps and loads · #{Harness.machine()}\n")
-    IO.puts("Load average before: #{load()} (`uptime`: #{uptime()})\n")
+    IO.puts("Before: `#{uptime()}`\n")
     Harness.in_big_process(fn -> sorted_set(n) end, 200_000_000) |> table("SortedSet", n)
 
     if member_list_dumps?() do
@@ -33,7 +33,7 @@ defmodule GuildKit.Bench.Handoff do
       IO.puts("MemberList.to_binary/1 is not available in this build: skipped.\n")
     end
 
-    IO.puts("Load average after: #{load()}")
+    IO.puts("After: `#{uptime()}`")
   end
 
   defp member_list_dumps?,
@@ -159,13 +159,6 @@ defmodule GuildKit.Bench.Handoff do
     size_rows = for {name, value} <- sizes, do: [name, Float.round(value, 1)]
     Harness.table(["operation", "median"], rows ++ sum_rows ++ size_rows)
     IO.puts("")
-  end
-
-  defp load do
-    case File.read("/proc/loadavg") do
-      {:ok, text} -> text |> String.split() |> Enum.take(3) |> Enum.join(" ")
-      _ -> "unknown"
-    end
   end
 
   defp uptime, do: :os.cmd(~c"uptime") |> to_string() |> String.trim()
