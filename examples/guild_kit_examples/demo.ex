@@ -1,30 +1,38 @@
 defmodule GuildKit.Examples.Demo do
   @moduledoc """
-  Runs a simulated guild of a million members on GuildKit (and, with `baseline: true`,
-  the same guild on plain OTP in the same run) and reports what it does to the guild
-  process. `mix guild_kit.demo` is the command-line front end.
+  Runs a simulated guild of a million members on GuildKit with relays (and, with
+  `baseline: true`, the same guild with direct fan-out from the guild process and on
+  plain OTP, in the same run) and reports what it does to the guild process.
+  `mix guild_kit.demo` is the command-line front end.
 
-  The run, for each toolkit:
+  The members are generated once (`:members`; 5% with one of ten hoisted roles). The
+  guild has twenty channels: ten everyone sees, and ten each seen only by one hoisted
+  role. Then, for each toolkit:
 
-    1. members are generated (`:members`; 5% with one of ten hoisted roles) and loaded
-       into a `GuildKit.Examples.Guild`;
+    1. the members are loaded into a `GuildKit.Examples.Guild`;
     2. one `GuildKit.Examples.Session` per online user is started (`:sessions`, spread
        over `:nodes` peer nodes when given), a fraction of them active (`:active`),
-       watching the top ten 100-row windows of the sidebar;
-    3. a steady stream of presence changes, role changes, joins and leaves is applied
-       at `:rate` events per second for `:seconds` seconds, while the guild's memory is
+       watching the top ten 100-row windows of the sidebar, the others passive;
+    3. a steady stream of messages (to a random channel, a third of them mentioning
+       online users), presence changes, role changes, joins and leaves is applied at
+       `:rate` events per second for `:seconds` seconds, while the guild's memory is
        estimated every second and `long_schedule` watches for normal-scheduler stalls;
     4. the figures are collected, and the copies of the sidebar that active sessions
        kept from the ops are checked against the guild's.
+
+  With relays, a message reaches only the sessions that may see its channel, and its
+  mentions reach passive sessions too; passive sessions get passive updates. The two
+  baselines send every event to every active session and nothing to passive ones.
   """
 
+  alias GuildKit.Permissions
   alias GuildKit.Examples.{Guild, PeerNode, Session}
   alias GuildKit.Examples.Guild.OtpToolkit
   alias GuildKit.Examples.Demo.Report
 
   @defaults [
     members: 1_000_000,
-    sessions: 100_000,
+    sessions: 200_000,
     active: 0.1,
     seconds: 20,
     rate: 50,
@@ -34,6 +42,8 @@ defmodule GuildKit.Examples.Demo do
     seed: 42
   ]
   @roles for r <- 1..10, do: {:role, r}
+  @public_channels for c <- 0..9, do: {:channel, c}
+  @role_channels for r <- 1..10, do: {{:channel, 9 + r}, {:role, r}}
   @windows for w <- 0..9, do: {w * 100, w * 100 + 99}
   @stall_ms 5
   @tick_ms 20
@@ -52,8 +62,10 @@ defmodule GuildKit.Examples.Demo do
     _ = :rand.seed(:exsss, {opts[:seed], 11, 23})
 
     peers = start_peers(opts[:nodes])
-    toolkits = if opts[:baseline], do: [:guild_kit, :otp], else: [:guild_kit]
-    results = Enum.map(toolkits, &run_guild(&1, opts, peers))
+    toolkits = if opts[:baseline], do: [:relay, :guild_kit, :otp], else: [:relay]
+    say("generating #{opts[:members]} members (#{opts[:sessions]} online)")
+    members = generate_members(opts[:members], opts[:sessions])
+    results = Enum.map(toolkits, &run_guild(&1, members, opts, peers))
     Enum.each(peers, &PeerNode.stop/1)
 
     IO.puts(Report.text(results, opts))
@@ -69,10 +81,8 @@ defmodule GuildKit.Examples.Demo do
 
   ## One guild
 
-  defp run_guild(toolkit, opts, peers) do
+  defp run_guild(toolkit, members, opts, peers) do
     label = label(toolkit)
-    say("#{label}: generating #{opts[:members]} members (#{opts[:sessions]} online)")
-    members = generate_members(opts[:members], opts[:sessions])
     timings = :atomics.new(@slots, signed: false)
 
     say("#{label}: loading them into the guild")
@@ -83,7 +93,8 @@ defmodule GuildKit.Examples.Demo do
           toolkit: toolkit,
           hoisted_roles: @roles,
           members: members,
-          timings: timings
+          timings: timings,
+          permissions: permissions()
         )
       end)
 
@@ -105,6 +116,7 @@ defmodule GuildKit.Examples.Demo do
     memory = measure_memory(guild, toolkit)
     checked = check_replicas(guild, sessions)
     delivery = delivery_times(sessions, run.last_seq)
+    passive = passive_counts(sessions)
     stop_sessions(sessions)
     GenServer.stop(guild)
 
@@ -121,12 +133,29 @@ defmodule GuildKit.Examples.Demo do
       memory: memory,
       memory_during_run: run.memory_us,
       stalls: stalls,
-      checked: checked
+      checked: checked,
+      passive: passive
     }
   end
 
-  defp label(:guild_kit), do: "GuildKit"
+  defp label(:relay), do: "GuildKit relays"
+  defp label(:guild_kit), do: "GuildKit direct"
   defp label(:otp), do: "plain OTP"
+
+  # Ten channels everyone sees; ten more, each only for one hoisted role.
+  defp permissions do
+    perms =
+      Permissions.new(everyone: Permissions.view_channel(), roles: Map.new(@roles, &{&1, 0}))
+
+    perms = Enum.reduce(@public_channels, perms, &Permissions.put_channel(&2, &1, []))
+
+    Enum.reduce(@role_channels, perms, fn {channel, role}, perms ->
+      Permissions.put_channel(perms, channel, [
+        {:everyone, 0, Permissions.view_channel()},
+        {:role, role, Permissions.view_channel(), 0}
+      ])
+    end)
+  end
 
   ## Members
 
@@ -211,6 +240,7 @@ defmodule GuildKit.Examples.Demo do
       ids: members |> Enum.map(&elem(&1, 0)) |> List.to_tuple(),
       status: Map.new(members, fn {id, m} -> {id, m.status} end),
       next_id: length(members) + 1,
+      online: opts[:sessions] |> max(1),
       left: MapSet.new()
     }
 
@@ -233,8 +263,12 @@ defmodule GuildKit.Examples.Demo do
 
     cond do
       now >= run.deadline ->
+        # A last event that every active session gets, to know when all arrived.
+        {event, _model} = presence_event(model)
+        :ok = Guild.apply_events(guild, [event])
+
         %{
-          last_seq: run.sent,
+          last_seq: run.sent + 1,
           seconds: (now - run.start) / 1.0e6,
           busy_seconds: run.busy / 1.0e6,
           memory_us: run.memory
@@ -275,31 +309,40 @@ defmodule GuildKit.Examples.Demo do
     end
   end
 
-  # 70% presence changes, 10% role changes, 10% joins, 10% leaves.
+  # 40% messages, 40% presence changes, 10% role changes, 5% joins, 5% leaves.
   defp next_event(model) do
-    case :rand.uniform(10) do
-      n when n <= 7 ->
-        id = random_member(model)
-        status = if model.status[id] == :online, do: :offline, else: :online
-        {{:presence, id, status}, put_in(model.status[id], status)}
+    case :rand.uniform(20) do
+      n when n <= 8 ->
+        channel = {:channel, :rand.uniform(20) - 1}
+        mentions = if :rand.uniform(3) == 1, do: [user_id(:rand.uniform(model.online))], else: []
+        {{:message, random_member(model), channel, mentions}, model}
 
-      8 ->
+      n when n <= 16 ->
+        presence_event(model)
+
+      n when n <= 18 ->
         id = random_member(model)
         {{:roles, id, Enum.take_random(@roles, :rand.uniform(2) - 1)}, model}
 
-      9 ->
+      19 ->
         id = user_id(model.next_id)
         event = {:join, id, name(), []}
 
         {event,
          %{model | next_id: model.next_id + 1, status: Map.put(model.status, id, :offline)}}
 
-      10 ->
+      20 ->
         id = random_member(model)
 
         {{:leave, id},
          %{model | left: MapSet.put(model.left, id), status: Map.delete(model.status, id)}}
     end
+  end
+
+  defp presence_event(model) do
+    id = random_member(model)
+    status = if model.status[id] == :online, do: :offline, else: :online
+    {{:presence, id, status}, put_in(model.status[id], status)}
   end
 
   # A present member of the initial population (joiners are left alone).
@@ -344,7 +387,19 @@ defmodule GuildKit.Examples.Demo do
     |> Enum.map(fn {seq, times} -> {seq, Enum.max(times)} end)
   end
 
-  defp measure_memory(guild, :guild_kit) do
+  # What passive sessions got, over all nodes: passive updates and mentions.
+  defp passive_counts(groups) do
+    groups
+    |> Enum.map(fn %{node: node, stats: stats} ->
+      :erpc.call(node, Session.Stats, :counts, [stats])
+    end)
+    |> Enum.reduce(
+      %{passive_updates: 0, mentions: 0},
+      &Map.merge(&1, &2, fn _, a, b -> a + b end)
+    )
+  end
+
+  defp measure_memory(guild, toolkit) when toolkit in [:relay, :guild_kit] do
     {estimate_us, {:ok, estimate}} = :timer.tc(fn -> Guild.memory(guild) end)
     {exact_us, {:ok, exact}} = :timer.tc(fn -> exact_bytes(guild) end)
     %{estimate: estimate, estimate_us: estimate_us, exact: exact, exact_us: exact_us}

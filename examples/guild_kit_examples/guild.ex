@@ -5,37 +5,42 @@ defmodule GuildKit.Examples.Guild do
 
   Copy what you need. This module keeps the members and turns each change into an
   event; the sidebar and the sessions belong to a toolkit, a module implementing
-  `GuildKit.Examples.Guild.Toolkit`. The GuildKit one,
-  `GuildKit.Examples.Guild.GuildKitToolkit` (the default), is where GuildKit does the
-  heavy lifting:
+  `GuildKit.Examples.Guild.Toolkit`. The default, `toolkit: :relay`
+  (`GuildKit.Examples.Guild.RelayToolkit`), is the one to copy:
 
     * the member sidebar is a `GuildKit.MemberList`: groups are the hoisted roles in
       order, then `:online`, then `:offline`; every presence or role change moves a
       member and returns the ops for each window of rows that sessions watch;
-    * every change is published to the active sessions with `GuildKit.Fanout.send/3`,
-      and each watched window's ops to the sessions watching it;
+    * sessions are handed to `GuildKit.Relay`: relays on each session's node hold them,
+      check each event's channel permissions (the `:permissions` option) and send to
+      them, so an event costs the guild one message per node, not one per session;
     * `memory/2` measures the state inside the guild with
       `GuildKit.MemoryEstimator.process/2`, without copying it out.
 
   Sessions (one process per online user, see `GuildKit.Examples.Session`) connect
-  either passive (the user is not looking at this guild: they get nothing) or active
-  with a window of the sidebar: they get the rows of their window on connect, then every
-  event and the ops for their window.
+  either passive (the user is not looking at this guild: they get passive updates and
+  the messages that mention them) or active with a window of the sidebar: they get the
+  rows of their window, then every event they may see and the ops for their window.
 
-  The `toolkit: :otp` option runs the same guild on plain OTP, as it would be written
-  without GuildKit (`GuildKit.Examples.Guild.OtpToolkit`): a `:gb_sets` sidebar whose
-  indexes are found by walking it, windows re-sent whole (a SYNC) when they change, a
-  `send/2` loop, and `:erts_debug.flat_size/1` on a copy of the state. The demo
-  compares the two.
+  Two more toolkits run the same guild for the demo's comparison: `toolkit: :guild_kit`
+  (`GuildKit.Examples.Guild.GuildKitToolkit`) keeps every session in the guild's state
+  and sends each event with `GuildKit.Fanout.send/3` to the list of all active
+  sessions, rebuilt for every event; `toolkit: :otp`
+  (`GuildKit.Examples.Guild.OtpToolkit`) is the guild as it would be written without
+  GuildKit: a `:gb_sets` sidebar whose indexes are found by walking it, windows re-sent
+  whole (a SYNC) when they change, a `send/2` loop, and `:erts_debug.flat_size/1` on a
+  copy of the state. Neither checks permissions: every active session gets every event,
+  and passive sessions get nothing.
 
   ## Messages to sessions
 
     * `{:member_list_ops, guild, seq, range, ops}` - the ops for a watched window, see
       `GuildKit.MemberList` (the `:otp` guild sends `[{:sync, rows}]`), sent before the
       event of the same `seq`;
-    * `{:guild_event, guild, seq, sent_at, event}` - every change, to every active
-      session; `sent_at` is `:os.perf_counter(:nanosecond)`, comparable across nodes of
-      one machine.
+    * `{:guild_event, guild, seq, sent_at, event}` (`:guild_kit`, `:otp`), or
+      `{:guild_event, guild, relay_seq, {:stamp, seq, sent_at, event}}` through relays
+      (see `GuildKit.Relay` for these and the other messages of relays); `sent_at` is
+      `:os.perf_counter(:nanosecond)`, comparable across nodes of one machine.
   """
   use GenServer
 
@@ -43,7 +48,7 @@ defmodule GuildKit.Examples.Guild do
   # supervisor starts `start_link(opts)`.
   @spec child_spec(keyword()) :: Supervisor.child_spec()
 
-  alias GuildKit.Examples.Guild.{GuildKitToolkit, OtpToolkit}
+  alias GuildKit.Examples.Guild.{GuildKitToolkit, OtpToolkit, RelayToolkit}
   alias GuildKit.MemberList
 
   @typedoc "A change to the guild, as published to active sessions."
@@ -52,6 +57,7 @@ defmodule GuildKit.Examples.Guild do
           | {:leave, user_id()}
           | {:presence, user_id(), :online | :offline}
           | {:roles, user_id(), [role()]}
+          | {:message, user_id(), channel_id :: term(), mentions :: [user_id()]}
 
   @typedoc "A user's id: any term."
   @type user_id :: term()
@@ -60,7 +66,7 @@ defmodule GuildKit.Examples.Guild do
   @typedoc "A member as the guild keeps it."
   @type member :: %{name: String.t(), roles: [role()], status: :online | :offline}
 
-  @toolkits %{guild_kit: GuildKitToolkit, otp: OtpToolkit}
+  @toolkits %{relay: RelayToolkit, guild_kit: GuildKitToolkit, otp: OtpToolkit}
 
   defstruct [:toolkit, :toolkit_state, :hoisted, :timings, members: %{}, seq: 0]
 
@@ -75,7 +81,12 @@ defmodule GuildKit.Examples.Guild do
     * `:hoisted_roles` - roles shown as their own sidebar group, in display order
       (default `[]`);
     * `:members` - initial members, `[{user_id, member}]`, loaded without events;
-    * `:toolkit` - `:guild_kit` (default) or `:otp` for the plain-OTP comparison;
+    * `:toolkit` - `:relay` (default), `:guild_kit` (direct fan-out) or `:otp` (plain
+      OTP), see above;
+    * `:permissions` - the `GuildKit.Permissions` that decide who sees a message's
+      channel (relay toolkit; default: everyone sees everything);
+    * `:relay` - more options of `GuildKit.Relay.new/2` (`:max_sessions`,
+      `:passive_interval`);
     * `:timings` - an `:atomics` array that receives each event's sidebar update time
       in nanoseconds, at index `rem(seq, size) + 1` (default: none);
     * `:name` - a name to register the guild under.
@@ -87,9 +98,11 @@ defmodule GuildKit.Examples.Guild do
         :id,
         :name,
         :timings,
+        :permissions,
         members: [],
         hoisted_roles: [],
-        toolkit: :guild_kit
+        relay: [],
+        toolkit: :relay
       ])
 
     toolkit =
@@ -116,6 +129,11 @@ defmodule GuildKit.Examples.Guild do
   @spec presence(GenServer.server(), user_id(), :online | :offline) :: :ok
   def presence(guild, user_id, status), do: apply_events(guild, [{:presence, user_id, status}])
 
+  @doc "A user posts a message in a channel, mentioning some users."
+  @spec message(GenServer.server(), user_id(), term(), [user_id()]) :: :ok
+  def message(guild, user_id, channel_id, mentions \\ []),
+    do: apply_events(guild, [{:message, user_id, channel_id, mentions}])
+
   @doc "A user's roles change."
   @spec roles(GenServer.server(), user_id(), [role()]) :: :ok
   def roles(guild, user_id, roles), do: apply_events(guild, [{:roles, user_id, roles}])
@@ -126,9 +144,11 @@ defmodule GuildKit.Examples.Guild do
 
   @doc """
   Connects a session process for `user_id`. With `watch: {first, last}` the session is
-  active and the call returns `{:ok, rows}` for that window of the sidebar; without it
-  the session is passive and the call returns `{:ok, []}`. The guild monitors the
-  session and forgets it when it exits.
+  active and gets the rows of that window of the sidebar: in the reply, `{:ok, rows}`,
+  or (relay toolkit) as a `{:member_list_sync, ...}` message before any op, the reply
+  being `{:ok, []}`. Without it the session is passive and the call returns `{:ok, []}`.
+  The guild (or the session's relay) monitors the session and forgets it when it
+  exits.
   """
   @spec connect(GenServer.server(), user_id(), pid(), keyword()) :: {:ok, [MemberList.row()]}
   def connect(guild, user_id, session, opts \\ []) do
@@ -160,7 +180,9 @@ defmodule GuildKit.Examples.Guild do
     hoisted = opts[:hoisted_roles]
     members = Map.new(opts[:members])
     placed = for {id, member} <- members, do: {id, placement(hoisted, member)}
-    toolkit_state = toolkit.new(opts[:id] || self(), hoisted ++ [:online, :offline], placed)
+    toolkit_opts = if p = opts[:permissions], do: [permissions: p], else: []
+    groups = hoisted ++ [:online, :offline]
+    toolkit_state = toolkit.new(opts[:id] || self(), groups, placed, toolkit_opts ++ opts[:relay])
 
     {:ok,
      %__MODULE__{
@@ -225,6 +247,8 @@ defmodule GuildKit.Examples.Guild do
 
   defp update_members(members, {:roles, user_id, roles}),
     do: Map.replace_lazy(members, user_id, &%{&1 | roles: roles})
+
+  defp update_members(members, {:message, _user_id, _channel_id, _mentions}), do: members
 
   # Where a member sits in the sidebar: offline members in :offline, online members
   # under their first hoisted role, else in :online; sorted by name.

@@ -8,8 +8,15 @@ defmodule GuildKit.Examples.Session do
   no gap, and records how long each event took to arrive in a
   `GuildKit.Examples.Session.Stats` table of its node.
 
-  A passive session is connected but gets nothing, like a user who is not looking at
-  the guild.
+  A passive session is connected but gets no per-event traffic, like a user who is not
+  looking at the guild. From a relay guild (`GuildKit.Relay`) it gets passive updates
+  (the latest event of each channel it may see, at most once a second) and the events
+  that mention its user; it counts both in its node's `Stats`.
+
+  Events come in two shapes: `{:guild_event, guild, seq, sent_at, event}` from the
+  guilds that send themselves, and `{:guild_event, guild, relay_seq, {:stamp, seq,
+  sent_at, event}}` through relays, whose own seq the session checks for order; `seq`
+  is the guild's event number either way.
   """
   # Not `use GenServer`: a session is started unlinked by `start/3`, never under a
   # supervisor, so it has no child_spec/1.
@@ -34,7 +41,7 @@ defmodule GuildKit.Examples.Session do
 
   @doc """
   What the session saw: `%{rows: window copy, first_seq: first event seq, last_seq: last
-  event seq, events: count, gaps: events missed or out of order}`.
+  event seq, events: count, gaps: events out of order or repeated}`.
   """
   @spec report(GenServer.server()) :: map()
   def report(session), do: GenServer.call(session, :report)
@@ -51,7 +58,8 @@ defmodule GuildKit.Examples.Session do
        first_seq: nil,
        last_seq: nil,
        events: 0,
-       gaps: 0
+       gaps: 0,
+       relay_seq: 0
      }}
   end
 
@@ -65,9 +73,27 @@ defmodule GuildKit.Examples.Session do
     {:noreply, %{state | rows: Enum.reduce(ops, state.rows, &apply_op(&1, &2, range))}}
   end
 
+  # The rows of a watched window, from a relay guild, before any op for it.
+  def handle_info({:member_list_sync, _guild, _seq, range, rows}, %{window: range} = state),
+    do: {:noreply, %{state | rows: rows}}
+
+  # Through a relay: the relay's seq only grows; the guild's seq may skip the events of
+  # channels the session may not see.
+  def handle_info({:guild_event, guild, relay_seq, {:stamp, seq, sent_at, event}}, state) do
+    if state.window == nil and state.stats, do: Stats.count(state.stats, :mentions)
+    order = if relay_seq > state.relay_seq, do: 0, else: 1
+    {:noreply, state} = handle_info({:guild_event, guild, seq, sent_at, event}, state)
+    {:noreply, %{state | relay_seq: relay_seq, gaps: state.gaps + order}}
+  end
+
+  def handle_info({:passive_update, _guild, _seq, _channels}, state) do
+    if state.stats, do: Stats.count(state.stats, :passive_updates)
+    {:noreply, state}
+  end
+
   def handle_info({:guild_event, _guild, seq, sent_at, _event}, state) do
     if state.stats, do: Stats.record(state.stats, seq, :os.perf_counter(:nanosecond) - sent_at)
-    gap = if state.last_seq && seq != state.last_seq + 1, do: 1, else: 0
+    gap = if state.last_seq && seq <= state.last_seq, do: 1, else: 0
 
     {:noreply,
      %{
@@ -98,16 +124,39 @@ defmodule GuildKit.Examples.Session do
     lock-free `:atomics` are touched on the sessions' path.
     """
 
-    @enforce_keys [:latest, :size]
-    defstruct [:latest, :size]
+    @enforce_keys [:latest, :size, :counters]
+    defstruct [:latest, :size, :counters]
 
     @typedoc "A statistics table."
-    @type t :: %__MODULE__{latest: :atomics.atomics_ref(), size: pos_integer()}
+    @type t :: %__MODULE__{
+            latest: :atomics.atomics_ref(),
+            size: pos_integer(),
+            counters: :counters.counters_ref()
+          }
+
+    @counters [:passive_updates, :mentions]
 
     @doc "A table for the last `size` events."
     @spec new(pos_integer()) :: t()
-    def new(size \\ 1_000_000),
-      do: %__MODULE__{latest: :atomics.new(size, signed: false), size: size}
+    def new(size \\ 1_000_000) do
+      %__MODULE__{
+        latest: :atomics.new(size, signed: false),
+        size: size,
+        counters: :counters.new(length(@counters), [:write_concurrency])
+      }
+    end
+
+    @doc "Counts one passive update or one mention received by a passive session."
+    @spec count(t(), :passive_updates | :mentions) :: :ok
+    def count(%__MODULE__{counters: counters}, what),
+      do: :counters.add(counters, index(what), 1)
+
+    @doc "The counts of `count/2`."
+    @spec counts(t()) :: %{passive_updates: non_neg_integer(), mentions: non_neg_integer()}
+    def counts(%__MODULE__{counters: counters}),
+      do: Map.new(@counters, &{&1, :counters.get(counters, index(&1))})
+
+    defp index(what), do: Enum.find_index(@counters, &(&1 == what)) + 1
 
     @doc "Records that a session received event `seq` after `ns` nanoseconds."
     @spec record(t(), pos_integer(), integer()) :: :ok

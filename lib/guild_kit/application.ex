@@ -14,7 +14,7 @@ defmodule GuildKit.Application do
   # One child spec per component. Components read their configuration when the
   # application starts, never at compile time.
   defp components do
-    fanout()
+    fanout() ++ relay_supervisor()
   end
 
   # The application's GuildKit.Fanout instance, configured by
@@ -31,6 +31,18 @@ defmodule GuildKit.Application do
       end
 
       [GuildKit.Fanout.child_spec(GuildKit.Fanout.Runtime.options!(env, context))]
+    else
+      []
+    end
+  end
+
+  # The node's default relay supervisor, `GuildKit.Relay.Supervisor`, where guilds start
+  # their relays on this node, unless `config :guild_kit, start_relay_supervisor: false`
+  # leaves that to the user's own tree (`{GuildKit.Relay, name: ...}`). After fan-out,
+  # so that relays stop before the fan-out they receive through.
+  defp relay_supervisor do
+    if Application.get_env(:guild_kit, :start_relay_supervisor, true) do
+      [GuildKit.Relay.child_spec([])]
     else
       []
     end

@@ -39,14 +39,32 @@ defmodule GuildKit.MemberList do
   Erlang term order. Bad input or an unknown group raises `ArgumentError` and changes
   nothing.
 
+  Terms are compared as `==` compares them, as everywhere in GuildKit: `2` and `2.0`
+  are the same member, and `{:role, 1.0}` selects the group `{:role, 1}`. A list shows
+  the member id it was last given: `put/4` with an id equal to the stored one but not
+  identical (`2.0` for `2`, `-0.0` for `0.0`, or the same inside a tuple or map) stores
+  the new term and reports it, as an `:update` of the row where the member stays, or in
+  the `:insert` where it moves, so clients never keep a stale id. A sort key that is
+  equal but not identical changes no row, so it is stored without ops. Headers show the
+  group ids given to `new/1`.
+
+  ## Snapshots
+
+  `snapshot/1` returns a read-only view of the list as it is, in O(1). A worker
+  process can read rows, indexes and groups from it while the list keeps changing;
+  changing a snapshot raises `ArgumentError`.
+
   ## Concurrency, scheduling, memory
 
   Like `GuildKit.SortedSet`, a list is a mutable handle to native memory, safe to use
-  from any process. Changes cost O(log n) plus a constant per window they touch, and run
-  on normal schedulers; reads of more than 256 rows, huge terms and changes with more
-  than 2,000 watched windows move to a dirty CPU scheduler. A member of the
-  million-member sidebar in `bench/RESULTS.md` took 86 bytes of native memory (see
-  `memory/1`).
+  from any process. A change costs O(log n) plus a constant for each watched window it
+  reaches; windows it cannot reach (past the end of the list, or above the change) cost
+  nothing. Every call runs on the caller's normal scheduler for a bounded time: results
+  of many rows or windows are built in bounded chunks, each budgeted in bytes of rows
+  and in windows, from a snapshot, so they reach the caller without a long pause and
+  without holding up writers. Only a single row or argument too large for one chunk is
+  handled on a dirty CPU scheduler. Memory per member is measured in
+  [bench/RESULTS.md](bench/RESULTS.md) (see `memory/1`).
   """
 
   alias GuildKit.Native
@@ -80,7 +98,8 @@ defmodule GuildKit.MemberList do
   ## Options
 
     * `:groups` (required) - the group ids in display order: hoisted roles by position,
-      then for example `:online` and `:offline`. Duplicates raise `ArgumentError`.
+      then for example `:online` and `:offline`. Groups that are equal (`1` and `1.0`)
+      are duplicates, which raise `ArgumentError`; at most 65,535 groups.
 
   ## Examples
 
@@ -90,7 +109,7 @@ defmodule GuildKit.MemberList do
 
   ## Performance
 
-  O(groups).
+  O(groups × log groups).
   """
   @spec new(keyword()) :: t()
   def new(opts) do
@@ -114,7 +133,9 @@ defmodule GuildKit.MemberList do
   ops for the watched windows whose rows changed.
 
   Moving a member is a delete and an insert (nothing when its row does not change); a
-  group appearing or emptying adds or removes its header row.
+  group appearing or emptying adds or removes its header row. A member put again with
+  an id equal to the stored one but not identical (`2.0` for `2`) is shown with the new
+  id: windows showing its row get an `:update`.
 
   ## Examples
 
@@ -125,16 +146,20 @@ defmodule GuildKit.MemberList do
       [{:group, :offline}, {:member, 1}]
       iex> GuildKit.MemberList.put(list, 1, :online, "bob")
       [{{0, 9}, [{:delete, 0}, {:insert, 0, {:group, :online}}]}]
+      iex> GuildKit.MemberList.put(list, 1.0, :online, "bob")
+      [{{0, 9}, [{:update, 1, {:member, 1.0}}]}]
 
   Here the member kept its row; only the header above it changed.
 
   ## Performance
 
-  O(log n + log groups) plus O(log n) per window that changed.
+  O(log n + log groups) plus O(1) for each watched window whose rows changed. Windows
+  the change cannot reach are never visited. Many changed windows are delivered in
+  bounded chunks.
   """
   @spec put(t(), term(), term(), term()) :: changes()
   def put(%__MODULE__{ref: ref}, member_id, group_id, sort_key) do
-    Native.member_list_put(ref, member_id, group_id, sort_key)
+    ref |> Native.member_list_put(member_id, group_id, sort_key) |> deliver()
   end
 
   def put(other, _member_id, _group_id, _sort_key), do: raise_not_a_list(other)
@@ -153,11 +178,11 @@ defmodule GuildKit.MemberList do
 
   ## Performance
 
-  O(log n) plus O(1) per window showing the member.
+  O(log n) plus O(1) per window showing the member, delivered in bounded chunks.
   """
   @spec touch(t(), term()) :: changes()
   def touch(%__MODULE__{ref: ref}, member_id) do
-    Native.member_list_touch(ref, member_id)
+    ref |> Native.member_list_touch(member_id) |> deliver()
   end
 
   def touch(other, _member_id), do: raise_not_a_list(other)
@@ -176,11 +201,11 @@ defmodule GuildKit.MemberList do
 
   ## Performance
 
-  O(log n + log groups) plus O(log n) per window that changed.
+  O(log n + log groups) plus O(1) for each watched window whose rows changed.
   """
   @spec remove(t(), term()) :: changes()
   def remove(%__MODULE__{ref: ref}, member_id) do
-    Native.member_list_remove(ref, member_id)
+    ref |> Native.member_list_remove(member_id) |> deliver()
   end
 
   def remove(other, _member_id), do: raise_not_a_list(other)
@@ -188,6 +213,9 @@ defmodule GuildKit.MemberList do
   @doc """
   Starts watching `range` and returns its rows now (the SYNC). The window is watched
   until a matching `unwatch/2`; watching the same window twice needs two unwatches.
+
+  The rows are those of the list right after the window was added, so the ops of every
+  later change apply to them, even when other processes change the list meanwhile.
 
   ## Examples
 
@@ -198,13 +226,13 @@ defmodule GuildKit.MemberList do
 
   ## Performance
 
-  O(log n + rows returned); more than 256 rows are read on a dirty CPU scheduler.
+  O(log windows + log n + rows returned); many rows are read in bounded chunks from a
+  snapshot, without holding up writers.
   """
   @spec watch(t(), range()) :: [row()]
   def watch(%__MODULE__{ref: ref}, range) do
     {first, last} = validate_range!(range)
-
-    Native.member_list_watch(ref, first, last)
+    ref |> Native.member_list_watch(first, last) |> deliver()
   end
 
   def watch(other, _range), do: raise_not_a_list(other)
@@ -244,13 +272,13 @@ defmodule GuildKit.MemberList do
 
   ## Performance
 
-  O(log n + rows returned); more than 256 rows are read on a dirty CPU scheduler.
+  O(log n + rows returned); many rows are read in bounded chunks from a snapshot,
+  without holding up writers.
   """
   @spec rows(t(), non_neg_integer(), non_neg_integer()) :: [row()]
   def rows(%__MODULE__{ref: ref}, first, last) do
     {first, last} = validate_range!({first, last})
-
-    Native.member_list_rows(ref, first, last)
+    ref |> Native.member_list_rows(first, last) |> deliver()
   end
 
   def rows(other, _first, _last), do: raise_not_a_list(other)
@@ -269,7 +297,7 @@ defmodule GuildKit.MemberList do
 
   ## Performance
 
-  O(log n + log groups).
+  O(log n).
   """
   @spec index_of(t(), term()) :: non_neg_integer() | nil
   def index_of(%__MODULE__{ref: ref}, member_id) do
@@ -290,10 +318,10 @@ defmodule GuildKit.MemberList do
 
   ## Performance
 
-  O(groups).
+  O(groups), in bounded chunks.
   """
   @spec groups(t()) :: [{term(), pos_integer()}]
-  def groups(%__MODULE__{ref: ref}), do: Native.member_list_groups(ref)
+  def groups(%__MODULE__{ref: ref}), do: ref |> Native.member_list_groups() |> deliver()
   def groups(other), do: raise_not_a_list(other)
 
   @doc """
@@ -308,7 +336,7 @@ defmodule GuildKit.MemberList do
 
   ## Performance
 
-  O(log groups).
+  O(1).
   """
   @spec size(t()) :: non_neg_integer()
   def size(%__MODULE__{ref: ref}), do: Native.member_list_size(ref)
@@ -333,7 +361,36 @@ defmodule GuildKit.MemberList do
   def member_count(other), do: raise_not_a_list(other)
 
   @doc """
-  Returns the bytes of native memory held by the list.
+  Returns a read-only view of the list as it is now.
+
+  Later changes to `list` do not affect the snapshot, and changing the snapshot
+  (`put/4`, `touch/2`, `remove/2`, `watch/2`, `unwatch/2`) raises `ArgumentError`.
+  Reads (`rows/3`, `index_of/2`, `groups/1`, `size/1`, ...) work on it from any
+  process. A snapshot of a snapshot is the snapshot itself.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> GuildKit.MemberList.put(list, 1, :online, "amy")
+      iex> snapshot = GuildKit.MemberList.snapshot(list)
+      iex> GuildKit.MemberList.put(list, 2, :online, "bob")
+      iex> {GuildKit.MemberList.rows(snapshot, 0, 9), GuildKit.MemberList.size(list)}
+      {[{:group, :online}, {:member, 1}], 3}
+      iex> GuildKit.MemberList.put(snapshot, 3, :online, "cy")
+      ** (ArgumentError) this GuildKit.MemberList is a read-only snapshot and cannot be changed
+
+  ## Performance
+
+  O(1). The snapshot shares all of its native memory with `list`; the first write to
+  `list` after it copies the O(log n) nodes on its path.
+  """
+  @spec snapshot(t()) :: t()
+  def snapshot(%__MODULE__{ref: ref}), do: %__MODULE__{ref: Native.member_list_snapshot(ref)}
+  def snapshot(other), do: raise_not_a_list(other)
+
+  @doc """
+  Returns the bytes of native memory held by the list. Memory shared with snapshots is
+  counted in full for each of them.
 
   ## Examples
 
@@ -342,11 +399,22 @@ defmodule GuildKit.MemberList do
 
   ## Performance
 
-  O(n / 64), on a dirty CPU scheduler.
+  O(n / 64), on a dirty CPU scheduler when the list is large.
   """
   @spec memory(t()) :: non_neg_integer()
   def memory(%__MODULE__{ref: ref}), do: Native.member_list_memory(ref)
   def memory(other), do: raise_not_a_list(other)
+
+  @doc false
+  @spec read_only?(t()) :: boolean()
+  def read_only?(%__MODULE__{ref: ref}), do: Native.member_list_read_only(ref)
+
+  # A native result is a list, or `{delivery, position, acc}` when it is delivered in
+  # chunks: the rest is asked for until it is whole.
+  defp deliver(result) when is_list(result), do: result
+
+  defp deliver({delivery, position, acc}),
+    do: deliver(Native.member_list_continue(delivery, position, acc))
 
   defp validate_range!({first, last})
        when is_integer(first) and is_integer(last) and first >= 0 and last >= first do
@@ -367,7 +435,14 @@ defmodule GuildKit.MemberList do
     alias GuildKit.MemberList
 
     def inspect(list, _opts) do
-      "#GuildKit.MemberList<members: #{MemberList.member_count(list)}, rows: #{MemberList.size(list)}>"
+      members = MemberList.member_count(list)
+      rows = MemberList.size(list)
+      extra = if MemberList.read_only?(list), do: ", read_only: true", else: ""
+      "#GuildKit.MemberList<members: #{members}, rows: #{rows}#{extra}>"
+    rescue
+      # A handle that is not one (forged, of another kind, or from another node) must
+      # still print, so that errors about it can be shown.
+      ArgumentError -> "#GuildKit.MemberList<not a valid handle: #{Kernel.inspect(list.ref)}>"
     end
   end
 end

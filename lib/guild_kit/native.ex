@@ -47,6 +47,9 @@ defmodule GuildKit.Native do
   def member_list_size(_list), do: not_loaded()
   def member_list_member_count(_list), do: not_loaded()
   def member_list_memory(_list), do: not_loaded()
+  def member_list_snapshot(_list), do: not_loaded()
+  def member_list_read_only(_list), do: not_loaded()
+  def member_list_continue(_delivery, _position, _acc), do: not_loaded()
 
   # GuildKit.MemoryEstimator
   def memory_estimate(_term, _samples, _seed, _time_limit), do: not_loaded()

@@ -4,24 +4,31 @@ defmodule GuildKit.Examples.Demo.Report do
   (no external assets; charts are inline SVG) with the same figures.
   """
 
-  @doc "The report as text: one column per toolkit, and the ratio when there are two."
+  @doc """
+  The report as text: one column per toolkit, then how many times better the first
+  toolkit's figure is than each other's.
+  """
   @spec text([map()], keyword()) :: String.t()
   def text(results, opts) do
     rows = figures(results)
-
-    header =
-      ["figure" | Enum.map(results, & &1.label)] ++
-        if(length(results) == 2, do: ["ratio"], else: [])
+    header = ["figure" | Enum.map(results, & &1.label)] ++ ratio_headers(results)
 
     body =
-      for {name, values, ratio} <- rows do
-        [name | Enum.map(values, &elem(&1, 1))] ++ if(length(results) == 2, do: [ratio], else: [])
+      for {name, values, ratios} <- rows do
+        [name | Enum.map(values, &elem(&1, 1))] ++ ratios
       end
 
     ([title(opts), "", table([header | body]), ""] ++
-       stall_notes(results) ++ ["", targets(hd(results), Enum.at(results, 1))])
+       stall_notes(results) ++ ["", targets(results)])
     |> Enum.join("\n")
   end
+
+  defp ratio_headers([first | others]),
+    do: Enum.map(others, &"#{short(first)} vs #{short(&1)}")
+
+  defp short(%{toolkit: :relay}), do: "relays"
+  defp short(%{toolkit: :guild_kit}), do: "direct"
+  defp short(%{toolkit: :otp}), do: "OTP"
 
   @doc "The report as a self-contained HTML page."
   @spec html([map()], keyword()) :: String.t()
@@ -31,13 +38,12 @@ defmodule GuildKit.Examples.Demo.Report do
 
     table_html =
       "<table><tr><th>figure</th>" <>
-        Enum.map_join(labels, &"<th>#{escape(&1)}</th>") <>
-        if(length(results) == 2, do: "<th>ratio</th>", else: "") <>
+        Enum.map_join(labels ++ ratio_headers(results), &"<th>#{escape(&1)}</th>") <>
         "</tr>" <>
-        Enum.map_join(rows, fn {name, values, ratio} ->
+        Enum.map_join(rows, fn {name, values, ratios} ->
           "<tr><td>#{escape(name)}</td>" <>
-            Enum.map_join(values, &"<td>#{escape(elem(&1, 1))}</td>") <>
-            if(length(results) == 2, do: "<td>#{escape(ratio)}</td>", else: "") <> "</tr>"
+            Enum.map_join(Enum.map(values, &elem(&1, 1)) ++ ratios, &"<td>#{escape(&1)}</td>") <>
+            "</tr>"
         end) <> "</table>"
 
     charts = [
@@ -59,7 +65,7 @@ defmodule GuildKit.Examples.Demo.Report do
     </style></head><body>
     <h1>GuildKit demo</h1><p>#{escape(title(opts))}</p>
     #{table_html}
-    <pre class="note">#{escape(targets(hd(results), Enum.at(results, 1)))}</pre>
+    <pre class="note">#{escape(targets(results))}</pre>
     #{Enum.join(charts, "\n")}
     </body></html>
     """
@@ -73,8 +79,8 @@ defmodule GuildKit.Examples.Demo.Report do
       "#{System.schedulers_online()} schedulers · OTP #{:erlang.system_info(:otp_release)} · #{Date.utc_today()}"
   end
 
-  # {name, [{number, text} per toolkit], ratio text}; a ratio is how many times
-  # better GuildKit's figure is than plain OTP's.
+  # {name, [{number, text} per toolkit], [ratio text per other toolkit]}; a ratio is
+  # how many times better the first toolkit's figure is than the other's.
   defp figures(results) do
     [
       {"member-list update, median", Enum.map(results, &duration(percentile(&1.updates, 0.5))),
@@ -92,23 +98,30 @@ defmodule GuildKit.Examples.Demo.Report do
       {"guild state, exact (:sys.get_state + flat_size)", Enum.map(results, &exact/1), nil},
       {"estimate time vs exact time", Enum.map(results, &estimate_speedup/1), nil},
       {"normal-scheduler stalls > 5 ms (guild, others)", Enum.map(results, &stalls/1), :lower},
-      {"sessions whose sidebar copy matches", Enum.map(results, &checked/1), nil}
+      {"sessions whose sidebar copy matches", Enum.map(results, &checked/1), nil},
+      {"passive sessions got: passive updates, mentions", Enum.map(results, &passive/1), nil}
     ]
-    |> Enum.map(fn {name, values, better} -> {name, values, ratio(values, better)} end)
+    |> Enum.map(fn {name, [first | others] = values, better} ->
+      {name, values, Enum.map(others, &ratio(first, &1, better))}
+    end)
   end
 
-  defp ratio([{a, _}, {b, _}], :lower) when is_number(a) and is_number(b) and a > 0,
+  defp ratio({a, _}, {b, _}, :lower) when is_number(a) and is_number(b) and a > 0,
     do: "#{times(b / a)}"
 
-  defp ratio([{a, _}, {b, _}], :higher) when is_number(a) and is_number(b) and b > 0,
+  defp ratio({a, _}, {b, _}, :higher) when is_number(a) and is_number(b) and b > 0,
     do: "#{times(a / b)}"
 
-  defp ratio(_, _), do: ""
+  defp ratio(_, _, _), do: ""
+
+  defp passive(%{passive: %{passive_updates: updates, mentions: mentions}}),
+    do: {updates, "#{format_int(updates)}, #{format_int(mentions)}"}
 
   defp times(x) when x >= 100, do: "#{round(x)}×"
   defp times(x), do: "#{Float.round(x, 1)}×"
 
-  defp targets(ours, theirs) do
+  defp targets([ours | _] = results) do
+    theirs = Enum.find(results, &(&1.toolkit == :otp))
     p99_update = percentile(ours.updates, 0.99)
     p99_delivery = percentile(ours.delivery, 0.99)
 
@@ -245,7 +258,7 @@ defmodule GuildKit.Examples.Demo.Report do
 
   ## SVG
 
-  @colors ["#2a7ab0", "#d9822b"]
+  @colors ["#2a7ab0", "#3a9a4a", "#d9822b"]
 
   # Latency histograms on a log scale, one series per toolkit.
   defp histogram(title, series) do
@@ -313,17 +326,19 @@ defmodule GuildKit.Examples.Demo.Report do
     end)
   end
 
-  # Bars for the figures where both toolkits have a number: log scale, so that 1,000×
+  # Bars for the figures where every toolkit has a number: log scale, so that 1,000×
   # differences stay readable.
-  defp comparison([_ours, _theirs] = results) do
+  defp comparison([_ours | [_ | _]] = results) do
     rows =
       results
       |> figures()
-      |> Enum.filter(fn {_name, values, ratio} ->
-        ratio != "" and Enum.all?(values, &(is_number(elem(&1, 0)) and elem(&1, 0) > 0))
+      |> Enum.filter(fn {_name, values, ratios} ->
+        Enum.all?(ratios, &(&1 != "")) and
+          Enum.all?(values, &(is_number(elem(&1, 0)) and elem(&1, 0) > 0))
       end)
 
-    height = 36 * length(rows) + 60
+    step = 14 * length(results) + 8
+    height = step * length(rows) + 60
 
     max_log =
       rows
@@ -333,11 +348,11 @@ defmodule GuildKit.Examples.Demo.Report do
     bars =
       rows
       |> Enum.with_index()
-      |> Enum.map_join(fn {{name, values, ratio}, row} ->
-        y = 10 + row * 36
+      |> Enum.map_join(fn {{name, values, ratios}, row} ->
+        y = 10 + row * step
 
         label =
-          ~s[<text x="0" y="#{y + 12}" font-size="12">#{escape(name)} (#{escape(ratio)})</text>]
+          ~s[<text x="0" y="#{y + 12}" font-size="12">#{escape(name)} (#{escape(Enum.join(ratios, ", "))})</text>]
 
         label <>
           (values
@@ -351,8 +366,8 @@ defmodule GuildKit.Examples.Demo.Report do
       end)
 
     """
-    <h2>GuildKit against plain OTP</h2>
-    <svg xmlns="http://www.w3.org/2000/svg" width="820" height="#{height}" role="img">#{bars}#{legend(Enum.map(results, &{&1.label, nil}), 460, height - 44)}</svg>
+    <h2>#{escape(Enum.map_join(results, " against ", & &1.label))}</h2>
+    <svg xmlns="http://www.w3.org/2000/svg" width="820" height="#{height}" role="img">#{bars}#{legend(Enum.map(results, &{&1.label, nil}), 460, height - 16 * length(results) - 12)}</svg>
     <p class="note">Log-scaled bars. For times lower is better; for rates higher is better.</p>
     """
   end

@@ -19,7 +19,7 @@ defmodule GuildKit.Examples.Guild.GuildKitToolkit do
   defstruct [:guild_id, :sidebar, sessions: Sessions.new()]
 
   @impl true
-  def new(guild_id, groups, members) do
+  def new(guild_id, groups, members, _opts) do
     sidebar = MemberList.new(groups: groups)
     # Nothing is watched yet, so the puts return no ops.
     Enum.each(members, fn {id, {group, name}} -> MemberList.put(sidebar, id, group, name) end)

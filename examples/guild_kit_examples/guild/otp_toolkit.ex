@@ -18,7 +18,7 @@ defmodule GuildKit.Examples.Guild.OtpToolkit do
   defstruct [:guild_id, :set, :positions, :groups, :counts, sessions: Sessions.new()]
 
   @impl true
-  def new(guild_id, groups, members) do
+  def new(guild_id, groups, members, _opts) do
     positions = Map.new(Enum.with_index(groups))
     keys = for {id, {group, name}} <- members, do: {Map.fetch!(positions, group), name, id}
 

@@ -5,17 +5,20 @@ defmodule GuildKit.Examples.Guild.Toolkit do
 
   The guild keeps the members and turns each change into an event and a move of one
   member in the sidebar; a toolkit holds everything else in one state of its own, kept
-  in the guild's state. Two implement it:
+  in the guild's state. Three implement it:
 
+    * `GuildKit.Examples.Guild.RelayToolkit` - `GuildKit.MemberList`, `GuildKit.Relay`
+      (relays on each node hold the sessions; passive sessions, channel permissions,
+      mentions) and `GuildKit.MemoryEstimator`;
     * `GuildKit.Examples.Guild.GuildKitToolkit` - `GuildKit.MemberList`,
-      `GuildKit.Fanout` and `GuildKit.MemoryEstimator`;
+      `GuildKit.Fanout` from the guild to every active session, and
+      `GuildKit.MemoryEstimator`;
     * `GuildKit.Examples.Guild.OtpToolkit` - the same guild on plain OTP, for the
       demo's comparison.
 
-  Another way to reach the sessions (relays that hold them on each node, say) is one
-  more module implementing these callbacks: it receives every session's connection,
-  every process message the guild does not handle itself, and every event with the
-  sidebar's ops.
+  Another way to reach the sessions is one more module implementing these callbacks:
+  it receives every session's connection, every process message the guild does not
+  handle itself, and every event with the sidebar's ops.
   """
 
   alias GuildKit.Examples.Guild
@@ -35,10 +38,15 @@ defmodule GuildKit.Examples.Guild.Toolkit do
 
   @doc """
   A toolkit state for the guild `guild_id`, with the sidebar `groups` in display order
-  and the initial members at their places.
+  and the initial members at their places. `opts` are the guild's `:permissions` and
+  `:relay` options; a toolkit takes what it uses.
   """
-  @callback new(guild_id :: term(), groups :: [group()], [{Guild.user_id(), placement()}]) ::
-              state()
+  @callback new(
+              guild_id :: term(),
+              groups :: [group()],
+              [{Guild.user_id(), placement()}],
+              opts :: keyword()
+            ) :: state()
 
   @doc """
   Moves a member from one place to another (`nil` for a member that joins or leaves)

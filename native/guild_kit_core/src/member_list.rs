@@ -9,42 +9,74 @@
 //! rows of its window, applies the ops in order, and after an insert drops the rows
 //! that fell past `last`.
 //!
+//! The API takes and returns term-key elements ([`crate::term_key`]): member ids, group
+//! ids and sort keys go in as [`Element`]s, rows come out as [`Row`]s that read back
+//! the term they show. How members are laid out in the tree is this module's business.
+//!
+//! # Terms that are equal but not identical
+//!
+//! Ids, group ids and sort keys compare as Erlang's `==` does, like every other term
+//! here: `2` and `2.0` are the same member. Putting a member again with an id that is
+//! equal but not identical to the stored one stores the new term, and the windows that
+//! show the member are told: with an update when the row stays where it was, with the
+//! new row in the insert when it moves. A sort key that is equal but not identical
+//! changes nothing a client sees (rows show ids), so it is stored silently. A group id
+//! only selects a group; headers show the group id given to [`MemberList::new`].
+//!
 //! # How the ops are found
 //!
-//! Every change is described as rows removed from the old list (`removed`, old indices)
-//! and rows inserted into the new one (`inserted`, new indices): a move is one of each,
-//! plus a header when a group empties or appears. Every other row keeps its relative
-//! order, so its new index follows from counting the edits before it. A window is
-//! affected only if it overlaps the span of the edits (or lies below it, when the list
-//! grew or shrank), and within a window only rows within a couple of places of an edit
-//! or of the window's edges can enter or leave it. Ops for a window therefore cost O(1)
-//! index arithmetic plus one row lookup per row that enters it, not a diff of its rows.
+//! Every change is a few rows removed from the old list and inserted into the new one
+//! (`edits`). The windows it can affect overlap the span of those edits (or everything
+//! below it up to the end of the list, when the list grew or shrank); they are found in
+//! the window table without visiting any other window ([`windows`]). For each, a few
+//! index computations give its ops; the rows those ops insert are read from the list
+//! afterwards, each once however many windows show it ([`MemberList::rows_at`]).
 //!
 //! # Storage
 //!
-//! - `members`: a [`KeyTree`] of member elements keyed by `[group position: u16][key of
-//!   sort_key][key of member_id]`, so that rank in the tree is the member's place among
-//!   all members. The element's hint restores the exact terms.
-//! - `by_id`: a [`KeyTree`] keyed by the member id's key, whose hint slot carries the
-//!   member element minus its trailing id key, so a member's current place is found from
-//!   its id alone without storing the id twice in either tree.
-//! - Two Fenwick trees over the groups give header positions and the group holding a row
-//!   in O(log groups).
+//! - `rows`: a [`KeyTree`] of every row in display order, so that a row's index is its
+//!   rank. A member is keyed by `[group position: u16][key of sort_key][key of
+//!   member_id][length of that key: u32]`, with the id's hint: the trailing length
+//!   finds the id without reading the sort key, so a row's id is read directly. (The
+//!   length never takes part in the order: ids are distinct and their keys prefix-free.)
+//!   A non-empty group's header is keyed by `[group position][00]`, which sorts before
+//!   the group's members (whose next byte is a type tag).
+//! - `by_id`: a [`KeyTree`] keyed by the member id's key. Its hint slot carries the
+//!   member key without the id, the sort key's hint and the id's, so a member's row is
+//!   found from its id alone, both terms are kept exactly, and a change of the id's exact
+//!   term is seen without decoding.
+//! - `counts`: members per group; `windows`: the watched windows.
+//!
+//! Every part is shared between clones: [`MemberList::clone`] is an O(1) snapshot, and a
+//! write after it copies only the nodes it touches.
 
-use std::collections::{BTreeMap, HashMap};
+mod counts;
+mod edits;
+mod windows;
+
+use std::sync::Arc;
 
 use crate::key_tree::{KeyTree, MAX_ELEMENT_LEN, MAX_LEN};
 use crate::term_key::{
-    element_from_parts, element_hint, element_key, Element, ElementRef, Key, KeyReader,
+    element_from_parts, element_hint, element_key, CorruptKey, Element, ElementRef, Key, KeyReader,
 };
+#[doc(hidden)]
+pub use counts::Counts;
+pub use edits::Indices;
+use edits::{Edits, RowId};
+pub use windows::{Range, Windows};
 
 /// Most groups a list can have (group positions are stored in two bytes).
 pub const MAX_GROUPS: usize = u16::MAX as usize;
 /// Bytes of group position in front of a member key.
 const GROUP_PREFIX: usize = 2;
-
-/// A watched window: first and last row index, inclusive.
-pub type Range = (u64, u64);
+/// Bytes of id key length at the end of a member key.
+const ID_LENGTH: usize = 4;
+/// The byte after the group position in a header's key; member keys have a type tag
+/// there, which is never zero.
+const HEADER_MARK: u8 = 0;
+/// Rows further apart than this are reached by a new descent rather than by walking.
+const WALK_GAP: u64 = 48;
 
 /// Why a call was refused. The list is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,639 +91,738 @@ pub enum MemberListError {
     Full,
     /// The member's sort key and id together are too large to store.
     TooLarge,
-    /// `sort_and_id` is not two encoded terms.
+    /// An element is not a valid encoding (a bug in the caller's encoder).
     Corrupt,
 }
 
-/// A row of the flat list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Row<'a> {
-    /// A group header: the group id's element.
-    Group(&'a [u8]),
-    /// A member: its member element (see [`member_id_offset`]).
-    Member(&'a [u8]),
+impl From<CorruptKey> for MemberListError {
+    fn from(_: CorruptKey) -> Self {
+        MemberListError::Corrupt
+    }
 }
 
-/// One edit of a window's copy, at an absolute row index inside the window.
+/// A row of the flat list, borrowed from the list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op<'a> {
-    /// Insert the row at the index; rows pushed past the window's end are dropped.
-    Insert(u64, Row<'a>),
-    /// Replace the row at the index (its displayed data changed).
-    Update(u64, Row<'a>),
-    /// Remove the row at the index.
+pub struct Row<'a> {
+    element: &'a [u8],
+    group: bool,
+}
+
+impl<'a> Row<'a> {
+    /// True for a group header, false for a member.
+    pub fn is_group(&self) -> bool {
+        self.group
+    }
+
+    /// A reader at the term the row shows: the group id of a header, the member id of a
+    /// member. Read one term from it.
+    ///
+    /// Time: O(1).
+    pub fn term(&self) -> Result<KeyReader<'a>, CorruptKey> {
+        if self.group {
+            return KeyReader::new(self.element);
+        }
+        let key = element_key(self.element);
+        let (rest, length) = key
+            .split_at_checked(key.len().wrapping_sub(ID_LENGTH))
+            .ok_or(CorruptKey)?;
+        let length = u32::from_be_bytes(length.try_into().map_err(|_| CorruptKey)?) as usize;
+        let start = rest.len().checked_sub(length).ok_or(CorruptKey)?;
+        KeyReader::with_key_offset(self.element, start)
+    }
+
+    /// Bytes of the row's encoding: a bound on the work of reading its term.
+    pub fn encoded_len(&self) -> usize {
+        self.element.len()
+    }
+}
+
+/// One edit of a window's copy. Rows are named by their index in the list after the
+/// change ([`MemberList::rows_at`] reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Insert the row now at this index; rows pushed past the window's end are dropped.
+    Insert(u64),
+    /// Replace the row at this index with the row now there.
+    Update(u64),
+    /// Remove the row at this index.
     Delete(u64),
 }
 
-/// The ops for every watched window whose rows changed, in window order.
-pub type Changes<'a> = Vec<(Range, Vec<Op<'a>>)>;
-
-/// Within a member element, the key bytes to skip before the sort key: read the member
-/// id with `KeyReader::with_key_offset(element, this)`, skipping the sort key first.
-pub const fn member_id_offset() -> usize {
-    GROUP_PREFIX
+/// The ops of one watched window.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowOps {
+    range: Range,
+    deletes: Indices,
+    inserts: Indices,
+    update: Option<u64>,
 }
 
-/// Prefix sums over groups.
-#[derive(Debug, Clone)]
-struct Fenwick(Vec<u64>);
-
-impl Fenwick {
-    fn new(n: usize) -> Self {
-        Fenwick(vec![0; n + 1])
+impl WindowOps {
+    /// The window.
+    pub fn range(&self) -> Range {
+        self.range
     }
 
-    fn add(&mut self, i: usize, delta: i64) {
-        let mut i = i + 1;
-        while i < self.0.len() {
-            self.0[i] = self.0[i].wrapping_add_signed(delta);
-            i += i & i.wrapping_neg();
-        }
+    /// True when the window's rows did not change.
+    pub fn is_empty(&self) -> bool {
+        self.deletes.is_empty() && self.inserts.is_empty() && self.update.is_none()
     }
 
-    /// Sum of entries `0..i`.
-    fn prefix(&self, i: usize) -> u64 {
-        let (mut i, mut sum) = (i, 0);
-        while i > 0 {
-            sum += self.0[i];
-            i &= i - 1;
-        }
-        sum
+    /// Number of ops.
+    pub fn len(&self) -> usize {
+        self.deletes.as_slice().len() + self.inserts.as_slice().len() + self.update.iter().len()
     }
 
-    /// The smallest `i` whose prefix sum through `i` exceeds `target`.
-    fn find(&self, mut target: u64) -> usize {
-        let mut pos = 0;
-        let mut step = (self.0.len() - 1).next_power_of_two();
-        while step > 0 {
-            if pos + step < self.0.len() && self.0[pos + step] <= target {
-                pos += step;
-                target -= self.0[pos];
-            }
-            step /= 2;
-        }
-        pos
+    /// The ops, in the order a client applies them.
+    pub fn ops(&self) -> impl DoubleEndedIterator<Item = Op> + '_ {
+        let deletes = self.deletes.as_slice().iter().rev().map(|&y| Op::Delete(y));
+        let inserts = self.inserts.as_slice().iter().map(|&x| Op::Insert(x));
+        deletes
+            .chain(inserts)
+            .chain(self.update.iter().map(|&x| Op::Update(x)))
+    }
+
+    /// Indices of the rows the ops carry, ascending.
+    pub fn rows(&self) -> impl Iterator<Item = u64> + '_ {
+        self.inserts.as_slice().iter().copied().chain(self.update)
     }
 }
 
-#[derive(Debug, Clone)]
-struct Group {
-    element: Vec<u8>,
-    members: u64,
+/// What a change did, for [`MemberList::changed_windows`]. Small and owned, so that the
+/// ops can be computed later from a snapshot taken right after the change.
+#[derive(Debug, Clone, Default)]
+pub struct Change(ChangeKind);
+
+#[derive(Debug, Clone, Default)]
+enum ChangeKind {
+    /// Nothing a window shows changed.
+    #[default]
+    None,
+    /// The row at this index shows a new term (or was touched).
+    Update(u64),
+    /// Rows moved.
+    Edits(Edits),
 }
 
-/// Which row an edit is about: an edit touches at most one member, so member rows need
-/// no name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RowId {
-    Header(u16),
-    Member,
-}
-
-/// Rows removed from the old list and inserted into the new one.
-#[derive(Debug, Default, Clone)]
-struct Edits {
-    /// Old indices, ascending, with the row each held.
-    removed: Vec<(u64, RowId)>,
-    /// New indices, ascending, with the row each holds.
-    inserted: Vec<(u64, RowId)>,
-    old_len: u64,
-    new_len: u64,
-}
-
-impl Edits {
-    /// New index of the kept row at old index `y`.
-    fn destination(&self, y: u64) -> u64 {
-        let mut x = y - self.removed.iter().filter(|&&(r, _)| r < y).count() as u64;
-        for &(i, _) in &self.inserted {
-            if i <= x {
-                x += 1;
-            }
-        }
-        x
+impl Change {
+    /// True when no window can have changed.
+    pub fn is_empty(&self) -> bool {
+        self.span().is_none()
     }
 
-    /// Old index of the kept row at new index `x`.
-    fn source(&self, x: u64) -> u64 {
-        let mut y = x - self.inserted.iter().filter(|&&(i, _)| i < x).count() as u64;
-        for &(r, _) in &self.removed {
-            if r <= y {
-                y += 1;
-            }
-        }
-        y
-    }
-
-    /// Drops the removal and insertion of a row that comes back where it was, with the
-    /// rows around it in place: a member put back at its own row, or the header of a
-    /// group whose only member moved within it.
-    fn cancel_unmoved(&mut self) {
-        for (row, id) in self.removed.clone() {
-            let Some(&(new_row, _)) = self.inserted.iter().find(|&&(_, other)| other == id) else {
-                continue;
-            };
-            let mut without = self.clone();
-            without.removed.retain(|&(r, _)| r != row);
-            without.inserted.retain(|&(i, _)| i != new_row);
-            if without.destination(row) == new_row {
-                *self = without;
-            }
+    /// The rows whose windows may have changed, `[low, high]`.
+    pub fn span(&self) -> Option<(u64, u64)> {
+        match &self.0 {
+            ChangeKind::None => None,
+            ChangeKind::Update(row) => Some((*row, *row)),
+            ChangeKind::Edits(edits) => edits.span(),
         }
     }
 
-    fn removed_at(&self, y: u64) -> Option<RowId> {
-        self.removed
-            .iter()
-            .find(|&&(r, _)| r == y)
-            .map(|&(_, id)| id)
-    }
-
-    fn inserted_at(&self, x: u64) -> Option<RowId> {
-        self.inserted
-            .iter()
-            .find(|&&(i, _)| i == x)
-            .map(|&(_, id)| id)
-    }
-
-    /// Rows of the window `[first, last]` to delete (descending) and the new indices
-    /// whose rows must be inserted (ascending); both empty when the window's rows are the
-    /// same before and after. Rows pushed out past `last` get no delete: the client rule
-    /// drops them as the inserts come in. A row can only cross the window's edge if it
-    /// sits within `removed.len()` or `inserted.len()` places of it.
-    fn window(&self, first: u64, last: u64) -> (Indices, Indices) {
-        let (r, i) = (self.removed.len() as u64, self.inserted.len() as u64);
-        let candidates = |edits: &[(u64, RowId)], near_first: u64, near_last: u64, end: u64| {
-            let mut found = Indices::default();
-            let near = (first..first.saturating_add(near_first))
-                .chain(last.saturating_add(1).saturating_sub(near_last)..=last);
-            for x in edits.iter().map(|&(x, _)| x).chain(near) {
-                if x >= first && x <= last && x < end {
-                    found.insert(x);
-                }
-            }
-            found
+    fn window_ops(&self, range: Range) -> WindowOps {
+        let mut ops = WindowOps {
+            range,
+            deletes: Indices::default(),
+            inserts: Indices::default(),
+            update: None,
         };
-        let mut leaving = candidates(&self.removed, r, 0, self.old_len);
-        leaving.retain(|y| self.removed_at(y).is_some() || self.destination(y) < first);
-        let mut entering = candidates(&self.inserted, i, r, self.new_len);
-        entering
-            .retain(|x| self.inserted_at(x).is_some() || !(first..=last).contains(&self.source(x)));
-        if leaving.as_slice() == entering.as_slice()
-            && self.same_rows(first, last, leaving.as_slice())
-        {
-            return (Indices::default(), Indices::default());
+        match &self.0 {
+            ChangeKind::None => {}
+            ChangeKind::Update(row) => ops.update = Some(*row),
+            ChangeKind::Edits(edits) => (ops.deletes, ops.inserts) = edits.window(range.0, range.1),
         }
-        (leaving, entering)
-    }
-
-    /// Whether a window whose leaving and entering indices coincide keeps its rows: each
-    /// such index loses and regains the same row, and every other row stays put. The
-    /// shift of kept rows changes only within two places of an edit, so probing the
-    /// window's start and the neighbourhood of each edit covers every stretch of it.
-    fn same_rows(&self, first: u64, last: u64, swapped: &[u64]) -> bool {
-        let same_row_back = swapped.iter().all(
-            |&p| matches!((self.removed_at(p), self.inserted_at(p)), (Some(a), Some(b)) if a == b),
-        );
-        let end = last.min(self.old_len.saturating_sub(1));
-        let edits = self.removed.iter().chain(&self.inserted).map(|&(e, _)| e);
-        same_row_back
-            && std::iter::once(first)
-                .chain(edits.flat_map(|e| e.saturating_sub(3)..=e.saturating_add(3)))
-                .filter(|&y| y >= first && y <= end && self.removed_at(y).is_none())
-                .all(|y| self.destination(y) == y)
+        ops
     }
 }
 
-/// A few row indices, sorted and distinct, without allocating: a window has at most
-/// eight candidates (two edits each way, plus two places at each edge).
-#[derive(Debug, Default, Clone, Copy)]
-struct Indices {
-    items: [u64; 8],
-    len: usize,
+/// The configured groups: fixed at creation, so shared by every snapshot.
+#[derive(Debug)]
+struct Groups {
+    /// Group id elements by position.
+    elements: Vec<Box<[u8]>>,
+    /// Positions sorted by group key, to find a group by binary search.
+    by_key: Vec<u16>,
 }
 
-impl Indices {
-    fn insert(&mut self, x: u64) {
-        let items = &mut self.items[..self.len];
-        if let Err(at) = items.binary_search(&x) {
-            self.items.copy_within(at..self.len, at + 1);
-            self.items[at] = x;
-            self.len += 1;
-        }
+impl Groups {
+    fn key(&self, position: u16) -> &[u8] {
+        element_key(&self.elements[position as usize])
     }
 
-    fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) {
-        let mut kept = 0;
-        for i in 0..self.len {
-            if keep(self.items[i]) {
-                self.items[kept] = self.items[i];
-                kept += 1;
-            }
-        }
-        self.len = kept;
-    }
-
-    fn as_slice(&self) -> &[u64] {
-        &self.items[..self.len]
+    fn position(&self, key: &[u8]) -> Option<u16> {
+        self.by_key
+            .binary_search_by(|&p| self.key(p).cmp(key))
+            .ok()
+            .map(|i| self.by_key[i])
     }
 }
 
 /// The member sidebar. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct MemberList {
-    groups: Vec<Group>,
-    group_positions: HashMap<Vec<u8>, u16>,
-    /// Rows per group: members plus one header when non-empty.
-    rows: Fenwick,
-    /// One per non-empty group.
-    headers: Fenwick,
-    members: KeyTree,
+    groups: Arc<Groups>,
+    /// Members per group.
+    counts: Counts,
+    /// Groups with at least one member (each shows a header row).
+    nonempty: u64,
+    /// Headers and members in display order.
+    rows: KeyTree,
     by_id: KeyTree,
-    ranges: BTreeMap<Range, u32>,
-    /// Lengths of the watched ranges, to bound the search for overlapping ones.
-    range_lengths: BTreeMap<u64, u32>,
+    windows: Windows,
+}
+
+/// What the id index holds about a member.
+struct Indexed {
+    /// The member's row key.
+    key: Vec<u8>,
+    /// The hints of the stored id and sort key.
+    id_hint: Vec<u8>,
+    sort_hint: Vec<u8>,
 }
 
 impl MemberList {
-    /// An empty list whose groups, given as encoded group ids in display order, are
+    /// An empty list whose groups, given as group id elements in display order, are
     /// shown in that order.
     ///
-    /// Time: O(groups).
+    /// Time: O(groups × log groups).
     pub fn new(groups: Vec<Element>) -> Result<Self, MemberListError> {
         if groups.len() > MAX_GROUPS {
             return Err(MemberListError::TooManyGroups);
         }
-        let mut group_positions = HashMap::with_capacity(groups.len());
-        for (position, group) in groups.iter().enumerate() {
-            if group_positions
-                .insert(group.key().to_vec(), position as u16)
-                .is_some()
-            {
-                return Err(MemberListError::DuplicateGroup(position));
-            }
+        let elements: Vec<Box<[u8]>> = groups.iter().map(|g| g.as_bytes().into()).collect();
+        let mut by_key: Vec<u16> = (0..groups.len() as u16).collect();
+        by_key.sort_by(|&a, &b| groups[a as usize].key().cmp(groups[b as usize].key()));
+        // Equal keys sort next to each other (by position, as the sort is stable); the
+        // duplicate is the first position that repeats an earlier group.
+        let duplicate = by_key
+            .windows(2)
+            .filter(|pair| groups[pair[0] as usize].key() == groups[pair[1] as usize].key())
+            .map(|pair| pair[1] as usize)
+            .min();
+        if let Some(position) = duplicate {
+            return Err(MemberListError::DuplicateGroup(position));
         }
         Ok(MemberList {
-            rows: Fenwick::new(groups.len()),
-            headers: Fenwick::new(groups.len()),
-            groups: groups
-                .into_iter()
-                .map(|g| Group {
-                    element: g.as_bytes().to_vec(),
-                    members: 0,
-                })
-                .collect(),
-            group_positions,
-            members: KeyTree::new(),
+            counts: Counts::new(groups.len()),
+            groups: Arc::new(Groups { elements, by_key }),
+            nonempty: 0,
+            rows: KeyTree::new(),
             by_id: KeyTree::new(),
-            ranges: BTreeMap::new(),
-            range_lengths: BTreeMap::new(),
+            windows: Windows::default(),
         })
     }
 
-    /// Rows, headers included. Time: O(log groups).
+    /// Rows, headers included. Time: O(1).
     pub fn size(&self) -> u64 {
-        self.rows.prefix(self.groups.len())
+        self.rows.len() as u64
     }
 
     /// Members. Time: O(1).
     pub fn member_count(&self) -> u64 {
-        self.members.len() as u64
+        self.rows.len() as u64 - self.nonempty
     }
 
-    /// Adds a member, or moves it if present. `group` is the group id's key and
-    /// `sort_and_id` the sort key's and then the member id's encodings back to back in
-    /// one element (one hint for both; see [`Element::from_parts`]). Returns the ops for
-    /// the watched windows that changed.
+    /// Adds a member to a group with a sort key, or moves it there if present. Returns
+    /// what changed, for [`changed_windows`](Self::changed_windows).
     ///
-    /// Time: O(log n + log groups) plus O(log n) per affected window.
+    /// Time: O(log n + log groups).
     pub fn put(
         &mut self,
-        group: &[u8],
-        sort_and_id: &Element,
-    ) -> Result<Changes<'_>, MemberListError> {
-        let position = *self
-            .group_positions
-            .get(group)
+        member_id: &Element,
+        group_id: &Element,
+        sort_key: &Element,
+    ) -> Result<Change, MemberListError> {
+        let position = self
+            .groups
+            .position(group_id.key())
             .ok_or(MemberListError::UnknownGroup)?;
-        // The member id's key is what follows the sort key's.
-        let mut reader =
-            KeyReader::new(sort_and_id.as_bytes()).map_err(|_| MemberListError::Corrupt)?;
-        reader.skip_term().map_err(|_| MemberListError::Corrupt)?;
-        let id_key = &sort_and_id.key()[reader.key_offset()..];
-        let mut key = Vec::with_capacity(GROUP_PREFIX + sort_and_id.key().len());
-        key.extend_from_slice(&position.to_be_bytes());
-        key.extend_from_slice(sort_and_id.key());
-        let element = element_from_parts(sort_and_id.hint(), &key);
-        let entry = index_element(&element, id_key.len());
-        if element.len().max(entry.len()) > MAX_ELEMENT_LEN {
+        let element = member_element(position, sort_key, member_id);
+        let key = element.key();
+        let without_id = &key[..key.len() - member_id.key().len() - ID_LENGTH];
+        let entry = index_entry(member_id, sort_key, without_id);
+        if element.as_bytes().len().max(entry.as_bytes().len()) > MAX_ELEMENT_LEN {
             return Err(MemberListError::TooLarge);
         }
-
-        let old = self.member_element(id_key);
-        if old.is_none() && self.members.len() >= MAX_LEN {
+        // A put adds at most a member and a header.
+        if self.rows.len() + 2 > MAX_LEN {
             return Err(MemberListError::Full);
         }
+        let old = self.indexed(member_id.key());
+        let id_changed = old.as_ref().is_some_and(|o| o.id_hint != member_id.hint());
+        if let Some(old) = &old {
+            if old.key == key {
+                // Same place: at most the stored terms differ (`2.0` for `2`).
+                if !id_changed && old.sort_hint == sort_key.hint() {
+                    return Ok(Change::default());
+                }
+                self.by_id.replace(&entry).expect("the length was checked");
+                if !id_changed {
+                    return Ok(Change::default());
+                }
+                let row = self
+                    .rows
+                    .replace(&element)
+                    .ok()
+                    .flatten()
+                    .expect("indexed members have rows, and the length was checked");
+                return Ok(Change(ChangeKind::Update(row as u64)));
+            }
+        }
+
         let mut edits = Edits {
             old_len: self.size(),
             ..Edits::default()
         };
         if let Some(old) = &old {
-            if element_key(old) == key {
-                // Same place: at most the stored terms differ (1 versus 1.0 in a sort
-                // key); store the new ones, report nothing.
-                self.members.replace(ElementRef::from_bytes(&element)).ok();
-                self.by_id.replace(ElementRef::from_bytes(&entry)).ok();
-                return Ok(Vec::new());
-            }
-            self.remove_member_row(old, &mut edits);
+            self.remove_row(&old.key, &mut edits);
         }
-        let rank = self
-            .members
-            .insert(ElementRef::from_bytes(&element))
+        let header_appears = self.counts.add(position as usize, 1) == 1;
+        if header_appears {
+            self.nonempty += 1;
+            self.rows
+                .insert(&header_element(position))
+                .expect("the room was checked");
+        }
+        // The length and the room were checked above, and the member's row is gone.
+        let row = self
+            .rows
+            .insert(&element)
             .ok()
             .flatten()
-            .expect("the member was removed or absent");
-        let header_appears = self.add_to_group(position);
-        let row = self.member_row(&key, rank);
+            .expect("the member is not in the list") as u64;
         if header_appears {
             edits.inserted.push((row - 1, RowId::Header(position)));
         }
-        edits.inserted.push((row, RowId::Member));
-        if old.is_some() {
-            self.by_id.replace(ElementRef::from_bytes(&entry)).ok();
+        let id = if id_changed {
+            RowId::ChangedMember
         } else {
-            self.by_id.insert(ElementRef::from_bytes(&entry)).ok();
+            RowId::Member
+        };
+        edits.inserted.push((row, id));
+        // The id index holds no more entries than the list has rows.
+        if old.is_some() {
+            self.by_id.replace(&entry)
+        } else {
+            self.by_id.insert(&entry)
         }
+        .expect("the length and the room were checked");
         edits.new_len = self.size();
         edits.cancel_unmoved();
-        Ok(self.changes(&edits))
+        Ok(Change(ChangeKind::Edits(edits)))
     }
 
-    /// Marks a member's displayed data as changed: an update op for each watched window
-    /// holding its row. Returns `None` when the member is absent.
+    /// Marks a member's displayed data as changed: an update for each watched window
+    /// showing its row. Empty when the member is absent.
     ///
-    /// Time: O(log n) plus O(1) per window holding the row.
-    pub fn touch(&self, id_key: &[u8]) -> Option<Changes<'_>> {
-        let element = self.member_element(id_key)?;
-        let key = element_key(&element);
-        let (rank, stored) = self
-            .members
-            .find(Key::from_bytes(key))
-            .expect("indexed members are in the tree");
-        let row = self.member_row(key, rank);
-        let changes = self
-            .ranges_overlapping(row, row)
-            .map(|range| (range, vec![Op::Update(row, Row::Member(stored.as_bytes()))]))
-            .collect();
-        Some(changes)
+    /// Time: O(log n).
+    pub fn touch(&self, member_id: &Element) -> Change {
+        match self.index_of(member_id) {
+            Some(row) => Change(ChangeKind::Update(row)),
+            None => Change::default(),
+        }
     }
 
-    /// Removes a member. Returns the ops, or `None` when the member is absent.
+    /// Removes a member. Empty when the member is absent.
     ///
-    /// Time: O(log n + log groups) plus O(log n) per affected window.
-    pub fn remove(&mut self, id_key: &[u8]) -> Option<Changes<'_>> {
-        let element = self.member_element(id_key)?;
+    /// Time: O(log n).
+    pub fn remove(&mut self, member_id: &Element) -> Change {
+        let Some(old) = self.indexed(member_id.key()) else {
+            return Change::default();
+        };
         let mut edits = Edits {
             old_len: self.size(),
             ..Edits::default()
         };
-        self.remove_member_row(&element, &mut edits);
-        self.by_id.remove(Key::from_bytes(id_key));
+        self.remove_row(&old.key, &mut edits);
+        self.by_id.remove(member_id.lookup_key());
         edits.new_len = self.size();
-        Some(self.changes(&edits))
+        Change(ChangeKind::Edits(edits))
     }
 
-    /// The row index of a member. Time: O(log n + log groups).
-    pub fn index_of(&self, id_key: &[u8]) -> Option<u64> {
-        self.member_element(id_key).map(|e| self.row_of(&e))
+    /// The row index of a member. Time: O(log n).
+    pub fn index_of(&self, member_id: &Element) -> Option<u64> {
+        let old = self.indexed(member_id.key())?;
+        self.rows
+            .position(Key::from_bytes(&old.key))
+            .ok()
+            .map(|row| row as u64)
     }
 
-    /// The rows `first..=last` that exist.
+    /// The rows `first..=last` that exist, in order.
     ///
-    /// Time: O(log n + log groups + rows returned).
+    /// Time: O(log n) to start, then O(1) amortized per row.
     pub fn rows(&self, first: u64, last: u64) -> impl Iterator<Item = Row<'_>> + '_ {
         let size = self.size();
-        let end = last.min(size.saturating_sub(1));
         let count = if first >= size || first > last {
             0
         } else {
-            end - first + 1
+            last.min(size - 1) - first + 1
         };
-        let mut next = first;
-        let mut members = None;
-        (0..count).map(move |_| {
-            let (group, member_rank) = self.locate(next);
-            next += 1;
-            match member_rank {
-                None => {
-                    members = None;
-                    Row::Group(&self.groups[group].element)
-                }
-                Some(rank) => {
-                    let iter = members.get_or_insert_with(|| self.members.iter_from(rank as usize));
-                    Row::Member(iter.next().expect("ranks below the size exist").as_bytes())
-                }
-            }
-        })
+        let start = usize::try_from(first).unwrap_or(usize::MAX);
+        self.rows
+            .iter_from(start)
+            .take(count as usize)
+            .map(|element| self.row(element))
     }
 
-    /// Watches `[first, last]` (reference-counted) and returns its rows now.
-    /// `first` must not exceed `last`.
+    /// The rows at `indices`, which must be ascending and below [`size`](Self::size), in
+    /// one ordered walk: nearby rows are reached by stepping, distant ones by a descent.
     ///
-    /// Time: O(log ranges) plus [`rows`](Self::rows).
-    pub fn watch(&mut self, first: u64, last: u64) -> impl Iterator<Item = Row<'_>> + '_ {
-        *self.ranges.entry((first, last)).or_insert(0) += 1;
-        *self.range_lengths.entry(last - first).or_insert(0) += 1;
-        self.rows(first, last)
+    /// Time: O(k log n) at worst, O(k) for k rows close together.
+    pub fn rows_at(&self, indices: &[u64]) -> Vec<Row<'_>> {
+        let mut rows = Vec::with_capacity(indices.len());
+        // An iterator positioned at row `at`, while the rows asked for are close.
+        let mut walk: Option<crate::key_tree::Iter> = None;
+        let mut at = 0u64;
+        for (i, &x) in indices.iter().enumerate() {
+            debug_assert!(i == 0 || x > indices[i - 1], "rows_at: indices must ascend");
+            let element = match &mut walk {
+                Some(iter) if x - at <= WALK_GAP => iter.nth((x - at) as usize),
+                _ if indices.get(i + 1).is_some_and(|&next| next - x <= WALK_GAP) => {
+                    let mut iter = self.rows.iter_from(x as usize);
+                    let element = iter.next();
+                    walk = Some(iter);
+                    element
+                }
+                // A lone row: one descent, without an iterator's stack.
+                _ => {
+                    walk = None;
+                    self.rows.get(x as usize)
+                }
+            };
+            at = x + 1;
+            rows.push(self.row(element.expect("rows_at: index below the size")));
+        }
+        rows
     }
 
-    /// Drops one watch of `[first, last]`; returns false if it was not watched.
+    /// Watches `range` (reference-counted). `first` must not exceed `last`.
     ///
-    /// Time: O(log ranges).
-    pub fn unwatch(&mut self, first: u64, last: u64) -> bool {
-        let Some(count) = self.ranges.get_mut(&(first, last)) else {
-            return false;
-        };
-        *count -= 1;
-        if *count == 0 {
-            self.ranges.remove(&(first, last));
-        }
-        let length = self
-            .range_lengths
-            .get_mut(&(last - first))
-            .expect("every watched range's length is counted");
-        *length -= 1;
-        if *length == 0 {
-            self.range_lengths.remove(&(last - first));
-        }
-        true
+    /// Time: O(log windows).
+    pub fn watch(&mut self, range: Range) {
+        debug_assert!(range.0 <= range.1);
+        self.windows.watch(range);
     }
 
-    /// Number of distinct watched ranges. Time: O(1).
+    /// Drops one watch of `range`; returns false if it was not watched.
+    ///
+    /// Time: O(log windows).
+    pub fn unwatch(&mut self, range: Range) -> bool {
+        self.windows.unwatch(range)
+    }
+
+    /// Number of distinct watched windows. Time: O(1).
     pub fn watched_len(&self) -> usize {
-        self.ranges.len()
+        self.windows.distinct()
     }
 
-    /// The watched ranges and how many times each is watched.
-    pub fn watched(&self) -> impl Iterator<Item = (Range, u32)> + '_ {
-        self.ranges.iter().map(|(&range, &count)| (range, count))
+    /// The watched windows that `change` may have changed, below `below` (all when
+    /// `None`), in descending order, with their ops. A window whose rows stayed the same
+    /// comes with no ops. `change` must be the last change made to this list (or to the
+    /// list this is a snapshot of, taken right after it).
+    ///
+    /// Time: O(log windows) to start, then O(log windows) at most per window; windows
+    /// that cannot have changed are never visited.
+    pub fn changed_windows<'a>(
+        &'a self,
+        change: &'a Change,
+        below: Option<Range>,
+    ) -> impl Iterator<Item = WindowOps> + 'a {
+        let windows = change
+            .span()
+            .map(|(low, high)| self.windows.overlapping_desc(low, high, below));
+        windows
+            .into_iter()
+            .flatten()
+            .map(move |range| change.window_ops(range))
     }
 
-    /// Non-empty groups in order: the group id's element and its member count.
-    pub fn groups(&self) -> impl Iterator<Item = (&[u8], u64)> + '_ {
-        self.groups
-            .iter()
-            .filter(|g| g.members > 0)
-            .map(|g| (g.element.as_slice(), g.members))
+    /// Number of groups given to [`new`](Self::new). Time: O(1).
+    pub fn group_count(&self) -> usize {
+        self.counts.slots()
     }
 
-    /// Heap bytes held natively (trees, groups, ranges).
+    /// The group at `position`: a row showing its id, and its member count.
+    ///
+    /// Time: O(1).
+    pub fn group(&self, position: usize) -> Option<(Row<'_>, u64)> {
+        let element = self.groups.elements.get(position)?;
+        let row = Row {
+            element,
+            group: true,
+        };
+        Some((row, u64::from(self.counts.get(position))))
+    }
+
+    /// Non-empty groups in display order: the group id's element and its member count.
+    ///
+    /// Time: O(groups).
+    pub fn groups(&self) -> impl Iterator<Item = (Row<'_>, u64)> + '_ {
+        (0..self.group_count())
+            .filter_map(|position| self.group(position))
+            .filter(|&(_, count)| count > 0)
+    }
+
+    /// Heap bytes held natively (trees, groups, counts, windows), counting parts shared
+    /// with snapshots in full.
     ///
     /// Time: O(n / 64).
     pub fn heap_bytes(&self) -> usize {
         let groups: usize = self
             .groups
+            .elements
             .iter()
-            .map(|g| std::mem::size_of::<Group>() + 2 * g.element.capacity())
+            .map(|g| std::mem::size_of::<Box<[u8]>>() + g.len() + 2)
             .sum();
-        // BTreeMap entries cost about their size plus node overhead; count them at twice.
-        let ranges = 2
-            * (self.ranges.len() + self.range_lengths.len())
-            * std::mem::size_of::<(Range, u32)>();
         std::mem::size_of::<Self>()
-            + self.members.heap_bytes()
+            + self.rows.heap_bytes()
             + self.by_id.heap_bytes()
             + groups
-            + 2 * 8 * (self.groups.len() + 1)
-            + ranges
+            + self.counts.heap_bytes()
+            + self.windows.heap_bytes()
     }
 
-    /// The member element of `id_key`, rebuilt from the id index.
-    fn member_element(&self, id_key: &[u8]) -> Option<Vec<u8>> {
-        let (_, stored) = self.by_id.find(Key::from_bytes(id_key))?;
-        let without_id = element_hint(stored.as_bytes());
-        let mut element = Vec::with_capacity(without_id.len() + id_key.len());
-        element.extend_from_slice(without_id);
-        element.extend_from_slice(id_key);
-        Some(element)
-    }
-
-    fn row_of(&self, element: &[u8]) -> u64 {
-        let key = element_key(element);
-        let rank = self
-            .members
-            .position(Key::from_bytes(key))
-            .expect("indexed members are in the tree");
-        self.member_row(key, rank)
-    }
-
-    /// The row of the member with `key` at `rank` among all members: its rank plus a
-    /// header for each non-empty group up to its own.
-    fn member_row(&self, key: &[u8], rank: usize) -> u64 {
-        rank as u64 + self.headers.prefix(group_of(key) as usize + 1)
-    }
-
-    /// The group holding row `row`, and the member rank there (`None` for its header).
-    fn locate(&self, row: u64) -> (usize, Option<u64>) {
-        let group = self.rows.find(row);
-        if row == self.rows.prefix(group) {
-            (group, None)
+    fn row<'a>(&'a self, element: ElementRef<'a>) -> Row<'a> {
+        let key = element.key().as_bytes();
+        if key.get(GROUP_PREFIX) == Some(&HEADER_MARK) {
+            Row {
+                element: &self.groups.elements[group_of(key) as usize],
+                group: true,
+            }
         } else {
-            (group, Some(row - self.headers.prefix(group + 1)))
+            Row {
+                element: element.as_bytes(),
+                group: false,
+            }
         }
     }
 
-    fn row_at(&self, row: u64) -> Option<Row<'_>> {
-        if row >= self.size() {
-            return None;
-        }
-        Some(match self.locate(row) {
-            (group, None) => Row::Group(&self.groups[group].element),
-            (_, Some(rank)) => Row::Member(self.members.get(rank as usize)?.as_bytes()),
+    /// What the id index holds about the member with this id key.
+    fn indexed(&self, id_key: &[u8]) -> Option<Indexed> {
+        let (_, entry) = self.by_id.find(Key::from_bytes(id_key))?;
+        let hints_and_prefix = entry.hint();
+        let sort_and_prefix = element_key(hints_and_prefix);
+        Some(Indexed {
+            key: member_key(element_key(sort_and_prefix), id_key),
+            id_hint: element_hint(hints_and_prefix).to_vec(),
+            sort_hint: element_hint(sort_and_prefix).to_vec(),
         })
     }
 
-    /// Adds one member to a group; returns true when its header appears.
-    fn add_to_group(&mut self, position: u16) -> bool {
-        let group = &mut self.groups[position as usize];
-        group.members += 1;
-        let appears = group.members == 1;
-        self.rows
-            .add(position as usize, if appears { 2 } else { 1 });
-        if appears {
-            self.headers.add(position as usize, 1);
-        }
-        appears
-    }
-
-    /// Takes a member's row out of the member tree and its group, recording the rows
-    /// removed (the header first, when the group empties). The id index is the caller's
-    /// to update.
-    fn remove_member_row(&mut self, element: &[u8], edits: &mut Edits) {
-        let key = element_key(element);
-        let position = group_of(key) as usize;
-        let rank = self
-            .members
+    /// Takes a member's row out of the list and its group, recording the rows removed
+    /// (the header first, when the group empties). The id index is the caller's to
+    /// update.
+    fn remove_row(&mut self, key: &[u8], edits: &mut Edits) {
+        let position = group_of(key);
+        let row = self
+            .rows
             .remove(Key::from_bytes(key))
-            .expect("indexed members are in the tree");
-        let row = self.member_row(key, rank);
-        let group = &mut self.groups[position];
-        group.members -= 1;
-        let empties = group.members == 0;
-        self.rows.add(position, if empties { -2 } else { -1 });
-        if empties {
-            self.headers.add(position, -1);
-            edits
-                .removed
-                .push((row - 1, RowId::Header(position as u16)));
+            .expect("indexed members are in the list") as u64;
+        if self.counts.add(position as usize, -1) == 0 {
+            self.nonempty -= 1;
+            self.rows.remove(header_element(position).lookup_key());
+            edits.removed.push((row - 1, RowId::Header(position)));
         }
         edits.removed.push((row, RowId::Member));
     }
-
-    fn ranges_overlapping(&self, low: u64, high: u64) -> impl Iterator<Item = Range> + '_ {
-        let longest = self.range_lengths.keys().next_back().copied().unwrap_or(0);
-        let from = low.saturating_sub(longest);
-        self.ranges
-            .range((from, 0)..=(high, u64::MAX))
-            .map(|(&range, _)| range)
-            .filter(move |&(first, last)| first <= high && last >= low)
-    }
-
-    fn changes(&self, edits: &Edits) -> Changes<'_> {
-        let all = edits.removed.iter().chain(&edits.inserted).map(|&(x, _)| x);
-        let (Some(low), Some(high)) = (all.clone().min(), all.max()) else {
-            return Vec::new();
-        };
-        // When the list grew or shrank, every row below the edits moved.
-        let high = if edits.removed.len() == edits.inserted.len() {
-            high
-        } else {
-            u64::MAX
-        };
-        self.ranges_overlapping(low, high)
-            .filter_map(|(first, last)| {
-                let (leaving, entering) = edits.window(first, last);
-                let ops: Vec<Op> = leaving
-                    .as_slice()
-                    .iter()
-                    .rev()
-                    .map(|&y| Op::Delete(y))
-                    .chain(entering.as_slice().iter().map(|&x| {
-                        Op::Insert(x, self.row_at(x).expect("new indices are in the list"))
-                    }))
-                    .collect();
-                (!ops.is_empty()).then_some(((first, last), ops))
-            })
-            .collect()
-    }
 }
 
-fn group_of(member_key: &[u8]) -> u16 {
-    u16::from_be_bytes([member_key[0], member_key[1]])
+fn group_of(key: &[u8]) -> u16 {
+    u16::from_be_bytes([key[0], key[1]])
 }
 
-/// The id index entry: keyed by the id key, carrying the member element minus that key.
-fn index_element(member_element: &[u8], id_key_len: usize) -> Vec<u8> {
-    let (without_id, id_key) = member_element.split_at(member_element.len() - id_key_len);
-    element_from_parts(without_id, id_key)
+fn header_element(position: u16) -> Element {
+    let [high, low] = position.to_be_bytes();
+    Element::from_parts(&[], &[high, low, HEADER_MARK])
+}
+
+/// A member's row key: the key without the id, the id's key, and that key's length.
+fn member_key(without_id: &[u8], id_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(without_id.len() + id_key.len() + ID_LENGTH);
+    key.extend_from_slice(without_id);
+    key.extend_from_slice(id_key);
+    // Ids are at most `MAX_ELEMENT_LEN` bytes, well within a u32.
+    key.extend_from_slice(&(id_key.len() as u32).to_be_bytes());
+    key
+}
+
+/// A member's row element: the key `[position][sort key][id key][id key length]`, with
+/// the id's hint.
+fn member_element(position: u16, sort_key: &Element, member_id: &Element) -> Element {
+    let mut without_id = Vec::with_capacity(GROUP_PREFIX + sort_key.key().len());
+    without_id.extend_from_slice(&position.to_be_bytes());
+    without_id.extend_from_slice(sort_key.key());
+    Element::from_parts(member_id.hint(), &member_key(&without_id, member_id.key()))
+}
+
+/// The id index entry: keyed by the id's key, carrying the id's hint, the sort key's
+/// hint, and the member key up to the id.
+fn index_entry(member_id: &Element, sort_key: &Element, without_id: &[u8]) -> Element {
+    let sort_and_prefix = element_from_parts(sort_key.hint(), without_id);
+    Element::from_parts(
+        &element_from_parts(member_id.hint(), &sort_and_prefix),
+        member_id.key(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::term_key::{Integer, KeyEncoder, Number, Token};
+
+    fn int(v: i64) -> Element {
+        let mut e = KeyEncoder::new();
+        e.push_number(Number::Int(v), false);
+        e.finish()
+    }
+
+    fn float(v: f64) -> Element {
+        let mut e = KeyEncoder::new();
+        e.push_number(Number::Float(v), false);
+        e.finish()
+    }
+
+    /// `{a, b}` with floats where asked.
+    fn pair(a: f64, a_float: bool, b: f64, b_float: bool) -> Element {
+        let mut e = KeyEncoder::new();
+        e.push_tuple(2);
+        for (v, is_float) in [(a, a_float), (b, b_float)] {
+            if is_float {
+                e.push_number(Number::Float(v), false);
+            } else {
+                e.push_number(Number::Int(v as i64), false);
+            }
+        }
+        e.finish()
+    }
+
+    fn read(row: Row<'_>) -> Vec<Token<'_>> {
+        let mut reader = row.term().unwrap();
+        let mut tokens = Vec::new();
+        let mut owed = 1usize;
+        while owed > 0 {
+            let token = reader.next().unwrap().unwrap();
+            owed -= 1;
+            if let Token::Tuple(n) = token {
+                owed += n;
+            }
+            tokens.push(token);
+        }
+        tokens
+    }
+
+    #[test]
+    fn rows_read_back_exact_ids_after_float_sort_keys() {
+        let mut list = MemberList::new(vec![int(1)]).unwrap();
+        // The sort key holds floats and so does the id: the id's marks must follow the
+        // sort key's numbers.
+        list.put(
+            &pair(1.0, true, 5.0, false),
+            &int(1),
+            &pair(0.5, true, -0.0, true),
+        )
+        .unwrap();
+        list.put(&float(-0.0), &int(1), &pair(2.0, false, 3.0, true))
+            .unwrap();
+        let rows: Vec<Row> = list.rows(0, 9).collect();
+        assert!(rows[0].is_group());
+        assert_eq!(
+            read(rows[1]),
+            [
+                Token::Tuple(2),
+                Token::Float(1.0),
+                Token::Integer(Integer::I64(5))
+            ]
+        );
+        let Token::Float(zero) = read(rows[2])[0] else {
+            panic!("a float")
+        };
+        assert!(zero == 0.0 && zero.is_sign_negative());
+    }
+
+    #[test]
+    fn an_equal_but_not_identical_id_is_an_update() {
+        let mut list = MemberList::new(vec![int(0)]).unwrap();
+        list.watch((0, 9));
+        let change = list.put(&int(2), &int(0), &int(7)).unwrap();
+        assert!(!change.is_empty());
+        // The same id again: nothing.
+        assert!(list.put(&int(2), &int(0), &int(7)).unwrap().is_empty());
+        // An equal sort key: stored, nothing shown changed.
+        assert!(list
+            .put(&int(2), &float(0.0), &float(7.0))
+            .unwrap()
+            .is_empty());
+        let change = list.put(&float(2.0), &int(0), &float(7.0)).unwrap();
+        let ops: Vec<Op> = list
+            .changed_windows(&change, None)
+            .flat_map(|w| w.ops().collect::<Vec<_>>())
+            .collect();
+        assert_eq!(ops, [Op::Update(1)]);
+        assert_eq!(read(list.rows_at(&[1])[0]), [Token::Float(2.0)]);
+        assert_eq!(list.index_of(&int(2)), Some(1));
+        assert_eq!(list.member_count(), 1);
+    }
+
+    #[test]
+    fn windows_that_end_at_the_last_index() {
+        let mut list = MemberList::new(vec![int(0)]).unwrap();
+        for range in [
+            (0, u64::MAX),
+            (u64::MAX, u64::MAX),
+            (u64::MAX - 3, u64::MAX),
+            (2, u64::MAX),
+        ] {
+            list.watch(range);
+        }
+        let ops = |list: &MemberList, change: &Change| -> Vec<(Range, Vec<Op>)> {
+            let windows = list.changed_windows(change, None);
+            windows
+                .map(|w| (w.range(), w.ops().collect()))
+                .filter(|(_, o): &(_, Vec<_>)| !o.is_empty())
+                .collect()
+        };
+        for id in 0..6 {
+            let change = list.put(&int(id), &int(0), &int(id)).unwrap();
+            let got = ops(&list, &change);
+            assert!(
+                got.iter().all(|(range, _)| range.0 <= id as u64 + 1),
+                "{got:?}"
+            );
+        }
+        // Removing the first member shifts everything up: each window loses its top row
+        // and gains the row that moved up to its bottom, which does not exist.
+        // (Windows come in descending order.)
+        let change = list.remove(&int(0));
+        let got = ops(&list, &change);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], ((2, u64::MAX), vec![Op::Delete(2)]));
+        assert_eq!(got[1], ((0, u64::MAX), vec![Op::Delete(1)]));
+    }
+
+    #[test]
+    fn duplicate_groups_name_the_first_repeat() {
+        let groups = vec![int(5), int(1), float(5.0), int(1)];
+        assert_eq!(
+            MemberList::new(groups).unwrap_err(),
+            MemberListError::DuplicateGroup(2)
+        );
+    }
+
+    #[test]
+    fn snapshots_keep_their_rows() {
+        let mut list = MemberList::new(vec![int(0), int(1)]).unwrap();
+        for id in 0..1000 {
+            list.put(&int(id), &int(id % 2), &int(id)).unwrap();
+        }
+        let snapshot = list.clone();
+        for id in 0..500 {
+            list.remove(&int(id));
+        }
+        assert_eq!(snapshot.member_count(), 1000);
+        assert_eq!(snapshot.index_of(&int(0)), Some(1));
+        assert_eq!(list.member_count(), 500);
+        assert_eq!(list.index_of(&int(0)), None);
+    }
 }

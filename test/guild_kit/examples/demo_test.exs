@@ -28,7 +28,7 @@ defmodule GuildKit.Examples.DemoTest do
   end
 
   @tag :slow
-  test "a small run on both toolkits reports every figure and writes the HTML page", %{
+  test "a small run on the three toolkits reports every figure and writes the HTML page", %{
     tmp_dir: tmp_dir
   } do
     report = Path.join(tmp_dir, "report.html")
@@ -37,22 +37,28 @@ defmodule GuildKit.Examples.DemoTest do
     {results, output} =
       with_io(:stderr, fn -> capture_io(fn -> send(self(), {:results, Demo.run(opts)}) end) end)
 
-    assert_received {:results, [ours, theirs]}
+    assert_received {:results, [relays, direct, otp]}
     _ = {results, output}
+    assert Enum.map([relays, direct, otp], & &1.toolkit) == [:relay, :guild_kit, :otp]
 
-    for result <- [ours, theirs] do
+    for result <- [relays, direct, otp] do
       assert result.events > 40
       assert result.updates != []
       assert result.delivery != []
       assert result.checked == {30, 30}
     end
 
-    assert ours.memory.estimate > 0 and ours.memory.exact > 0
-    assert abs(ours.memory.estimate - ours.memory.exact) / ours.memory.exact < 0.05
-    assert ours.stalls.guild == []
+    for ours <- [relays, direct] do
+      assert ours.memory.estimate > 0 and ours.memory.exact > 0
+      assert abs(ours.memory.estimate - ours.memory.exact) / ours.memory.exact < 0.05
+      assert ours.stalls.guild == []
+    end
+
+    # Relays: passive sessions got passive updates (messages go to channels every run).
+    assert relays.passive.passive_updates > 0
 
     html = File.read!(report)
-    assert html =~ "<svg" and html =~ "GuildKit against plain OTP"
+    assert html =~ "<svg" and html =~ "GuildKit relays against GuildKit direct against plain OTP"
     refute html =~ ~r/<(script|link)\b/
   end
 end

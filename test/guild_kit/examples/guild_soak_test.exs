@@ -18,14 +18,30 @@ defmodule GuildKit.Examples.GuildSoakTest do
   @members 20_000
   @seconds 8
 
-  test "keeps serving through crashes, a lost node and killed workers" do
+  for toolkit <- [:relay, :guild_kit] do
+    test "#{toolkit}: keeps serving through crashes, a lost node and killed workers" do
+      soak(unquote(toolkit))
+    end
+  end
+
+  defp soak(toolkit) do
     seed = :erlang.phash2(make_ref())
     :rand.seed(:exsss, {seed, 1, 2})
     IO.puts("soak seed: #{seed}")
 
     [keep, lose] = PeerNode.start_many(2)
     initial = for id <- 1..@members, do: {id, member(id)}
-    {:ok, guild} = Guild.start_link(hoisted_roles: @roles, members: initial)
+
+    perms =
+      GuildKit.Permissions.new(everyone: 0x400) |> GuildKit.Permissions.put_channel(:general, [])
+
+    {:ok, guild} =
+      Guild.start_link(
+        toolkit: toolkit,
+        hoisted_roles: @roles,
+        members: initial,
+        permissions: perms
+      )
 
     local = for id <- 1..300, do: {id, start_session(guild, id)}
     kept = start_remote_sessions(keep.node, guild, 301..500)
@@ -153,7 +169,8 @@ defmodule GuildKit.Examples.GuildSoakTest do
   defp random_event(_, next_id) do
     id = :rand.uniform(@members)
 
-    case :rand.uniform(10) do
+    case :rand.uniform(11) do
+      11 -> {{:message, id, :general, [:rand.uniform(@members)]}, next_id}
       n when n <= 6 -> {{:presence, id, Enum.random([:online, :offline])}, next_id}
       7 -> {{:roles, id, Enum.take_random(@roles, :rand.uniform(2) - 1)}, next_id}
       8 -> {{:join, next_id, "new#{next_id}", []}, next_id + 1}
@@ -186,6 +203,7 @@ defmodule GuildKit.Examples.GuildSoakTest do
     do: Map.put(members, id, %{name: name, roles: roles, status: :offline})
 
   defp apply_logged({:leave, id}, members), do: Map.delete(members, id)
+  defp apply_logged({:message, _id, _channel, _mentions}, members), do: members
 
   defp apply_logged({:presence, id, status}, members),
     do: Map.replace_lazy(members, id, &%{&1 | status: status})

@@ -31,6 +31,19 @@ defmodule GuildKit.Fanout.MultiNodeTest do
       else: PeerNode.call(node, Receivers, :await, [group, total])
   end
 
+  # A process that runs `call` when told `:go` and sends back its result, with a heap
+  # made for 16M words first (what it captures is copied in when it is spawned).
+  defp ready_caller(call) do
+    parent = self()
+
+    :erlang.spawn_opt(
+      fn ->
+        receive do: (:go -> send(parent, {:sent, self(), call.()}))
+      end,
+      min_heap_size: 16_000_000
+    )
+  end
+
   defp stop_receivers(groups) do
     for {node, group, _pids} <- groups, Node.ping(node) == :pong or node == node() do
       if node == node(),
@@ -358,8 +371,13 @@ defmodule GuildKit.Fanout.MultiNodeTest do
         opts <- [[], [offload: true], [pack: :binary]] do
       before = PeerNode.call(peer, Receivers, :received, [group])
       remote = PeerNode.call(peer, SchedulerWatch, :start, [Fanout, [], 5])
-      local = SchedulerWatch.start(Fanout, [self()], 5)
-      :ok = Fanout.send(receivers, message, opts)
+      # The caller is a process of its own whose heap holds the message without a
+      # collection: this test process also polls the peer, and a collection of its
+      # copy of the 4M-element message would be its own cost, not the call's.
+      caller = ready_caller(fn -> Fanout.send(receivers, message, opts) end)
+      local = SchedulerWatch.start(Fanout, [caller], 5)
+      send(caller, :go)
+      assert_receive {:sent, ^caller, :ok}, 30_000
 
       FanoutFaults.wait_until(fn ->
         PeerNode.call(peer, Receivers, :received, [group]) >= before + length(receivers)

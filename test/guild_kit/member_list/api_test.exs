@@ -192,16 +192,40 @@ defmodule GuildKit.MemberList.ApiTest do
       assert_raise ArgumentError, ~r/expected a range/, fn -> MemberList.rows(list, 3, 1) end
     end
 
-    test "large windows are read on a dirty scheduler and agree with small ones" do
+    test "large windows are delivered in chunks and agree with small ones" do
       list =
         list_with(
-          for i <- 1..2_000, do: {i, Enum.random([:admin, :online, :offline]), "n#{rem(i, 97)}"}
+          for i <- 1..5_000, do: {i, Enum.random([:admin, :online, :offline]), "n#{rem(i, 97)}"}
         )
 
-      big = MemberList.watch(list, {0, 1_999})
-      small = Enum.flat_map(0..19, &MemberList.rows(list, &1 * 100, &1 * 100 + 99))
+      # More rows than one chunk holds: the first call returns the last rows and a
+      # delivery for the rest.
+      assert {_delivery, _position, [_ | _]} =
+               GuildKit.Native.member_list_rows(list.ref, 0, 4_999)
+
+      big = MemberList.watch(list, {0, 4_999})
+      small = Enum.flat_map(0..49, &MemberList.rows(list, &1 * 100, &1 * 100 + 99))
       assert big == small
-      assert length(big) == MemberList.size(list) |> min(2_000)
+      assert big == MemberList.rows(list, 0, 4_999)
+      assert length(big) == 5_000
+    end
+
+    test "changes reaching many windows are delivered in chunks, in window order" do
+      list = list_with(for i <- 1..3_000, do: {i, :online, "n#{100_000 + i}"})
+      windows = for w <- 0..2_999, do: {w, w + 9}
+      Enum.each(windows, &MemberList.watch(list, &1))
+
+      changes = MemberList.put(list, 0, :online, "n000")
+      # Every window from the top shifted by one row.
+      assert Enum.map(changes, &elem(&1, 0)) == windows
+
+      # Rows: the header, then members 0, 1, 2...: the new member enters at row 1 and
+      # each window below gets the row that shifted in at its top.
+      assert hd(changes) == {{0, 9}, [{:insert, 1, {:member, 0}}]}
+
+      for {{first, _}, ops} <- tl(changes) do
+        assert ops == [{:insert, first, {:member, first - 1}}]
+      end
     end
   end
 

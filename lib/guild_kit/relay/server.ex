@@ -1,0 +1,188 @@
+defmodule GuildKit.Relay.Server do
+  # A relay: up to `max_sessions` sessions of one guild, on the sessions' own node. It
+  # holds them in a GuildKit.Audience with a GuildKit.Permissions of its own, monitors
+  # them, and does the permission checks and the local sends for every message the
+  # guild hands it (see GuildKit.Relay for the protocol and the guarantees).
+  #
+  # Everything the guild sends a relay travels through GuildKit.Fanout under the guild's
+  # partitioner key, so a relay handles the guild's messages in the order the guild
+  # sent them. A relay sends the guild only batched reports: what it learned of exits
+  # (in batches at most every @exit_report_ms) and its delivery counter (at its passive
+  # ticks, when it changed).
+  @moduledoc false
+
+  use GenServer, restart: :transient
+
+  alias GuildKit.{Audience, Permissions}
+
+  # How long exits are collected before they are reported to the guild in one message.
+  @exit_report_ms 20
+
+  @spec start_link(map()) :: GenServer.on_start()
+  def start_link(args) do
+    # Off-heap queue: a busy relay's mailbox is not copied on each of its collections.
+    GenServer.start_link(__MODULE__, args, spawn_opt: [message_queue_data: :off_heap])
+  end
+
+  @impl GenServer
+  def init(args) do
+    permissions =
+      case args.permissions do
+        %Permissions{} = permissions -> permissions
+        options -> Permissions.new(options)
+      end
+
+    # The guild learns of a relay it did not start this way: a restart by the
+    # supervisor after a crash.
+    send(args.guild, {GuildKit.Relay, args.tag, :up, self(), args.version})
+    Process.send_after(self(), :tick, args.passive_interval)
+
+    {:ok,
+     %{
+       guild: args.guild,
+       guild_ref: Process.monitor(args.guild),
+       guild_id: args.guild_id,
+       tag: args.tag,
+       passive_interval: args.passive_interval,
+       audience: Audience.new(),
+       permissions: permissions,
+       seq: 0,
+       # channel_id => seq of its last event since the last passive tick
+       channels: %{},
+       exits: [],
+       deliveries: 0,
+       reported: 0
+     }}
+  end
+
+  @impl GenServer
+  def handle_info({GuildKit.Relay, :event, seq, event, filter, mentions}, state) do
+    pids = Audience.select(state.audience, state.permissions, filter, force: mentions)
+    sent = deliver(pids, {:guild_event, state.guild_id, seq, event})
+
+    channels =
+      case filter do
+        {:channel, channel_id, _bits} -> Map.put(state.channels, channel_id, seq)
+        :all -> state.channels
+      end
+
+    {:noreply, %{state | seq: seq, channels: channels, deliveries: state.deliveries + sent}}
+  end
+
+  def handle_info({GuildKit.Relay, :ops, seq, changes}, state) do
+    sent =
+      Enum.reduce(changes, 0, fn {window, ops}, sent ->
+        pids = Audience.select(state.audience, state.permissions, {:window, window})
+        sent + deliver(pids, {:member_list_ops, state.guild_id, seq, window, ops})
+      end)
+
+    {:noreply, %{state | seq: seq, deliveries: state.deliveries + sent}}
+  end
+
+  def handle_info({GuildKit.Relay, :batch, commands}, state),
+    do: {:noreply, Enum.reduce(commands, state, &command/2)}
+
+  def handle_info(:tick, state) do
+    Process.send_after(self(), :tick, state.passive_interval)
+    {:noreply, state |> passive_updates() |> report()}
+  end
+
+  def handle_info(:report_exits, state), do: {:noreply, report(state)}
+
+  def handle_info({:DOWN, ref, :process, _guild, _reason}, %{guild_ref: ref} = state),
+    do: {:stop, :normal, state}
+
+  # A session's monitor outlives a disconnect (see command/2), and the exit of a
+  # session that left is reported too: the guild remembers which relay it left until
+  # then (a session connected again goes back to it).
+  def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
+    if Audience.member?(state.audience, pid), do: Audience.remove(state.audience, pid)
+    _ = if state.exits == [], do: Process.send_after(self(), :report_exits, @exit_report_ms)
+    {:noreply, %{state | exits: [pid | state.exits]}}
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  ## Commands from the guild, in the order it gave them
+
+  # The monitor's reference is not kept (a map of them would cost a relay more than its
+  # audience does), so a disconnect cannot take the monitor back: it stays until the
+  # session exits, and a session connected again here gets one more.
+  defp command({:connect, pid, member_id, roles, active, watch, syncs, seq}, state) do
+    if Audience.member?(state.audience, pid) do
+      state
+    else
+      :ok = Audience.add(state.audience, pid, member_id, roles, active: active, watch: watch)
+      _ = Process.monitor(pid)
+      sync(syncs, pid, seq, state)
+      %{state | seq: max(seq, state.seq)}
+    end
+  end
+
+  defp command({:disconnect, pid}, state) do
+    Audience.remove(state.audience, pid)
+    state
+  end
+
+  defp command({:set_active, pid, active, watch, syncs, seq}, state) do
+    if Audience.member?(state.audience, pid) do
+      changes = if watch, do: [active: active, watch: watch], else: [active: active]
+      :ok = Audience.update(state.audience, pid, changes)
+      sync(syncs, pid, seq, state)
+      %{state | seq: max(seq, state.seq)}
+    else
+      state
+    end
+  end
+
+  defp command({:update_member, member_id, roles}, state) do
+    _ = Audience.update_member(state.audience, member_id, roles)
+    state
+  end
+
+  defp command({:permissions, %Permissions{} = permissions}, state),
+    do: %{state | permissions: permissions}
+
+  defp command({:permissions, options}, state),
+    do: %{state | permissions: Permissions.new(options)}
+
+  defp sync(syncs, pid, seq, state) do
+    for {window, rows} <- syncs,
+        do: send(pid, {:member_list_sync, state.guild_id, seq, window, rows})
+
+    :ok
+  end
+
+  defp deliver(pids, message),
+    do: Enum.reduce(pids, 0, fn pid, n -> send(pid, message) && n + 1 end)
+
+  # One message per passive session that may see a channel with events since the last
+  # tick, grouped by what they may see: one native call.
+  defp passive_updates(%{channels: channels} = state) when map_size(channels) == 0, do: state
+
+  defp passive_updates(state) do
+    # A channel the permissions dropped since its event is no longer anybody's to see.
+    channels =
+      Map.filter(state.channels, fn {id, _} -> Permissions.has_channel?(state.permissions, id) end)
+
+    sent =
+      state.audience
+      |> Audience.select_groups(state.permissions, channels)
+      |> Enum.reduce(0, fn {seen, pids}, sent ->
+        sent + deliver(pids, {:passive_update, state.guild_id, state.seq, seen})
+      end)
+
+    %{state | channels: %{}, deliveries: state.deliveries + sent}
+  end
+
+  defp report(%{exits: [], deliveries: same, reported: same} = state), do: state
+
+  defp report(state) do
+    send(
+      state.guild,
+      {GuildKit.Relay, state.tag, :report, self(), state.exits, state.deliveries - state.reported}
+    )
+
+    %{state | exits: [], reported: state.deliveries}
+  end
+end

@@ -1,0 +1,138 @@
+defmodule GuildKit.MemberList.SnapshotTest do
+  use ExUnit.Case, async: true
+  alias GuildKit.MemberList
+
+  defp list_with(n, groups \\ [:admin, :online, :offline]) do
+    list = MemberList.new(groups: groups)
+
+    for i <- 1..n//1,
+        do: MemberList.put(list, i, Enum.at(groups, rem(i, 3)), "n#{rem(i * 7, 101)}")
+
+    list
+  end
+
+  defp everything(list) do
+    %{
+      rows: MemberList.rows(list, 0, 1_000_000),
+      size: MemberList.size(list),
+      members: MemberList.member_count(list),
+      groups: MemberList.groups(list),
+      indexes: for(i <- 1..50, do: MemberList.index_of(list, i))
+    }
+  end
+
+  test "a snapshot keeps the list as it was, whatever happens to the list later" do
+    list = list_with(2_000)
+    MemberList.watch(list, {0, 9})
+    before = everything(list)
+    snapshot = MemberList.snapshot(list)
+
+    for i <- 1..500, do: MemberList.remove(list, i)
+    for i <- 3_000..3_500, do: MemberList.put(list, i, :admin, "a#{i}")
+    MemberList.put(list, 2_000, :online, "moved")
+
+    assert everything(snapshot) == before
+    refute everything(list) == before
+    assert MemberList.read_only?(snapshot)
+    refute MemberList.read_only?(list)
+    assert inspect(snapshot) =~ "read_only: true"
+  end
+
+  test "changing a snapshot raises and changes nothing" do
+    list = list_with(100)
+    MemberList.watch(list, {0, 9})
+    snapshot = MemberList.snapshot(list)
+    before = everything(snapshot)
+
+    changes = [
+      fn -> MemberList.put(snapshot, 1, :online, "x") end,
+      fn -> MemberList.put(snapshot, 1_000, :online, "x") end,
+      fn -> MemberList.touch(snapshot, 1) end,
+      fn -> MemberList.touch(snapshot, :absent) end,
+      fn -> MemberList.remove(snapshot, 1) end,
+      fn -> MemberList.remove(snapshot, self()) end,
+      fn -> MemberList.watch(snapshot, {0, 9}) end,
+      fn -> MemberList.unwatch(snapshot, {0, 9}) end
+    ]
+
+    for change <- changes do
+      assert_raise ArgumentError, ~r/read-only snapshot and cannot be changed/, change
+    end
+
+    assert everything(snapshot) == before
+    # The list itself is still watched once: one unwatch ends it.
+    assert MemberList.put(list, 0, :admin, "a") != []
+    :ok = MemberList.unwatch(list, {0, 9})
+    assert MemberList.put(list, -1, :admin, "a") == []
+  end
+
+  test "a snapshot of a snapshot is the snapshot itself" do
+    snapshot = MemberList.snapshot(list_with(10))
+    assert MemberList.snapshot(snapshot).ref == snapshot.ref
+  end
+
+  test "workers read a snapshot while the guild keeps changing the list" do
+    list = list_with(20_000)
+    snapshot = MemberList.snapshot(list)
+    expected = everything(snapshot)
+    parent = self()
+
+    readers =
+      for _ <- 1..4 do
+        spawn_link(fn ->
+          for _ <- 1..5, do: send(parent, {:read, self(), everything(snapshot) == expected})
+        end)
+      end
+
+    for i <- 1..5_000, do: MemberList.put(list, i, :admin, "changed#{i}")
+
+    for pid <- readers, _ <- 1..5 do
+      assert_receive {:read, ^pid, true}, 30_000
+    end
+  end
+
+  @tag :slow
+  test "a big read of the live list does not hold up writers" do
+    list = list_with(300_000)
+    parent = self()
+
+    reader =
+      spawn_link(fn ->
+        receive do: (:go -> :ok)
+        {micros, rows} = :timer.tc(fn -> MemberList.rows(list, 0, 1_000_000) end)
+        send(parent, {:read, micros, length(rows)})
+      end)
+
+    send(reader, :go)
+    # Writes while the read runs: none waits for the whole read.
+    waits =
+      for i <- 1..200 do
+        {micros, _} = :timer.tc(fn -> MemberList.put(list, i, :admin, "w#{i}") end)
+        Process.sleep(0)
+        micros
+      end
+
+    assert_receive {:read, read_micros, 300_003}, 60_000
+    assert Enum.max(waits) < max(read_micros / 4, 5_000), inspect({Enum.max(waits), read_micros})
+  end
+
+  test "taking a snapshot costs the same at any size, and so does the first write after it" do
+    small = list_with(10)
+    large = list_with(100_000)
+
+    time = fn fun ->
+      Enum.min(for _ <- 1..20, do: elem(:timer.tc(fun), 0))
+    end
+
+    assert time.(fn -> MemberList.snapshot(large) end) < 1_000
+    assert time.(fn -> MemberList.snapshot(small) end) < 1_000
+
+    first_write =
+      for i <- 1..20 do
+        MemberList.snapshot(large)
+        elem(:timer.tc(fn -> MemberList.put(large, i, :admin, "s#{i}") end), 0)
+      end
+
+    assert Enum.min(first_write) < 2_000
+  end
+end

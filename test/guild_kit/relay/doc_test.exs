@@ -1,0 +1,4 @@
+defmodule GuildKit.Relay.DocTest do
+  use ExUnit.Case, async: true
+  doctest GuildKit.Relay
+end
