@@ -48,6 +48,8 @@ defmodule GuildKit.Native do
   def member_list_member_count(_list), do: not_loaded()
   def member_list_memory(_list), do: not_loaded()
   def member_list_snapshot(_list), do: not_loaded()
+  def member_list_to_binary(_list), do: not_loaded()
+  def member_list_from_binary(_binary), do: not_loaded()
   def member_list_read_only(_list), do: not_loaded()
   def member_list_continue(_delivery, _position, _acc), do: not_loaded()
 

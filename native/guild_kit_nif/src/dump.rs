@@ -9,9 +9,11 @@
 use std::time::Instant;
 
 use guild_kit_core::dump::{self, DumpError, Kind, LoadError};
+use guild_kit_core::member_list::MemberList;
 use rustler::{Binary, Encoder, NewBinary, Term};
 
 use crate::error::Error;
+use crate::member_list::MemberListResource;
 use crate::schedule::{nifs, Call, Outcome};
 use crate::sorted_set::SortedSet;
 
@@ -22,6 +24,8 @@ const NORMAL_BYTES: usize = 64 * 1024;
 nifs! {
     fn sorted_set_to_binary(set: &SortedSet) => sorted_set_to_binary;
     fn sorted_set_from_binary(binary: Term) => sorted_set_from_binary;
+    fn member_list_to_binary(list: &MemberListResource) => member_list_to_binary;
+    fn member_list_from_binary(binary: Term) => member_list_from_binary;
 }
 
 fn sorted_set_to_binary<'a>(call: Call<'a>, set: &SortedSet) -> Outcome<'a> {
@@ -42,6 +46,39 @@ fn sorted_set_from_binary<'a>(call: Call<'a>, binary: Term<'a>) -> Outcome<'a> {
     let tree = dump::load_sorted_set(bytes.as_slice()).map_err(bad_dump(Kind::SortedSet))?;
     call.charge_since(started);
     Ok(SortedSet::new(tree, false).encode(call.env()))
+}
+
+/// Groups and windows a member list's dump takes on a normal scheduler at most (their
+/// metadata is written in one piece).
+const NORMAL_METADATA_ITEMS: usize = 1024;
+
+fn member_list_to_binary<'a>(call: Call<'a>, list: &MemberListResource) -> Outcome<'a> {
+    let snapshot = list.read().clone();
+    let groups = snapshot.group_count();
+    let windows = snapshot.watched_len();
+    let small = groups + windows <= NORMAL_METADATA_ITEMS && {
+        let group_bytes: usize = (0..groups)
+            .filter_map(|position| snapshot.group(position))
+            .map(|(row, _)| row.encoded_len() + 4)
+            .sum();
+        fits(snapshot.dump_elements(), group_bytes + windows * 24)
+    };
+    call.go_dirty_if(!small)?;
+    let started = Instant::now();
+    let plan = snapshot.plan_dump().map_err(unwritable)?;
+    let mut binary = NewBinary::new(call.env(), plan.len());
+    plan.write(binary.as_mut_slice(), snapshot.dump_elements())
+        .map_err(unwritable)?;
+    call.charge_since(started);
+    Ok(Term::from(binary))
+}
+
+fn member_list_from_binary<'a>(call: Call<'a>, binary: Term<'a>) -> Outcome<'a> {
+    let bytes = dump_bytes(&call, binary)?;
+    let started = Instant::now();
+    let list = MemberList::from_dump(bytes.as_slice()).map_err(bad_dump(Kind::MemberList))?;
+    call.charge_since(started);
+    Ok(MemberListResource::new(list, false).encode(call.env()))
 }
 
 /// Whether a dump of `elements` and `other_bytes` of metadata is small enough to write
