@@ -6,7 +6,7 @@ defmodule GuildKit.Handoff.DumpSchedulerTest do
   handle.
   """
   use ExUnit.Case, async: false
-  alias GuildKit.SortedSet
+  alias GuildKit.{MemberList, SortedSet}
   alias GuildKit.Test.LongSchedule
 
   @moduletag :slow
@@ -57,5 +57,31 @@ defmodule GuildKit.Handoff.DumpSchedulerTest do
                ArgumentError -> :raised
              end
            end) == :raised
+  end
+
+  test "MemberList.to_binary and from_binary of 1M members with 1,000 windows" do
+    setup = fn ->
+      list = MemberList.new(groups: [{:role, 1}, :online, :offline])
+
+      for i <- 1..@size do
+        group = Enum.at([{:role, 1}, :online, :offline], rem(i, 3))
+        MemberList.put(list, i, group, <<i::64>>)
+      end
+
+      for w <- 0..999, do: MemberList.watch(list, {w * 1000, w * 1000 + 99})
+      :erlang.garbage_collect()
+      list
+    end
+
+    assert assert_no_long_schedule(setup, &byte_size(MemberList.to_binary(&1))) > @size
+
+    dump_setup = fn ->
+      dump = MemberList.to_binary(setup.())
+      :erlang.garbage_collect()
+      dump
+    end
+
+    assert assert_no_long_schedule(dump_setup, &MemberList.size(MemberList.from_binary(&1))) ==
+             @size + 3
   end
 end
