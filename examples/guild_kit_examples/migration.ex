@@ -3,19 +3,19 @@ defmodule GuildKit.Examples.Migration do
   A guild that hands itself off to a new guild process on another node while it keeps
   serving events: the reference for moving a guild between machines with GuildKit.
 
-  The guild (this module, a GenServer) keeps its members in a
-  `GuildKit.SortedSet` (native memory, outside its heap) and numbers every event it
-  publishes. Its sessions (`GuildKit.Examples.Migration.Session`) deliver events in
+  The guild (this module, a GenServer) keeps its members in a `GuildKit.SortedSet`
+  and its member sidebar in a `GuildKit.MemberList` (both in native memory, outside
+  its heap), and numbers every event it publishes. Its sessions (`GuildKit.Examples.Migration.Session`) deliver events in
   that order. A hand-off never copies the members through a process heap and never
   blocks the guild on the size of its state:
 
-    1. **Snapshot.** The old guild takes `GuildKit.SortedSet.snapshot/1` (O(1)) and
-       notes its sequence number `s0`. It goes on serving; every event after `s0` is
+    1. **Snapshot.** The old guild takes `GuildKit.SortedSet.snapshot/1` and
+       `GuildKit.MemberList.snapshot/1` (both O(1)) and notes its sequence number `s0`. It goes on serving; every event after `s0` is
        also kept in a tail.
-    2. **Dump and send.** A worker process dumps the snapshot
-       (`GuildKit.SortedSet.to_binary/1`, on a dirty scheduler) and starts the new guild
-       on the target node with the dump as an argument: one binary over distribution.
-    3. **Load.** The new guild loads it (`GuildKit.SortedSet.from_binary/1`, dirty too)
+    2. **Dump and send.** A worker process dumps the snapshots (`to_binary/1`, on a
+       dirty scheduler) and starts the new guild on the target node with the dumps as
+       arguments: two binaries over distribution.
+    3. **Load.** The new guild loads them (`from_binary/1`, dirty too)
        and tells the old guild it is ready. It buffers any event it is sent until the
        catch-up arrives.
     4. **Switch at a sequence number.** The old guild sends the new one the tail
@@ -50,9 +50,9 @@ defmodule GuildKit.Examples.Migration do
       iex> Migration.info(new_guild).size
       2
 
-  A real guild also moves its `GuildKit.MemberList` (with `GuildKit.MemberList.to_binary/1`)
-  the same way, and its sessions reconnect their sockets to the new node at leisure:
-  until they do, the old node's processes only relay.
+  The member list's watched windows travel in its dump, so the new guild reports the
+  same ops for the same windows. A real guild's sessions then reconnect their sockets
+  to the new node at leisure: until they do, the old node's processes only relay.
 
   ## Messages to sessions
 
@@ -65,10 +65,13 @@ defmodule GuildKit.Examples.Migration do
   # child_spec/1 comes from `use GenServer`.
   @spec child_spec(keyword()) :: Supervisor.child_spec()
 
-  alias GuildKit.{Fanout, SortedSet}
+  alias GuildKit.{Fanout, MemberList, SortedSet}
 
   @typedoc "A change to the guild's members, or any other event for its sessions."
-  @type event :: {:join, term()} | {:leave, term()} | {:message, term()}
+  @type event :: {:join, member()} | {:leave, member()} | {:message, term()}
+
+  @typedoc "A member: an id and a display name."
+  @type member :: {term(), term()}
 
   @typedoc "What `info/1` returns."
   @type info :: %{
@@ -82,8 +85,9 @@ defmodule GuildKit.Examples.Migration do
   @doc """
   Starts a guild, not linked to the caller.
 
-  Options: `:id` (required), and either `:members` (a list of terms, default `[]`) or
-  `:dump` with `:seq` and `:predecessor` (how `hand_off/2` starts the new guild).
+  Options: `:id` (required), and either `:members` (a list of `{id, name}`, default
+  `[]`) or `:dumps` with `:seq` and `:predecessor` (how `hand_off/2` starts the new
+  guild). The sidebar shows every member in one group, `:members`, sorted by name.
   """
   @spec start(keyword()) :: GenServer.on_start()
   def start(opts), do: GenServer.start(__MODULE__, opts)
@@ -112,8 +116,11 @@ defmodule GuildKit.Examples.Migration do
   @spec info(GenServer.server()) :: info()
   def info(guild), do: GenServer.call(guild, :info)
 
-  @doc "The guild's members now, as a dump (`GuildKit.SortedSet.to_binary/1`)."
-  @spec members_dump(GenServer.server()) :: binary()
+  @doc """
+  The guild's members and sidebar now, as dumps (`GuildKit.SortedSet.to_binary/1`,
+  `GuildKit.MemberList.to_binary/1`).
+  """
+  @spec members_dump(GenServer.server()) :: {binary(), binary()}
   def members_dump(guild), do: GenServer.call(guild, :members_dump)
 
   @impl true
@@ -123,16 +130,26 @@ defmodule GuildKit.Examples.Migration do
     # sends them (see the moduledoc of GuildKit.Examples.Migration).
     Fanout.set_partitioner_key({:guild, id})
 
-    state = %{id: id, sessions: [], seq: 0, phase: :serving, members: nil}
+    state = %{id: id, sessions: [], seq: 0, phase: :serving, members: nil, sidebar: nil}
 
-    case Keyword.fetch(opts, :dump) do
-      {:ok, dump} ->
-        members = SortedSet.from_binary(dump)
+    case Keyword.fetch(opts, :dumps) do
+      {:ok, {members, sidebar}} ->
         seq = Keyword.fetch!(opts, :seq)
-        {:ok, %{state | members: members, seq: seq, phase: {:awaiting_catch_up, []}}}
+
+        {:ok,
+         %{
+           state
+           | members: SortedSet.from_binary(members),
+             sidebar: MemberList.from_binary(sidebar),
+             seq: seq,
+             phase: {:awaiting_catch_up, []}
+         }}
 
       :error ->
-        {:ok, %{state | members: SortedSet.from_enumerable(Keyword.get(opts, :members, []))}}
+        members = Keyword.get(opts, :members, [])
+        sidebar = MemberList.new(groups: [:members])
+        for {id, name} <- members, do: MemberList.put(sidebar, id, :members, name)
+        {:ok, %{state | members: SortedSet.from_enumerable(members), sidebar: sidebar}}
     end
   end
 
@@ -187,19 +204,20 @@ defmodule GuildKit.Examples.Migration do
   end
 
   def handle_call(:members_dump, _from, state),
-    do: {:reply, SortedSet.to_binary(state.members), state}
+    do: {:reply, {SortedSet.to_binary(state.members), MemberList.to_binary(state.sidebar)}, state}
 
   def handle_call({:hand_off, node}, from, %{phase: :serving} = state) do
     guild = self()
-    snapshot = SortedSet.snapshot(state.members)
+    members = SortedSet.snapshot(state.members)
+    sidebar = MemberList.snapshot(state.sidebar)
     s0 = state.seq
     id = state.id
 
     # The dump, its transfer and the load happen in this worker and on the new node;
     # the guild goes on serving.
     spawn_link(fn ->
-      dump = SortedSet.to_binary(snapshot)
-      opts = [id: id, dump: dump, seq: s0, predecessor: guild]
+      dumps = {SortedSet.to_binary(members), MemberList.to_binary(sidebar)}
+      opts = [id: id, dumps: dumps, seq: s0, predecessor: guild]
       {:ok, new} = :erpc.call(node, __MODULE__, :start, [opts], 60_000)
       send(guild, {:loaded, new})
     end)
@@ -231,13 +249,15 @@ defmodule GuildKit.Examples.Migration do
 
   def handle_info(_message, state), do: {:noreply, state}
 
-  defp apply_event(state, {:join, member}) do
+  defp apply_event(state, {:join, {id, name} = member}) do
     _ = SortedSet.add(state.members, member)
+    _ = MemberList.put(state.sidebar, id, :members, name)
     state
   end
 
-  defp apply_event(state, {:leave, member}) do
+  defp apply_event(state, {:leave, {id, _name} = member}) do
     _ = SortedSet.remove(state.members, member)
+    _ = MemberList.remove(state.sidebar, id)
     state
   end
 

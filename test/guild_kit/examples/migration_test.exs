@@ -10,7 +10,7 @@ defmodule GuildKit.Examples.MigrationTest do
   alias GuildKit.Examples.Migration, as: Guild
   alias GuildKit.Examples.Migration.Session
   alias GuildKit.Examples.PeerNode
-  alias GuildKit.SortedSet
+  alias GuildKit.{MemberList, SortedSet}
 
   doctest GuildKit.Examples.Migration
 
@@ -63,12 +63,18 @@ defmodule GuildKit.Examples.MigrationTest do
     assert %{seq: ^count, phase: :serving, sessions: @sessions} = info
     assert Guild.info(old) == info, "the old guild forwards to the new one"
 
-    # The new guild's members are the old ones after every event.
+    # The new guild's members and sidebar are the old ones after every event.
     oracle = SortedSet.from_enumerable(members)
     for seq <- 1..count, do: apply_event(oracle, event(seq))
+    {members_dump, sidebar_dump} = Guild.members_dump(new)
+    assert SortedSet.to_list(SortedSet.from_binary(members_dump)) == SortedSet.to_list(oracle)
+    sidebar = MemberList.from_binary(sidebar_dump)
+    assert MemberList.member_count(sidebar) == SortedSet.size(oracle)
+    rows = MemberList.rows(sidebar, 0, 2 * @members)
 
-    assert SortedSet.to_list(SortedSet.from_binary(Guild.members_dump(new))) ==
-             SortedSet.to_list(oracle)
+    for {id, _name} <- Enum.take_random(SortedSet.to_list(oracle), 200) do
+      assert Enum.at(rows, MemberList.index_of(sidebar, id)) == {:member, id}
+    end
   end
 
   # Joins and leaves of members, and plain messages, one about every millisecond.
