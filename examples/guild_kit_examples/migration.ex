@@ -148,7 +148,7 @@ defmodule GuildKit.Examples.Migration do
       :error ->
         members = Keyword.get(opts, :members, [])
         sidebar = MemberList.new(groups: [:members])
-        for {id, name} <- members, do: MemberList.put(sidebar, id, :members, name)
+        Enum.each(members, fn {id, name} -> MemberList.put(sidebar, id, :members, name) end)
         {:ok, %{state | members: SortedSet.from_enumerable(members), sidebar: sidebar}}
     end
   end
