@@ -41,6 +41,7 @@
 //! every element is validated as if the checksum were absent.
 
 use std::fmt;
+use std::sync::PoisonError;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -630,52 +631,56 @@ impl TermChecker {
     }
 }
 
-/// Elements above which a load checks the term keys on a second thread while the tree
-/// is built: each pass costs about as much as the other, and a million elements take
-/// tens of milliseconds each, so the load takes about half as long on two cores. Below
-/// it, a thread costs more than it saves.
-const PARALLEL_CHECK_ABOVE: usize = 64 * 1024;
+/// Elements above which a load works on two threads (checking the term keys while the
+/// tree is built; a member list's two trees each on its own): the two halves cost about
+/// the same, and a million elements take tens of milliseconds each, so the load takes
+/// about half as long on two cores. Below it, a thread costs more than it saves.
+pub(crate) const PARALLEL_ABOVE: usize = 64 * 1024;
 
-/// Runs `build` on `elements` while every element is checked with `check`, on a second
-/// thread when there are many (one is not started if the system refuses), and returns
-/// what was built only if every element passed.
+/// Runs `a` here and `b` on a second thread at the same time, and returns both results;
+/// runs `b` here after `a` when the system refuses a thread.
+pub fn join<A, B: Send>(a: impl FnOnce() -> A, b: impl FnOnce() -> B + Send) -> (A, B) {
+    // `b` waits in a slot, so that it can still be run here if no thread starts.
+    let slot = std::sync::Mutex::new(Some(b));
+    let take = || slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("guild_kit_dump".into())
+            .spawn_scoped(scope, || take().map(|b| b()));
+        let a = a();
+        let b = match spawned {
+            // A panic in `b` is a bug (no input reaches one); it is raised here, in the
+            // caller's thread, as if `b` had run here.
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => None,
+        };
+        let b = b.or_else(|| take().map(|b| b()));
+        (a, b.expect("b runs on the thread or here"))
+    })
+}
+
+/// Runs `build` on `elements` while every element is checked with `check` (on a second
+/// thread when there are more than [`PARALLEL_ABOVE`]), and returns what was
+/// built only if every element passed.
 pub fn build_checked<'a, T>(
     elements: CheckedElements<'a>,
-    mut check: impl FnMut(u64, &'a [u8]) -> Result<(), LoadError> + Send + Clone,
+    mut check: impl FnMut(u64, &'a [u8]) -> Result<(), LoadError> + Send,
     build: impl FnOnce(CheckedElements<'a>) -> Result<T, LoadError>,
 ) -> Result<T, LoadError> {
-    let mut check_all = {
-        let elements = elements.clone();
-        move || {
-            elements
-                .clone()
-                .enumerate()
-                .try_for_each(|(position, element)| check(position as u64, element))
-        }
+    let checked = elements.clone();
+    let check_all = move || {
+        checked
+            .enumerate()
+            .try_for_each(|(position, element)| check(position as u64, element))
     };
-    if elements.len() <= PARALLEL_CHECK_ABOVE {
+    if elements.len() <= PARALLEL_ABOVE {
         check_all()?;
         return build(elements);
     }
-    let mut check_here = check_all.clone();
-    std::thread::scope(|scope| {
-        let checking = std::thread::Builder::new()
-            .name("guild_kit_dump_check".into())
-            .spawn_scoped(scope, check_all);
-        match checking {
-            Ok(checking) => {
-                let built = build(elements);
-                let checked = checking.join().unwrap_or(Err(LoadError::BadHeader(
-                    "the check of the elements failed",
-                )));
-                checked.and(built)
-            }
-            Err(_) => {
-                check_here()?;
-                build(elements)
-            }
-        }
-    })
+    let (built, checked) = join(|| build(elements), check_all);
+    checked.and(built)
 }
 
 /// Loads a sorted set's tree from a dump.

@@ -235,3 +235,32 @@ fn a_sorted_set_dump_is_not_a_member_list() {
         "a dump of a GuildKit.SortedSet, not of a GuildKit.MemberList"
     );
 }
+
+#[test]
+fn large_lists_load_on_two_threads_and_still_check_everything() {
+    // More elements than a load handles on one thread.
+    let mut list = new_list();
+    for id in 0..40_000 {
+        list.put(
+            &number(id, false),
+            &number(1000 + id % GROUPS, false),
+            &sort_key(id % 97, false),
+        )
+        .unwrap();
+    }
+    list.watch((0, 99));
+    let dump = list.to_dump().unwrap();
+    assert_same(&MemberList::from_dump(&dump).unwrap(), &list);
+
+    // The id index's last entry names a row that is not there; the rows' last member
+    // is out of place. Both are found, whatever the checksum says.
+    for at in [dump.len() - 1, dump.len() / 2] {
+        let mut forged = dump.clone();
+        forged[at] ^= 0x02;
+        reseal(&mut forged);
+        assert!(
+            MemberList::from_dump(&forged).is_err(),
+            "a flip at {at} loaded"
+        );
+    }
+}

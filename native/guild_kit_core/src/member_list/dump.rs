@@ -15,6 +15,7 @@
 //! id index entry names the row it must have, and the sums and counts of those rows
 //! and of the member rows must be equal.
 
+use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     group_of, Counts, MemberList, Windows, GROUP_PREFIX, HEADER_MARK, ID_LENGTH, MAX_GROUPS,
 };
-use crate::dump::{build_error, Dump, DumpError, Kind, LoadError, Plan, TermChecker};
+use crate::dump::{
+    build_error, join, Dump, DumpError, Kind, LoadError, Plan, TermChecker, PARALLEL_ABOVE,
+};
 use crate::key_tree::KeyTree;
 use crate::term_key::{element_hint, element_key, Element, ElementRef};
 
@@ -96,27 +99,43 @@ impl MemberList {
         if meta.rows > dump.count() {
             return Err(LoadError::BadMetadata("more rows than elements"));
         }
-        let mut check = Check::new(list.group_count());
-        let elements = dump.check_elements(|position, element| {
-            if position < meta.rows {
-                check.row(&mut checker, position, element)
-            } else {
-                check.indexed(&mut checker, position, element)
-            }
-        })?;
-        check.finish(dump.count() - meta.rows)?;
-
+        // The rows and the id index are checked and built at the same time, each on a
+        // thread of its own; their hash sums are compared at the end.
+        let elements = dump.check_elements(|_, _| Ok(()))?;
         let rows = meta.rows as usize;
-        list.rows =
-            KeyTree::from_ascending(elements.clone().take(rows).map(ElementRef::from_bytes))
-                .map_err(build_error)?;
-        list.by_id = KeyTree::from_ascending(elements.skip(rows).map(ElementRef::from_bytes))
-            .map_err(|error| match build_error(error) {
-                LoadError::NotAscending { position } => LoadError::NotAscending {
-                    position: position + meta.rows,
-                },
-                other => other,
-            })?;
+        let (row_elements, index_elements) = (elements.clone().take(rows), elements.skip(rows));
+        let hasher = RandomState::new();
+        let mut rows_check = RowsCheck::new(list.group_count(), hasher.clone());
+        let mut index_check = IndexCheck::new(hasher);
+        let load_rows = || {
+            for (position, element) in row_elements.clone().enumerate() {
+                rows_check.row(position as u64, element)?;
+            }
+            KeyTree::from_ascending(row_elements.map(ElementRef::from_bytes)).map_err(build_error)
+        };
+        let load_index = || {
+            for (position, element) in index_elements.clone().enumerate() {
+                index_check.indexed(position as u64 + meta.rows, element)?;
+            }
+            KeyTree::from_ascending(index_elements.map(ElementRef::from_bytes)).map_err(|error| {
+                match build_error(error) {
+                    LoadError::NotAscending { position } => LoadError::NotAscending {
+                        position: position + meta.rows,
+                    },
+                    other => other,
+                }
+            })
+        };
+        let (rows_tree, index_tree) = if dump.count() as usize > PARALLEL_ABOVE {
+            join(load_rows, load_index)
+        } else {
+            (load_rows(), load_index())
+        };
+        let (rows_tree, index_tree) = (rows_tree?, index_tree?);
+        rows_check.finish(&index_check)?;
+        list.rows = rows_tree;
+        list.by_id = index_tree;
+        let check = rows_check;
         let mut counts = Counts::new(check.counts.len());
         for (group, &count) in check.counts.iter().enumerate() {
             let mut left = count;
@@ -159,47 +178,39 @@ fn windows(dumped: &[(u64, u64, u32)]) -> Result<Windows, LoadError> {
     Ok(windows)
 }
 
-/// What the checks of a dump's elements have seen so far.
-struct Check {
-    /// Members per group, from the rows.
+/// What the checks of a dump's rows have seen so far.
+struct RowsCheck {
+    checker: TermChecker,
+    /// Members per group.
     counts: Vec<u32>,
     headers: u64,
     /// The group of the last header, and whether a member has followed it.
     group: Option<(u16, bool)>,
     members: u64,
-    hasher: std::collections::hash_map::RandomState,
-    /// Sums of the keyed hashes of the member rows, and of the rows the id index names.
-    rows_sum: u64,
-    indexed_sum: u64,
-    /// A row named by an id index entry, rebuilt in place.
-    row: Vec<u8>,
-    /// An id or a sort key with its hint, as an element to check.
+    hasher: RandomState,
+    /// The sum of the keyed hashes of the member rows.
+    sum: u64,
+    /// An id with its hint, as an element to check.
     term: Vec<u8>,
 }
 
-impl Check {
-    fn new(groups: usize) -> Self {
-        Check {
+impl RowsCheck {
+    fn new(groups: usize, hasher: RandomState) -> Self {
+        RowsCheck {
+            checker: TermChecker::default(),
             counts: vec![0; groups],
             headers: 0,
             group: None,
             members: 0,
-            hasher: std::collections::hash_map::RandomState::new(),
-            rows_sum: 0,
-            indexed_sum: 0,
-            row: Vec::new(),
+            hasher,
+            sum: 0,
             term: Vec::new(),
         }
     }
 
     /// A row: a header `[group][00]` without a hint, or a member `[group][sort key][id
     /// key][id key length]` with the id's hint, whose id is one well-formed term.
-    fn row(
-        &mut self,
-        checker: &mut TermChecker,
-        position: u64,
-        element: &[u8],
-    ) -> Result<(), LoadError> {
+    fn row(&mut self, position: u64, element: &[u8]) -> Result<(), LoadError> {
         let bad = |why| LoadError::BadElement { position, why };
         let key = element_key(element);
         if key.len() <= GROUP_PREFIX {
@@ -231,7 +242,9 @@ impl Check {
         let Some(id_end) = key.len().checked_sub(ID_LENGTH) else {
             return Err(bad("is not a row"));
         };
-        let id_len = u32::from_be_bytes(key[id_end..].try_into().expect("four bytes")) as usize;
+        let mut length = [0; ID_LENGTH];
+        length.copy_from_slice(&key[id_end..]);
+        let id_len = u32::from_be_bytes(length) as usize;
         let id_start = id_end
             .checked_sub(id_len)
             .filter(|&start| start > GROUP_PREFIX)
@@ -240,21 +253,56 @@ impl Check {
         push_varint(&mut self.term, element_hint(element).len());
         self.term.extend_from_slice(element_hint(element));
         self.term.extend_from_slice(&key[id_start..id_end]);
-        checker.check(position, &self.term)?;
+        self.checker.check(position, &self.term)?;
         self.counts[group as usize] += 1;
         self.members += 1;
-        self.rows_sum = self.rows_sum.wrapping_add(self.hasher.hash_one(element));
+        self.sum = self.sum.wrapping_add(self.hasher.hash_one(element));
         Ok(())
+    }
+
+    /// After every element: the last header has members, and the id index names exactly
+    /// the member rows.
+    fn finish(&self, index: &IndexCheck) -> Result<(), LoadError> {
+        if self.group.is_some_and(|(_, members)| !members) {
+            return Err(LoadError::BadHeader("a group header without members"));
+        }
+        if index.entries != self.members || index.sum != self.sum {
+            return Err(LoadError::BadHeader(
+                "the id index does not match the members of the rows",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the checks of a dump's id index have seen so far.
+struct IndexCheck {
+    checker: TermChecker,
+    entries: u64,
+    hasher: RandomState,
+    /// The sum of the keyed hashes of the rows the entries name.
+    sum: u64,
+    /// A row named by an entry, rebuilt in place.
+    row: Vec<u8>,
+    /// A sort key with its hint, as an element to check.
+    term: Vec<u8>,
+}
+
+impl IndexCheck {
+    fn new(hasher: RandomState) -> Self {
+        IndexCheck {
+            checker: TermChecker::default(),
+            entries: 0,
+            hasher,
+            sum: 0,
+            row: Vec::new(),
+            term: Vec::new(),
+        }
     }
 
     /// An id index entry: the id's key, with the hint `[id hint, [sort key hint, member
     /// key up to the id]]`; its sort key is one well-formed term.
-    fn indexed(
-        &mut self,
-        checker: &mut TermChecker,
-        position: u64,
-        element: &[u8],
-    ) -> Result<(), LoadError> {
+    fn indexed(&mut self, position: u64, element: &[u8]) -> Result<(), LoadError> {
         let bad = |why| LoadError::BadElement { position, why };
         let id_key = element_key(element);
         let hints = element_hint(element);
@@ -269,7 +317,7 @@ impl Check {
         push_varint(&mut self.term, sort_hint.len());
         self.term.extend_from_slice(sort_hint);
         self.term.extend_from_slice(&without_id[GROUP_PREFIX..]);
-        checker.check(position, &self.term)?;
+        self.checker.check(position, &self.term)?;
         // The row this entry names, as `member_element` builds it.
         self.row.clear();
         push_varint(&mut self.row, id_hint.len());
@@ -278,23 +326,8 @@ impl Check {
         self.row.extend_from_slice(id_key);
         self.row
             .extend_from_slice(&(id_key.len() as u32).to_be_bytes());
-        self.indexed_sum = self
-            .indexed_sum
-            .wrapping_add(self.hasher.hash_one(&self.row[..]));
-        Ok(())
-    }
-
-    /// After every element: the last header has members, and the id index names exactly
-    /// the member rows.
-    fn finish(&self, indexed: u64) -> Result<(), LoadError> {
-        if self.group.is_some_and(|(_, members)| !members) {
-            return Err(LoadError::BadHeader("a group header without members"));
-        }
-        if indexed != self.members || self.indexed_sum != self.rows_sum {
-            return Err(LoadError::BadHeader(
-                "the id index does not match the members of the rows",
-            ));
-        }
+        self.sum = self.sum.wrapping_add(self.hasher.hash_one(&self.row[..]));
+        self.entries += 1;
         Ok(())
     }
 }
