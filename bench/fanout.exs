@@ -108,11 +108,11 @@ defmodule Bench.Fanout do
       pids = groups |> Enum.flat_map(fn {_node, _counter, pids} -> pids end) |> Enum.shuffle()
       sink = spawn(&Bench.Receiver.sink/0)
       runs = [:plain, :bare_send | modes]
-      load_before = load()
+      load_before = Harness.load()
       samples = measure(runs, pids, groups, rounds, sink)
 
       IO.puts(
-        "\n### #{size} receivers, #{placement} (load average #{load_before} before, #{load()} after)\n"
+        "\n### #{size} receivers, #{placement} (load average #{load_before} before, #{Harness.load()} after)\n"
       )
 
       IO.puts(
@@ -267,12 +267,12 @@ defmodule Bench.Fanout do
     [{_node, counter, pids}] = groups = receivers(size, :local, [])
     pids = Enum.shuffle(pids)
     runs = [:plain | Enum.map(variants, &elem(&1, 0))]
-    load_before = load()
+    load_before = Harness.load()
     samples = measure(runs, pids, groups, rounds, nil)
 
     IO.puts(
       "\n### Local delivery at #{size} receivers by worker count and queue kind " <>
-        "(load average #{load_before} before, #{load()} after)\n"
+        "(load average #{load_before} before, #{Harness.load()} after)\n"
     )
 
     IO.puts("| instance | all served (ms) | served vs plain |")
@@ -436,13 +436,6 @@ defmodule Bench.Fanout do
       "| #{run} | #{summary(blocked)} | #{served_cells} | " <>
         "#{fmt(median(blocked) / median(bare_blocked))}x |"
     )
-  end
-
-  defp load do
-    case File.read("/proc/loadavg") do
-      {:ok, text} -> text |> String.split() |> Enum.take(3) |> Enum.join(" ")
-      _ -> "?"
-    end
   end
 
   defp summary(values),

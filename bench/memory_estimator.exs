@@ -17,7 +17,7 @@ defmodule GuildKit.Bench.MemoryEstimator do
   alias GuildKit.Test.EstimatorTerms, as: Gen
 
   def run do
-    IO.puts("# GuildKit.MemoryEstimator · #{Harness.machine()} · load #{load()}\n")
+    IO.puts("# GuildKit.MemoryEstimator · #{Harness.machine()} · load #{Harness.load()}\n")
     # The first use checks the size model once per VM: not part of any figure.
     MemoryEstimator.exact(1)
     first_call()
@@ -26,10 +26,8 @@ defmodule GuildKit.Bench.MemoryEstimator do
     process()
     normal_scheduler()
     stalls()
-    IO.puts("load at the end: #{load()}")
+    IO.puts("load at the end: #{Harness.load()}")
   end
-
-  defp load, do: File.read!("/proc/loadavg") |> String.split() |> Enum.take(3) |> Enum.join(" ")
 
   # Target: a 1M-element list, first call, at least 5x faster than flat_size. Each
   # round builds the list in a fresh process and collects it; half the rounds call

@@ -30,7 +30,7 @@ defmodule GuildKit.Bench.Permissions do
 
   def run(sessions, active_percent) do
     IO.puts("# GuildKit.Permissions and GuildKit.Audience · #{Harness.machine()}\n")
-    IO.puts("load: #{String.trim(File.read!("/proc/loadavg"))}\n")
+    IO.puts("load: #{Harness.load()}\n")
     Harness.in_big_process(fn -> measure(sessions, active_percent) end, 100_000_000)
   end
 

@@ -21,7 +21,7 @@ defmodule GuildKit.Bench.SortedSet do
 
   def run(sizes) do
     IO.puts("# GuildKit.SortedSet · #{Harness.machine()}\n")
-    IO.puts("Load average before: #{load()}\n")
+    IO.puts("Load average before: #{Harness.load()}\n")
 
     for n <- sizes do
       rows = Harness.in_big_process(fn -> measure(n) end)
@@ -35,14 +35,7 @@ defmodule GuildKit.Bench.SortedSet do
       IO.puts("")
     end
 
-    IO.puts("Load average after: #{load()}")
-  end
-
-  defp load do
-    case File.read("/proc/loadavg") do
-      {:ok, text} -> text |> String.split() |> Enum.take(3) |> Enum.join(" ")
-      _ -> "unknown"
-    end
+    IO.puts("Load average after: #{Harness.load()}")
   end
 
   defp measure(n) do

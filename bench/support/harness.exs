@@ -81,6 +81,14 @@ defmodule GuildKit.Bench.Harness do
   def format_ns(ns) when ns < 1_000_000_000, do: "#{Float.round(ns / 1_000_000, 2)} ms"
   def format_ns(ns), do: "#{Float.round(ns / 1_000_000_000, 2)} s"
 
+  @doc "The load averages over 1, 5 and 15 minutes, as `/proc/loadavg` gives them."
+  def load do
+    case File.read("/proc/loadavg") do
+      {:ok, text} -> text |> String.split() |> Enum.take(3) |> Enum.join(" ")
+      _ -> "unknown"
+    end
+  end
+
   @doc "A one-line description of the machine and runtime."
   def machine do
     otp = :erlang.system_info(:otp_release)

@@ -419,10 +419,10 @@ defmodule GuildKit.Audience do
     channels = Map.to_list(channels)
     native = Permissions.native(permissions)
 
-    case Native.audience_select_groups(ref, native, channels, required, sessions) do
-      {groups, nil} -> groups
-      {groups, cursor} -> more_groups(cursor, channels, [groups])
-    end
+    # A group too big for one chunk continues in the next as {:more, pids}.
+    Native.audience_select_groups(ref, native, channels, required, sessions)
+    |> chunks(&Native.audience_groups_next(&1, channels))
+    |> Permissions.join_chunks()
   end
 
   def select_groups(%__MODULE__{}, _permissions, channels, _opts) do
@@ -459,25 +459,20 @@ defmodule GuildKit.Audience do
             watch: [window()]
           }
         ]
-  def to_list(%__MODULE__{ref: ref}), do: to_list(ref, 0, [])
+  def to_list(%__MODULE__{ref: ref}) do
+    Native.audience_to_list(ref, 0)
+    |> chunks(&Native.audience_to_list(ref, &1))
+    |> Enum.concat()
+  end
+
   def to_list(other), do: raise_not_an_audience(other)
 
   # Big results come in chunks, so that no call builds (and no heap takes in) more than
-  # a fraction of a megabyte at once.
-  defp to_list(ref, from_slot, chunks) do
-    case Native.audience_to_list(ref, from_slot) do
-      {sessions, nil} -> Enum.concat(Enum.reverse([sessions | chunks]))
-      {sessions, next_slot} -> to_list(ref, next_slot, [sessions | chunks])
-    end
-  end
-
-  # A group too big for one chunk continues in the next as {:more, pids}.
-  defp more_groups(cursor, channels, chunks) do
-    case Native.audience_groups_next(cursor, channels) do
-      {groups, nil} -> Permissions.join_chunks(Enum.reverse([groups | chunks]))
-      {groups, cursor} -> more_groups(cursor, channels, [groups | chunks])
-    end
-  end
+  # a fraction of a megabyte at once: `{chunk, nil}` ends a result, `{chunk, next}` says
+  # that `more.(next)` returns the rest. The chunks, in order.
+  defp chunks(first, more, chunks \\ [])
+  defp chunks({chunk, nil}, _more, chunks), do: Enum.reverse([chunk | chunks])
+  defp chunks({chunk, next}, more, chunks), do: chunks(more.(next), more, [chunk | chunks])
 
   @doc """
   Returns the bytes of native memory held by the audience, caches included.

@@ -158,8 +158,16 @@ defmodule GuildKit.Permissions do
 
     opts = Keyword.validate!(opts, everyone: 0, roles: %{}, owner: nil, channels: %{})
     everyone = validate_bits!(opts[:everyone], ":everyone")
-    roles = validate_roles!(opts[:roles])
-    channels = validate_channels!(opts[:channels])
+    roles = validate_map!(opts[:roles], ":roles", "role_id => bits", &validate_role!/1)
+
+    channels =
+      validate_map!(
+        opts[:channels],
+        ":channels",
+        "channel_id => overwrites",
+        &validate_channel!/1
+      )
+
     wrap(Native.permissions_new(everyone, roles, owner_list(opts[:owner]), channels))
   end
 
@@ -450,46 +458,33 @@ defmodule GuildKit.Permissions do
           "expected #{what} to be an integer in 0..2^64-1, got: #{inspect(bits)}"
   end
 
-  defp validate_roles!(roles) when is_map(roles) do
-    for {role_id, bits} <- roles do
-      unless is_bits(bits) do
-        raise ArgumentError,
-              "expected the bits of role #{inspect(role_id)} to be an integer in 0..2^64-1, got: " <>
-                inspect(bits)
-      end
-
-      {role_id, bits}
-    end
+  # The entries of a map, or of a proper list of {key, value} pairs (the last of equal
+  # keys wins, as in Map.new/1), each checked by `validate_entry`. `option` and `shape`
+  # name the option and what it should be, for the error.
+  defp validate_map!(map, _option, _shape, validate_entry) when is_map(map) do
+    Enum.each(map, validate_entry)
+    Map.to_list(map)
   end
 
-  defp validate_roles!(roles) do
-    case pairs(roles, []) do
-      {:ok, roles} ->
-        validate_roles!(Map.new(roles))
+  defp validate_map!(pairs, option, shape, validate_entry) do
+    case pairs(pairs, []) do
+      {:ok, pairs} ->
+        validate_map!(Map.new(pairs), option, shape, validate_entry)
 
       :error ->
-        raise ArgumentError,
-              "expected :roles to be a map of role_id => bits, got: #{inspect(roles)}"
+        raise ArgumentError, "expected #{option} to be a map of #{shape}, got: #{inspect(pairs)}"
     end
   end
 
-  defp validate_channels!(channels) when is_map(channels) do
-    for {channel_id, overwrites} <- channels do
-      validate_overwrites!(overwrites)
-      {channel_id, overwrites}
-    end
+  defp validate_role!({_role_id, bits}) when is_bits(bits), do: :ok
+
+  defp validate_role!({role_id, bits}) do
+    raise ArgumentError,
+          "expected the bits of role #{inspect(role_id)} to be an integer in 0..2^64-1, got: " <>
+            inspect(bits)
   end
 
-  defp validate_channels!(channels) do
-    case pairs(channels, []) do
-      {:ok, channels} ->
-        validate_channels!(Map.new(channels))
-
-      :error ->
-        raise ArgumentError,
-              "expected :channels to be a map of channel_id => overwrites, got: #{inspect(channels)}"
-    end
-  end
+  defp validate_channel!({_channel_id, overwrites}), do: validate_overwrites!(overwrites)
 
   # A proper list of {key, value} pairs, in order.
   defp pairs([], acc), do: {:ok, Enum.reverse(acc)}

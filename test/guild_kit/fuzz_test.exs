@@ -6,7 +6,7 @@ defmodule GuildKit.FuzzTest do
   """
   use ExUnit.Case, async: false
   alias GuildKit.{Fanout, MemberList, MemoryEstimator, SortedSet}
-  alias GuildKit.Test.TermGenerator
+  alias GuildKit.Test.Fuzz
 
   @rounds 10_000
 
@@ -19,28 +19,13 @@ defmodule GuildKit.FuzzTest do
   end
 
   test "every public function returns or raises ArgumentError", %{sinks: sinks, port: port} do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("fuzz seed: #{seed}")
     set = SortedSet.from_enumerable([1, :a, "b"])
     list = MemberList.new(groups: [:online, :offline])
     MemberList.watch(list, {0, 9})
 
-    for round <- 1..@rounds do
-      [a, b, c] = for _ <- 1..3, do: fuzz_term(sinks, port)
-      {name, call} = Enum.random(calls(set, list, a, b, c, sinks))
-
-      try do
-        call.()
-      rescue
-        ArgumentError ->
-          :ok
-
-        other ->
-          flunk(
-            "seed #{seed}, round #{round}: #{name} raised #{inspect(other)} for #{inspect({a, b, c}, limit: 5)}"
-          )
-      end
-    end
+    Fuzz.run("fuzz", @rounds, fn -> Fuzz.term([port | sinks]) end, fn a, b, c ->
+      calls(set, list, a, b, c, sinks)
+    end)
 
     # Still working afterwards.
     assert SortedSet.size(set) >= 0
@@ -126,21 +111,6 @@ defmodule GuildKit.FuzzTest do
       nil,
       Enum.take(sinks, 2) ++ [safe]
     ])
-  end
-
-  defp fuzz_term(sinks, port) do
-    case :rand.uniform(12) do
-      1 -> Enum.random(sinks)
-      2 -> make_ref()
-      3 -> port
-      4 -> fn -> :fun end
-      5 -> [1 | 2]
-      6 -> <<1::5>>
-      7 -> {self(), [make_ref()]}
-      8 -> Enum.reduce(1..:rand.uniform(2_000), :leaf, fn _, acc -> {acc} end)
-      9 -> :binary.copy(<<0>>, :rand.uniform(100_000))
-      _ -> TermGenerator.term(3)
-    end
   end
 
   defp sink do

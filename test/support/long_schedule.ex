@@ -38,18 +38,28 @@ defmodule GuildKit.Test.LongSchedule do
         when input: term(), result: term()
   def measure(setup, fun, opts \\ []) do
     threshold = Keyword.get(opts, :threshold_ms, 5)
-    min_heap_words = Keyword.get(opts, :min_heap_words, 40_000_000)
     watch = Keyword.get(opts, :watch, [:long_schedule])
     previous = :erlang.system_monitor()
-    {pid, ref} = spawn_ready(setup, fun, min_heap_words)
+    {pid, _ref} = caller = spawn_ready(setup, fun, opts)
     :erlang.system_monitor(self(), Enum.map(watch, &{&1, threshold}))
     flush_reports()
-    result = run_to_exit(pid, ref)
+    result = run_to_exit(caller)
     # A report is sent when the process is scheduled out, which may come after its last
     # message: a moment more before restoring the monitor.
     Process.sleep(20)
     restore(previous)
     {result, collect_reports(pid)}
+  end
+
+  @doc """
+  `measure/3`, asserting that no report came. Returns the result.
+  """
+  @spec assert_no_long_schedule((() -> input), (input -> result), keyword()) :: result
+        when input: term(), result: term()
+  def assert_no_long_schedule(setup, fun, opts \\ []) do
+    {result, reports} = measure(setup, fun, opts)
+    ExUnit.Assertions.assert(reports == [], "normal scheduler held too long: #{inspect(reports)}")
+    result
   end
 
   @doc """
@@ -65,11 +75,10 @@ defmodule GuildKit.Test.LongSchedule do
   @spec longest_slice((() -> input), (input -> result), keyword()) :: {result, non_neg_integer()}
         when input: term(), result: term()
   def longest_slice(setup, fun, opts \\ []) do
-    min_heap_words = Keyword.get(opts, :min_heap_words, 40_000_000)
-    {pid, ref} = spawn_ready(setup, fun, min_heap_words)
+    {pid, _ref} = caller = spawn_ready(setup, fun, opts)
     tracer = spawn_link(fn -> collect_slices(nil, 0) end)
     :erlang.trace(pid, true, [:running, :monotonic_timestamp, :scheduler_id, {:tracer, tracer}])
-    result = run_to_exit(pid, ref)
+    result = run_to_exit(caller)
     delivered = :erlang.trace_delivered(pid)
     receive do: ({:trace_delivered, ^pid, ^delivered} -> :ok)
     send(tracer, {:report, self()})
@@ -94,9 +103,17 @@ defmodule GuildKit.Test.LongSchedule do
     end
   end
 
-  # A process that builds its input, says so, then waits for `:go` to run `fun` on it
-  # and send back the result.
-  defp spawn_ready(setup, fun, min_heap_words) do
+  @doc """
+  Spawns the caller of a measured call: a process (with a heap of `:min_heap_words`, as
+  in `measure/3`) that builds its input with `setup.()` and then waits. Returns
+  `{pid, monitor_ref}` once the input is built; `run/1` then makes the call
+  `fun.(input)`, and `stop/1` ends the process. For tests that watch the call their own
+  way.
+  """
+  @spec spawn_ready((() -> input), (input -> term()), keyword()) :: {pid(), reference()}
+        when input: term()
+  def spawn_ready(setup, fun, opts \\ []) do
+    min_heap_words = Keyword.get(opts, :min_heap_words, 40_000_000)
     parent = self()
 
     {pid, ref} =
@@ -120,18 +137,27 @@ defmodule GuildKit.Test.LongSchedule do
     end
   end
 
-  # Lets the process of `spawn_ready/3` run, and returns its result once it has exited.
-  defp run_to_exit(pid, ref) do
+  @doc "Makes the call of a `spawn_ready/3` process and returns its result."
+  @spec run({pid(), reference()}) :: term()
+  def run({pid, ref}) do
     send(pid, :go)
 
-    result =
-      receive do
-        {:done, ^pid, result} -> result
-        {:DOWN, ^ref, :process, ^pid, reason} -> raise "measured call crashed: #{inspect(reason)}"
-      end
+    receive do
+      {:done, ^pid, result} -> result
+      {:DOWN, ^ref, :process, ^pid, reason} -> raise "measured call crashed: #{inspect(reason)}"
+    end
+  end
 
+  @doc "Ends a `spawn_ready/3` process after its call, and waits until it has exited."
+  @spec stop({pid(), reference()}) :: :ok
+  def stop({pid, ref}) do
     send(pid, :stop)
     receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
+  end
+
+  defp run_to_exit(caller) do
+    result = run(caller)
+    stop(caller)
     result
   end
 

@@ -42,6 +42,8 @@ struct Setup {
     perms: Permissions,
     audience: Audience,
     members: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
+    /// Changes made so far, so that each change is a new one.
+    changes: u64,
 }
 
 /// `roles_per_member(rng)` picks how many roles a member holds.
@@ -120,6 +122,7 @@ fn setup(sessions: u64, roles_per_member: impl Fn(&mut Lcg) -> u64) -> Setup {
         perms,
         audience,
         members,
+        changes: 0,
     }
 }
 
@@ -135,20 +138,25 @@ fn select(audience: &mut Audience, perms: &Permissions, channel: u64) -> usize {
     slots_of(words).count()
 }
 
-/// Times the first select of channel `n % 50 + 1` with the permissions `change(n)`
-/// makes (made outside the timing), for a new `n` each time.
+/// Times the first select of channel `n % 50 + 1` with the permissions
+/// `change(&setup.perms, n)` makes (made outside the timing), for a new `n` each time.
 fn first_select_after(
     group: &mut BenchmarkGroup<WallTime>,
+    setup: &mut Setup,
     what: &str,
-    audience: &mut Audience,
-    n: &mut u64,
-    change: impl Fn(u64) -> Permissions,
+    change: impl Fn(&Permissions, u64) -> Permissions,
 ) {
+    let Setup {
+        perms,
+        audience,
+        changes: n,
+        ..
+    } = setup;
     group.bench_function(format!("first select after {what}"), |b| {
         b.iter_batched(
             || {
                 *n += 1;
-                (change(*n), *n % 50 + 1)
+                (change(perms, *n), *n % 50 + 1)
             },
             |(changed, channel)| black_box(select(audience, &changed, channel)),
             BatchSize::SmallInput,
@@ -156,70 +164,67 @@ fn first_select_after(
     });
 }
 
+/// A channel's overwrites change: that channel's cache entries are recomputed.
+fn channel_changes(perms: &Permissions, n: u64) -> Permissions {
+    let key = id(b'c', n % 50 + 1);
+    let old = perms.channel(&key).unwrap();
+    let mut overwrites: Vec<(Target, Overwrite)> = vec![(Target::Everyone, old.everyone())];
+    overwrites.extend(old.roles().map(|(r, o)| (Target::Role(r), o)));
+    overwrites.push((Target::Member(b"nobody"), Overwrite::new(n, 0)));
+    perms.with_channel(&key, Channel::new(overwrites))
+}
+
+/// `@everyone` changes: every role set's permissions are recomputed.
+fn everyone_changes(perms: &Permissions, n: u64) -> Permissions {
+    perms.with_everyone(VIEW_CHANNEL | n << 20)
+}
+
+/// One role's bits change: the role sets that hold it are recomputed.
+fn role_changes(perms: &Permissions, n: u64) -> Permissions {
+    perms.with_role(&id(b'r', n % 100 + 1), n << 20)
+}
+
 fn benches(c: &mut Criterion) {
-    let Setup {
-        perms,
-        mut audience,
-        members,
-    } = setup(15_000, |rng| rng.next(6));
+    let mut s = setup(15_000, |rng| rng.next(6));
     let mut group = c.benchmark_group("audience 15k sessions, 0-5 of 100 roles");
 
     group.bench_function("cached select (slots iterated)", |b| {
         let mut channel = 0;
         b.iter(|| {
             channel = channel % 50 + 1;
-            black_box(select(&mut audience, &perms, channel))
+            black_box(select(&mut s.audience, &s.perms, channel))
         })
     });
 
     group.bench_function("no cache: Permissions::in_channel per session", |b| {
         let channel = id(b'c', 7);
         b.iter(|| {
-            members
+            s.members
                 .iter()
                 .filter(|(member, roles)| {
                     let roles = roles.iter().map(|r| &r[..]);
-                    perms.in_channel(member, roles, &channel).unwrap() & VIEW_CHANNEL
+                    s.perms.in_channel(member, roles, &channel).unwrap() & VIEW_CHANNEL
                         == VIEW_CHANNEL
                 })
                 .count()
         })
     });
 
-    let mut n = 0u64;
-    first_select_after(&mut group, "a channel change", &mut audience, &mut n, |n| {
-        let key = id(b'c', n % 50 + 1);
-        let old = perms.channel(&key).unwrap();
-        let mut overwrites: Vec<(Target, Overwrite)> = vec![(Target::Everyone, old.everyone())];
-        overwrites.extend(old.roles().map(|(r, o)| (Target::Role(r), o)));
-        overwrites.push((Target::Member(b"nobody"), Overwrite::new(n, 0)));
-        perms.with_channel(&key, Channel::new(overwrites))
-    });
-    first_select_after(
-        &mut group,
-        "@everyone changes",
-        &mut audience,
-        &mut n,
-        |n| perms.with_everyone(VIEW_CHANNEL | n << 20),
-    );
-    first_select_after(
-        &mut group,
-        "one role's bits change",
-        &mut audience,
-        &mut n,
-        |n| perms.with_role(&id(b'r', n % 100 + 1), n << 20),
-    );
+    first_select_after(&mut group, &mut s, "a channel change", channel_changes);
+    first_select_after(&mut group, &mut s, "@everyone changes", everyone_changes);
+    first_select_after(&mut group, &mut s, "one role's bits change", role_changes);
 
-    select(&mut audience, &perms, 1);
+    select(&mut s.audience, &s.perms, 1);
     group.bench_function("first select after 10 sessions change roles", |b| {
         b.iter(|| {
             for _ in 0..10 {
-                n += 1;
+                s.changes += 1;
+                let n = s.changes;
                 let slot = (n * 7919 % 15_000) as u32;
                 let role = id(b'r', n % 100 + 1);
-                audience.set_roles(slot, &[&role]).unwrap();
+                s.audience.set_roles(slot, &[&role]).unwrap();
             }
-            black_box(select(&mut audience, &perms, 1))
+            black_box(select(&mut s.audience, &s.perms, 1))
         })
     });
 
@@ -228,8 +233,8 @@ fn benches(c: &mut Criterion) {
         let asked: Vec<(&[u8], u64)> = keys.iter().map(|k| (&k[..], VIEW_CHANNEL)).collect();
         b.iter(|| {
             black_box(
-                audience
-                    .group_by_channels(&perms, &asked, Sessions::All)
+                s.audience
+                    .group_by_channels(&s.perms, &asked, Sessions::All)
                     .unwrap()
                     .len(),
             )
@@ -238,11 +243,7 @@ fn benches(c: &mut Criterion) {
     group.finish();
 
     // Most members hold no role, the rest one or two: few distinct role sets.
-    let Setup {
-        perms,
-        mut audience,
-        ..
-    } = setup(15_000, |rng| match rng.next(10) {
+    let mut few_sets = setup(15_000, |rng| match rng.next(10) {
         0..=6 => 0,
         7..=8 => 1,
         _ => 2,
@@ -250,10 +251,9 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("audience 15k sessions, 70% without roles");
     first_select_after(
         &mut group,
+        &mut few_sets,
         "@everyone changes",
-        &mut audience,
-        &mut n,
-        |n| perms.with_everyone(VIEW_CHANNEL | n << 20),
+        everyone_changes,
     );
     group.finish();
 }

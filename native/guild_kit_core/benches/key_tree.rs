@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion,
+};
 use guild_kit_core::key_tree::KeyTree;
 use guild_kit_core::term_key::{Element, ElementRef, Elements, KeyEncoder, KeyReader, Number};
 
@@ -33,12 +36,51 @@ impl Lcg {
     }
 }
 
+impl Lcg {
+    /// A member not in [`sets`]`(n)`: an odd id.
+    fn absent(&mut self, n: usize) -> Element {
+        member((self.next() % (2 * n as u64)) as i64 | 1, 7)
+    }
+
+    /// A member of [`sets`]`(n)`.
+    fn present(&mut self, n: usize) -> Element {
+        let i = self.next() % n as u64;
+        member(i as i64 * 2, i)
+    }
+}
+
 fn sets(n: usize) -> (KeyTree, BTreeSet<Vec<u8>>) {
     let elements: Vec<Element> = (0..n as i64).map(|i| member(i * 2, i as u64)).collect();
-    let tree = KeyTree::from_ascending(elements.iter().map(Element::as_element_ref))
-        .expect("ascending members");
+    let tree =
+        KeyTree::from_ascending(elements.iter().map(ElementRef::from)).expect("ascending members");
     let std_set = elements.iter().map(|e| e.as_bytes().to_vec()).collect();
     (tree, std_set)
+}
+
+/// Times `before(&tree)` then the insert and removal of a member not in `tree`, on a
+/// copy of `tree` (of `n` members), with members drawn from `seed`.
+fn bench_writes<R>(
+    group: &mut BenchmarkGroup<WallTime>,
+    name: &str,
+    tree: &KeyTree,
+    n: usize,
+    seed: u64,
+    before: impl Fn(&KeyTree) -> R,
+) {
+    let mut rng = Lcg(seed);
+    group.bench_function(BenchmarkId::new(name, "KeyTree"), |b| {
+        let mut tree = tree.clone();
+        b.iter_batched(
+            || rng.absent(n),
+            |e| {
+                let before = before(&tree);
+                tree.insert(&e).expect("a small element");
+                tree.remove(&e);
+                before
+            },
+            BatchSize::SmallInput,
+        )
+    });
 }
 
 fn bench_sizes(c: &mut Criterion) {
@@ -48,27 +90,12 @@ fn bench_sizes(c: &mut Criterion) {
         group.measurement_time(Duration::from_secs(3));
         group.warm_up_time(Duration::from_secs(1));
 
-        let mut rng = Lcg(42);
-        group.bench_function(BenchmarkId::new("insert+remove random", "KeyTree"), |b| {
-            let mut tree = tree.clone();
-            b.iter_batched(
-                || member((rng.next() % (2 * n as u64)) as i64 | 1, 7),
-                |e| {
-                    tree.insert(&e).expect("a small element");
-                    tree.remove(&e);
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        bench_writes(&mut group, "insert+remove random", &tree, n, 42, |_| ());
         let mut rng = Lcg(42);
         group.bench_function(BenchmarkId::new("insert+remove random", "BTreeSet"), |b| {
             let mut std_set = std_set.clone();
             b.iter_batched(
-                || {
-                    member((rng.next() % (2 * n as u64)) as i64 | 1, 7)
-                        .as_bytes()
-                        .to_vec()
-                },
+                || rng.absent(n).as_bytes().to_vec(),
                 |e| {
                     std_set.insert(e.clone());
                     std_set.remove(&e);
@@ -80,10 +107,7 @@ fn bench_sizes(c: &mut Criterion) {
         let mut rng = Lcg(7);
         group.bench_function(BenchmarkId::new("position", "KeyTree"), |b| {
             b.iter_batched(
-                || {
-                    let i = rng.next() % n as u64;
-                    member(i as i64 * 2, i)
-                },
+                || rng.present(n),
                 |e| black_box(tree.position(&e)),
                 BatchSize::SmallInput,
             )
@@ -91,10 +115,7 @@ fn bench_sizes(c: &mut Criterion) {
         let mut rng = Lcg(7);
         group.bench_function(BenchmarkId::new("rank (range count)", "BTreeSet"), |b| {
             b.iter_batched(
-                || {
-                    let i = rng.next() % n as u64;
-                    member(i as i64 * 2, i).as_bytes().to_vec()
-                },
+                || rng.present(n).as_bytes().to_vec(),
                 |e| black_box(std_set.range(..e).count()),
                 BatchSize::SmallInput,
             )
@@ -119,20 +140,14 @@ fn bench_sizes(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("clone (snapshot)", "KeyTree"), |b| {
             b.iter(|| black_box(tree.clone()))
         });
-        let mut rng = Lcg(11);
-        group.bench_function(BenchmarkId::new("snapshot + first write", "KeyTree"), |b| {
-            let mut tree = tree.clone();
-            b.iter_batched(
-                || member((rng.next() % (2 * n as u64)) as i64 | 1, 7),
-                |e| {
-                    let snapshot = tree.clone();
-                    tree.insert(&e).expect("a small element");
-                    tree.remove(&e);
-                    snapshot
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        bench_writes(
+            &mut group,
+            "snapshot + first write",
+            &tree,
+            n,
+            11,
+            KeyTree::clone,
+        );
         group.finish();
     }
 }

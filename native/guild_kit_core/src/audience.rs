@@ -138,6 +138,11 @@ fn push<T>(items: &mut Vec<T>, item: T) {
     items.push(item);
 }
 
+/// Heap bytes of a vector's buffer.
+fn vec_bytes<T>(items: &Vec<T>) -> usize {
+    items.capacity() * std::mem::size_of::<T>()
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Span {
     start: u32,
@@ -263,10 +268,10 @@ impl Roles {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.keys.capacity() * std::mem::size_of::<Box<[u8]>>()
+        vec_bytes(&self.keys)
             + self.keys.iter().map(|k| k.len()).sum::<usize>()
-            + self.sets_holding.capacity() * 4
-            + self.free.capacity() * 2
+            + vec_bytes(&self.sets_holding)
+            + vec_bytes(&self.free)
             + self.table.allocation_size()
     }
 }
@@ -379,10 +384,10 @@ impl RoleSets {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.spans.capacity() * std::mem::size_of::<Span>()
-            + self.sessions.capacity() * 4
-            + self.arena.capacity() * 2
-            + self.free.capacity() * 4
+        vec_bytes(&self.spans)
+            + vec_bytes(&self.sessions)
+            + vec_bytes(&self.arena)
+            + vec_bytes(&self.free)
             + self.table.allocation_size()
     }
 }
@@ -629,11 +634,12 @@ impl Table {
     }
 
     fn heap_bytes(&self) -> usize {
-        let slots = self.member_span.capacity() * std::mem::size_of::<Span>()
-            + self.role_set.capacity() * 4
-            + self.next_of_member.capacity() * 2
-            + (self.occupied.0.capacity() + self.active.0.capacity()) * 8
-            + self.free.capacity() * 4;
+        let slots = vec_bytes(&self.member_span)
+            + vec_bytes(&self.role_set)
+            + vec_bytes(&self.next_of_member)
+            + vec_bytes(&self.occupied.0)
+            + vec_bytes(&self.active.0)
+            + vec_bytes(&self.free);
         // A BTreeSet node holds up to 11 slots in about 96 bytes; count 16 per slot.
         let windows = self.windows.capacity() * 64
             + self.windows.values().map(|s| s.len() * 16).sum::<usize>()
@@ -644,7 +650,7 @@ impl Table {
                 .map(|w| w.len() * std::mem::size_of::<Window>())
                 .sum::<usize>();
         slots
-            + self.keys.capacity()
+            + vec_bytes(&self.keys)
             + self.member_heads.allocation_size()
             + self.roles.heap_bytes()
             + self.sets.heap_bytes()
@@ -775,15 +781,15 @@ impl Cache {
             .iter()
             .map(|(key, list)| {
                 key.len()
-                    + list.capacity() * std::mem::size_of::<Entry>()
-                    + list.iter().map(|e| e.visible.capacity() * 8).sum::<usize>()
+                    + vec_bytes(list)
+                    + list.iter().map(|e| vec_bytes(&e.visible)).sum::<usize>()
             })
             .sum();
         entries
             + self.entries.allocation_size()
-            + self.log.capacity() * 4
-            + self.overwrites.capacity() * std::mem::size_of::<Overwrite>()
-            + self.set_visible.capacity()
+            + vec_bytes(&self.log)
+            + vec_bytes(&self.overwrites)
+            + vec_bytes(&self.set_visible)
     }
 }
 
@@ -1018,9 +1024,9 @@ impl Audience {
     pub fn heap_bytes(&self) -> usize {
         self.table.heap_bytes()
             + self.cache.heap_bytes()
-            + self.known.role_bits.capacity() * std::mem::size_of::<Option<u64>>()
-            + self.known.set_base.capacity() * 8
-            + self.selection.capacity() * 8
+            + vec_bytes(&self.known.role_bits)
+            + vec_bytes(&self.known.set_base)
+            + vec_bytes(&self.selection)
     }
 
     fn intern(&mut self, roles: &[&[u8]]) -> Result<u32, AudienceError> {

@@ -1452,15 +1452,22 @@ mod tests {
         tree.iter_from(0).map(|e| e.as_bytes().to_vec()).collect()
     }
 
+    /// `steps` pseudo-random `(remove, value)` operations from `seed`, on values below
+    /// `range`: every third one a remove, the others inserts.
+    fn operations(seed: u32, steps: usize, range: u32) -> impl Iterator<Item = (bool, u32)> {
+        let mut x = seed;
+        (0..steps).map(move |step| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (step % 3 == 2, (x >> 8) % range)
+        })
+    }
+
     #[test]
     fn insert_get_rank_remove_against_btreeset() {
         let mut tree = KeyTree::new();
         let mut model = BTreeSet::new();
-        let mut x: u32 = 12345;
-        for step in 0..20_000 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let v = (x >> 8) % 5000;
-            if step % 3 == 2 {
+        for (remove, v) in operations(12345, 20_000, 5000) {
+            if remove {
                 let expected = model.iter().position(|&m| m == v);
                 assert_eq!(tree.remove(&element(v)), expected);
                 model.remove(&v);
@@ -1483,8 +1490,18 @@ mod tests {
     }
 
     fn tree_of(range: std::ops::Range<u32>) -> KeyTree {
-        let elements: Vec<Element> = range.map(element).collect();
-        KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)).unwrap()
+        bulk(&range.map(element).collect::<Vec<_>>())
+    }
+
+    /// A tree built from ascending `elements` in one go.
+    fn bulk(elements: &[Element]) -> KeyTree {
+        KeyTree::from_ascending(elements.iter().map(ElementRef::from)).unwrap()
+    }
+
+    /// `tree` takes less than `percent` % of the heap bytes of `bulk`.
+    fn assert_heap_below(tree: &KeyTree, bulk: &KeyTree, percent: usize) {
+        let (got, bulk) = (tree.heap_bytes(), bulk.heap_bytes());
+        assert!(got * 100 < bulk * percent, "{got} vs {bulk}");
     }
 
     #[test]
@@ -1517,14 +1534,14 @@ mod tests {
     fn from_ascending_refuses_disorder_and_duplicates_at_their_position() {
         let elements: Vec<Element> = [1, 2, 5, 4].into_iter().map(element).collect();
         assert_eq!(
-            KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)).unwrap_err(),
+            KeyTree::from_ascending(elements.iter().map(ElementRef::from)).unwrap_err(),
             BuildError::NotAscending { position: 3 }
         );
         let mut float_one = KeyEncoder::new();
         float_one.push_number(Number::Float(1.0), false);
         let equal = [element(0), element(1), float_one.finish()];
         assert_eq!(
-            KeyTree::from_ascending(equal.iter().map(Element::as_element_ref)).unwrap_err(),
+            KeyTree::from_ascending(equal.iter().map(ElementRef::from)).unwrap_err(),
             BuildError::NotAscending { position: 2 }
         );
     }
@@ -1667,7 +1684,7 @@ mod tests {
 
     #[test]
     fn runs_of_appends_and_prepends_keep_nodes_well_filled() {
-        let bulk = tree_of(0..50_000).heap_bytes();
+        let bulk = tree_of(0..50_000);
         let mut ascending = KeyTree::new();
         let mut descending = KeyTree::new();
         for i in 0..50_000 {
@@ -1677,25 +1694,15 @@ mod tests {
         ascending.check_invariants();
         descending.check_invariants();
         // Even splits would leave these trees half full: about 1.7 times the bulk size.
-        assert!(
-            ascending.heap_bytes() < bulk * 13 / 10,
-            "{} vs {bulk}",
-            ascending.heap_bytes()
-        );
-        assert!(
-            descending.heap_bytes() < bulk * 13 / 10,
-            "{} vs {bulk}",
-            descending.heap_bytes()
-        );
+        assert_heap_below(&ascending, &bulk, 130);
+        assert_heap_below(&descending, &bulk, 130);
     }
 
     #[test]
     fn random_inserts_keep_memory_close_to_a_bulk_build() {
         // Members of about 50 bytes, so that element bytes weigh as much as the arrays.
         let elements: Vec<Element> = (0..50_000).map(|i| long_element(i, 40)).collect();
-        let bulk = KeyTree::from_ascending(elements.iter().map(Element::as_element_ref))
-            .unwrap()
-            .heap_bytes();
+        let bulk = bulk(&elements);
         let mut tree = KeyTree::new();
         // 7919 is prime to 50,000: every member once, in scattered order.
         for i in 0..50_000usize {
@@ -1705,11 +1712,7 @@ mod tests {
         // Splits leave nodes between half and fully filled (about 1.07 times the bulk
         // build here); keeping the whole node's byte capacity on both sides of a split
         // would make it about 1.17.
-        assert!(
-            tree.heap_bytes() < bulk * 112 / 100,
-            "{} vs {bulk}",
-            tree.heap_bytes()
-        );
+        assert_heap_below(&tree, &bulk, 112);
     }
 
     #[test]
@@ -1739,13 +1742,9 @@ mod tests {
     fn large_elements_live_out_of_line_through_splits_and_merges() {
         let mut tree = KeyTree::new();
         let mut model = BTreeSet::new();
-        let mut x: u32 = 99;
-        for step in 0..6_000 {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let i = (x >> 8) % 700;
-            let len = long_or_short(i);
-            let e = long_element(i, len);
-            if step % 3 == 2 {
+        for (remove, i) in operations(99, 6_000, 700) {
+            let e = long_element(i, long_or_short(i));
+            if remove {
                 assert_eq!(tree.remove(&e).is_some(), model.remove(&i));
             } else {
                 assert_eq!(tree.insert(&e).unwrap().is_some(), model.insert(i));
@@ -1766,8 +1765,7 @@ mod tests {
     fn a_write_after_a_snapshot_copies_no_large_element() {
         // 100 elements of 1 MB in one leaf: the write copies the leaf's pointers only.
         let elements: Vec<Element> = (0..100).map(|i| long_element(i, 1 << 20)).collect();
-        let mut tree =
-            KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)).unwrap();
+        let mut tree = bulk(&elements);
         let snapshot = tree.clone();
         let Node::Leaf(leaf) = &tree.root else {
             panic!("one leaf expected")
@@ -1800,9 +1798,7 @@ mod tests {
     fn heap_bytes_counts_out_of_line_elements() {
         let small = tree_of(0..100).heap_bytes();
         let elements: Vec<Element> = (0..100).map(|i| long_element(i, 10_000)).collect();
-        let large = KeyTree::from_ascending(elements.iter().map(Element::as_element_ref))
-            .unwrap()
-            .heap_bytes();
+        let large = bulk(&elements).heap_bytes();
         assert!(large > small + 100 * 10_000, "{large} vs {small}");
     }
 }

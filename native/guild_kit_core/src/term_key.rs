@@ -275,11 +275,6 @@ impl Elements {
         self.ends.is_empty()
     }
 
-    /// Bytes of all elements together.
-    pub fn byte_len(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// Element `i`, if there is one.
     ///
     /// Time: O(1).
@@ -333,11 +328,6 @@ impl Element {
     /// The element's buffer, for a later [`KeyEncoder::with_buffer`].
     pub fn into_buffer(self) -> Vec<u8> {
         self.bytes
-    }
-
-    /// The element, borrowed, to store (see [`ElementRef`]).
-    pub fn as_element_ref(&self) -> ElementRef<'_> {
-        ElementRef(&self.bytes)
     }
 
     /// The key, typed for lookups (see [`Key`]).
@@ -1721,7 +1711,7 @@ mod tests {
         e.push_number(Number::Float(2.0), false);
         e.push_binary(b"x");
         let element = e.finish();
-        let view = element.as_element_ref();
+        let view = ElementRef::from(&element);
         assert_eq!(view.key().as_bytes(), element.key());
         assert_eq!(view.hint(), element.hint());
         assert_eq!(Key::from(&element), element.lookup_key());
@@ -1736,7 +1726,6 @@ mod tests {
             list.iter().next_back().map(|e| e.as_bytes()),
             Some(&[0, 0x11][..])
         );
-        assert_eq!(list.byte_len(), element.as_bytes().len() + 2);
     }
 
     #[test]

@@ -148,7 +148,7 @@ proptest! {
         for (i, value) in model.values().enumerate() {
             let element = value.encode();
             prop_assert_eq!(tree.position(&element), Ok(i));
-            prop_assert_eq!(tree.get(i), Some(element.as_element_ref()));
+            prop_assert_eq!(tree.get(i), Some(ElementRef::from(&element)));
         }
         for (snapshot, contents) in snapshots {
             snapshot.check_invariants();
@@ -168,7 +168,7 @@ proptest! {
     fn from_ascending_accepts_exactly_the_strictly_ascending(values in prop::collection::vec(value(), 0..400)) {
         let elements: Vec<Element> = values.iter().map(|v| v.encode()).collect();
         let first_bad = (1..values.len()).find(|&i| values[i - 1].order() >= values[i].order());
-        match KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)) {
+        match KeyTree::from_ascending(elements.iter().map(ElementRef::from)) {
             Ok(tree) => {
                 prop_assert_eq!(first_bad, None);
                 tree.check_invariants();

@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::permissions::{Budget, PermissionsResource};
 use crate::raw::{self, TermBuffer};
 use crate::reaper;
-use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
+use crate::schedule::{handle, nifs, Call, Exit, Outcome};
 use crate::term_codec;
 
 rustler::atoms! {
@@ -70,12 +70,7 @@ pub struct AudienceResource {
     state: Mutex<State>,
 }
 
-#[rustler::resource_impl]
-impl rustler::Resource for AudienceResource {}
-
-impl Handle for AudienceResource {
-    const KIND: &'static str = "GuildKit.Audience";
-}
+handle!(AudienceResource, "GuildKit.Audience");
 
 impl Drop for AudienceResource {
     fn drop(&mut self) {
@@ -347,23 +342,15 @@ fn update<'a>(
 ) -> Outcome<'a> {
     let started = Instant::now();
     let pid = decode_pid(pid, 1)?;
-    let keep = |term: Term| term.decode::<Atom>().ok() == Some(crate::atoms::nil());
     let mut budget = Budget::new(&call);
-    let roles = match keep(roles) {
-        true => None,
-        false => Some(budget.encode_list(roles, false)?),
-    };
-    let active: Option<bool> = match keep(active) {
-        true => None,
-        false => Some(active.decode().map_err(|_| Error::BadArgument {
+    let roles = unless_nil(roles, |roles| budget.encode_list(roles, false))?;
+    let active = unless_nil(active, |active| {
+        active.decode::<bool>().map_err(|_| Error::BadArgument {
             position: 3,
             expected: "a boolean or nil",
-        })?),
-    };
-    let windows = match keep(windows) {
-        true => None,
-        false => Some(decode_windows(&mut budget, windows)?),
-    };
+        })
+    })?;
+    let windows = unless_nil(windows, |windows| decode_windows(&mut budget, windows))?;
     let mut state = audience.lock();
     let slot = state.slot_of(&pid).ok_or(Error::UnknownSession)?;
     if let Some(roles) = roles {
@@ -380,6 +367,17 @@ fn update<'a>(
     }
     call.charge_since(started);
     Ok(rustler::types::atom::ok().encode(call.env()))
+}
+
+/// `None` for `nil`, else what `read` makes of `term`.
+fn unless_nil<'a, T, E>(
+    term: Term<'a>,
+    read: impl FnOnce(Term<'a>) -> Result<T, E>,
+) -> Result<Option<T>, E> {
+    match term.decode::<Atom>() {
+        Ok(atom) if atom == atoms::nil() => Ok(None),
+        _ => read(term).map(Some),
+    }
 }
 
 fn update_member<'a>(
@@ -711,12 +709,7 @@ pub struct GroupsCursor {
     rest: Mutex<VecDeque<PendingGroup>>,
 }
 
-#[rustler::resource_impl]
-impl rustler::Resource for GroupsCursor {}
-
-impl Handle for GroupsCursor {
-    const KIND: &'static str = "GuildKit.Audience groups cursor";
-}
+handle!(GroupsCursor, "GuildKit.Audience groups cursor");
 
 /// Bytes of terms one call of a chunked result builds.
 const CHUNK_BYTES: usize = 512 * 1024;

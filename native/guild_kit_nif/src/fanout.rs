@@ -33,7 +33,7 @@ use rustler::{Binary, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term, TermT
 
 use crate::error::Error;
 use crate::raw::{self, SharedTerm};
-use crate::schedule::{nifs, Call, Handle, Outcome};
+use crate::schedule::{handle, nifs, Call, Outcome};
 
 mod atoms {
     rustler::atoms! {
@@ -58,12 +58,7 @@ pub struct Batch {
     served: AtomicUsize,
 }
 
-#[rustler::resource_impl]
-impl rustler::Resource for Batch {}
-
-impl Handle for Batch {
-    const KIND: &'static str = "fan-out batch";
-}
+handle!(Batch, "fan-out batch");
 
 impl Batch {
     fn new(pids: Chunked<LocalPid>) -> Self {
@@ -89,12 +84,7 @@ impl Batch {
 /// Pids of other nodes, a list in an env of its own, read in chunks by a sender.
 pub struct RemoteReceivers(Mutex<Option<(OwnedEnv, SavedTerm)>>);
 
-#[rustler::resource_impl]
-impl rustler::Resource for RemoteReceivers {}
-
-impl Handle for RemoteReceivers {
-    const KIND: &'static str = "fan-out remote receiver list";
-}
+handle!(RemoteReceivers, "fan-out remote receiver list");
 
 /// A caller's split between [`fanout_split`] calls.
 struct Split {
@@ -111,12 +101,7 @@ struct Split {
 /// A split under way, kept by the caller between slices.
 pub struct SplitInProgress(Mutex<Option<Split>>);
 
-#[rustler::resource_impl]
-impl rustler::Resource for SplitInProgress {}
-
-impl Handle for SplitInProgress {
-    const KIND: &'static str = "fan-out split in progress";
-}
+handle!(SplitInProgress, "fan-out split in progress");
 
 /// Receivers one [`fanout_split`] call walks: some 30-80 µs at a few ns each.
 ///
@@ -349,12 +334,7 @@ pub struct Message {
     size: Option<Size>,
 }
 
-#[rustler::resource_impl]
-impl rustler::Resource for Message {}
-
-impl Handle for Message {
-    const KIND: &'static str = "fan-out message";
-}
+handle!(Message, "fan-out message");
 
 /// What copying and sending a term costs.
 #[derive(Clone, Copy, Debug)]

@@ -17,7 +17,7 @@ use rustler::{Atom, Encoder, Env, ResourceArc, Term};
 use crate::error::Error;
 use crate::raw::{self, TermBuffer};
 use crate::reaper;
-use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
+use crate::schedule::{handle, nifs, Call, Exit, Outcome};
 use crate::term_codec::{self, encode_arg, encode_lookup, EncodeError};
 
 rustler::atoms! {
@@ -39,12 +39,7 @@ pub struct PermissionsResource {
     pub model: Permissions,
 }
 
-#[rustler::resource_impl]
-impl rustler::Resource for PermissionsResource {}
-
-impl Handle for PermissionsResource {
-    const KIND: &'static str = "GuildKit.Permissions";
-}
+handle!(PermissionsResource, "GuildKit.Permissions");
 
 impl Drop for PermissionsResource {
     fn drop(&mut self) {
@@ -201,19 +196,25 @@ fn decode_owner(budget: &mut Budget, owner: Term) -> Result<Option<Element>, Exi
     }
 }
 
-/// A list of `{role_id, bits}` pairs.
-fn decode_roles(budget: &mut Budget, roles: Term) -> Result<Vec<(Element, u64)>, Exit> {
+/// A list of `{id, value}` pairs, each value read by `value(budget, term, position)`.
+/// `pair` says what a pair is, for the error an item of another shape raises.
+fn decode_pairs<'a, V>(
+    budget: &mut Budget,
+    list: Term<'a>,
+    pair: &'static str,
+    value: impl Fn(&mut Budget, Term<'a>, usize) -> Result<V, Exit>,
+) -> Result<Vec<(Element, V)>, Exit> {
     let mut decoded = Vec::new();
-    for (position, item) in list_items(budget, roles)? {
-        let pair = tuple_of(item, 2, || Error::InElement {
+    for (position, item) in list_items(budget, list)? {
+        let fields = tuple_of(item, 2, || Error::InElement {
             position,
             source: Box::new(Error::BadArgument {
                 position: 0,
-                expected: "a {role_id, bits} pair",
+                expected: pair,
             }),
         })?;
-        let id = budget.encode_arg(pair[0], Some(position))?;
-        decoded.push((id, bits_at(pair[1], position)?));
+        let id = budget.encode_arg(fields[0], Some(position))?;
+        decoded.push((id, value(budget, fields[1], position)?));
     }
     Ok(decoded)
 }
@@ -255,23 +256,6 @@ fn decode_channel(budget: &mut Budget, overwrites: Term) -> Result<Channel, Exit
     })))
 }
 
-/// A list of `{channel_id, overwrites}` pairs.
-fn decode_channels(budget: &mut Budget, channels: Term) -> Result<Vec<(Element, Channel)>, Exit> {
-    let mut decoded = Vec::new();
-    for (position, item) in list_items(budget, channels)? {
-        let pair = tuple_of(item, 2, || Error::InElement {
-            position,
-            source: Box::new(Error::BadArgument {
-                position: 0,
-                expected: "a {channel_id, overwrites} pair",
-            }),
-        })?;
-        let id = budget.encode_arg(pair[0], Some(position))?;
-        decoded.push((id, decode_channel(budget, pair[1])?));
-    }
-    Ok(decoded)
-}
-
 fn new<'a>(
     call: Call<'a>,
     everyone_bits: u64,
@@ -281,9 +265,19 @@ fn new<'a>(
 ) -> Outcome<'a> {
     let started = Instant::now();
     let mut budget = Budget::new(&call);
-    let roles = decode_roles(&mut budget, roles)?;
+    let roles = decode_pairs(
+        &mut budget,
+        roles,
+        "a {role_id, bits} pair",
+        |_, bits, at| Ok(bits_at(bits, at)?),
+    )?;
     let owner = decode_owner(&mut budget, owner)?;
-    let channels = decode_channels(&mut budget, channels)?;
+    let channels = decode_pairs(
+        &mut budget,
+        channels,
+        "a {channel_id, overwrites} pair",
+        |budget, overwrites, _| decode_channel(budget, overwrites),
+    )?;
     let mut model = Permissions::new(
         everyone_bits,
         roles.iter().map(|(id, bits)| (id.as_bytes(), *bits)),
@@ -296,29 +290,39 @@ fn new<'a>(
     Ok(wrap(&call, model))
 }
 
+/// The value `change` makes from `perms`. Copy-on-write copies the map the change is
+/// in, of `copied` entries: a big one is copied on a dirty scheduler.
+fn changed<'a>(
+    call: Call<'a>,
+    copied: usize,
+    change: impl FnOnce() -> Result<Permissions, Exit>,
+) -> Outcome<'a> {
+    let started = Instant::now();
+    call.go_dirty_if(copied > NORMAL_COPY)?;
+    let model = change()?;
+    call.charge_since(started);
+    Ok(wrap(&call, model))
+}
+
 fn put_role<'a>(
     call: Call<'a>,
     perms: &PermissionsResource,
     role: Term<'a>,
     bits: u64,
 ) -> Outcome<'a> {
-    let started = Instant::now();
-    call.go_dirty_if(perms.model.roles().len() > NORMAL_COPY)?;
-    let role = encode_arg(&call, role)?;
-    let model = perms.model.with_role(role.as_bytes(), bits);
-    call.charge_since(started);
-    Ok(wrap(&call, model))
+    changed(call, perms.model.roles().len(), || {
+        let role = encode_arg(&call, role)?;
+        Ok(perms.model.with_role(role.as_bytes(), bits))
+    })
 }
 
 fn delete_role<'a>(call: Call<'a>, perms: &PermissionsResource, role: Term<'a>) -> Outcome<'a> {
-    let started = Instant::now();
-    call.go_dirty_if(perms.model.roles().len() > NORMAL_COPY)?;
-    let model = match encode_lookup(&call, role)? {
-        Some(role) => perms.model.without_role(role.as_bytes()),
-        None => perms.model.clone(),
-    };
-    call.charge_since(started);
-    Ok(wrap(&call, model))
+    changed(call, perms.model.roles().len(), || {
+        Ok(match encode_lookup(&call, role)? {
+            Some(role) => perms.model.without_role(role.as_bytes()),
+            None => perms.model.clone(),
+        })
+    })
 }
 
 fn put_everyone<'a>(call: Call<'a>, perms: &PermissionsResource, bits: u64) -> Outcome<'a> {
@@ -341,14 +345,12 @@ fn put_channel<'a>(
     channel: Term<'a>,
     overwrites: Term<'a>,
 ) -> Outcome<'a> {
-    let started = Instant::now();
-    call.go_dirty_if(perms.model.channels().len() > NORMAL_COPY)?;
-    let mut budget = Budget::new(&call);
-    let channel = budget.encode_arg(channel, None)?;
-    let overwrites = decode_channel(&mut budget, overwrites)?;
-    let model = perms.model.with_channel(channel.as_bytes(), overwrites);
-    call.charge_since(started);
-    Ok(wrap(&call, model))
+    changed(call, perms.model.channels().len(), || {
+        let mut budget = Budget::new(&call);
+        let channel = budget.encode_arg(channel, None)?;
+        let overwrites = decode_channel(&mut budget, overwrites)?;
+        Ok(perms.model.with_channel(channel.as_bytes(), overwrites))
+    })
 }
 
 fn delete_channel<'a>(
@@ -356,14 +358,12 @@ fn delete_channel<'a>(
     perms: &PermissionsResource,
     channel: Term<'a>,
 ) -> Outcome<'a> {
-    let started = Instant::now();
-    call.go_dirty_if(perms.model.channels().len() > NORMAL_COPY)?;
-    let model = match encode_lookup(&call, channel)? {
-        Some(channel) => perms.model.without_channel(channel.as_bytes()),
-        None => perms.model.clone(),
-    };
-    call.charge_since(started);
-    Ok(wrap(&call, model))
+    changed(call, perms.model.channels().len(), || {
+        Ok(match encode_lookup(&call, channel)? {
+            Some(channel) => perms.model.without_channel(channel.as_bytes()),
+            None => perms.model.clone(),
+        })
+    })
 }
 
 fn compute<'a>(
@@ -499,12 +499,7 @@ pub struct ExportCursor {
     rest: Mutex<Export>,
 }
 
-#[rustler::resource_impl]
-impl rustler::Resource for ExportCursor {}
-
-impl Handle for ExportCursor {
-    const KIND: &'static str = "GuildKit.Permissions export cursor";
-}
+handle!(ExportCursor, "GuildKit.Permissions export cursor");
 
 /// Bytes of terms one chunk of an export builds.
 const CHUNK_BYTES: usize = 256 * 1024;

@@ -213,10 +213,33 @@ plain_args! {
 }
 
 /// A native structure behind an Elixir handle struct, named for error messages.
+/// Declared with [`handle!`].
 pub trait Handle: rustler::Resource {
     /// The Elixir module of the handle, such as `"GuildKit.SortedSet"`.
     const KIND: &'static str;
 }
+
+/// Declares a type a NIF resource and a [`Handle`] of the given kind:
+///
+/// ```ignore
+/// handle!(SortedSet, "GuildKit.SortedSet");
+/// ```
+///
+/// NIF arguments of type `&SortedSet` or `ResourceArc<SortedSet>` then decode with
+/// [`FromArg`], and a wrong handle raises "expected a GuildKit.SortedSet, ...".
+macro_rules! handle {
+    // An ident, not a type: rustler's `resource_impl` wants a plain path.
+    ($resource:ident, $kind:literal) => {
+        #[rustler::resource_impl]
+        impl rustler::Resource for $resource {}
+
+        impl $crate::schedule::Handle for $resource {
+            const KIND: &'static str = $kind;
+        }
+    };
+}
+
+pub(crate) use handle;
 
 impl<'a, T: Handle + 'a> FromArg<'a> for &'a T {
     #[inline]

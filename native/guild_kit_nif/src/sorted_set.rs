@@ -20,7 +20,7 @@ use rustler::{Encoder, Env, NifResult, ResourceArc, Term};
 use crate::atoms;
 use crate::error::Error;
 use crate::reaper;
-use crate::schedule::{nifs, Call, Exit, FromArg, Handle, Outcome};
+use crate::schedule::{handle, nifs, Call, Exit, FromArg, Outcome};
 use crate::term_codec::{
     decode_within, encode_arg, encode_list, encode_lookup, recycle, DecodeError, Decoder,
     NODE_COST, WORK_PER_MICRO,
@@ -47,12 +47,7 @@ pub struct SortedSet {
     read_only: bool,
 }
 
-#[rustler::resource_impl]
-impl rustler::Resource for SortedSet {}
-
-impl Handle for SortedSet {
-    const KIND: &'static str = "GuildKit.SortedSet";
-}
+handle!(SortedSet, "GuildKit.SortedSet");
 
 impl SortedSet {
     pub(crate) fn new(tree: KeyTree, read_only: bool) -> ResourceArc<SortedSet> {

@@ -100,31 +100,14 @@ defmodule GuildKit.Fanout.SchedulerTest do
   # fan-out instance (and their long_gc reports) from the call until the receivers got
   # `deliveries` more messages.
   defp measure(%{counter: counter}, setup, fun, deliveries) do
-    parent = self()
     before = :counters.get(counter, 1)
-
-    {caller, ref} =
-      :erlang.spawn_opt(
-        fn ->
-          input = setup.()
-          send(parent, {:ready, self()})
-          receive do: (:go -> :ok)
-          :ok = fun.(input)
-          send(parent, {:sent, self()})
-          # Exits only once the watching is over: freeing its big heap takes a while.
-          receive do: (:exit -> :ok)
-        end,
-        [:monitor, min_heap_size: 40_000_000]
-      )
-
-    assert_receive {:ready, ^caller}, 120_000
-    watch = SchedulerWatch.start(Fanout, [caller], @threshold_ms)
-    send(caller, :go)
-    assert_receive {:sent, ^caller}, 120_000
+    {pid, _ref} = caller = LongSchedule.spawn_ready(setup, fun, min_heap_words: 40_000_000)
+    watch = SchedulerWatch.start(Fanout, [pid], @threshold_ms)
+    assert LongSchedule.run(caller) == :ok
     FanoutFaults.wait_until(fn -> :counters.get(counter, 1) - before >= deliveries end)
     reports = SchedulerWatch.stop(watch)
-    send(caller, :exit)
-    assert_receive {:DOWN, ^ref, :process, ^caller, :normal}
+    # The caller exits only once the watching is over: freeing its big heap takes a while.
+    LongSchedule.stop(caller)
     reports
   end
 

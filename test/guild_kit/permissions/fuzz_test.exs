@@ -8,34 +8,19 @@ defmodule GuildKit.Permissions.FuzzTest do
   """
   use ExUnit.Case, async: true
   alias GuildKit.{Audience, Permissions}
-  alias GuildKit.Test.TermGenerator
+  alias GuildKit.Test.Fuzz
 
   @rounds 6_000
 
   test "every public function returns or raises ArgumentError" do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("permissions fuzz seed: #{seed}")
     perms = Permissions.new(everyone: 0x400, roles: %{mod: 0}) |> Permissions.put_channel(:c, [])
     audience = Audience.new()
     sessions = for _ <- 1..4, do: spawn(fn -> receive do: (:never -> :ok) end)
     Enum.each(sessions, &Audience.add(audience, &1, :ann, [:mod]))
 
-    for round <- 1..@rounds do
-      [a, b, c] = for _ <- 1..3, do: fuzz_term()
-      {name, call} = Enum.random(calls(perms, audience, sessions, a, b, c))
-
-      try do
-        call.()
-      rescue
-        ArgumentError ->
-          :ok
-
-        other ->
-          flunk(
-            "seed #{seed}, round #{round}: #{name} raised #{inspect(other)} for #{inspect({a, b, c}, limit: 5)}"
-          )
-      end
-    end
+    Fuzz.run("permissions fuzz", @rounds, fn -> Fuzz.term([self()]) end, fn a, b, c ->
+      calls(perms, audience, sessions, a, b, c)
+    end)
 
     assert Permissions.compute(perms, :ann, [:mod], :c) == 0x400
 
@@ -119,19 +104,5 @@ defmodule GuildKit.Permissions.FuzzTest do
       {:window, term},
       term
     ])
-  end
-
-  defp fuzz_term do
-    case :rand.uniform(12) do
-      1 -> self()
-      2 -> make_ref()
-      3 -> fn -> :fun end
-      4 -> [1 | 2]
-      5 -> <<1::5>>
-      6 -> {self(), [make_ref()]}
-      7 -> Enum.reduce(1..:rand.uniform(2_000), :leaf, fn _, acc -> {acc} end)
-      8 -> :binary.copy(<<0>>, :rand.uniform(100_000))
-      _ -> TermGenerator.term(3)
-    end
   end
 end

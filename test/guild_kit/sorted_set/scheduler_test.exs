@@ -15,13 +15,8 @@ defmodule GuildKit.SortedSet.SchedulerTest do
 
   defp members, do: for(i <- 1..@size, do: {i, <<i::64>>})
 
-  defp assert_no_long_schedule(setup, fun) do
-    {result, reports} =
-      LongSchedule.measure(setup, fun, threshold_ms: 5, watch: [:long_schedule, :long_gc])
-
-    assert reports == [], "normal scheduler held too long: #{inspect(reports)}"
-    result
-  end
+  defp assert_no_long_schedule(setup, fun),
+    do: LongSchedule.assert_no_long_schedule(setup, fun, watch: [:long_schedule, :long_gc])
 
   test "from_enumerable and from_proper_enumerable of 1M members" do
     assert assert_no_long_schedule(

@@ -65,32 +65,24 @@ impl Model {
         if base == ALL {
             return Some(ALL);
         }
+        // @everyone's overwrite, then the member's roles' together, then the member's own.
+        let applies = |kind: Kind, id: u8| match kind {
+            Kind::Everyone => true,
+            Kind::Role => roles.contains(&id) && self.roles.contains_key(&id),
+            Kind::Member => id == member,
+        };
         let mut p = base;
-        let (mut allow, mut deny) = (0, 0);
-        for &(_, _, a, d) in overwrites.iter().filter(|o| o.0 == Kind::Everyone) {
-            allow |= a;
-            deny |= d;
-        }
-        p &= !deny;
-        p |= allow;
-        let (mut allow, mut deny) = (0, 0);
-        for &(_, id, a, d) in overwrites.iter().filter(|o| o.0 == Kind::Role) {
-            if roles.contains(&id) && self.roles.contains_key(&id) {
-                allow |= a;
-                deny |= d;
+        for phase in [Kind::Everyone, Kind::Role, Kind::Member] {
+            let (mut allow, mut deny) = (0, 0);
+            for &(kind, id, a, d) in overwrites {
+                if kind == phase && applies(kind, id) {
+                    allow |= a;
+                    deny |= d;
+                }
             }
+            p &= !deny;
+            p |= allow;
         }
-        p &= !deny;
-        p |= allow;
-        let (mut allow, mut deny) = (0, 0);
-        for &(_, id, a, d) in overwrites.iter().filter(|o| o.0 == Kind::Member) {
-            if id == member {
-                allow |= a;
-                deny |= d;
-            }
-        }
-        p &= !deny;
-        p |= allow;
         Some(p)
     }
 }
