@@ -24,7 +24,7 @@ defmodule GuildKit.Bench.Handoff do
 
   def run(n) do
     IO.puts("# Hand-off: dumps and loads · #{Harness.machine()}\n")
-    IO.puts("Before: `#{uptime()}`\n")
+    IO.puts("Load average before: #{Harness.load()} (`#{uptime()}`)\n")
     Harness.in_big_process(fn -> sorted_set(n) end, 200_000_000) |> table("SortedSet", n)
 
     if member_list_dumps?() do
@@ -33,7 +33,7 @@ defmodule GuildKit.Bench.Handoff do
       IO.puts("MemberList.to_binary/1 is not available in this build: skipped.\n")
     end
 
-    IO.puts("After: `#{uptime()}`")
+    IO.puts("Load average after: #{Harness.load()}")
   end
 
   defp member_list_dumps?,

@@ -28,7 +28,7 @@ fn tree() -> KeyTree {
     let elements: Vec<Element> = (0..MEMBERS)
         .map(|i| member(i * 4, (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
         .collect();
-    KeyTree::from_ascending(elements.iter().map(Element::as_element_ref)).expect("ascending")
+    KeyTree::from_ascending(elements.iter().map(ElementRef::from)).expect("ascending")
 }
 
 /// The textbook byte-at-a-time CRC-32 (IEEE, reflected), the hand-written alternative.

@@ -2,6 +2,9 @@
 //! (flipped bytes, truncation, insertion, removal, with or without a checksum made to
 //! match) panics or builds an invalid tree.
 
+mod dump_support;
+
+use dump_support::reseal;
 use guild_kit_core::dump::{
     check_term_element, dump_sorted_set, load_sorted_set, LoadError, HEADER_LEN, MAGIC, VERSION,
 };
@@ -40,18 +43,6 @@ fn members() -> impl Strategy<Value = Vec<(i64, bool, Vec<u8>)>> {
 
 fn contents(tree: &KeyTree) -> Vec<Vec<u8>> {
     tree.iter_from(0).map(|e| e.as_bytes().to_vec()).collect()
-}
-
-/// Makes the checksum match the bytes again, so that a mutation reaches the checks
-/// behind it.
-fn reseal(bytes: &mut [u8]) {
-    if bytes.len() >= HEADER_LEN {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&bytes[..32]);
-        hasher.update(&bytes[HEADER_LEN..]);
-        let sum = hasher.finalize();
-        bytes[32..36].copy_from_slice(&sum.to_le_bytes());
-    }
 }
 
 /// What a loaded tree must be whatever the input: structurally sound, every element a

@@ -2,7 +2,9 @@
 //! windows, and behaves the same under later changes; no mutation of a dump (with or
 //! without a checksum made to match) panics, or builds a list that misbehaves later.
 
-use guild_kit_core::dump::HEADER_LEN;
+mod dump_support;
+
+use dump_support::reseal;
 use guild_kit_core::member_list::{Change, MemberList, Row};
 use guild_kit_core::term_key::{Element, KeyEncoder, Number};
 use proptest::prelude::*;
@@ -110,16 +112,6 @@ fn assert_same(loaded: &MemberList, list: &MemberList) {
     }
     // The same dump: the same trees, counts and windows with their watch counts.
     assert_eq!(loaded.to_dump().unwrap(), list.to_dump().unwrap());
-}
-
-fn reseal(bytes: &mut [u8]) {
-    if bytes.len() >= HEADER_LEN {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&bytes[..32]);
-        hasher.update(&bytes[HEADER_LEN..]);
-        let sum = hasher.finalize();
-        bytes[32..36].copy_from_slice(&sum.to_le_bytes());
-    }
 }
 
 fn mutate(bytes: &mut Vec<u8>, (kind, at, byte): (u8, usize, u8)) {

@@ -13,13 +13,12 @@ defmodule GuildKit.Handoff.DumpSchedulerTest do
   @moduletag timeout: 300_000
   @size 1_000_000
 
-  defp assert_no_long_schedule(setup, fun) do
-    {result, reports} =
-      LongSchedule.measure(setup, fun, threshold_ms: 5, watch: [:long_schedule, :long_gc])
-
-    assert reports == [], "normal scheduler held too long: #{inspect(reports)}"
-    result
-  end
+  defp assert_no_long_schedule(setup, fun),
+    do:
+      LongSchedule.assert_no_long_schedule(setup, fun,
+        threshold_ms: 5,
+        watch: [:long_schedule, :long_gc]
+      )
 
   defp set_setup do
     fn ->
