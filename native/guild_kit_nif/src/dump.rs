@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use guild_kit_core::dump::{self, DumpError, Kind, LoadError};
+use guild_kit_core::dump::{self, DumpError, Kind, LoadError, Plan};
 use guild_kit_core::member_list::MemberList;
 use rustler::{Binary, Encoder, NewBinary, Term};
 
@@ -32,12 +32,8 @@ fn sorted_set_to_binary<'a>(call: Call<'a>, set: &SortedSet) -> Outcome<'a> {
     let tree = set.snapshot();
     call.go_dirty_if(!fits(dump::tree_elements(&tree), 0))?;
     let started = Instant::now();
-    let plan = dump::plan_sorted_set(&tree).map_err(unwritable)?;
-    let mut binary = NewBinary::new(call.env(), plan.len());
-    plan.write(binary.as_mut_slice(), dump::tree_elements(&tree))
-        .map_err(unwritable)?;
-    call.charge_since(started);
-    Ok(Term::from(binary))
+    let plan = dump::plan_sorted_set(&tree);
+    write(&call, started, plan, dump::tree_elements(&tree))
 }
 
 fn sorted_set_from_binary<'a>(call: Call<'a>, binary: Term<'a>) -> Outcome<'a> {
@@ -65,9 +61,21 @@ fn member_list_to_binary<'a>(call: Call<'a>, list: &MemberListResource) -> Outco
     };
     call.go_dirty_if(!small)?;
     let started = Instant::now();
-    let plan = snapshot.plan_dump().map_err(unwritable)?;
+    let plan = snapshot.plan_dump();
+    write(&call, started, plan, snapshot.dump_elements())
+}
+
+/// Writes a planned dump into a new binary of exactly its size, and charges the work
+/// since `started`.
+fn write<'a, 'e>(
+    call: &Call<'a>,
+    started: Instant,
+    plan: Result<Plan, DumpError>,
+    elements: impl Iterator<Item = &'e [u8]>,
+) -> Outcome<'a> {
+    let plan = plan.map_err(unwritable)?;
     let mut binary = NewBinary::new(call.env(), plan.len());
-    plan.write(binary.as_mut_slice(), snapshot.dump_elements())
+    plan.write(binary.as_mut_slice(), elements)
         .map_err(unwritable)?;
     call.charge_since(started);
     Ok(Term::from(binary))
