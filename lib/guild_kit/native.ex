@@ -31,6 +31,8 @@ defmodule GuildKit.Native do
   def sorted_set_read_only(_set), do: not_loaded()
   def sorted_set_snapshot(_set), do: not_loaded()
   def sorted_set_memory(_set), do: not_loaded()
+  def sorted_set_to_binary(_set), do: not_loaded()
+  def sorted_set_from_binary(_binary), do: not_loaded()
 
   # GuildKit.MemberList
   def member_list_new(_groups), do: not_loaded()
@@ -46,6 +48,8 @@ defmodule GuildKit.Native do
   def member_list_member_count(_list), do: not_loaded()
   def member_list_memory(_list), do: not_loaded()
   def member_list_snapshot(_list), do: not_loaded()
+  def member_list_to_binary(_list), do: not_loaded()
+  def member_list_from_binary(_binary), do: not_loaded()
   def member_list_read_only(_list), do: not_loaded()
   def member_list_continue(_delivery, _position, _acc), do: not_loaded()
 

@@ -3,6 +3,8 @@
 //!
 //! - [`term_key`]: order-preserving byte keys for Erlang terms.
 //! - [`key_tree`]: an order-statistic, copy-on-write B+tree of such keys.
+//! - [`dump`]: the versioned binary format that moves a set or a member list between
+//!   nodes and files.
 //! - [`member_list`]: the grouped member sidebar with watched windows and their ops.
 //! - [`size_model`]: the heap words of each kind of term, as `:erts_debug.flat_size/1`
 //!   counts them, and OTP's hashmap trie.
@@ -15,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod audience;
+pub mod dump;
 pub mod key_tree;
 pub mod member_list;
 pub mod partition;

@@ -51,6 +51,7 @@
 //! write after it copies only the nodes it touches.
 
 mod counts;
+mod dump;
 mod edits;
 mod windows;
 

@@ -50,6 +50,12 @@ pub enum Error {
          a handle of another kind, or one made on another node or in an earlier run of the VM"
     )]
     NotAHandle { kind: &'static str },
+    #[error("cannot load a {kind} from this binary: {source}")]
+    BadDump {
+        kind: &'static str,
+        #[source]
+        source: guild_kit_core::dump::LoadError,
+    },
     #[error("internal error: {0}; please report this")]
     Internal(&'static str),
     #[error("expected permission bits: an integer in 0..2^64-1")]

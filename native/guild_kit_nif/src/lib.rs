@@ -5,6 +5,7 @@
 mod allocator;
 mod atoms;
 mod audience;
+mod dump;
 mod error;
 mod fanout;
 mod member_list;

@@ -78,7 +78,7 @@ impl Handle for MemberListResource {
 }
 
 impl MemberListResource {
-    fn new(list: MemberList, read_only: bool) -> ResourceArc<Self> {
+    pub(crate) fn new(list: MemberList, read_only: bool) -> ResourceArc<Self> {
         ResourceArc::new(MemberListResource {
             list: RwLock::new(list),
             read_only,
@@ -88,7 +88,7 @@ impl MemberListResource {
     // No code path panics while holding the lock; should one ever do so, the list it
     // guards is still whole (each change is checked before it starts), so a poisoned
     // lock is taken over rather than reported.
-    fn read(&self) -> RwLockReadGuard<'_, MemberList> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, MemberList> {
         self.list.read().unwrap_or_else(PoisonError::into_inner)
     }
 

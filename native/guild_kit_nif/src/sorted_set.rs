@@ -50,7 +50,7 @@ pub struct SortedSet {
 handle!(SortedSet, "GuildKit.SortedSet");
 
 impl SortedSet {
-    fn new(tree: KeyTree, read_only: bool) -> ResourceArc<SortedSet> {
+    pub(crate) fn new(tree: KeyTree, read_only: bool) -> ResourceArc<SortedSet> {
         ResourceArc::new(SortedSet {
             tree: RwLock::new(tree),
             read_only,
@@ -71,7 +71,7 @@ impl SortedSet {
         Ok(self.tree.write().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn snapshot(&self) -> KeyTree {
+    pub(crate) fn snapshot(&self) -> KeyTree {
         self.read().clone()
     }
 }
