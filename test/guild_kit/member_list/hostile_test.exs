@@ -8,79 +8,32 @@ defmodule GuildKit.MemberList.HostileTest do
 
   The input is built first in the measured process (with a heap large enough that
   building it and receiving results never collects), reports so far are dropped, and
-  only reports about that process during the measured calls count.
+  only reports about that process during the measured calls count, when it really used
+  that much CPU at once (`GuildKit.Test.LongSchedule`).
   """
   use ExUnit.Case, async: false
   alias GuildKit.MemberList
+  alias GuildKit.Test.LongSchedule
 
   @moduletag :slow
   @moduletag timeout: 600_000
   @threshold_ms 5
 
-  # Runs `setup.()` then `fun.(input)` in a fresh process; returns `{result, reports}`.
-  # The monitor is stopped before that process exits: freeing its big heap is not part
-  # of any call.
+  # Runs `setup.()` then `fun.(input)` in a fresh process; returns `{result, reports}`
+  # (`GuildKit.Test.LongSchedule.measure/3`, long_schedule and long_gc).
   defp measure(setup, fun) do
-    parent = self()
-    previous = :erlang.system_monitor()
-
-    {pid, ref} =
-      :erlang.spawn_opt(
-        fn ->
-          input = setup.()
-          # Building the input left garbage: collect it now, not during the calls.
-          :erlang.garbage_collect()
-          send(parent, {:ready, self()})
-          receive do: (:go -> :ok)
-          send(parent, {:done, self(), fun.(input)})
-          receive do: (:exit -> :ok)
-        end,
-        [:monitor, min_heap_size: 60_000_000]
-      )
-
-    receive do
-      {:ready, ^pid} -> :ok
-      {:DOWN, ^ref, :process, ^pid, reason} -> flunk("setup crashed: #{inspect(reason)}")
+    ready = fn ->
+      input = setup.()
+      # Building the input left garbage: collect it now, not during the calls.
+      :erlang.garbage_collect()
+      input
     end
 
-    :erlang.system_monitor(self(), long_schedule: @threshold_ms, long_gc: @threshold_ms)
-    flush()
-    send(pid, :go)
-
-    result =
-      receive do
-        {:done, ^pid, result} -> result
-        {:DOWN, ^ref, :process, ^pid, reason} -> flunk("call crashed: #{inspect(reason)}")
-      end
-
-    # The last report comes when the process is scheduled out, waiting for :exit.
-    Process.sleep(20)
-
-    case previous do
-      :undefined -> :erlang.system_monitor(:undefined)
-      {monitor, options} -> :erlang.system_monitor(monitor, options)
-    end
-
-    send(pid, :exit)
-    receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
-    {result, collect(pid)}
-  end
-
-  defp flush do
-    receive do
-      {:monitor, _, _, _} -> flush()
-    after
-      0 -> :ok
-    end
-  end
-
-  defp collect(pid) do
-    receive do
-      {:monitor, ^pid, kind, info} -> [{kind, info[:timeout]} | collect(pid)]
-      {:monitor, _, _, _} -> collect(pid)
-    after
-      0 -> []
-    end
+    LongSchedule.measure(ready, fun,
+      threshold_ms: @threshold_ms,
+      min_heap_words: 60_000_000,
+      watch: [:long_schedule, :long_gc]
+    )
   end
 
   defp assert_no_stalls({result, reports}) do
