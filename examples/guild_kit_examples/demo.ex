@@ -135,6 +135,7 @@ defmodule GuildKit.Examples.Demo do
       drained: drained,
       memory: memory,
       memory_during_run: run.memory_us,
+      memory_interval_s: div(memory_interval(toolkit), 1_000_000),
       stalls: stalls,
       checked: checked,
       passive: passive
@@ -371,9 +372,8 @@ defmodule GuildKit.Examples.Demo do
   # The GuildKit guilds estimate their state each second, in a few ms. The plain-OTP guild
   # is held for the whole copy and `flat_size` of its state (about a second at a million
   # members), so it is measured every 5 s, which the report says.
-  @doc false
-  def memory_interval(:otp), do: 5_000_000
-  def memory_interval(_toolkit), do: 1_000_000
+  defp memory_interval(:otp), do: 5_000_000
+  defp memory_interval(_toolkit), do: 1_000_000
 
   ## Figures
 
@@ -384,16 +384,38 @@ defmodule GuildKit.Examples.Demo do
         do: ns
   end
 
-  # Waits until the last event has reached the sessions (a session of some node has
-  # recorded it), checking every 100 ms, 300 times at most; true when it has.
-  defp drain(groups, last_seq, checks \\ 300) do
-    arrived? = slowest_per_event(groups, [last_seq]) != []
+  # Waits until every active session has the last event (its ops and events before it
+  # included), 60 s at most; true when all have. The figures and the sidebar check are
+  # read after it, so none is taken while deliveries are still queued.
+  defp drain(groups, last_seq) do
+    deadline = System.monotonic_time(:millisecond) + 60_000
 
-    if arrived? or checks == 1 do
-      arrived?
-    else
-      Process.sleep(100)
-      drain(groups, last_seq, checks - 1)
+    Enum.all?(groups, fn %{node: node, sessions: sessions} ->
+      :erpc.call(node, __MODULE__, :await_last_event, [sessions, last_seq, deadline], :infinity)
+    end)
+  end
+
+  @doc false
+  # Runs on each node: true when each of its active sessions reports `last_seq` before
+  # `deadline` (a monotonic time in ms).
+  def await_last_event(sessions, last_seq, deadline) do
+    Enum.all?(sessions, fn
+      {_pid, nil} -> true
+      {pid, _window} -> has_event?(pid, last_seq, deadline)
+    end)
+  end
+
+  defp has_event?(pid, last_seq, deadline) do
+    cond do
+      Session.report(pid).last_seq == last_seq ->
+        true
+
+      System.monotonic_time(:millisecond) > deadline ->
+        false
+
+      true ->
+        Process.sleep(20)
+        has_event?(pid, last_seq, deadline)
     end
   end
 
@@ -483,7 +505,7 @@ defmodule GuildKit.Examples.Demo do
   end
 
   # What a stalled process was, for the report: its registered name or initial call.
-  defp describe(pid) when pid == self(), do: "the demo's driver (sizing the state each second)"
+  defp describe(pid) when pid == self(), do: "the demo's driver (sizing the state)"
   defp describe(port) when is_port(port), do: "a port (#{port |> Port.info(:name) |> elem(1)})"
 
   # A report names the process, not what it was doing: a session or a relay is named by
