@@ -68,7 +68,7 @@ defmodule GuildKit.Examples.Guild do
 
   @toolkits %{relay: RelayToolkit, guild_kit: GuildKitToolkit, otp: OtpToolkit}
 
-  defstruct [:toolkit, :toolkit_state, :hoisted, :timings, members: %{}, seq: 0]
+  defstruct [:toolkit, :toolkit_state, :hoisted, :timings, :work, members: %{}, seq: 0]
 
   ## Client API
 
@@ -90,6 +90,10 @@ defmodule GuildKit.Examples.Guild do
       `:passive_interval`);
     * `:timings` - an `:atomics` array that receives each event's sidebar update time
       in nanoseconds, at index `rem(seq, size) + 1` (default: none);
+    * `:work` - a `:counters` array whose first counter receives the microseconds the
+      guild spends applying events, from the moment it takes a batch of events from
+      its queue to its reply (time waiting in the run queue before that is not
+      counted; being scheduled out in the middle is) (default: none);
     * `:name` - a name to register the guild under.
   """
   @spec start_link(keyword()) :: GenServer.on_start()
@@ -99,6 +103,7 @@ defmodule GuildKit.Examples.Guild do
         :id,
         :name,
         :timings,
+        :work,
         :permissions,
         members: [],
         hoisted_roles: [],
@@ -194,13 +199,21 @@ defmodule GuildKit.Examples.Guild do
        toolkit_state: toolkit_state,
        hoisted: hoisted,
        members: members,
-       timings: opts[:timings]
+       timings: opts[:timings],
+       work: opts[:work]
      }}
   end
 
   @impl GenServer
-  def handle_call({:events, events}, _from, state),
+  def handle_call({:events, events}, _from, %{work: nil} = state),
     do: {:reply, :ok, Enum.reduce(events, state, &apply_event/2)}
+
+  def handle_call({:events, events}, _from, state) do
+    started = System.monotonic_time(:microsecond)
+    state = Enum.reduce(events, state, &apply_event/2)
+    :counters.add(state.work, 1, System.monotonic_time(:microsecond) - started)
+    {:reply, :ok, state}
+  end
 
   def handle_call({:connect, user_id, session, window}, _from, state) do
     member = Map.get(state.members, user_id)
