@@ -38,8 +38,8 @@ defmodule GuildKit.Examples.Session do
   """
   @spec start(GenServer.server(), term(), keyword()) :: GenServer.on_start()
   def start(guild, user_id, opts \\ []) do
-    opts = Keyword.validate!(opts, [:watch, :stats, spawn_opt: []])
-    GenServer.start(__MODULE__, {guild, user_id, opts}, spawn_opt: opts[:spawn_opt])
+    opts = Keyword.validate!(opts, [:watch, :stats])
+    GenServer.start(__MODULE__, {guild, user_id, opts})
   end
 
   @doc """
