@@ -25,6 +25,9 @@ defmodule GuildKit.Examples.Session do
   alias GuildKit.Examples.Guild
   alias GuildKit.Examples.Session.Stats
 
+  # Up to a few thousand words: about one collection cycle of an active session.
+  @garbage_cells 2_000
+
   @doc """
   Starts a session for `user_id` and connects it to `guild`.
 
@@ -49,6 +52,7 @@ defmodule GuildKit.Examples.Session do
   @impl GenServer
   def init({guild, user_id, opts}) do
     {:ok, rows} = Guild.connect(guild, user_id, self(), watch: opts[:watch])
+    if opts[:watch], do: desynchronize_collections()
 
     {:ok,
      %{
@@ -103,6 +107,16 @@ defmodule GuildKit.Examples.Session do
          events: state.events + 1,
          gaps: state.gaps + gap
      }}
+  end
+
+  # Active sessions that start alike and are sent the same messages fill their heaps on
+  # the same message, and all collect garbage on it: 20,000 of 20,000 collected on one
+  # event, which delays that event for all of them. Garbage of a random size, left now,
+  # puts each session at its own point of the cycle (later collections keep the offset,
+  # since the sessions' live data stays alike). Passive sessions get too little to matter.
+  defp desynchronize_collections do
+    _garbage = :lists.duplicate(:rand.uniform(@garbage_cells), 0)
+    :ok
   end
 
   # The client rule of GuildKit.MemberList: keep exactly the window's rows, apply ops in

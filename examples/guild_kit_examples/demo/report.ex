@@ -19,7 +19,7 @@ defmodule GuildKit.Examples.Demo.Report do
       end
 
     ([title(opts), "", table([header | body]), ""] ++
-       stall_notes(results) ++ ["", targets(results)])
+       drain_notes(results) ++ stall_notes(results) ++ ["", targets(results)])
     |> Enum.join("\n")
   end
 
@@ -97,6 +97,8 @@ defmodule GuildKit.Examples.Demo.Report do
       {"guild state, estimated", Enum.map(results, &estimated/1), nil},
       {"guild state, exact (:sys.get_state + flat_size)", Enum.map(results, &exact/1), nil},
       {"estimate time vs exact time", Enum.map(results, &estimate_speedup/1), nil},
+      {"state sized during the run: times, longest", Enum.map(results, &sized_during_run/1),
+       :lower},
       {"normal-scheduler stalls > 5 ms (guild, others)", Enum.map(results, &stalls/1), :lower},
       {"sessions whose sidebar copy matches", Enum.map(results, &checked/1), nil},
       {"passive sessions got: passive updates, mentions", Enum.map(results, &passive/1), nil}
@@ -196,8 +198,22 @@ defmodule GuildKit.Examples.Demo.Report do
      "#{times(m.exact_us / max(m.estimate_us, 1))} faster, #{Float.round(error, 2)}% off"}
   end
 
+  # The driver sizes the state while events flow (every 5 s on plain OTP, whose sizing
+  # holds the guild for the copy of its state; every second otherwise).
+  defp sized_during_run(%{memory_during_run: []}), do: {nil, "—"}
+
+  defp sized_during_run(%{memory_during_run: times, memory_interval_s: every}) do
+    longest = Enum.max(times) * 1000
+    {longest, "#{length(times)} (every #{every} s), longest #{elem(duration(longest), 1)}"}
+  end
+
   defp stalls(%{stalls: %{guild: guild, other: other}}),
     do: {length(guild), "#{length(guild)}, #{length(other)}"}
+
+  defp drain_notes(results) do
+    for %{label: label, drained: false} <- results,
+        do: "#{label}: not every active session had the last event 60 s after the run"
+  end
 
   defp stall_notes(results) do
     for %{label: label, stalls: %{other: other}} <- results, other != [] do

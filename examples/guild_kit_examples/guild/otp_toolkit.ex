@@ -119,23 +119,36 @@ defmodule GuildKit.Examples.Guild.OtpToolkit do
     end
   end
 
+  # The rows first..last: walk the sorted members from the start, counting a header row
+  # before each group's first member.
   defp window(toolkit, {first, last}) do
     toolkit.set
     |> :gb_sets.iterator()
-    |> Stream.unfold(fn iterator ->
-      case :gb_sets.next(iterator) do
-        :none -> nil
-        next -> next
-      end
-    end)
-    |> Stream.transform(nil, fn {position, _, id}, current ->
-      member = {:member, id}
-
-      if position == current,
-        do: {[member], current},
-        else: {[{:group, elem(toolkit.groups, position)}, member], position}
-    end)
-    |> Stream.drop(first)
-    |> Enum.take(last - first + 1)
+    |> window_rows(toolkit.groups, nil, 0, first, last, [])
   end
+
+  defp window_rows(_iterator, _groups, _current, index, _first, last, acc) when index > last,
+    do: Enum.reverse(acc)
+
+  defp window_rows(iterator, groups, current, index, first, last, acc) do
+    case :gb_sets.next(iterator) do
+      :none ->
+        Enum.reverse(acc)
+
+      {{^current, _, id}, iterator} ->
+        acc = keep({:member, id}, index, first, acc)
+        window_rows(iterator, groups, current, index + 1, first, last, acc)
+
+      {{position, _, id}, iterator} ->
+        header = keep({:group, elem(groups, position)}, index, first, acc)
+
+        acc =
+          if index + 1 <= last, do: keep({:member, id}, index + 1, first, header), else: header
+
+        window_rows(iterator, groups, position, index + 2, first, last, acc)
+    end
+  end
+
+  defp keep(row, index, first, acc) when index >= first, do: [row | acc]
+  defp keep(_row, _index, _first, acc), do: acc
 end

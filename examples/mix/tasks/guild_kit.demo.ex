@@ -1,7 +1,14 @@
 defmodule Mix.Tasks.GuildKit.Demo do
-  @shortdoc "Runs a million-member guild on GuildKit, optionally side by side with plain OTP"
+  # The help shows the defaults the demo really uses.
+  defaults = GuildKit.Examples.Demo.defaults()
+
+  format = fn n ->
+    n |> Integer.to_string() |> String.replace(~r/\B(?=(\d{3})+$)/, ",")
+  end
+
+  @shortdoc "Runs a million-member guild on GuildKit relays, optionally beside direct fan-out and plain OTP"
   @moduledoc """
-  Runs a simulated guild of a million members on GuildKit and reports what it does to
+  Runs a simulated guild of a million members on GuildKit relays and reports what it does to
   the guild process: member-list update latency, events per second, the time until
   every active session has an event, the state's size and how long measuring it took,
   and normal-scheduler stalls. See `GuildKit.Examples.Demo`.
@@ -10,13 +17,14 @@ defmodule Mix.Tasks.GuildKit.Demo do
 
   ## Options
 
-    * `--members N` - members in the guild (default 1,000,000)
-    * `--sessions N` - online users, one session process each (default 100,000)
-    * `--active F` - fraction of sessions that are active, 0 to 1 (default 0.1)
-    * `--seconds N` - how long the stream of events runs (default 20)
-    * `--rate N` - events per second in the stream (default 50)
+    * `--members N` - members in the guild (default #{format.(defaults[:members])})
+    * `--sessions N` - online users, one session process each (default #{format.(defaults[:sessions])})
+    * `--active F` - fraction of sessions that are active, 0 to 1 (default #{defaults[:active]})
+    * `--seconds N` - how long the stream of events runs (default #{defaults[:seconds]})
+    * `--rate N` - events per second in the stream (default #{defaults[:rate]})
     * `--nodes N` - spread the sessions over N local peer nodes (default 0: this node)
-    * `--baseline` - run the same guild built only from OTP too, and compare
+    * `--baseline` - run the same guild with direct fan-out and on plain OTP too, side
+      by side
     * `--report PATH` - also write the report as a self-contained HTML page
     * `--seed N` - random seed (default 42)
     * `--help` - print this help

@@ -22,8 +22,21 @@ defmodule GuildKit.Examples.DemoTest do
       end
     end
 
-    test "--help prints the options" do
-      assert capture_io(fn -> Mix.Tasks.GuildKit.Demo.run(["--help"]) end) =~ "--baseline"
+    test "--help prints the options with the defaults the demo uses" do
+      help = capture_io(fn -> Mix.Tasks.GuildKit.Demo.run(["--help"]) end)
+      assert help =~ "--baseline"
+      defaults = Demo.defaults()
+
+      for {option, shown} <- [
+            members: "1,000,000",
+            sessions: "200,000",
+            active: "0.1",
+            seconds: "#{defaults[:seconds]}",
+            rate: "#{defaults[:rate]}"
+          ] do
+        assert help =~ ~r/--#{option} [NF]` - .*\(default #{shown}\)/
+        assert shown |> String.replace(",", "") |> then(&(&1 == to_string(defaults[option])))
+      end
     end
   end
 
