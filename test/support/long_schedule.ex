@@ -14,8 +14,9 @@ defmodule GuildKit.Test.LongSchedule do
   report a process whose scheduler thread the OS preempted (a plain Erlang loop gets
   6-17 ms reports at a load of 7 on 2 cores; so do the VM's own threads competing for 2
   cores). `measure/3` therefore also traces the process's stretches on normal
-  schedulers by the scheduler thread's CPU clock, and keeps the reports only if one
-  stretch used `threshold_ms` of CPU or more: a call that holds a scheduler burns that
+  schedulers by the scheduler thread's CPU clock, and keeps a `long_schedule` report
+  only if a stretch between the same two functions used `threshold_ms` of CPU or more
+  (a `long_gc` report, if any stretch did): a call that holds a scheduler burns that
   CPU, a preempted one does not (`GuildKit.Test.SchedulerWatch` does the same for
   fan-out processes).
 
@@ -59,9 +60,19 @@ defmodule GuildKit.Test.LongSchedule do
     Process.sleep(20)
     restore(previous)
     reports = collect_reports(pid)
+    {longest, by_place} = longest_by_place(tracer, pid)
     # Reports count only if the process really used a scheduler that long (see the
-    # moduledoc): a stretch preempted by the OS takes wall time, not CPU time.
-    if longest(tracer, pid) >= threshold * 1000, do: {result, reports}, else: {result, []}
+    # moduledoc): a stretch preempted by the OS takes wall time, not CPU time. A
+    # long_schedule report is matched with the stretches between the same two
+    # functions; a long_gc report with the longest stretch.
+    limit = threshold * 1000
+
+    real? = fn
+      [{:monitor, :long_gc} | _] -> longest >= limit
+      info -> Map.get(by_place, {info[:in], info[:out]}, 0) >= limit
+    end
+
+    {result, Enum.filter(reports, real?)}
   end
 
   @doc """
@@ -115,30 +126,40 @@ defmodule GuildKit.Test.LongSchedule do
 
   # The longest stretch in microseconds, once every trace message of `pid` (which has
   # exited) has reached the tracer.
-  defp longest(tracer, pid) do
+  defp longest(tracer, pid), do: tracer |> longest_by_place(pid) |> elem(0)
+
+  # The longest stretch, and the longest per pair of functions it went in and out at.
+  defp longest_by_place(tracer, pid) do
     delivered = :erlang.trace_delivered(pid)
     receive do: ({:trace_delivered, ^pid, ^delivered} -> :ok)
     send(tracer, {:report, self()})
-    receive do: ({:longest, longest} -> longest)
+    receive do: ({:longest, longest, by_place} -> {longest, by_place})
   end
 
-  # Pairs each `in` on a normal scheduler with the next `out`.
-  defp collect_slices(clock, since, longest) do
+  # Pairs each `in` on a normal scheduler with the next `out`; `since` is `{stamp, mfa}`.
+  defp collect_slices(clock, since, longest, by_place \\ %{}) do
     receive do
-      {:trace_ts, _pid, :in, _mfa, scheduler, t} when scheduler > 0 ->
-        collect_slices(clock, t, longest)
+      {:trace_ts, _pid, :in, mfa, scheduler, t} when scheduler > 0 ->
+        collect_slices(clock, {t, place(mfa)}, longest, by_place)
 
-      {:trace_ts, _pid, :out, _mfa, _scheduler, t} when since != nil ->
-        collect_slices(clock, nil, max(longest, micros(clock, since, t)))
+      {:trace_ts, _pid, :out, mfa, _scheduler, t} when since != nil ->
+        {start, from} = since
+        micros = micros(clock, start, t)
+        by_place = Map.update(by_place, {from, place(mfa)}, micros, &max(&1, micros))
+        collect_slices(clock, nil, max(longest, micros), by_place)
 
       {:trace_ts, _pid, _event, _mfa, _scheduler, _t} ->
-        collect_slices(clock, nil, longest)
+        collect_slices(clock, nil, longest, by_place)
 
       {:report, to} ->
         if clock == :cpu, do: :erlang.trace(:all, false, [:cpu_timestamp])
-        send(to, {:longest, longest})
+        send(to, {:longest, longest, by_place})
     end
   end
+
+  # A trace names an unknown function 0; the system monitor, :undefined.
+  defp place(0), do: :undefined
+  defp place(mfa), do: mfa
 
   defp micros(:wall, since, t), do: :erlang.convert_time_unit(t - since, :native, :microsecond)
   defp micros(:cpu, since, t), do: :timer.now_diff(t, since)
