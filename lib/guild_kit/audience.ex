@@ -427,7 +427,7 @@ defmodule GuildKit.Audience do
 
   def select_groups(%__MODULE__{}, _permissions, channels, _opts) do
     raise ArgumentError,
-          "expected channels to be a map of channel_id => value, got: #{inspect(channels)}"
+          "expected channels to be a map of channel_id => value, got: #{GuildKit.Describe.describe(channels)}"
   end
 
   def select_groups(other, _permissions, _channels, _opts), do: raise_not_an_audience(other)
@@ -503,7 +503,7 @@ defmodule GuildKit.Audience do
 
         other ->
           raise ArgumentError,
-                "expected :force to be a list of member ids, got: #{inspect(other)}"
+                "expected :force to be a list of member ids, got: #{GuildKit.Describe.describe(other)}"
       end
 
     {force, validate_sessions!(opts[:sessions])}
@@ -511,7 +511,8 @@ defmodule GuildKit.Audience do
 
   defp validate_opts!(opts, defaults) do
     unless Keyword.keyword?(opts) do
-      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     Keyword.validate!(opts, defaults)
@@ -521,7 +522,7 @@ defmodule GuildKit.Audience do
 
   defp validate_sessions!(other) do
     raise ArgumentError,
-          "expected :sessions to be :active, :passive or :all, got: #{inspect(other)}"
+          "expected :sessions to be :active, :passive or :all, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defp normalize_filter!(:all), do: :all
@@ -539,29 +540,33 @@ defmodule GuildKit.Audience do
   defp normalize_filter!(other) do
     raise ArgumentError,
           "expected a filter :all, {:channel, channel_id}, {:channel, channel_id, required_bits} " <>
-            "(bits an integer in 0..2^64-1) or {:window, {first, last}}, got: #{inspect(other)}"
+            "(bits an integer in 0..2^64-1) or {:window, {first, last}}, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defp validate_bits!(bits) when is_integer(bits) and bits >= 0 and bits <= @max_u64, do: bits
 
   defp validate_bits!(other) do
     raise ArgumentError,
-          "expected :required to be an integer in 0..2^64-1, got: #{inspect(other)}"
+          "expected :required to be an integer in 0..2^64-1, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defp validate_pid!(pid) when is_pid(pid), do: :ok
-  defp validate_pid!(other), do: raise(ArgumentError, "expected a pid, got: #{inspect(other)}")
+
+  defp validate_pid!(other),
+    do: raise(ArgumentError, "expected a pid, got: #{GuildKit.Describe.describe(other)}")
 
   defp validate_role_ids!(role_ids) when is_list(role_ids), do: :ok
 
   defp validate_role_ids!(other) do
-    raise ArgumentError, "expected role ids to be a list, got: #{inspect(other)}"
+    raise ArgumentError,
+          "expected role ids to be a list, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defp validate_active!(active) when is_boolean(active), do: active
 
   defp validate_active!(other) do
-    raise ArgumentError, "expected :active to be a boolean, got: #{inspect(other)}"
+    raise ArgumentError,
+          "expected :active to be a boolean, got: #{GuildKit.Describe.describe(other)}"
   end
 
   @doc false
@@ -577,7 +582,7 @@ defmodule GuildKit.Audience do
 
   defp validate_windows!(_improper, windows, _acc) do
     raise ArgumentError,
-          "expected :watch to be a list of windows {first, last}, got: #{inspect(windows)}"
+          "expected :watch to be a list of windows {first, last}, got: #{GuildKit.Describe.describe(windows)}"
   end
 
   defp validate_window!({first, last} = window)
@@ -588,11 +593,11 @@ defmodule GuildKit.Audience do
   defp validate_window!(other) do
     raise ArgumentError,
           "expected a window {first, last} of integers in 0..2^64-1 with first <= last, got: " <>
-            inspect(other)
+            GuildKit.Describe.describe(other)
   end
 
   defp raise_not_an_audience(other) do
-    raise ArgumentError, "expected a GuildKit.Audience, got: #{inspect(other)}"
+    raise ArgumentError, "expected a GuildKit.Audience, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defimpl Inspect do

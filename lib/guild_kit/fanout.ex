@@ -298,7 +298,7 @@ defmodule GuildKit.Fanout do
       {:bad_receiver, position} ->
         raise ArgumentError,
               "expected receivers to be pids or nil, got: " <>
-                "#{inspect(Enum.at(receivers, position))} at position #{position}"
+                "#{GuildKit.Describe.describe(Enum.at(receivers, position))} at position #{position}"
     end
 
     Runtime.count(runtime, :sent, 1)
@@ -373,11 +373,18 @@ defmodule GuildKit.Fanout do
 
   defp options!(opts) when is_list(opts) do
     unless Keyword.keyword?(opts) do
-      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     # Also refuses a key given twice, so no value can hide behind another.
-    opts = Keyword.validate!(opts, pack: false, offload: false, key: nil, name: __MODULE__)
+    opts =
+      Keyword.validate!(opts,
+        pack: false,
+        offload: false,
+        key: nil,
+        name: __MODULE__
+      )
 
     pack =
       case opts[:pack] do
@@ -388,22 +395,26 @@ defmodule GuildKit.Fanout do
           false
 
         other ->
-          raise ArgumentError, "expected :pack to be :binary or false, got: #{inspect(other)}"
+          raise ArgumentError,
+                "expected :pack to be :binary or false, got: #{GuildKit.Describe.describe(other)}"
       end
 
     unless is_boolean(opts[:offload]) do
-      raise ArgumentError, "expected :offload to be a boolean, got: #{inspect(opts[:offload])}"
+      raise ArgumentError,
+            "expected :offload to be a boolean, got: #{GuildKit.Describe.describe(opts[:offload])}"
     end
 
     unless is_atom(opts[:name]) do
-      raise ArgumentError, "expected :name to be an atom, got: #{inspect(opts[:name])}"
+      raise ArgumentError,
+            "expected :name to be an atom, got: #{GuildKit.Describe.describe(opts[:name])}"
     end
 
     {opts[:name], pack, opts[:offload], opts[:key]}
   end
 
   defp options!(opts) do
-    raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+    raise ArgumentError,
+          "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
   end
 
   defp receivers!(receivers) when is_list(receivers), do: receivers
@@ -412,7 +423,7 @@ defmodule GuildKit.Fanout do
 
   defp receivers!(other) do
     raise ArgumentError,
-          "expected receivers to be a pid, nil or a list of pids and nils, got: #{inspect(other)}"
+          "expected receivers to be a pid, nil or a list of pids and nils, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defp local(_runtime, _index, _workers, [], _message), do: :ok

@@ -114,7 +114,8 @@ defmodule GuildKit.MemberList do
   @spec new(keyword()) :: t()
   def new(opts) do
     unless Keyword.keyword?(opts) do
-      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     opts = Keyword.validate!(opts, [:groups])
@@ -124,7 +125,8 @@ defmodule GuildKit.MemberList do
         %__MODULE__{ref: Native.member_list_new(groups)}
 
       other ->
-        raise ArgumentError, "expected :groups to be a list of group ids, got: #{inspect(other)}"
+        raise ArgumentError,
+              "expected :groups to be a list of group ids, got: #{GuildKit.Describe.describe(other)}"
     end
   end
 
@@ -454,7 +456,7 @@ defmodule GuildKit.MemberList do
   def from_binary(other) do
     raise ArgumentError,
           "expected a binary made by GuildKit.MemberList.to_binary/1, got: " <>
-            inspect(other, limit: 5, printable_limit: 64)
+            GuildKit.Describe.describe(other, limit: 5, printable_limit: 64)
   end
 
   @doc """
@@ -493,11 +495,12 @@ defmodule GuildKit.MemberList do
   defp validate_range!(range) do
     raise ArgumentError,
           "expected a range {first, last} of non-negative integers with first <= last, got: " <>
-            inspect(range)
+            GuildKit.Describe.describe(range)
   end
 
   defp raise_not_a_list(other) do
-    raise ArgumentError, "expected a GuildKit.MemberList, got: #{inspect(other)}"
+    raise ArgumentError,
+          "expected a GuildKit.MemberList, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defimpl Inspect do

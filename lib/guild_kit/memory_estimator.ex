@@ -396,14 +396,14 @@ defmodule GuildKit.MemoryEstimator do
     else
       raise ArgumentError,
             "expected {:via, module, name} with a module that exports whereis_name/1, " <>
-              "got: #{inspect(server)}"
+              "got: #{GuildKit.Describe.describe(server)}"
     end
   end
 
   defp resolve(other) do
     raise ArgumentError,
           "expected a pid or a process name (atom, {atom, node}, {:global, term} or " <>
-            "{:via, module, term}), got: #{inspect(other)}"
+            "{:via, module, term}), got: #{GuildKit.Describe.describe(other)}"
   end
 
   defp whereis(pid) when is_pid(pid), do: {:ok, pid}
@@ -610,7 +610,8 @@ defmodule GuildKit.MemoryEstimator do
 
   defp validate!(opts, defaults) do
     unless Keyword.keyword?(opts) do
-      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     opts = Keyword.validate!(opts, defaults)
@@ -635,6 +636,7 @@ defmodule GuildKit.MemoryEstimator do
         _ -> "a non-negative integer"
       end
 
-    raise ArgumentError, "expected #{inspect(key)} to be #{expected}, got: #{inspect(value)}"
+    raise ArgumentError,
+          "expected #{GuildKit.Describe.describe(key)} to be #{expected}, got: #{GuildKit.Describe.describe(value)}"
   end
 end

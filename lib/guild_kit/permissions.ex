@@ -153,10 +153,12 @@ defmodule GuildKit.Permissions do
   @spec new(keyword()) :: t()
   def new(opts \\ []) do
     unless Keyword.keyword?(opts) do
-      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     opts = Keyword.validate!(opts, everyone: 0, roles: %{}, owner: nil, channels: %{})
+
     everyone = validate_bits!(opts[:everyone], ":everyone")
     roles = validate_map!(opts[:roles], ":roles", "role_id => bits", &validate_role!/1)
 
@@ -460,7 +462,7 @@ defmodule GuildKit.Permissions do
 
   defp validate_bits!(bits, what) do
     raise ArgumentError,
-          "expected #{what} to be an integer in 0..2^64-1, got: #{inspect(bits)}"
+          "expected #{what} to be an integer in 0..2^64-1, got: #{GuildKit.Describe.describe(bits)}"
   end
 
   # The entries of a map, or of a proper list of {key, value} pairs (the last of equal
@@ -477,7 +479,8 @@ defmodule GuildKit.Permissions do
         validate_map!(Map.new(pairs), option, shape, validate_entry)
 
       :error ->
-        raise ArgumentError, "expected #{option} to be a map of #{shape}, got: #{inspect(pairs)}"
+        raise ArgumentError,
+              "expected #{option} to be a map of #{shape}, got: #{GuildKit.Describe.describe(pairs)}"
     end
   end
 
@@ -485,8 +488,8 @@ defmodule GuildKit.Permissions do
 
   defp validate_role!({role_id, bits}) do
     raise ArgumentError,
-          "expected the bits of role #{inspect(role_id)} to be an integer in 0..2^64-1, got: " <>
-            inspect(bits)
+          "expected the bits of role #{GuildKit.Describe.describe(role_id)} to be an integer in 0..2^64-1, got: " <>
+            GuildKit.Describe.describe(bits)
   end
 
   defp validate_channel!({_channel_id, overwrites}), do: validate_overwrites!(overwrites)
@@ -512,22 +515,25 @@ defmodule GuildKit.Permissions do
   end
 
   defp validate_overwrites!(_improper, overwrites, _index) do
-    raise ArgumentError, "expected overwrites to be a list, got: #{inspect(overwrites)}"
+    raise ArgumentError,
+          "expected overwrites to be a list, got: #{GuildKit.Describe.describe(overwrites)}"
   end
 
   defp raise_bad_overwrite(overwrite, index) do
     raise ArgumentError,
           "expected overwrite #{index} to be {:everyone, allow, deny}, {:role, role_id, allow, deny} " <>
             "or {:member, member_id, allow, deny} with allow and deny integers in 0..2^64-1, got: " <>
-            inspect(overwrite)
+            GuildKit.Describe.describe(overwrite)
   end
 
   defp raise_not_role_ids(role_ids) do
-    raise ArgumentError, "expected role ids to be a list, got: #{inspect(role_ids)}"
+    raise ArgumentError,
+          "expected role ids to be a list, got: #{GuildKit.Describe.describe(role_ids)}"
   end
 
   defp raise_not_permissions(other) do
-    raise ArgumentError, "expected a GuildKit.Permissions, got: #{inspect(other)}"
+    raise ArgumentError,
+          "expected a GuildKit.Permissions, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defimpl Inspect do

@@ -221,7 +221,8 @@ defmodule GuildKit.Relay do
 
   defp supervisor_name!(opts) do
     unless is_list(opts) and Keyword.keyword?(opts) do
-      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     case Keyword.validate!(opts, name: @default_supervisor)[:name] do
@@ -229,7 +230,8 @@ defmodule GuildKit.Relay do
         name
 
       other ->
-        raise ArgumentError, "expected :name to be an atom, got: #{inspect(other)}"
+        raise ArgumentError,
+              "expected :name to be an atom, got: #{GuildKit.Describe.describe(other)}"
     end
   end
 
@@ -282,7 +284,7 @@ defmodule GuildKit.Relay do
 
         other ->
           raise ArgumentError,
-                "expected :max_sessions to be an integer in 1..#{max}, got: #{inspect(other)}"
+                "expected :max_sessions to be an integer in 1..#{max}, got: #{GuildKit.Describe.describe(other)}"
       end
 
     interval =
@@ -292,12 +294,13 @@ defmodule GuildKit.Relay do
 
         other ->
           raise ArgumentError,
-                "expected :passive_interval to be a positive integer (ms), got: #{inspect(other)}"
+                "expected :passive_interval to be a positive integer (ms), got: #{GuildKit.Describe.describe(other)}"
       end
 
     for key <- [:supervisor, :fanout],
         not (is_atom(opts[key]) and opts[key] not in [nil, true, false]) do
-      raise ArgumentError, "expected #{inspect(key)} to be an atom, got: #{inspect(opts[key])}"
+      raise ArgumentError,
+            "expected #{GuildKit.Describe.describe(key)} to be an atom, got: #{GuildKit.Describe.describe(opts[key])}"
     end
 
     %__MODULE__{
@@ -316,7 +319,8 @@ defmodule GuildKit.Relay do
 
   defp options!(opts) do
     unless is_list(opts) and Keyword.keyword?(opts) do
-      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     Keyword.validate!(opts,
@@ -380,7 +384,8 @@ defmodule GuildKit.Relay do
     rows = rows_fun!(opts[:rows])
 
     if Map.has_key?(relays.sessions, session_pid) do
-      raise ArgumentError, "session #{inspect(session_pid)} is already connected"
+      raise ArgumentError,
+            "session #{GuildKit.Describe.describe(session_pid)} is already connected"
     end
 
     syncs = syncs(rows, watch)
@@ -758,7 +763,7 @@ defmodule GuildKit.Relay do
       catch
         :exit, {:noproc, _} when node == node() ->
           raise ArgumentError,
-                "the relay supervisor #{inspect(relays.supervisor)} is not running on this " <>
+                "the relay supervisor #{GuildKit.Describe.describe(relays.supervisor)} is not running on this " <>
                   "node: the :guild_kit application is stopped or was started with " <>
                   "start_relay_supervisor: false (then add {GuildKit.Relay, name: ...} to a " <>
                   "supervision tree and pass its name as :supervisor)"
@@ -940,7 +945,8 @@ defmodule GuildKit.Relay do
           {window, list}
 
         other ->
-          raise ArgumentError, "expected :rows to return a list of rows, got: #{inspect(other)}"
+          raise ArgumentError,
+                "expected :rows to return a list of rows, got: #{GuildKit.Describe.describe(other)}"
       end
     end
   end
@@ -958,7 +964,7 @@ defmodule GuildKit.Relay do
       filter
     else
       raise ArgumentError,
-            "unknown channel #{inspect(channel_id)}: the permissions have no such channel " <>
+            "unknown channel #{GuildKit.Describe.describe(channel_id)}: the permissions have no such channel " <>
               "(put_permissions/2 with a channel added by GuildKit.Permissions.put_channel/3)"
     end
   end
@@ -966,7 +972,7 @@ defmodule GuildKit.Relay do
   defp filter!(other, _permissions) do
     raise ArgumentError,
           "expected :to to be :all, {:channel, channel_id} or {:channel, channel_id, " <>
-            "required_bits} (bits an integer in 0..2^64-1), got: #{inspect(other)}"
+            "required_bits} (bits an integer in 0..2^64-1), got: #{GuildKit.Describe.describe(other)}"
   end
 
   defp changes!(changes) do
@@ -978,39 +984,47 @@ defmodule GuildKit.Relay do
 
       other ->
         raise ArgumentError,
-              "expected changes to be a list of {window, ops} (ops a list), got: #{inspect(other)}"
+              "expected changes to be a list of {window, ops} (ops a list), got: #{GuildKit.Describe.describe(other)}"
     end)
   end
 
   defp keyword!(opts, defaults) do
     unless is_list(opts) and Keyword.keyword?(opts) do
-      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     Keyword.validate!(opts, defaults)
   end
 
   defp pid!(pid) when is_pid(pid), do: :ok
-  defp pid!(other), do: raise(ArgumentError, "expected a session pid, got: #{inspect(other)}")
+
+  defp pid!(other),
+    do: raise(ArgumentError, "expected a session pid, got: #{GuildKit.Describe.describe(other)}")
 
   defp boolean!(value, _what) when is_boolean(value), do: value
 
   defp boolean!(other, what),
-    do: raise(ArgumentError, "expected #{what} to be a boolean, got: #{inspect(other)}")
+    do:
+      raise(
+        ArgumentError,
+        "expected #{what} to be a boolean, got: #{GuildKit.Describe.describe(other)}"
+      )
 
   defp rows_fun!(nil), do: nil
   defp rows_fun!(fun) when is_function(fun, 1), do: fun
 
   defp rows_fun!(other) do
     raise ArgumentError,
-          "expected :rows to be a function of one window returning its rows, got: #{inspect(other)}"
+          "expected :rows to be a function of one window returning its rows, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defp list!(list, what, expected) do
     if is_list(list) and proper_list?(list) do
       list
     else
-      raise ArgumentError, "expected #{what} to be #{expected}, got: #{inspect(list)}"
+      raise ArgumentError,
+            "expected #{what} to be #{expected}, got: #{GuildKit.Describe.describe(list)}"
     end
   end
 
@@ -1030,7 +1044,7 @@ defmodule GuildKit.Relay do
     unless storable?([id]) do
       raise ArgumentError,
             "expected a #{what} made of integers, floats, atoms, binaries, tuples, proper " <>
-              "lists and maps, got: #{inspect(id)}"
+              "lists and maps, got: #{GuildKit.Describe.describe(id)}"
     end
 
     :ok
@@ -1049,10 +1063,18 @@ defmodule GuildKit.Relay do
   end
 
   defp raise_not_relays(other),
-    do: raise(ArgumentError, "expected a GuildKit.Relay handle, got: #{inspect(other)}")
+    do:
+      raise(
+        ArgumentError,
+        "expected a GuildKit.Relay handle, got: #{GuildKit.Describe.describe(other)}"
+      )
 
   defp raise_not_permissions(other),
-    do: raise(ArgumentError, "expected a GuildKit.Permissions, got: #{inspect(other)}")
+    do:
+      raise(
+        ArgumentError,
+        "expected a GuildKit.Permissions, got: #{GuildKit.Describe.describe(other)}"
+      )
 
   defimpl Inspect do
     def inspect(relays, _opts) do

@@ -366,7 +366,8 @@ defmodule GuildKit.SortedSet do
   end
 
   def at(%__MODULE__{ref: ref}, index, _default) when is_local(ref) do
-    raise ArgumentError, "expected index to be a non-negative integer, got: #{inspect(index)}"
+    raise ArgumentError,
+          "expected index to be a non-negative integer, got: #{GuildKit.Describe.describe(index)}"
   end
 
   def at(other, _index, _default), do: raise_not_a_set(other)
@@ -403,7 +404,7 @@ defmodule GuildKit.SortedSet do
   def slice(%__MODULE__{ref: ref}, start, amount) when is_local(ref) do
     raise ArgumentError,
           "expected start and amount to be non-negative integers, got: " <>
-            "#{inspect(start)} and #{inspect(amount)}"
+            "#{GuildKit.Describe.describe(start)} and #{GuildKit.Describe.describe(amount)}"
   end
 
   def slice(other, _start, _amount), do: raise_not_a_set(other)
@@ -528,7 +529,7 @@ defmodule GuildKit.SortedSet do
   def from_binary(other) do
     raise ArgumentError,
           "expected a binary made by GuildKit.SortedSet.to_binary/1, got: " <>
-            inspect(other, limit: 5, printable_limit: 64)
+            GuildKit.Describe.describe(other, limit: 5, printable_limit: 64)
   end
 
   @doc """
@@ -562,13 +563,13 @@ defmodule GuildKit.SortedSet do
     extra = if Native.sorted_set_read_only(ref), do: ", read_only: true", else: ""
     "size: #{size}#{extra}"
   rescue
-    ArgumentError -> "invalid handle: #{inspect(ref)}"
+    ArgumentError -> "invalid handle: #{GuildKit.Describe.describe(ref)}"
   end
 
   def describe(%__MODULE__{ref: ref}) when is_reference(ref),
-    do: "made on node #{inspect(node(ref))}, not usable here"
+    do: "made on node #{GuildKit.Describe.describe(node(ref))}, not usable here"
 
-  def describe(set), do: "invalid handle: #{inspect(Map.get(set, :ref))}"
+  def describe(set), do: "invalid handle: #{GuildKit.Describe.describe(Map.get(set, :ref))}"
 
   # Indexes past 2^64 - 1 mean the same as it (past the end): the NIF takes a u64.
   # Small integers are compared first, as comparing with the bignum limit is slower.
@@ -606,7 +607,8 @@ defmodule GuildKit.SortedSet do
 
   defp validate_options!(opts) do
     unless Keyword.keyword?(opts) do
-      raise ArgumentError, "expected options to be a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     opts = Keyword.validate!(opts, capacity: 0)
@@ -617,7 +619,7 @@ defmodule GuildKit.SortedSet do
 
       capacity ->
         raise ArgumentError,
-              "expected :capacity to be a non-negative integer, got: #{inspect(capacity)}"
+              "expected :capacity to be a non-negative integer, got: #{GuildKit.Describe.describe(capacity)}"
     end
   end
 
@@ -630,25 +632,26 @@ defmodule GuildKit.SortedSet do
     # the wrong arity), not only values without one.
     Protocol.UndefinedError ->
       reraise ArgumentError,
-              [message: "expected an enumerable, got: #{inspect(enumerable)}"],
+              [message: "expected an enumerable, got: #{GuildKit.Describe.describe(enumerable)}"],
               __STACKTRACE__
   end
 
   defp raise_not_a_set(%__MODULE__{ref: ref}) when is_reference(ref) do
     raise ArgumentError,
-          "expected a GuildKit.SortedSet of this node (#{inspect(node())}), got one made on " <>
-            "#{inspect(node(ref))}: a set lives in the memory of the node that made it " <>
+          "expected a GuildKit.SortedSet of this node (#{GuildKit.Describe.describe(node())}), got one made on " <>
+            "#{GuildKit.Describe.describe(node(ref))}: a set lives in the memory of the node that made it " <>
             "and can only be used there"
   end
 
   defp raise_not_a_set(%__MODULE__{} = set) do
     raise ArgumentError,
           "expected a GuildKit.SortedSet, got a struct whose handle is not one: " <>
-            inspect(set, structs: false)
+            GuildKit.Describe.describe(set, structs: false)
   end
 
   defp raise_not_a_set(other) do
-    raise ArgumentError, "expected a GuildKit.SortedSet, got: #{inspect(other)}"
+    raise ArgumentError,
+          "expected a GuildKit.SortedSet, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defimpl Enumerable do

@@ -36,7 +36,8 @@ defmodule GuildKit.Fanout.Runtime do
   @spec options!(term(), String.t()) :: keyword()
   def options!(opts, context \\ "") do
     unless is_list(opts) and Keyword.keyword?(opts) do
-      raise ArgumentError, context <> "expected a keyword list, got: #{inspect(opts)}"
+      raise ArgumentError,
+            context <> "expected a keyword list, got: #{GuildKit.Describe.describe(opts)}"
     end
 
     schedulers = System.schedulers_online()
@@ -55,7 +56,8 @@ defmodule GuildKit.Fanout.Runtime do
 
     unless is_atom(opts[:name]) and opts[:name] not in [nil, true, false] do
       raise ArgumentError,
-            context <> "expected :name to be an atom, got: #{inspect(opts[:name])}"
+            context <>
+              "expected :name to be an atom, got: #{GuildKit.Describe.describe(opts[:name])}"
     end
 
     for {key, max} <- [
@@ -70,7 +72,7 @@ defmodule GuildKit.Fanout.Runtime do
         other ->
           raise ArgumentError,
                 context <>
-                  "expected #{inspect(key)} to be an integer in 1..#{max}, got: #{inspect(other)}"
+                  "expected #{GuildKit.Describe.describe(key)} to be an integer in 1..#{max}, got: #{GuildKit.Describe.describe(other)}"
       end
     end
 
@@ -149,8 +151,8 @@ defmodule GuildKit.Fanout.Runtime do
   end
 
   def not_running(name) do
-    "the GuildKit.Fanout instance #{inspect(name)} is not running: add " <>
-      "{GuildKit.Fanout, name: #{inspect(name)}} to a supervision tree"
+    "the GuildKit.Fanout instance #{GuildKit.Describe.describe(name)} is not running: add " <>
+      "{GuildKit.Fanout, name: #{GuildKit.Describe.describe(name)}} to a supervision tree"
   end
 
   defp key(name), do: {GuildKit.Fanout, name}

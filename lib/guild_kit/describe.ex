@@ -1,0 +1,26 @@
+defmodule GuildKit.Describe do
+  # How GuildKit's error messages show the terms they were given: `inspect/2`, except
+  # that an integer too large to print quickly is described by its size. Printing an
+  # integer of millions of bits in base 10 takes seconds in one call that does not
+  # yield, so an ArgumentError about a hostile bignum would hold a scheduler that long.
+  @moduledoc false
+
+  import Bitwise
+
+  @printable_bits 4096
+
+  @doc false
+  @spec describe(term(), keyword()) :: String.t()
+  def describe(term, opts \\ []), do: inspect(term, [inspect_fun: &describe_term/2] ++ opts)
+
+  defp describe_term(integer, _opts)
+       when is_integer(integer) and
+              (integer > 1 <<< @printable_bits or integer < -(1 <<< @printable_bits)) do
+    # The external format's size is read from the bignum's header: O(1).
+    bits = (:erlang.external_size(integer) - 7) * 8
+    sign = if integer < 0, do: "-", else: ""
+    Inspect.Algebra.string("#{sign}<an integer of about #{bits} bits>")
+  end
+
+  defp describe_term(term, opts), do: Inspect.inspect(term, opts)
+end
