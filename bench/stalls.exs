@@ -62,7 +62,7 @@ defmodule GuildKit.Bench.Stalls do
       {"Audience", "update_member/3", audience,
        fn {a, _p, t} -> Audience.update_member(a, t, [t]) end},
       {"Audience", "select/4", audience,
-       fn {a, p, t} -> Audience.select(a, p, {:channel, t}, mentions: [t]) end}
+       fn {a, p, t} -> Audience.select(a, p, {:channel, t}, force: [t]) end}
     ]
   end
 
