@@ -220,12 +220,7 @@ defmodule GuildKit.Relay do
   end
 
   defp supervisor_name!(opts) do
-    unless is_list(opts) and Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
-    case Keyword.validate!(opts, name: @default_supervisor)[:name] do
+    case keyword!(opts, name: @default_supervisor)[:name] do
       name when is_atom(name) and name not in [nil, true, false] ->
         name
 
@@ -318,12 +313,7 @@ defmodule GuildKit.Relay do
   end
 
   defp options!(opts) do
-    unless is_list(opts) and Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
-    Keyword.validate!(opts,
+    keyword!(opts,
       max_sessions: 15_000,
       permissions: nil,
       passive_interval: 1_000,
