@@ -79,6 +79,10 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 
 fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
     let n = bytes.len();
+    // An earlier truncation can leave nothing to flip, truncate or remove.
+    if n == 0 && !matches!(mutation, Mutation::Insert { .. }) {
+        return;
+    }
     match mutation {
         Mutation::Flip { at, bits } => bytes[at % n] ^= bits,
         Mutation::Truncate { to } => bytes.truncate(to % n),
