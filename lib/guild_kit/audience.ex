@@ -510,12 +510,7 @@ defmodule GuildKit.Audience do
   end
 
   defp validate_opts!(opts, defaults) do
-    unless Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
-    Keyword.validate!(opts, defaults)
+    GuildKit.Describe.options!(opts, defaults)
   end
 
   defp validate_sessions!(sessions) when sessions in [:active, :passive, :all], do: sessions

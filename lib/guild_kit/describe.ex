@@ -13,6 +13,39 @@ defmodule GuildKit.Describe do
   @spec describe(term(), keyword()) :: String.t()
   def describe(term, opts \\ []), do: inspect(term, [inspect_fun: &describe_term/2] ++ opts)
 
+  @doc false
+  # `Keyword.validate!/2` with the same messages, built with `describe/2`: its own
+  # messages inspect the whole option list, so one huge integer among the options would
+  # hold the caller's scheduler while it is printed.
+  @spec options!(term(), [atom() | {atom(), term()}]) :: keyword()
+  def options!(opts, allowed) do
+    unless is_list(opts) and Keyword.keyword?(opts) do
+      raise ArgumentError, "expected options to be a keyword list, got: #{describe(opts)}"
+    end
+
+    case Keyword.validate(opts, allowed) do
+      {:ok, opts} ->
+        opts
+
+      {:error, invalid} ->
+        keys =
+          Enum.map(allowed, fn
+            {key, _default} -> key
+            key -> key
+          end)
+
+        case Enum.split_with(invalid, &(&1 in keys)) do
+          {_duplicate, [_ | _] = unknown} ->
+            raise ArgumentError,
+                  "unknown keys #{describe(unknown)} in #{describe(opts)}, " <>
+                    "the allowed keys are: #{describe(keys)}"
+
+          {duplicate, []} ->
+            raise ArgumentError, "duplicate keys #{describe(duplicate)} in #{describe(opts)}"
+        end
+    end
+  end
+
   defp describe_term(integer, _opts)
        when is_integer(integer) and
               (integer > 1 <<< @printable_bits or integer < -(1 <<< @printable_bits)) do

@@ -372,14 +372,9 @@ defmodule GuildKit.Fanout do
   defp options!([]), do: {__MODULE__, false, false, nil}
 
   defp options!(opts) when is_list(opts) do
-    unless Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
     # Also refuses a key given twice, so no value can hide behind another.
     opts =
-      Keyword.validate!(opts,
+      GuildKit.Describe.options!(opts,
         pack: false,
         offload: false,
         key: nil,

@@ -113,12 +113,7 @@ defmodule GuildKit.MemberList do
   """
   @spec new(keyword()) :: t()
   def new(opts) do
-    unless Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
-    opts = Keyword.validate!(opts, [:groups])
+    opts = GuildKit.Describe.options!(opts, [:groups])
 
     case opts[:groups] do
       groups when is_list(groups) ->

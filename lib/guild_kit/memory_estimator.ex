@@ -609,12 +609,7 @@ defmodule GuildKit.MemoryEstimator do
   end
 
   defp validate!(opts, defaults) do
-    unless Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
-    opts = Keyword.validate!(opts, defaults)
+    opts = GuildKit.Describe.options!(opts, defaults)
     Enum.each(opts, &validate_option!/1)
     # What the NIF takes: at most 2^64 - 1 samples, and the seed's low 64 bits.
     opts

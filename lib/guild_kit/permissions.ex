@@ -152,12 +152,7 @@ defmodule GuildKit.Permissions do
   """
   @spec new(keyword()) :: t()
   def new(opts \\ []) do
-    unless Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
-    opts = Keyword.validate!(opts, everyone: 0, roles: %{}, owner: nil, channels: %{})
+    opts = GuildKit.Describe.options!(opts, everyone: 0, roles: %{}, owner: nil, channels: %{})
 
     everyone = validate_bits!(opts[:everyone], ":everyone")
     roles = validate_map!(opts[:roles], ":roles", "role_id => bits", &validate_role!/1)

@@ -979,12 +979,7 @@ defmodule GuildKit.Relay do
   end
 
   defp keyword!(opts, defaults) do
-    unless is_list(opts) and Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
-    Keyword.validate!(opts, defaults)
+    GuildKit.Describe.options!(opts, defaults)
   end
 
   defp pid!(pid) when is_pid(pid), do: :ok

@@ -606,12 +606,7 @@ defmodule GuildKit.SortedSet do
   end
 
   defp validate_options!(opts) do
-    unless Keyword.keyword?(opts) do
-      raise ArgumentError,
-            "expected options to be a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
-    opts = Keyword.validate!(opts, capacity: 0)
+    opts = GuildKit.Describe.options!(opts, capacity: 0)
 
     case opts[:capacity] do
       capacity when is_integer(capacity) and capacity >= 0 ->

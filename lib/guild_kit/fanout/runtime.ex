@@ -35,16 +35,11 @@ defmodule GuildKit.Fanout.Runtime do
   """
   @spec options!(term(), String.t()) :: keyword()
   def options!(opts, context \\ "") do
-    unless is_list(opts) and Keyword.keyword?(opts) do
-      raise ArgumentError,
-            context <> "expected a keyword list, got: #{GuildKit.Describe.describe(opts)}"
-    end
-
     schedulers = System.schedulers_online()
 
     opts =
       try do
-        Keyword.validate!(opts,
+        GuildKit.Describe.options!(opts,
           name: GuildKit.Fanout,
           senders: schedulers,
           partitioners: 1,

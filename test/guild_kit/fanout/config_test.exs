@@ -110,7 +110,7 @@ defmodule GuildKit.Fanout.ConfigTest do
           {[senders: :many], "expected :senders to be an integer in 1..1024, got: :many"},
           {[partitioners: 2.0], "expected :partitioners to be an integer in 1..1024, got: 2.0"},
           {[worker: 2], "unknown keys [:worker]"},
-          {:fast, "expected a keyword list, got: :fast"}
+          {:fast, "expected options to be a keyword list, got: :fast"}
         ] do
       error = assert_raise ArgumentError, fn -> Runtime.options!(config, context) end
       assert Exception.message(error) =~ context <> message
