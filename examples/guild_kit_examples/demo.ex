@@ -17,8 +17,9 @@ defmodule GuildKit.Examples.Demo do
        online users), presence changes, role changes, joins and leaves is applied at
        `:rate` events per second for `:seconds` seconds, while the guild's memory is
        measured (every second with GuildKit, every 5 s on plain OTP, whose measurement
-       holds the guild for the copy of its whole state) and `long_schedule` watches for
-       normal-scheduler stalls;
+       holds the guild for the copy of its whole state) and normal-scheduler stalls
+       are watched for (the guild's by the CPU time of its stretches on a scheduler,
+       others' by `long_schedule`);
     4. the figures are collected, and the copies of the sidebar that active sessions
        kept from the ops are checked against the guild's.
 
@@ -112,7 +113,7 @@ defmodule GuildKit.Examples.Demo do
     :erlang.garbage_collect(guild)
 
     say("#{label}: running #{opts[:rate]} events/s for #{opts[:seconds]} s")
-    monitor = start_stall_monitor()
+    monitor = start_stall_monitor(guild)
     run = drive(guild, members, opts, memory_interval(toolkit))
     stalls = stop_stall_monitor(monitor, guild)
     drained = drain(sessions, run.last_seq)
@@ -479,22 +480,59 @@ defmodule GuildKit.Examples.Demo do
 
   ## Stalls
 
-  defp start_stall_monitor do
+  # `long_schedule` measures wall time: on 2 cores shared with the sessions, the peer
+  # nodes' VMs and the OS, it also reports a guild whose scheduler thread the OS
+  # preempted. The guild's stalls are therefore its stretches on a normal scheduler that
+  # used @stall_ms of CPU or more, by the scheduler thread's CPU clock (`:cpu_timestamp`
+  # on a `:running` trace): a process that holds a scheduler burns that CPU, a preempted
+  # one does not. Other processes' stalls are the monitor's wall-clock reports.
+  @dirty_exit {:erts_internal, :dirty_nif_finalizer, 1}
+
+  defp start_stall_monitor(guild) do
     parent = self()
-    pid = spawn_link(fn -> stall_loop(parent, []) end)
+
+    pid =
+      spawn_link(fn ->
+        :erlang.trace(:all, true, [:cpu_timestamp])
+        :erlang.trace(guild, true, [:running, :timestamp, {:tracer, self()}])
+        send(parent, {:monitoring, self()})
+        stall_loop(parent, guild, nil, [])
+      end)
+
+    receive do: ({:monitoring, ^pid} -> :ok)
     _ = :erlang.system_monitor(pid, [{:long_schedule, @stall_ms}])
     pid
   end
 
-  defp stall_loop(parent, seen) do
+  # `since`: the CPU stamp of the guild's last schedule-in on a normal scheduler.
+  defp stall_loop(parent, guild, since, seen) do
     receive do
-      {:monitor, pid, :long_schedule, info} -> stall_loop(parent, [{pid, info[:timeout]} | seen])
-      {:stop, ^parent} -> send(parent, {:stalls, Enum.reverse(seen)})
+      {:monitor, pid, :long_schedule, info} when pid != guild ->
+        stall_loop(parent, guild, since, [{pid, info[:timeout]} | seen])
+
+      {:trace_ts, ^guild, :in, _mfa, stamp} ->
+        stall_loop(parent, guild, stamp, seen)
+
+      {:trace_ts, ^guild, :out, mfa, stamp} when since != nil and mfa != @dirty_exit ->
+        ms = div(:timer.now_diff(stamp, since), 1000)
+        seen = if ms >= @stall_ms, do: [{guild, ms} | seen], else: seen
+        stall_loop(parent, guild, nil, seen)
+
+      {:stop, ^parent} ->
+        :erlang.trace(:all, false, [:cpu_timestamp])
+        send(parent, {:stalls, Enum.reverse(seen)})
+
+      _other ->
+        stall_loop(parent, guild, nil, seen)
     end
   end
 
   defp stop_stall_monitor(monitor, guild) do
     _ = :erlang.system_monitor(:undefined)
+    _ = :erlang.trace(guild, false, [:running])
+    # The guild's last trace messages reach the monitor before it is asked to stop.
+    delivered = :erlang.trace_delivered(guild)
+    receive do: ({:trace_delivered, ^guild, ^delivered} -> :ok)
     send(monitor, {:stop, self()})
 
     receive do

@@ -46,6 +46,16 @@ defmodule GuildKit.Describe do
     end
   end
 
+  @doc false
+  # What `from_binary/1` of every native structure raises for a term that is no dump;
+  # `maker` names the function that makes one.
+  @spec raise_not_a_dump(term(), String.t()) :: no_return()
+  def raise_not_a_dump(other, maker) do
+    raise ArgumentError,
+          "expected a binary made by #{maker}, got: " <>
+            describe(other, limit: 5, printable_limit: 64)
+  end
+
   defp describe_term(integer, _opts)
        when is_integer(integer) and
               (integer > 1 <<< @printable_bits or integer < -(1 <<< @printable_bits)) do

@@ -526,11 +526,8 @@ defmodule GuildKit.SortedSet do
   def from_binary(binary) when is_binary(binary),
     do: %__MODULE__{ref: Native.sorted_set_from_binary(binary)}
 
-  def from_binary(other) do
-    raise ArgumentError,
-          "expected a binary made by GuildKit.SortedSet.to_binary/1, got: " <>
-            GuildKit.Describe.describe(other, limit: 5, printable_limit: 64)
-  end
+  def from_binary(other),
+    do: GuildKit.Describe.raise_not_a_dump(other, "GuildKit.SortedSet.to_binary/1")
 
   @doc """
   Returns the bytes of native memory held by `set`.

@@ -203,7 +203,7 @@ defmodule GuildKit.FuzzTest.HostileSortedSet do
         setup = fn -> {SortedSet.from_enumerable(1..1_000), term} end
 
         {outcome, micros} =
-          LongSchedule.longest_slice(setup, fn {set, term} ->
+          longest_slice(setup, fn {set, term} ->
             outcome = attempt(fn -> call.(set, term) end)
             # Checked without reading the hostile term back: that is the stored calls'.
             {outcome, SortedSet.size(set), SortedSet.find_index(set, 1),
@@ -231,12 +231,22 @@ defmodule GuildKit.FuzzTest.HostileSortedSet do
         end
 
         {outcome, micros} =
-          LongSchedule.longest_slice(setup, fn {set, index} ->
+          longest_slice(setup, fn {set, index} ->
             attempt(fn -> call.(set, index) end)
           end)
 
         assert outcome == :returned, "#{function}(#{name}): #{inspect(outcome)}"
         record(worst, function, micros, name)
+    end
+  end
+
+  # `LongSchedule.longest_slice/3`, measured once more when over the limit, keeping the
+  # second figure: the slice is wall time, which the OS stretches when it preempts the
+  # scheduler thread, while a call that holds the scheduler does so on every run.
+  defp longest_slice(setup, fun) do
+    case LongSchedule.longest_slice(setup, fun) do
+      {_result, micros} when micros >= @limit_us -> LongSchedule.longest_slice(setup, fun)
+      measured -> measured
     end
   end
 

@@ -43,10 +43,23 @@ defmodule GuildKit.Test.LongSchedule do
 
   `fun` should return a small value: the result is sent back as a message, and copying
   a large one would be measured too.
+
+  A measurement with reports is made once more, from a fresh `setup.()`, and the second
+  one is returned: a call that holds a scheduler does so on every run with the same
+  input, while a stretch that the machine made long (the hypervisor taking the vCPU
+  from a scheduler thread whose CPU clock still runs, a burst of cache misses from a
+  neighbour) seldom comes twice. `setup` and `fun` must therefore be safe to run twice.
   """
   @spec measure((() -> input), (input -> result), keyword()) :: {result, [term()]}
         when input: term(), result: term()
   def measure(setup, fun, opts \\ []) do
+    case measure_once(setup, fun, opts) do
+      {_result, [_ | _]} -> measure_once(setup, fun, opts)
+      clean -> clean
+    end
+  end
+
+  defp measure_once(setup, fun, opts) do
     threshold = Keyword.get(opts, :threshold_ms, 5)
     watch = Keyword.get(opts, :watch, [:long_schedule])
     previous = :erlang.system_monitor()
