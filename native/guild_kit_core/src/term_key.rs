@@ -1331,19 +1331,7 @@ fn integer_from_parts(
         } else {
             (1u64 << exponent) | (high >> (64 - exponent))
         };
-        return Ok(if !negative {
-            match i64::try_from(v) {
-                Ok(small) => Integer::I64(small),
-                Err(_) => Integer::U64(v),
-            }
-        } else if v <= 1u64 << 63 {
-            Integer::I64((v as i64).wrapping_neg())
-        } else {
-            Integer::Big {
-                negative,
-                magnitude: v.to_be_bytes().to_vec(),
-            }
-        });
+        return Ok(small_integer(negative, v));
     }
     // Big-endian magnitude: a one at bit `exponent`, then the fraction bits.
     let total_bits = exponent + 1;
