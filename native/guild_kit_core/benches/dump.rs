@@ -11,18 +11,13 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use guild_kit_core::dump::{dump_sorted_set, load_sorted_set, Dump, Kind, TermChecker};
 use guild_kit_core::key_tree::KeyTree;
-use guild_kit_core::term_key::{Element, ElementRef, KeyEncoder, Number};
+use guild_kit_core::term_key::{Element, ElementRef};
 use serde::Serialize;
+use support::member;
+
+mod support;
 
 const MEMBERS: i64 = 1_000_000;
-
-fn member(id: i64, tag: u64) -> Element {
-    let mut encoder = KeyEncoder::new();
-    encoder.push_tuple(2);
-    encoder.push_number(Number::Int(id), false);
-    encoder.push_binary(&tag.to_be_bytes());
-    encoder.finish()
-}
 
 fn tree() -> KeyTree {
     let elements: Vec<Element> = (0..MEMBERS)

@@ -12,16 +12,10 @@ use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion,
 };
 use guild_kit_core::key_tree::KeyTree;
-use guild_kit_core::term_key::{Element, ElementRef, Elements, KeyEncoder, KeyReader, Number};
+use guild_kit_core::term_key::{Element, ElementRef, Elements, KeyReader};
+use support::member;
 
-/// A member-list key `{integer, 8-byte binary}`, encoded.
-fn member(id: i64, tag: u64) -> Element {
-    let mut encoder = KeyEncoder::new();
-    encoder.push_tuple(2);
-    encoder.push_number(Number::Int(id), false);
-    encoder.push_binary(&tag.to_be_bytes());
-    encoder.finish()
-}
+mod support;
 
 /// A small deterministic generator, so runs compare like for like.
 struct Lcg(u64);

@@ -138,6 +138,32 @@ fn push<T>(items: &mut Vec<T>, item: T) {
     items.push(item);
 }
 
+/// Appends `items` to the arena `arena(owner)`, addressed by [`Span`]s, and returns
+/// their span. An arena that would pass `u32::MAX` is compacted first, and refuses the
+/// items if it still would.
+#[inline]
+fn append_span<O, T: Copy>(
+    owner: &mut O,
+    arena: fn(&mut O) -> &mut Vec<T>,
+    compact: fn(&mut O),
+    items: &[T],
+) -> Result<Span, AudienceError> {
+    if arena(owner).len() + items.len() > u32::MAX as usize {
+        compact(owner);
+        if arena(owner).len() + items.len() > u32::MAX as usize {
+            return Err(AudienceError::TooLarge);
+        }
+    }
+    let arena = arena(owner);
+    let span = Span {
+        start: arena.len() as u32,
+        len: items.len() as u32,
+    };
+    reserve(arena, items.len());
+    arena.extend_from_slice(items);
+    Ok(span)
+}
+
 /// Heap bytes of a vector's buffer.
 fn vec_bytes<T>(items: &Vec<T>) -> usize {
     items.capacity() * std::mem::size_of::<T>()
@@ -309,18 +335,7 @@ impl RoleSets {
             self.sessions[set as usize] += 1;
             return Ok((set, false));
         }
-        if self.arena.len() + roles.len() > u32::MAX as usize {
-            self.compact();
-            if self.arena.len() + roles.len() > u32::MAX as usize {
-                return Err(AudienceError::TooLarge);
-            }
-        }
-        let span = Span {
-            start: self.arena.len() as u32,
-            len: roles.len() as u32,
-        };
-        reserve(&mut self.arena, roles.len());
-        self.arena.extend_from_slice(roles);
+        let span = append_span(self, |sets| &mut sets.arena, RoleSets::compact, roles)?;
         let set = match self.free.pop() {
             Some(set) => {
                 self.spans[set as usize] = span;
@@ -519,19 +534,7 @@ impl Table {
     }
 
     fn store_key(&mut self, member: &[u8]) -> Result<Span, AudienceError> {
-        if self.keys.len() + member.len() > u32::MAX as usize {
-            self.compact_keys();
-            if self.keys.len() + member.len() > u32::MAX as usize {
-                return Err(AudienceError::TooLarge);
-            }
-        }
-        let span = Span {
-            start: self.keys.len() as u32,
-            len: member.len() as u32,
-        };
-        reserve(&mut self.keys, member.len());
-        self.keys.extend_from_slice(member);
-        Ok(span)
+        append_span(self, |table| &mut table.keys, Table::compact_keys, member)
     }
 
     fn compact_keys(&mut self) {

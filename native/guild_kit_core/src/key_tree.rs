@@ -861,10 +861,7 @@ impl KeyTree {
         &mut self,
         element: impl Into<ElementRef<'e>>,
     ) -> Result<Option<usize>, InsertError> {
-        let element = element.into();
-        if element.len() > MAX_ELEMENT_LEN {
-            return Err(InsertError::TooLong);
-        }
+        let element = storable(element.into())?;
         if self.len >= MAX_LEN {
             return match self.position(element.key()) {
                 Ok(_) => Ok(None),
@@ -917,23 +914,10 @@ impl KeyTree {
     /// Time: O(log n).
     pub fn position<'k>(&self, key: impl Into<Key<'k>>) -> Result<usize, usize> {
         let probe = key.into().as_bytes();
-        let mut node = &self.root;
-        let mut before = 0;
-        loop {
-            match node {
-                Node::Leaf(leaf) => {
-                    return leaf
-                        .search(probe)
-                        .map(|i| before + i)
-                        .map_err(|i| before + i)
-                }
-                Node::Branch(branch) => {
-                    let (child, skipped) = branch.route(probe);
-                    before += skipped;
-                    node = branch.child(child);
-                }
-            }
-        }
+        let (leaf, before) = self.leaf_for(probe);
+        leaf.search(probe)
+            .map(|i| before + i)
+            .map_err(|i| before + i)
     }
 
     /// The index and the element whose key is `key`, in one descent.
@@ -941,14 +925,22 @@ impl KeyTree {
     /// Time: O(log n).
     pub fn find<'k>(&self, key: impl Into<Key<'k>>) -> Option<(usize, ElementRef<'_>)> {
         let probe = key.into().as_bytes();
+        let (leaf, before) = self.leaf_for(probe);
+        let i = leaf.search(probe).ok()?;
+        Some((before + i, ElementRef::from_bytes(leaf.get(i))))
+    }
+
+    /// The leaf where `probe` is or would be, and the number of elements in the leaves
+    /// before it.
+    ///
+    /// Time: O(log n).
+    #[inline]
+    fn leaf_for(&self, probe: &[u8]) -> (&Leaf, usize) {
         let mut node = &self.root;
         let mut before = 0;
         loop {
             match node {
-                Node::Leaf(leaf) => {
-                    let i = leaf.search(probe).ok()?;
-                    return Some((before + i, ElementRef::from_bytes(leaf.get(i))));
-                }
+                Node::Leaf(leaf) => return (leaf, before),
                 Node::Branch(branch) => {
                     let (child, skipped) = branch.route(probe);
                     before += skipped;
@@ -966,10 +958,7 @@ impl KeyTree {
         &mut self,
         element: impl Into<ElementRef<'e>>,
     ) -> Result<Option<usize>, InsertError> {
-        let element = element.into();
-        if element.len() > MAX_ELEMENT_LEN {
-            return Err(InsertError::TooLong);
-        }
+        let element = storable(element.into())?;
         // Look first, so that an absent key copies no node shared with a snapshot.
         if self.position(element.key()).is_err() {
             return Ok(None);
@@ -1270,6 +1259,15 @@ impl KeyTree {
         }
         out
     }
+}
+
+/// `element`, unless it is too long to store.
+#[inline]
+fn storable(element: ElementRef<'_>) -> Result<ElementRef<'_>, InsertError> {
+    if element.len() > MAX_ELEMENT_LEN {
+        return Err(InsertError::TooLong);
+    }
+    Ok(element)
 }
 
 /// Splits `n` items into the fewest groups of at most `fill`, as evenly as possible.

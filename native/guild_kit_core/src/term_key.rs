@@ -135,64 +135,76 @@ pub fn element_from_parts(hint: &[u8], key: &[u8]) -> Vec<u8> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key<'a>(&'a [u8]);
 
-impl<'a> Key<'a> {
+/// The byte-view accessors of a borrowed-bytes newtype, each with the doc comment
+/// given before its name (the two newtypes' bytes mean different things).
+macro_rules! byte_view {
+    (
+        $view:ident,
+        $(#[$from_bytes:meta])* from_bytes,
+        $(#[$as_bytes:meta])* as_bytes,
+        $(#[$len:meta])* len,
+        $(#[$is_empty:meta])* is_empty $(,)?
+    ) => {
+        impl<'a> $view<'a> {
+            $(#[$from_bytes])*
+            #[inline]
+            pub fn from_bytes(bytes: &'a [u8]) -> Self {
+                $view(bytes)
+            }
+
+            $(#[$as_bytes])*
+            #[inline]
+            pub fn as_bytes(self) -> &'a [u8] {
+                self.0
+            }
+
+            $(#[$len])*
+            #[inline]
+            pub fn len(self) -> usize {
+                self.0.len()
+            }
+
+            $(#[$is_empty])*
+            #[inline]
+            pub fn is_empty(self) -> bool {
+                self.0.is_empty()
+            }
+        }
+    };
+}
+
+byte_view! {
+    Key,
     /// Declares `bytes` a key (as built by [`KeyEncoder`], or cut from one by a data
     /// structure that knows its layout).
-    #[inline]
-    pub fn from_bytes(bytes: &'a [u8]) -> Self {
-        Key(bytes)
-    }
-
+    from_bytes,
     /// The bytes.
-    #[inline]
-    pub fn as_bytes(self) -> &'a [u8] {
-        self.0
-    }
-
+    as_bytes,
     /// Length in bytes.
-    #[inline]
-    pub fn len(self) -> usize {
-        self.0.len()
-    }
-
+    len,
     /// True for the empty key (which no term has).
-    #[inline]
-    pub fn is_empty(self) -> bool {
-        self.0.is_empty()
-    }
+    is_empty,
 }
 
 /// A stored element, borrowed: `varint(hint length) ++ hint ++ key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ElementRef<'a>(&'a [u8]);
 
-impl<'a> ElementRef<'a> {
+byte_view! {
+    ElementRef,
     /// Declares `bytes` an element (as built by [`KeyEncoder`] or
     /// [`element_from_parts`]). Bytes that are not one read as an element with an
     /// empty or truncated key; they never cause a panic.
-    #[inline]
-    pub fn from_bytes(bytes: &'a [u8]) -> Self {
-        ElementRef(bytes)
-    }
-
+    from_bytes,
     /// The whole element.
-    #[inline]
-    pub fn as_bytes(self) -> &'a [u8] {
-        self.0
-    }
-
+    as_bytes,
     /// Length in bytes, hint included.
-    #[inline]
-    pub fn len(self) -> usize {
-        self.0.len()
-    }
-
+    len,
     /// True for zero bytes (never an element built by [`KeyEncoder`]).
-    #[inline]
-    pub fn is_empty(self) -> bool {
-        self.0.is_empty()
-    }
+    is_empty,
+}
 
+impl<'a> ElementRef<'a> {
     /// The key inside the element: what it is ordered and looked up by.
     ///
     /// Time: O(1).
@@ -1319,19 +1331,7 @@ fn integer_from_parts(
         } else {
             (1u64 << exponent) | (high >> (64 - exponent))
         };
-        return Ok(if !negative {
-            match i64::try_from(v) {
-                Ok(small) => Integer::I64(small),
-                Err(_) => Integer::U64(v),
-            }
-        } else if v <= 1u64 << 63 {
-            Integer::I64((v as i64).wrapping_neg())
-        } else {
-            Integer::Big {
-                negative,
-                magnitude: v.to_be_bytes().to_vec(),
-            }
-        });
+        return Ok(small_integer(negative, v));
     }
     // Big-endian magnitude: a one at bit `exponent`, then the fraction bits.
     let total_bits = exponent + 1;

@@ -59,6 +59,15 @@ fn assert_valid(tree: &KeyTree) {
     }
 }
 
+/// The error of loading `dump` after `forge` edits a copy of it and the checksum is made
+/// to match.
+fn load_forged(dump: &[u8], forge: impl FnOnce(&mut [u8])) -> LoadError {
+    let mut forged = dump.to_vec();
+    forge(&mut forged);
+    reseal(&mut forged);
+    load_sorted_set(&forged).unwrap_err()
+}
+
 #[derive(Debug, Clone)]
 enum Mutation {
     Flip { at: usize, bits: u8 },
@@ -180,10 +189,7 @@ fn header_errors_say_what_is_wrong() {
         .to_string()
         .contains("newer"));
 
-    let mut member_list = dump.clone();
-    member_list[10] = 2;
-    reseal(&mut member_list);
-    let error = load_sorted_set(&member_list).unwrap_err();
+    let error = load_forged(&dump, |d| d[10] = 2);
     assert_eq!(
         error.to_string(),
         "a dump of a GuildKit.MemberList, not of a GuildKit.SortedSet"
@@ -220,27 +226,18 @@ fn elements_out_of_order_or_repeated_are_refused() {
     let len = a.as_bytes().len();
     assert_eq!(len, b.as_bytes().len());
     let first = dump.len() - 2 * (len + 1);
-    let mut swapped = dump.clone();
-    swapped[first + 1..first + 1 + len].copy_from_slice(b.as_bytes());
-    swapped[first + len + 2..].copy_from_slice(a.as_bytes());
-    reseal(&mut swapped);
-    assert_eq!(
-        load_sorted_set(&swapped).unwrap_err(),
-        LoadError::NotAscending { position: 1 }
-    );
-    let mut repeated = dump.clone();
-    repeated[first + len + 2..].copy_from_slice(a.as_bytes());
-    reseal(&mut repeated);
-    assert_eq!(
-        load_sorted_set(&repeated).unwrap_err(),
-        LoadError::NotAscending { position: 1 }
-    );
+    let swapped = load_forged(&dump, |d| {
+        d[first + 1..first + 1 + len].copy_from_slice(b.as_bytes());
+        d[first + len + 2..].copy_from_slice(a.as_bytes());
+    });
+    assert_eq!(swapped, LoadError::NotAscending { position: 1 });
+    let repeated = load_forged(&dump, |d| {
+        d[first + len + 2..].copy_from_slice(a.as_bytes());
+    });
+    assert_eq!(repeated, LoadError::NotAscending { position: 1 });
     // An element that is not a term key.
-    let mut garbage = dump.clone();
-    garbage[first + 2] = 0xEE;
-    reseal(&mut garbage);
     assert!(matches!(
-        load_sorted_set(&garbage).unwrap_err(),
+        load_forged(&dump, |d| d[first + 2] = 0xEE),
         LoadError::BadElement { position: 0, .. }
     ));
 }
@@ -269,11 +266,8 @@ fn large_dumps_check_every_element_while_building() {
     let dump = dump_sorted_set(&tree_of(&members)).unwrap();
 
     // The last element's binary no longer ends with its terminator.
-    let mut bad = dump.clone();
-    *bad.last_mut().unwrap() = 7;
-    reseal(&mut bad);
     assert_eq!(
-        load_sorted_set(&bad).unwrap_err(),
+        load_forged(&dump, |d| *d.last_mut().unwrap() = 7),
         LoadError::BadElement {
             position: 99_999,
             why: "is not a well-formed term key"
@@ -283,16 +277,13 @@ fn large_dumps_check_every_element_while_building() {
     // The last two elements swapped (they have the same length).
     let len = member(99_999, false, b"m").as_bytes().len();
     assert_eq!(len, member(99_998, false, b"m").as_bytes().len());
-    let mut swapped = dump.clone();
-    let n = swapped.len();
-    let (last, before) = (n - len, n - 2 * len - 1);
-    let a = swapped[before..before + len].to_vec();
-    let b = swapped[last..].to_vec();
-    swapped[before..before + len].copy_from_slice(&b);
-    swapped[last..].copy_from_slice(&a);
-    reseal(&mut swapped);
-    assert_eq!(
-        load_sorted_set(&swapped).unwrap_err(),
-        LoadError::NotAscending { position: 99_999 }
-    );
+    let swapped = load_forged(&dump, |d| {
+        let n = d.len();
+        let (last, before) = (n - len, n - 2 * len - 1);
+        let a = d[before..before + len].to_vec();
+        let b = d[last..].to_vec();
+        d[before..before + len].copy_from_slice(&b);
+        d[last..].copy_from_slice(&a);
+    });
+    assert_eq!(swapped, LoadError::NotAscending { position: 99_999 });
 }

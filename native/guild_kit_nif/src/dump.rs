@@ -14,7 +14,7 @@ use rustler::{Binary, Encoder, NewBinary, Term};
 
 use crate::error::Error;
 use crate::member_list::MemberListResource;
-use crate::schedule::{nifs, Call, Outcome};
+use crate::schedule::{nifs, Call, Exit, Outcome};
 use crate::sorted_set::SortedSet;
 
 /// Bytes of dump that one call on a normal scheduler writes or reads: about 50 µs of
@@ -37,10 +37,7 @@ fn sorted_set_to_binary<'a>(call: Call<'a>, set: &SortedSet) -> Outcome<'a> {
 }
 
 fn sorted_set_from_binary<'a>(call: Call<'a>, binary: Term<'a>) -> Outcome<'a> {
-    let bytes = dump_bytes(&call, binary)?;
-    let started = Instant::now();
-    let tree = dump::load_sorted_set(bytes.as_slice()).map_err(bad_dump(Kind::SortedSet))?;
-    call.charge_since(started);
+    let tree = load(&call, binary, Kind::SortedSet, dump::load_sorted_set)?;
     Ok(SortedSet::new(tree, false).encode(call.env()))
 }
 
@@ -82,11 +79,22 @@ fn write<'a, 'e>(
 }
 
 fn member_list_from_binary<'a>(call: Call<'a>, binary: Term<'a>) -> Outcome<'a> {
-    let bytes = dump_bytes(&call, binary)?;
-    let started = Instant::now();
-    let list = MemberList::from_dump(bytes.as_slice()).map_err(bad_dump(Kind::MemberList))?;
-    call.charge_since(started);
+    let list = load(&call, binary, Kind::MemberList, MemberList::from_dump)?;
     Ok(MemberListResource::new(list, false).encode(call.env()))
+}
+
+/// Loads a dump of `kind` with `load`, and charges the work.
+fn load<'a, T>(
+    call: &Call<'a>,
+    binary: Term<'a>,
+    kind: Kind,
+    load: impl FnOnce(&[u8]) -> Result<T, LoadError>,
+) -> Result<T, Exit> {
+    let bytes = dump_bytes(call, binary)?;
+    let started = Instant::now();
+    let loaded = load(bytes.as_slice()).map_err(bad_dump(kind))?;
+    call.charge_since(started);
+    Ok(loaded)
 }
 
 /// Whether a dump of `elements` and `other_bytes` of metadata is small enough to write
@@ -107,10 +115,7 @@ fn fits<'e>(elements: impl Iterator<Item = &'e [u8]>, other_bytes: usize) -> boo
 }
 
 /// The bytes of a dump argument; a large one moves the call to a dirty scheduler.
-pub(crate) fn dump_bytes<'a>(
-    call: &Call<'a>,
-    binary: Term<'a>,
-) -> Result<Binary<'a>, crate::schedule::Exit> {
+pub(crate) fn dump_bytes<'a>(call: &Call<'a>, binary: Term<'a>) -> Result<Binary<'a>, Exit> {
     let bytes = Binary::from_term(binary).map_err(|_| Error::BadArgument {
         position: 0,
         expected: "a binary made by to_binary/1",

@@ -32,7 +32,7 @@ use rustler::{Encoder, Env, ResourceArc, Term};
 use crate::atoms;
 use crate::error::Error;
 use crate::reaper;
-use crate::schedule::{nifs, Call, Exit, Handle, Outcome};
+use crate::schedule::{handle, nifs, Call, Exit, Outcome};
 use crate::term_codec::{self, encode_arg, encode_lookup};
 
 /// Work one chunk may do on a normal scheduler, in units of about 10 ns: about 120 µs
@@ -70,12 +70,7 @@ pub struct MemberListResource {
     read_only: bool,
 }
 
-#[rustler::resource_impl]
-impl rustler::Resource for MemberListResource {}
-
-impl Handle for MemberListResource {
-    const KIND: &'static str = "GuildKit.MemberList";
-}
+handle!(MemberListResource, "GuildKit.MemberList");
 
 impl MemberListResource {
     pub(crate) fn new(list: MemberList, read_only: bool) -> ResourceArc<Self> {
@@ -135,12 +130,7 @@ pub struct Delivery {
     work: Work,
 }
 
-#[rustler::resource_impl]
-impl rustler::Resource for Delivery {}
-
-impl Handle for Delivery {
-    const KIND: &'static str = "GuildKit.MemberList delivery";
-}
+handle!(Delivery, "GuildKit.MemberList delivery");
 
 impl Drop for Delivery {
     fn drop(&mut self) {

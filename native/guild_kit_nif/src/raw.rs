@@ -237,31 +237,31 @@ impl<'a> TermBuffer<'a> {
     ///
     /// Time: O(len - start).
     pub fn list(&self, start: usize) -> Term<'a> {
-        let items = &self.raw[start..];
-        // SAFETY: the items are terms of the buffer's env.
-        unsafe {
-            let list = sys::enif_make_list_from_array(
-                self.env.as_c_arg(),
-                items.as_ptr(),
-                items.len() as c_uint,
-            );
-            Term::new(self.env, list)
-        }
+        self.make_from(start, false)
     }
 
     /// A tuple of the terms from `start` on.
     ///
     /// Time: O(len - start).
     pub fn tuple(&self, start: usize) -> Term<'a> {
+        self.make_from(start, true)
+    }
+
+    // A flag rather than the `enif_*` function as an argument: rustler declares those
+    // `extern "C"` on some targets and as Rust-ABI wrappers on others, so no one
+    // function pointer type fits them everywhere.
+    #[inline]
+    fn make_from(&self, start: usize, tuple: bool) -> Term<'a> {
         let items = &self.raw[start..];
+        let (env, ptr, len) = (self.env.as_c_arg(), items.as_ptr(), items.len() as c_uint);
         // SAFETY: the items are terms of the buffer's env.
         unsafe {
-            let tuple = sys::enif_make_tuple_from_array(
-                self.env.as_c_arg(),
-                items.as_ptr(),
-                items.len() as c_uint,
-            );
-            Term::new(self.env, tuple)
+            let term = if tuple {
+                sys::enif_make_tuple_from_array(env, ptr, len)
+            } else {
+                sys::enif_make_list_from_array(env, ptr, len)
+            };
+            Term::new(self.env, term)
         }
     }
 
