@@ -32,7 +32,11 @@ defmodule GuildKit.Fanout.Partition do
       end
 
     children = [
-      {Partitioner, {runtime, index}},
+      # The partition's one partitioner is known by its module.
+      Supervisor.child_spec(
+        Runtime.server_spec(Partitioner, runtime, runtime.partitioners, index),
+        id: Partitioner
+      ),
       %{
         id: :workers,
         type: :supervisor,

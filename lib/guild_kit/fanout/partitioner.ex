@@ -48,11 +48,6 @@ defmodule GuildKit.Fanout.Partitioner do
   @parts_ttl_ms 60_000
 
   @doc false
-  @spec start_link({Runtime.t(), non_neg_integer()}) :: GenServer.on_start()
-  def start_link({runtime, index}),
-    do: GenServer.start_link(__MODULE__, runtime, name: elem(runtime.partitioners, index))
-
-  @doc false
   # Local receivers of one send, split for `workers` buckets: `[{index, batch, count}]`.
   @spec deliver(
           pid(),

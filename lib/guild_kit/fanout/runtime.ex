@@ -177,6 +177,20 @@ defmodule GuildKit.Fanout.Runtime do
   @spec intensity(pos_integer()) :: keyword()
   def intensity(children), do: [max_restarts: @restarts_per_child * children, max_seconds: 1]
 
+  @doc """
+  The child spec of the `index`-th process of `names` (a tuple of registered names):
+  a GenServer of `module` (a sender or a partitioner) that takes `runtime` and
+  registers under that name.
+  """
+  @spec server_spec(module(), t(), tuple(), non_neg_integer()) :: Supervisor.child_spec()
+  def server_spec(module, runtime, names, index) do
+    %{
+      id: {module, index},
+      start: {GenServer, :start_link, [module, runtime, [name: elem(names, index)]]},
+      modules: [module]
+    }
+  end
+
   @doc "Adds `amount` to the counter `name` of `runtime`."
   @spec count(t(), atom(), integer()) :: :ok
   def count(%__MODULE__{counters: counters}, name, amount),

@@ -46,11 +46,6 @@ defmodule GuildKit.Fanout.Sender do
   @idle_ms 1_000
 
   @doc false
-  @spec start_link({Runtime.t(), non_neg_integer()}) :: GenServer.on_start()
-  def start_link({runtime, index}),
-    do: GenServer.start_link(__MODULE__, runtime, name: elem(runtime.senders, index))
-
-  @doc false
   # Receivers of other nodes of one send, for partitioner `partitioner` on each node.
   @spec forward(pid(), Split.remote(), reference(), atom(), boolean()) :: :ok
   def forward(sender, remote, message, partitioner, pack) do

@@ -38,7 +38,7 @@ defmodule GuildKit.Fanout.Supervisor do
 
     senders =
       for index <- 0..(sender_count - 1) do
-        Supervisor.child_spec({Sender, {runtime, index}}, id: {Sender, index})
+        Runtime.server_spec(Sender, runtime, runtime.senders, index)
       end
 
     senders = %{
