@@ -86,6 +86,10 @@ defmodule GuildKit.Bench.Stalls do
       {"Permissions", "to_options/1 (200k roles)",
        fn -> Permissions.new(roles: Map.new(1..200_000, &{&1, 0x400})) end,
        &map_size(Permissions.to_options(&1)[:roles])},
+      # The baseline for it: the same map built by plain Elixir in the caller. Both
+      # slices are mostly the collections of the caller's growing heap.
+      {"Permissions", "baseline: Map.new/2 of 200k roles in plain Elixir", fn -> 1..200_000 end,
+       &map_size(Map.new(&1, fn role -> {role, 0x400} end))},
       {"Audience", "select/4 (65,536 sessions)", fn -> {audience(65_536), Permissions.new()} end,
        fn {a, p} -> length(Audience.select(a, p, :all)) end},
       {"Audience", "to_list/1 (65,536 sessions)", fn -> audience(65_536) end,
