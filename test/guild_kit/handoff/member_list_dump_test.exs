@@ -49,8 +49,7 @@ defmodule GuildKit.Handoff.MemberListDumpTest do
   end
 
   test "a loaded list is the same list, and changes as the original does" do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("member list dump seed: #{seed}")
+    seed = TermGenerator.seed!("member list dump")
 
     for members <- [0, 1, 50, 800] do
       list = random_list(seed + members, members)
@@ -133,8 +132,7 @@ defmodule GuildKit.Handoff.MemberListDumpTest do
   end
 
   test "random mutations of dumps never crash: each raises or yields a working list" do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("member list mutation seed: #{seed}")
+    seed = TermGenerator.seed!("member list mutation")
     dump = MemberList.to_binary(random_list(seed, 200))
 
     Dumps.assert_mutations_refused(MemberList, dump, seed, 2_000, 1, fn copy ->
