@@ -27,8 +27,8 @@
 # The split section times the NIF split of 100k pids against Elixir's group_by/phash2.
 #
 # Benchee is unavailable (no hex.pm), and test/support is not compiled in :prod, so the
-# peer start and the receiver code live here; the receiver module's object code is
-# loaded onto the peers with :code.load_binary/3.
+# receiver code lives here; the harness loads the receiver module's object code onto
+# the peers it starts.
 
 Code.require_file("support/harness.exs", __DIR__)
 
@@ -100,7 +100,11 @@ defmodule Bench.Fanout do
     rounds = opts[:rounds] || 7
 
     {:ok, _} = Application.ensure_all_started(:guild_kit)
-    peers = if :peers in placements, do: start_peers(2, receiver_beam), else: []
+    receiver = {Bench.Receiver, receiver_beam}
+
+    peers =
+      if :peers in placements, do: Harness.start_peers("guild_kit_bench", 2, receiver), else: []
+
     header(peers, rounds)
 
     for size <- sizes, placement <- placements do
@@ -134,30 +138,6 @@ defmodule Bench.Fanout do
   end
 
   defp list(csv), do: csv |> String.split(",") |> Enum.map(&String.to_atom/1)
-
-  # -- peers -----------------------------------------------------------------------
-
-  defp start_peers(count, receiver_beam) do
-    {_, 0} = System.cmd("epmd", ["-daemon"])
-    {:ok, _} = :net_kernel.start([:"guild_kit_bench_#{System.pid()}@127.0.0.1", :longnames])
-    otp = :code.lib_dir()
-    paths = :code.get_path() |> Enum.reject(&List.starts_with?(&1, otp))
-    args = Enum.flat_map(paths, &[~c"-pa", &1])
-
-    for i <- 1..count do
-      name = :"guild_kit_bench_peer#{i}_#{System.pid()}"
-
-      {:ok, _peer, node} =
-        :peer.start_link(%{name: name, host: ~c"127.0.0.1", longnames: true, args: args})
-
-      {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:guild_kit])
-
-      {:module, Bench.Receiver} =
-        :erpc.call(node, :code, :load_binary, [Bench.Receiver, ~c"bench", receiver_beam])
-
-      node
-    end
-  end
 
   # -- receivers -------------------------------------------------------------------
 

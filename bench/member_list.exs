@@ -33,12 +33,10 @@ defmodule GuildKit.Bench.MemberList do
 
   def run(members) do
     IO.puts("# GuildKit.MemberList · #{Harness.machine()}\n")
-    load_before = load()
+    load_before = Harness.load()
     result = Harness.in_big_process(fn -> measure(members) end, 200_000_000)
-    report(result, members, load_before, load())
+    report(result, members, load_before, Harness.load())
   end
-
-  defp load, do: File.read!("/proc/loadavg") |> String.split() |> Enum.take(3) |> Enum.join(" ")
 
   defp measure(n) do
     :rand.seed(:exsss, {n, 3, 5})

@@ -11,6 +11,10 @@
 # call whose wall time is mostly run-queue wait was preempted; one whose wall time is
 # CPU time is long. A pure-Elixir loop (no NIF) is run under `long_schedule` too, as a
 # yardstick of what the machine does to any busy process at that moment.
+
+Code.require_file("support/harness.exs", __DIR__)
+
+alias GuildKit.Bench.Harness
 alias GuildKit.{MemberList, Native}
 
 defmodule SchedStat do
@@ -59,7 +63,7 @@ defmodule SchedStat do
   end
 
   def report(title) do
-    IO.puts("\n#{title} (load #{load()})")
+    IO.puts("\n#{title} (load #{Harness.load()})")
 
     for {kind, calls} <- Enum.group_by(:ets.tab2list(:member_list_calls), &elem(&1, 0)) do
       walls = calls |> Enum.map(&elem(&1, 1)) |> Enum.sort()
@@ -79,8 +83,6 @@ defmodule SchedStat do
 
     :ets.delete_all_objects(:member_list_calls)
   end
-
-  def load, do: File.read!("/proc/loadavg") |> String.split() |> Enum.take(3) |> Enum.join(" ")
 end
 
 # Runs `fun` in a process with the hostile test's heap, waits for it.
@@ -121,7 +123,7 @@ canary = fn seconds ->
     |> Enum.filter(&is_integer/1)
 
   IO.puts(
-    "\nyardstick: #{seconds} s of pure Elixir work (load #{SchedStat.load()}): " <>
+    "\nyardstick: #{seconds} s of pure Elixir work (load #{Harness.load()}): " <>
       "#{length(reports)} long_schedule reports of 5 ms or more #{inspect(Enum.frequencies(reports))}"
   )
 end

@@ -11,11 +11,14 @@
 # before the process exits (freeing its heap is no call's work). The load average
 # is printed: on a busy machine the OS preempts schedulers and stretches every figure.
 
+Code.require_file("support/harness.exs", __DIR__)
+
 defmodule GuildKit.Bench.MemberListStalls do
+  alias GuildKit.Bench.Harness
   alias GuildKit.MemberList
 
   def run do
-    IO.puts("# GuildKit.MemberList: worst stall per function (load #{load()})\n")
+    IO.puts("# GuildKit.MemberList: worst stall per function (load #{Harness.load()})\n")
 
     results =
       for {function, case_name, setup, call} <- cases() do
@@ -34,10 +37,8 @@ defmodule GuildKit.Bench.MemberListStalls do
       IO.puts("| `#{function}` | #{case_name} | #{if ms == 0, do: "< 1 ms", else: "#{ms} ms"} |")
     end)
 
-    IO.puts("\nLoad average after: #{load()}.")
+    IO.puts("\nLoad average after: #{Harness.load()}.")
   end
-
-  defp load, do: File.read!("/proc/loadavg") |> String.split() |> Enum.take(3) |> Enum.join(" ")
 
   defp filled(n, windows \\ []) do
     list = MemberList.new(groups: [:admin, :online, :offline])

@@ -18,9 +18,8 @@
 #     sessions and starts the relays (at least 15,000 sessions per relay node);
 #   * memory - heap plus native memory per session of one full relay of this node.
 #
-# test/support and examples/ are not compiled in :prod, so the peer start and the
-# receiver code live here; the receiver module's object code is loaded onto the peers
-# with :code.load_binary/3.
+# test/support and examples/ are not compiled in :prod, so the receiver code lives
+# here; the harness loads the receiver module's object code onto the peers it starts.
 
 Code.require_file("support/harness.exs", __DIR__)
 
@@ -155,7 +154,12 @@ defmodule Bench.Relay do
       (opts[:sizes] || "20000,200000") |> String.split(",") |> Enum.map(&String.to_integer/1)
 
     events = opts[:events] || 100
-    peers = start_peers(2)
+    # -connect_all false: the peers connect to this node only, not to each other.
+    receiver = {Bench.RelayReceiver, Process.get(:receiver_beam)}
+
+    peers =
+      Harness.start_peers("guild_kit_relay_bench", 2, receiver, [~c"-connect_all", ~c"false"])
+
     nodes = [node() | peers]
     IO.puts("# GuildKit.Relay\n\n#{Harness.machine()} · #{load()}\n")
 
@@ -358,31 +362,6 @@ defmodule Bench.Relay do
   defp load do
     {avg, 0} = System.cmd("cat", ["/proc/loadavg"])
     "load #{avg |> String.split() |> hd()}"
-  end
-
-  # -- peers -----------------------------------------------------------------------
-
-  defp start_peers(count) do
-    {_, 0} = System.cmd("epmd", ["-daemon"])
-    {:ok, _} = :net_kernel.start([:"guild_kit_relay_bench_#{System.pid()}@127.0.0.1", :longnames])
-    otp = :code.lib_dir()
-    paths = :code.get_path() |> Enum.reject(&List.starts_with?(&1, otp))
-    args = [~c"-connect_all", ~c"false" | Enum.flat_map(paths, &[~c"-pa", &1])]
-    beam = Process.get(:receiver_beam)
-
-    for i <- 1..count do
-      name = :"guild_kit_relay_bench_peer#{i}_#{System.pid()}"
-
-      {:ok, _peer, node} =
-        :peer.start_link(%{name: name, host: ~c"127.0.0.1", longnames: true, args: args})
-
-      {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:guild_kit])
-
-      {:module, Bench.RelayReceiver} =
-        :erpc.call(node, :code, :load_binary, [Bench.RelayReceiver, ~c"bench", beam])
-
-      node
-    end
   end
 end
 

@@ -99,6 +99,32 @@ defmodule GuildKit.Bench.Harness do
       "#{:erlang.system_info(:schedulers_online)} schedulers"
   end
 
+  @doc """
+  Starts distribution on this node as `name_OSPID@127.0.0.1` and `count` peers
+  (`name_peerN_OSPID`) with this node's code paths, after `args` on their command
+  lines. Each runs `:guild_kit` and has the module of `{module, beam}` loaded from its
+  object code: a bench script's modules exist only in memory (test/support and
+  examples/ are not compiled in :prod). Returns the peers' nodes.
+  """
+  def start_peers(name, count, {module, beam}, args \\ []) do
+    {_, 0} = System.cmd("epmd", ["-daemon"])
+    {:ok, _} = :net_kernel.start([:"#{name}_#{System.pid()}@127.0.0.1", :longnames])
+    otp = :code.lib_dir()
+    paths = :code.get_path() |> Enum.reject(&List.starts_with?(&1, otp))
+    args = args ++ Enum.flat_map(paths, &[~c"-pa", &1])
+
+    for i <- 1..count do
+      peer_name = :"#{name}_peer#{i}_#{System.pid()}"
+
+      {:ok, _peer, node} =
+        :peer.start_link(%{name: peer_name, host: ~c"127.0.0.1", longnames: true, args: args})
+
+      {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:guild_kit])
+      {:module, ^module} = :erpc.call(node, :code, :load_binary, [module, ~c"bench", beam])
+      node
+    end
+  end
+
   @doc "Prints a markdown table: `rows` are lists of cells."
   def table(header, rows) do
     widths =

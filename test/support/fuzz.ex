@@ -19,8 +19,7 @@ defmodule GuildKit.Test.Fuzz do
   @spec run(String.t(), pos_integer(), (() -> term()), (term(), term(), term() -> [call()])) ::
           :ok
   def run(label, rounds, term, calls) do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("#{label} seed: #{seed}")
+    seed = TermGenerator.seed!(label)
 
     for round <- 1..rounds do
       [a, b, c] = for _ <- 1..3, do: term.()

@@ -418,20 +418,6 @@ defmodule GuildKit.Test.FanoutFaults do
     end
   end
 
-  @doc """
-  Seeds the random generator of the calling process with `GUILD_KIT_SEED` when set,
-  otherwise with `default`, and prints the seed under `label` so that a run can be
-  replayed. Returns the seed.
-  """
-  @spec seed!(String.t(), integer()) :: integer()
-  def seed!(label, default) do
-    seed =
-      GuildKit.Test.TermGenerator.seed(GuildKit.Test.TermGenerator.seed_from_env() || default)
-
-    IO.puts("#{label} seed: #{seed}")
-    seed
-  end
-
   @doc "Waits until `check.()` is true, polling every 2 ms; fails after `timeout` ms."
   @spec wait_until((() -> boolean()), timeout()) :: :ok
   def wait_until(check, timeout \\ 60_000) do

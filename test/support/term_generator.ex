@@ -42,6 +42,18 @@ defmodule GuildKit.Test.TermGenerator do
     end
   end
 
+  @doc """
+  Seeds the random generator of the calling process with `GUILD_KIT_SEED` when set,
+  otherwise with `default` (nil: a new seed), and prints the seed under `label` so that
+  a run can be replayed. Returns the seed.
+  """
+  @spec seed!(String.t(), integer() | nil) :: integer()
+  def seed!(label, default \\ nil) do
+    seed = seed(seed_from_env() || default)
+    IO.puts("#{label} seed: #{seed}")
+    seed
+  end
+
   @doc "-0.0, built from its bits so that no compiler folds it into 0.0."
   @spec negative_zero() :: float()
   def negative_zero, do: :erlang.binary_to_term(<<131, 70, 128, 0, 0, 0, 0, 0, 0, 0>>)

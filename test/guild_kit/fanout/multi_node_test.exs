@@ -4,7 +4,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Examples.PeerNode
-  alias GuildKit.Test.{FakePids, FanoutFaults, Receivers, SchedulerWatch}
+  alias GuildKit.Test.{FakePids, FanoutFaults, Receivers, SchedulerWatch, TermGenerator}
 
   @moduletag :slow
 
@@ -63,7 +63,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
   test "receivers on three nodes each get every message once, in order, in all modes",
        %{peers: peers} do
-    FanoutFaults.seed!("multi-node mixed-mode", 4_242)
+    TermGenerator.seed!("multi-node mixed-mode", 4_242)
     nodes = [node() | Enum.map(peers, & &1.node)]
     groups = spread_receivers(nodes, 400)
     all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
@@ -247,7 +247,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
   end
 
   test "order holds while senders here and partitioners there are killed", %{peers: peers} do
-    FanoutFaults.seed!("multi-node order-under-kills", 77_001)
+    TermGenerator.seed!("multi-node order-under-kills", 77_001)
     nodes = Enum.map(peers, & &1.node)
     groups = spread_receivers([node() | nodes], 10)
     # 10 pids per node, each listed 1,500 times: 45,000 entries.

@@ -6,7 +6,7 @@ defmodule GuildKit.Fanout.OrderUnderKillsTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Fanout.Runtime
-  alias GuildKit.Test.{FanoutFaults, Receivers}
+  alias GuildKit.Test.{FanoutFaults, Receivers, TermGenerator}
 
   @moduletag :slow
   @moduletag timeout: 300_000
@@ -14,7 +14,7 @@ defmodule GuildKit.Fanout.OrderUnderKillsTest do
   @modes [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
 
   test "one caller's sequence stays in order while partitioners and senders are killed" do
-    FanoutFaults.seed!("order-under-kills", 90_301)
+    TermGenerator.seed!("order-under-kills", 90_301)
     name = __MODULE__.Fanout
     start_supervised!({Fanout, name: name, partitioners: 2, senders: 2, workers: 4})
     runtime = Runtime.fetch!(name)

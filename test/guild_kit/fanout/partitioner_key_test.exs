@@ -8,7 +8,7 @@ defmodule GuildKit.Fanout.PartitionerKeyTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Fanout.Runtime
-  alias GuildKit.Test.{FanoutFaults, Receivers}
+  alias GuildKit.Test.{FanoutFaults, Receivers, TermGenerator}
 
   @modes [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
 
@@ -28,7 +28,7 @@ defmodule GuildKit.Fanout.PartitionerKeyTest do
 
   test "set_partitioner_key/1: alternating processes keep one order, in every mode",
        %{name: name} do
-    FanoutFaults.seed!("partitioner key", 12_003)
+    TermGenerator.seed!("partitioner key", 12_003)
     {group, pids} = Receivers.start(300)
 
     FanoutFaults.relay(

@@ -3,7 +3,7 @@ defmodule GuildKit.Fanout.SendTest do
   use ExUnit.Case, async: true
 
   alias GuildKit.Fanout
-  alias GuildKit.Test.{FanoutFaults, Receivers}
+  alias GuildKit.Test.{Receivers, TermGenerator}
 
   doctest GuildKit.Fanout
 
@@ -50,7 +50,7 @@ defmodule GuildKit.Fanout.SendTest do
   # Sends 1,000 messages to 1,000 receivers, each with the options `opts_for` picks and
   # to the receivers in a new random order, and checks every receiver got all in order.
   defp assert_in_order(opts_for) do
-    FanoutFaults.seed!("order test", 20_261_123)
+    TermGenerator.seed!("order test", 20_261_123)
     {group, pids} = Receivers.start(1_000)
 
     for i <- 1..1_000 do

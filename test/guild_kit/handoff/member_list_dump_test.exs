@@ -8,7 +8,7 @@ defmodule GuildKit.Handoff.MemberListDumpTest do
   """
   use ExUnit.Case, async: true
   alias GuildKit.{MemberList, SortedSet}
-  alias GuildKit.Test.TermGenerator
+  alias GuildKit.Test.{Dumps, TermGenerator}
 
   @moduletag :tmp_dir
   @groups [{:role, 1}, {:role, 2.5}, :online, :offline]
@@ -49,8 +49,7 @@ defmodule GuildKit.Handoff.MemberListDumpTest do
   end
 
   test "a loaded list is the same list, and changes as the original does" do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("member list dump seed: #{seed}")
+    seed = TermGenerator.seed!("member list dump")
 
     for members <- [0, 1, 50, 800] do
       list = random_list(seed + members, members)
@@ -83,16 +82,7 @@ defmodule GuildKit.Handoff.MemberListDumpTest do
     list = random_list(11, 400)
     dump = MemberList.to_binary(list)
 
-    for opts <- [[], [:compressed]] do
-      assert_same(
-        MemberList.from_binary(:erlang.binary_to_term(:erlang.term_to_binary(dump, opts))),
-        list
-      )
-    end
-
-    path = Path.join(dir, "list.dump")
-    File.write!(path, dump)
-    assert_same(MemberList.from_binary(File.read!(path)), list)
+    for copy <- Dumps.transported(dump, dir), do: assert_same(MemberList.from_binary(copy), list)
   end
 
   test "every truncation point of a small dump raises ArgumentError" do
@@ -100,15 +90,7 @@ defmodule GuildKit.Handoff.MemberListDumpTest do
     MemberList.put(list, 1, :online, "a")
     MemberList.put(list, 2.0, :offline, {"b", 1.5})
     MemberList.watch(list, {0, 9})
-    dump = MemberList.to_binary(list)
-
-    for len <- 0..(byte_size(dump) - 1) do
-      error =
-        assert_raise ArgumentError, fn -> MemberList.from_binary(binary_part(dump, 0, len)) end
-
-      assert error.message =~ "cannot load a GuildKit.MemberList from this binary: truncated",
-             "at #{len}: #{error.message}"
-    end
+    Dumps.assert_truncations_raise(MemberList, MemberList.to_binary(list))
   end
 
   test "corrupted, foreign, future and wrong-kind dumps raise ArgumentError" do
@@ -150,40 +132,11 @@ defmodule GuildKit.Handoff.MemberListDumpTest do
   end
 
   test "random mutations of dumps never crash: each raises or yields a working list" do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("member list mutation seed: #{seed}")
+    seed = TermGenerator.seed!("member list mutation")
     dump = MemberList.to_binary(random_list(seed, 200))
-    TermGenerator.seed(seed)
 
-    results =
-      for _ <- 1..2_000 do
-        mutated = mutate(dump)
-
-        try do
-          copy = MemberList.from_binary(mutated)
-          assert mutated == dump, "seed #{seed}: a changed dump loaded"
-          assert length(MemberList.rows(copy, 0, 1_000_000)) == MemberList.size(copy)
-          :loaded
-        rescue
-          error in ArgumentError ->
-            assert error.message =~ "cannot load a GuildKit.MemberList from this binary"
-            :raised
-        end
-      end
-
-    assert :raised in results
-  end
-
-  defp mutate(binary) do
-    size = byte_size(binary)
-    at = :rand.uniform(size) - 1
-    <<before::binary-size(at), byte, rest::binary>> = binary
-
-    case :rand.uniform(4) do
-      1 -> before <> <<Bitwise.bxor(byte, :rand.uniform(255))>> <> rest
-      2 -> before
-      3 -> before <> :crypto.strong_rand_bytes(:rand.uniform(3)) <> <<byte>> <> rest
-      4 -> before <> rest
-    end
+    Dumps.assert_mutations_refused(MemberList, dump, seed, 2_000, 1, fn copy ->
+      assert length(MemberList.rows(copy, 0, 1_000_000)) == MemberList.size(copy)
+    end)
   end
 end

@@ -7,7 +7,7 @@ defmodule GuildKit.Handoff.SortedSetDumpTest do
   """
   use ExUnit.Case, async: true
   alias GuildKit.SortedSet
-  alias GuildKit.Test.TermGenerator
+  alias GuildKit.Test.{Dumps, TermGenerator}
 
   @moduletag :tmp_dir
 
@@ -31,8 +31,7 @@ defmodule GuildKit.Handoff.SortedSetDumpTest do
   end
 
   test "a round trip gives an equal, independent set, for random terms" do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("dump round trip seed: #{seed}")
+    seed = TermGenerator.seed!("dump round trip")
 
     for count <- [1, 10, 500, 3_000] do
       set = random_set(seed + count, count)
@@ -72,14 +71,7 @@ defmodule GuildKit.Handoff.SortedSetDumpTest do
     set = random_set(7, 2_000)
     dump = SortedSet.to_binary(set)
 
-    for opts <- [[], [:compressed], [minor_version: 1]] do
-      copy = dump |> :erlang.term_to_binary(opts) |> :erlang.binary_to_term()
-      assert_same(SortedSet.from_binary(copy), set)
-    end
-
-    path = Path.join(dir, "set.dump")
-    File.write!(path, dump)
-    assert_same(SortedSet.from_binary(File.read!(path)), set)
+    for copy <- Dumps.transported(dump, dir), do: assert_same(SortedSet.from_binary(copy), set)
   end
 
   test "a dump inside a larger binary (a sub-binary) loads" do
@@ -90,14 +82,7 @@ defmodule GuildKit.Handoff.SortedSetDumpTest do
 
   test "every truncation point of a small dump raises ArgumentError" do
     dump = SortedSet.to_binary(SortedSet.from_enumerable([{1, "amy"}, {2, "bob"}, 3.5, :c]))
-
-    for len <- 0..(byte_size(dump) - 1) do
-      error =
-        assert_raise ArgumentError, fn -> SortedSet.from_binary(binary_part(dump, 0, len)) end
-
-      assert error.message =~ "cannot load a GuildKit.SortedSet from this binary: truncated",
-             "at #{len}: #{error.message}"
-    end
+    Dumps.assert_truncations_raise(SortedSet, dump)
   end
 
   test "corrupted, extended, foreign, future and wrong-kind dumps raise ArgumentError" do
@@ -155,60 +140,14 @@ defmodule GuildKit.Handoff.SortedSetDumpTest do
   end
 
   test "random mutations of dumps never crash: each raises or yields a valid set" do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("dump mutation seed: #{seed}")
+    seed = TermGenerator.seed!("dump mutation")
     set = random_set(seed, 300)
     dump = SortedSet.to_binary(set)
-    TermGenerator.seed(seed)
 
-    results =
-      for _ <- 1..3_000 do
-        mutated = mutate(dump, :rand.uniform(3))
-
-        try do
-          copy = SortedSet.from_binary(mutated)
-          list = SortedSet.to_list(copy)
-          assert list == Enum.sort(list) and list == Enum.dedup(list)
-          assert SortedSet.size(copy) == length(list)
-          assert mutated == dump, "seed #{seed}: a changed dump loaded"
-          :loaded
-        rescue
-          error in ArgumentError ->
-            assert error.message =~ "cannot load a GuildKit.SortedSet from this binary"
-            :raised
-        end
-      end
-
-    assert :raised in results
-  end
-
-  defp mutate(binary, 0), do: binary
-
-  defp mutate(binary, n) do
-    size = byte_size(binary)
-    at = :rand.uniform(max(size, 1)) - 1
-
-    mutated =
-      case :rand.uniform(4) do
-        1 when size > 0 ->
-          <<before::binary-size(at), byte, rest::binary>> = binary
-          before <> <<Bitwise.bxor(byte, :rand.uniform(255))>> <> rest
-
-        2 ->
-          binary_part(binary, 0, at)
-
-        3 ->
-          <<before::binary-size(at), rest::binary>> = binary
-          before <> :crypto.strong_rand_bytes(:rand.uniform(4)) <> rest
-
-        _ when size > 0 ->
-          <<before::binary-size(at), _, rest::binary>> = binary
-          before <> rest
-
-        _ ->
-          binary
-      end
-
-    mutate(mutated, n - 1)
+    Dumps.assert_mutations_refused(SortedSet, dump, seed, 3_000, 3, fn copy ->
+      list = SortedSet.to_list(copy)
+      assert list == Enum.sort(list) and list == Enum.dedup(list)
+      assert SortedSet.size(copy) == length(list)
+    end)
   end
 end

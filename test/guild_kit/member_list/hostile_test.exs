@@ -12,6 +12,7 @@ defmodule GuildKit.MemberList.HostileTest do
   that much CPU at once (`GuildKit.Test.LongSchedule`).
   """
   use ExUnit.Case, async: false
+  import GuildKit.Test.MemberLists, only: [filled: 1]
   alias GuildKit.MemberList
   alias GuildKit.Test.LongSchedule
 
@@ -39,15 +40,6 @@ defmodule GuildKit.MemberList.HostileTest do
   defp assert_no_stalls({result, reports}) do
     assert reports == [], "held for #{@threshold_ms} ms or more: #{inspect(reports)}"
     result
-  end
-
-  defp filled(n, groups \\ [:admin, :online, :offline]) do
-    list = MemberList.new(groups: groups)
-
-    for i <- 1..n//1,
-        do: MemberList.put(list, i, Enum.at(groups, rem(i, 3)), "n#{rem(i * 7, 997)}")
-
-    list
   end
 
   describe "huge terms" do

@@ -23,8 +23,7 @@ defmodule GuildKit.MemberList.OracleTest do
   @last 0xFFFF_FFFF_FFFF_FFFF
 
   test "replicas built from watch and ops always equal the list" do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("member list oracle seed: #{seed}")
+    seed = TermGenerator.seed!("member list oracle")
 
     ranges =
       for(_ <- 1..30, do: random_range(60, 15)) ++
@@ -36,8 +35,7 @@ defmodule GuildKit.MemberList.OracleTest do
   @tag :slow
   @tag timeout: 300_000
   test "results delivered in many chunks reach every replica" do
-    seed = TermGenerator.seed(TermGenerator.seed_from_env())
-    IO.puts("member list chunked oracle seed: #{seed}")
+    seed = TermGenerator.seed!("member list chunked oracle")
     # Thousands of windows over a few thousand rows: most changes reach more windows
     # than one chunk holds, and watches of the whole list span many chunks too.
     ranges = for(_ <- 1..4_000, do: random_range(3_000, 20)) ++ [{0, 10_000}]

@@ -1,15 +1,7 @@
 defmodule GuildKit.MemberList.SnapshotTest do
   use ExUnit.Case, async: true
+  import GuildKit.Test.MemberLists, only: [filled: 1]
   alias GuildKit.MemberList
-
-  defp list_with(n, groups \\ [:admin, :online, :offline]) do
-    list = MemberList.new(groups: groups)
-
-    for i <- 1..n//1,
-        do: MemberList.put(list, i, Enum.at(groups, rem(i, 3)), "n#{rem(i * 7, 101)}")
-
-    list
-  end
 
   defp everything(list) do
     %{
@@ -22,7 +14,7 @@ defmodule GuildKit.MemberList.SnapshotTest do
   end
 
   test "a snapshot keeps the list as it was, whatever happens to the list later" do
-    list = list_with(2_000)
+    list = filled(2_000)
     MemberList.watch(list, {0, 9})
     before = everything(list)
     snapshot = MemberList.snapshot(list)
@@ -39,7 +31,7 @@ defmodule GuildKit.MemberList.SnapshotTest do
   end
 
   test "changing a snapshot raises and changes nothing" do
-    list = list_with(100)
+    list = filled(100)
     MemberList.watch(list, {0, 9})
     snapshot = MemberList.snapshot(list)
     before = everything(snapshot)
@@ -67,12 +59,12 @@ defmodule GuildKit.MemberList.SnapshotTest do
   end
 
   test "a snapshot of a snapshot is the snapshot itself" do
-    snapshot = MemberList.snapshot(list_with(10))
+    snapshot = MemberList.snapshot(filled(10))
     assert MemberList.snapshot(snapshot).ref == snapshot.ref
   end
 
   test "workers read a snapshot while the guild keeps changing the list" do
-    list = list_with(20_000)
+    list = filled(20_000)
     snapshot = MemberList.snapshot(list)
     expected = everything(snapshot)
     parent = self()
@@ -93,7 +85,7 @@ defmodule GuildKit.MemberList.SnapshotTest do
 
   @tag :slow
   test "a big read of the live list does not hold up writers" do
-    list = list_with(300_000)
+    list = filled(300_000)
     parent = self()
 
     reader =
@@ -117,8 +109,8 @@ defmodule GuildKit.MemberList.SnapshotTest do
   end
 
   test "taking a snapshot costs the same at any size, and so does the first write after it" do
-    small = list_with(10)
-    large = list_with(100_000)
+    small = filled(10)
+    large = filled(100_000)
 
     time = fn fun ->
       Enum.min(for _ <- 1..20, do: elem(:timer.tc(fun), 0))
