@@ -82,10 +82,24 @@ defmodule GuildKit.Test.LongSchedule do
 
     real? = fn
       [{:monitor, :long_gc} | _] -> longest >= limit
-      info -> Map.get(by_place, {info[:in], info[:out]}, 0) >= limit
+      info -> stretch_micros(by_place, info) >= limit
     end
 
-    {result, Enum.filter(reports, real?)}
+    {result, reports |> Enum.filter(real?) |> Enum.map(&with_stretch(&1, by_place))}
+  end
+
+  defp stretch_micros(by_place, info) do
+    {micros, _gc_ms, _gcs} = Map.get(by_place, {info[:in], info[:out]}, {0, 0, []})
+    micros
+  end
+
+  # A kept long_schedule report, with what the matching stretch spent: its CPU time,
+  # and the garbage collections of the process's own heap inside it.
+  defp with_stretch([{:monitor, :long_gc} | _] = info, _by_place), do: info
+
+  defp with_stretch(info, by_place) do
+    {micros, gc_ms, gcs} = Map.fetch!(by_place, {info[:in], info[:out]})
+    info ++ [cpu_ms: div(micros, 1000), gc_ms: gc_ms, gcs: gcs]
   end
 
   @doc """
@@ -133,7 +147,15 @@ defmodule GuildKit.Test.LongSchedule do
 
     receive do: ({:tracing, ^tracer} -> :ok)
     stamp = if clock == :cpu, do: :timestamp, else: :monotonic_timestamp
-    :erlang.trace(pid, true, [:running, stamp, :scheduler_id, {:tracer, tracer}])
+
+    :erlang.trace(pid, true, [
+      :running,
+      :garbage_collection,
+      stamp,
+      :scheduler_id,
+      {:tracer, tracer}
+    ])
+
     tracer
   end
 
@@ -150,19 +172,42 @@ defmodule GuildKit.Test.LongSchedule do
   end
 
   # Pairs each `in` on a normal scheduler with the next `out`; `since` is `{stamp, mfa}`.
-  defp collect_slices(clock, since, longest, by_place \\ %{}) do
+  # Garbage collections are traced too: `gc` holds the stamp and heap info of the one
+  # under way and the time collections took in the current stretch, so that a report
+  # can say how much of its stretch was the process collecting its own heap.
+  defp collect_slices(clock, since, longest, by_place \\ %{}, gc \\ %{at: nil, in: 0, info: []}) do
     receive do
       {:trace_ts, _pid, :in, mfa, scheduler, t} when scheduler > 0 ->
-        collect_slices(clock, {t, place(mfa)}, longest, by_place)
+        collect_slices(clock, {t, place(mfa)}, longest, by_place, %{gc | in: 0, info: []})
 
       {:trace_ts, _pid, :out, mfa, _scheduler, t} when since != nil ->
         {start, from} = since
         micros = micros(clock, start, t)
-        by_place = Map.update(by_place, {from, place(mfa)}, micros, &max(&1, micros))
-        collect_slices(clock, nil, max(longest, micros), by_place)
+        entry = {micros, div(gc.in, 1000), gc.info}
+
+        by_place = Map.update(by_place, {from, place(mfa)}, entry, &max(&1, entry))
+
+        collect_slices(clock, nil, max(longest, micros), by_place, gc)
+
+      {:trace_ts, _pid, kind, info, _scheduler, t}
+      when kind in [:gc_minor_start, :gc_major_start] ->
+        collect_slices(clock, since, longest, by_place, %{gc | at: {t, kind, info}})
+
+      {:trace_ts, _pid, kind, _info, _scheduler, t}
+      when kind in [:gc_minor_end, :gc_major_end] and gc.at != nil ->
+        {start, started, info} = gc.at
+        took = micros(clock, start, t)
+        seen = [{started, took, Keyword.take(info, [:heap_size, :old_heap_size, :mbuf_size])}]
+
+        collect_slices(clock, since, longest, by_place, %{
+          gc
+          | at: nil,
+            in: gc.in + took,
+            info: gc.info ++ seen
+        })
 
       {:trace_ts, _pid, _event, _mfa, _scheduler, _t} ->
-        collect_slices(clock, nil, longest, by_place)
+        collect_slices(clock, nil, longest, by_place, gc)
 
       {:report, to} ->
         if clock == :cpu, do: :erlang.trace(:all, false, [:cpu_timestamp])
