@@ -2,7 +2,10 @@ defmodule GuildKit.MemoryEstimator.HostileTest do
   # Regression tests for the hardening issue: inputs an attacker or a careless user
   # would pass, each one of a class (huge payloads under closures, deep closures,
   # suspended and slow targets, bad names, deep maps with a huge :depth).
-  use ExUnit.Case, async: true
+  #
+  # Not async: some tests measure the whole VM's memory (RSS, :erlang.memory/1) and
+  # timings, which tests running alongside would add to.
+  use ExUnit.Case, async: false
 
   alias GuildKit.MemoryEstimator
   alias GuildKit.MemoryEstimator.Estimate
