@@ -16,7 +16,7 @@ Code.require_file("../test/support/term_generator.ex", __DIR__)
 Code.require_file("../test/support/long_schedule.ex", __DIR__)
 
 defmodule GuildKit.Bench.Stalls do
-  alias GuildKit.{Audience, Fanout, MemberList, MemoryEstimator, Permissions, SortedSet}
+  alias GuildKit.{Audience, Fanout, MemberList, MemoryEstimator, Permissions, Relay, SortedSet}
   alias GuildKit.Test.{LongSchedule, TermGenerator}
 
   # {component, function, setup, call}: `setup.(term)` builds what the call needs around
@@ -28,6 +28,9 @@ defmodule GuildKit.Bench.Stalls do
     perms = fn term -> {Permissions.new(roles: %{1 => 0x400}), term} end
     audience = fn term -> {audience(1_000), Permissions.new(everyone: 0x400), term} end
     sink = sink()
+    # Relays belong to the process that makes them: the measured one, in its setup.
+    sessions = for _ <- 1..100, do: sink()
+    relays = fn term -> {relays(sessions), term} end
 
     [
       {"SortedSet", "add/2", small_set, fn {s, t} -> SortedSet.add(s, t) end},
@@ -62,7 +65,13 @@ defmodule GuildKit.Bench.Stalls do
       {"Audience", "update_member/3", audience,
        fn {a, _p, t} -> Audience.update_member(a, t, [t]) end},
       {"Audience", "select/4", audience,
-       fn {a, p, t} -> Audience.select(a, p, {:channel, t}, force: [t]) end}
+       fn {a, p, t} -> Audience.select(a, p, {:channel, t}, force: [t]) end},
+      # The handle a Relay call returns holds the term it was given (in its pending
+      # commands): it stays in the guild, so it is not returned, where the measuring
+      # harness would copy it back.
+      {"Relay", "dispatch/3", relays, fn {r, t} -> kept(Relay.dispatch(r, t, mentions: [t])) end},
+      {"Relay", "connect/5", relays, fn {r, t} -> kept(Relay.connect(r, sink(), t, [t])) end},
+      {"Relay", "update_member/3", relays, fn {r, t} -> kept(Relay.update_member(r, t, [t])) end}
     ]
   end
 
@@ -146,6 +155,8 @@ defmodule GuildKit.Bench.Stalls do
     {micros, component, function}
   end
 
+  defp kept({_result, %Relay{}}), do: :ok
+
   defp attempt(call, input) do
     call.(input)
   rescue
@@ -180,6 +191,19 @@ defmodule GuildKit.Bench.Stalls do
     end
 
     audience
+  end
+
+  # A relay handle with an active session for each of `sessions` (pids that take every
+  # message), of members 1, 2, ... in role 1.
+  defp relays(sessions) do
+    relays = Relay.new(:stalls, permissions: Permissions.new(everyone: 0x400))
+
+    sessions
+    |> Enum.with_index(1)
+    |> Enum.reduce(relays, fn {session, member}, relays ->
+      {:ok, relays} = Relay.connect(relays, session, member, [1], active: true)
+      relays
+    end)
   end
 
   # A process that takes every message it gets, so that no mailbox grows.

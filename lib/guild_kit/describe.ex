@@ -8,6 +8,9 @@ defmodule GuildKit.Describe do
   import Bitwise
 
   @printable_bits 4096
+  # Tuples and maps larger than this are shown by their first elements and their size.
+  @printable_elements 4096
+  @shown_elements 5
 
   @doc false
   @spec describe(term(), keyword()) :: String.t()
@@ -65,5 +68,35 @@ defmodule GuildKit.Describe do
     Inspect.Algebra.string("#{sign}<an integer of about #{bits} bits>")
   end
 
+  # `inspect/2` turns a whole tuple into a list (`Tuple.to_list/1`) and a whole map into a
+  # sorted list before its `:limit` applies; neither yields, so a tuple or map of
+  # millions of elements would hold the scheduler for 100 ms or more. Only the first
+  # elements are read, with `elem/2` or an iterator.
+  defp describe_term(tuple, opts)
+       when is_tuple(tuple) and tuple_size(tuple) > @printable_elements do
+    shown = for i <- 1..@shown_elements, do: elem(tuple, i - 1)
+    more = ", ... (#{tuple_size(tuple)} elements)}"
+    Inspect.Algebra.container_doc("{", shown, more, opts, &Inspect.Algebra.to_doc/2)
+  end
+
+  defp describe_term(map, opts) when is_map(map) and map_size(map) > @printable_elements do
+    shown = first_pairs(:maps.next(:maps.iterator(map)), @shown_elements)
+    more = ", ... (#{map_size(map)} keys)}"
+
+    Inspect.Algebra.container_doc("%{", shown, more, opts, fn {key, value}, opts ->
+      Inspect.Algebra.concat([
+        Inspect.Algebra.to_doc(key, opts),
+        " => ",
+        Inspect.Algebra.to_doc(value, opts)
+      ])
+    end)
+  end
+
   defp describe_term(term, opts), do: Inspect.inspect(term, opts)
+
+  defp first_pairs(:none, _left), do: []
+  defp first_pairs(_next, 0), do: []
+
+  defp first_pairs({key, value, iterator}, left),
+    do: [{key, value} | first_pairs(:maps.next(iterator), left - 1)]
 end

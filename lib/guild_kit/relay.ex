@@ -148,6 +148,9 @@ defmodule GuildKit.Relay do
                 nodes: %{},
                 # every relay pid, for dispatches
                 pids: [],
+                # an empty audience that checks ids as the relays' audiences will store
+                # them (see ids!/3)
+                probe: nil,
                 # relay number => {weight, commands, newest first}
                 pending: %{},
                 flush_sent: false
@@ -308,7 +311,8 @@ defmodule GuildKit.Relay do
       max_sessions: max_sessions,
       passive_interval: interval,
       permissions: permissions,
-      options: Permissions.to_options(permissions)
+      options: Permissions.to_options(permissions),
+      probe: Audience.new()
     }
   end
 
@@ -366,8 +370,7 @@ defmodule GuildKit.Relay do
 
   def connect(%__MODULE__{} = relays, session_pid, member_id, role_ids, opts) do
     pid!(session_pid)
-    id!(member_id, "member id")
-    roles!(role_ids)
+    ids!(relays, member_id, role_ids)
     opts = keyword!(opts, active: false, watch: [], rows: nil)
     active = boolean!(opts[:active], ":active")
     watch = Audience.validate_windows!(opts[:watch])
@@ -506,8 +509,7 @@ defmodule GuildKit.Relay do
   """
   @spec update_member(t(), term(), [term()]) :: {:ok, t()}
   def update_member(%__MODULE__{} = relays, member_id, role_ids) do
-    id!(member_id, "member id")
-    roles!(role_ids)
+    ids!(relays, member_id, role_ids)
     {:ok, broadcast(relays, {:update_member, member_id, role_ids}, nil)}
   end
 
@@ -1017,34 +1019,28 @@ defmodule GuildKit.Relay do
   defp proper_list?([_ | rest]), do: proper_list?(rest)
   defp proper_list?(_), do: false
 
-  defp roles!(role_ids) do
+  # The relays' audiences store the ids natively. They are checked here by the same
+  # native code (budgeted in bytes, so a huge id is refused without holding the guild's
+  # scheduler), so that a bad id raises in the guild instead of crashing a relay. The
+  # handle's own empty audience does it: the member id is added and removed again under
+  # the guild's pid; role ids are checked by an update of a member it does not have.
+  defp ids!(%__MODULE__{probe: probe}, member_id, role_ids) do
     list!(role_ids, "role ids", "a list")
-    Enum.each(role_ids, &id!(&1, "role id"))
+    storable!(fn -> Audience.add(probe, self(), member_id, []) end, "a member id", member_id)
+    Audience.remove(probe, self())
+    storable!(fn -> Audience.update_member(probe, 0, role_ids) end, "role ids", role_ids)
   end
 
-  # Ids are stored natively by the relays' audiences: integers, floats, atoms,
-  # binaries, tuples, proper lists and maps of those. Checked here, so that a bad id
-  # raises in the guild instead of crashing a relay. An explicit stack: ids can nest.
-  defp id!(id, what) do
-    unless storable?([id]) do
-      raise ArgumentError,
-            "expected a #{what} made of integers, floats, atoms, binaries, tuples, proper " <>
-              "lists and maps, got: #{GuildKit.Describe.describe(id)}"
-    end
-
-    :ok
-  end
-
-  defp storable?([]), do: true
-
-  defp storable?([term | rest]) do
-    cond do
-      is_atom(term) or is_number(term) or is_binary(term) -> storable?(rest)
-      is_tuple(term) -> storable?(Tuple.to_list(term) ++ rest)
-      is_map(term) -> storable?(Map.keys(term) ++ Map.values(term) ++ rest)
-      is_list(term) -> proper_list?(term) and storable?(term ++ rest)
-      true -> false
-    end
+  defp storable!(check, what, ids) do
+    check.()
+  rescue
+    error in ArgumentError ->
+      reraise ArgumentError,
+              "expected #{what} made of integers, floats, atoms, binaries, tuples, proper " <>
+                "lists and maps, of at most 16 MiB encoded, got: " <>
+                "#{GuildKit.Describe.describe(ids, limit: 5, printable_limit: 64)} " <>
+                "(#{Exception.message(error)})",
+              __STACKTRACE__
   end
 
   defp raise_not_relays(other),

@@ -142,6 +142,12 @@ fn push<T>(items: &mut Vec<T>, item: T) {
 /// their span. An arena that would pass `u32::MAX` is compacted first, and refuses the
 /// items if it still would.
 #[inline]
+/// Whether `garbage` bytes of dead member keys in a store of `len` bytes are worth a
+/// compaction: more than a page's worth, and more than half of the store.
+fn compacts(garbage: usize, len: usize) -> bool {
+    garbage > 4096 && garbage * 2 > len
+}
+
 fn append_span<O, T: Copy>(
     owner: &mut O,
     arena: fn(&mut O) -> &mut Vec<T>,
@@ -877,6 +883,24 @@ impl Audience {
         Ok(slot)
     }
 
+    /// Bytes of member keys that removing the session in `slot` would copy or free at
+    /// once: the whole key store when the removal compacts it, else none. A caller can
+    /// move a costly removal off a latency-sensitive thread first.
+    ///
+    /// Time: O(1).
+    pub fn remove_cost(&self, slot: Slot) -> usize {
+        let t = &self.table;
+        if !t.is_session(slot) {
+            return 0;
+        }
+        let garbage = t.key_garbage + t.member_span[slot as usize].len as usize;
+        if compacts(garbage, t.keys.len()) {
+            t.keys.len()
+        } else {
+            0
+        }
+    }
+
     /// Removes the session in `slot`. Returns false when there is none.
     ///
     /// Time: O(k + w log n + sessions of the member) amortized.
@@ -895,7 +919,7 @@ impl Audience {
         t.active.set(slot, false);
         t.free.push(slot);
         t.len -= 1;
-        if t.key_garbage > 4096 && t.key_garbage * 2 > t.keys.len() {
+        if compacts(t.key_garbage, t.keys.len()) {
             t.compact_keys();
         }
         self.cache.changed(slot, t.slot_count());
@@ -1715,6 +1739,21 @@ mod tests {
             audience.insert(&n.to_be_bytes(), roles, true, &[]).unwrap();
         }
         audience
+    }
+
+    #[test]
+    fn remove_cost_is_the_key_store_a_removal_compacts() {
+        let mut audience = audience(100);
+        // Small keys leave too little garbage to compact: nothing is copied at once.
+        assert_eq!(audience.remove_cost(7), 0);
+        assert!(audience.remove(7));
+        let big = audience.insert(&vec![1; 1 << 20], &[], true, &[]).unwrap();
+        let store = audience.table.keys.len();
+        // Its removal leaves most of the store garbage: the store is compacted.
+        assert_eq!(audience.remove_cost(big), store);
+        assert!(audience.remove(big));
+        assert!(audience.table.keys.len() < store);
+        assert_eq!(audience.remove_cost(big), 0, "no session there any more");
     }
 
     #[test]

@@ -63,6 +63,8 @@ const REMOTE_PID_BYTES: usize = 40;
 /// Sessions `to_list` and `memory` walk on a normal scheduler, and sessions of one
 /// member `update_member` changes there.
 const NORMAL_SESSIONS: usize = 1024;
+/// Bytes of member keys a removal may compact or free on a normal scheduler.
+const NORMAL_COMPACT_BYTES: usize = 256 * 1024;
 /// Audiences with more sessions than this are freed on the reaper thread.
 const REAP_ABOVE: usize = 4096;
 
@@ -269,6 +271,10 @@ fn remove<'a>(call: Call<'a>, audience: &AudienceResource, pid: Term<'a>) -> Out
     let mut state = audience.lock();
     let removed = match state.slot_of(&pid) {
         Some(slot) => {
+            // A removal that compacts a large key store (or frees one huge key) copies
+            // or frees that many bytes at once: on a dirty scheduler, before anything
+            // changes.
+            call.go_dirty_if(state.core.remove_cost(slot) > NORMAL_COMPACT_BYTES)?;
             state.core.remove(slot);
             state.forget(slot);
             true

@@ -188,4 +188,37 @@ defmodule GuildKit.Audience.SchedulerTest do
     assert roles == 200_000
     refute has_channel
   end
+
+  test "removing the session of a huge member id, and a removal that compacts many keys" do
+    # A removal that leaves most of the key store dead compacts it: 16 MiB of one key
+    # freed, or 65,536 keys of 200 bytes copied, at once.
+    huge = :binary.copy("m", 16 * 1024 * 1024 - 64)
+
+    one = fn ->
+      audience = Audience.new()
+      :ok = Audience.add(audience, self(), huge, [])
+      audience
+    end
+
+    many = fn ->
+      audience = Audience.new()
+      pids = FakePids.pids(:"ghost@127.0.0.1", @sessions)
+
+      for {pid, i} <- Enum.with_index(pids),
+          do: :ok = Audience.add(audience, pid, :binary.copy(<<i::32>>, 50), [])
+
+      {audience, pids}
+    end
+
+    assert LongSchedule.assert_no_long_schedule(one, &Audience.remove(&1, self())) == :ok
+
+    removed =
+      LongSchedule.assert_no_long_schedule(many, fn {audience, pids} ->
+        {kept, gone} = Enum.split(pids, 1)
+        for pid <- gone, do: :ok = Audience.remove(audience, pid)
+        {Audience.size(audience), Audience.member?(audience, hd(kept))}
+      end)
+
+    assert removed == {1, true}
+  end
 end

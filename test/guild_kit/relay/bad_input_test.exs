@@ -53,7 +53,7 @@ defmodule GuildKit.Relay.BadInputTest do
 
     refuses(relays, "expected role ids to be a list", &Relay.connect(&1, other, :bob, :mods))
     refuses(relays, "expected role ids to be a list", &Relay.connect(&1, other, :bob, [:a | :b]))
-    refuses(relays, "expected a role id made of", &Relay.connect(&1, other, :bob, [self()]))
+    refuses(relays, "expected role ids made of", &Relay.connect(&1, other, :bob, [self()]))
 
     refuses(
       relays,
@@ -119,7 +119,7 @@ defmodule GuildKit.Relay.BadInputTest do
   test "update_member/3", %{relays: relays} do
     refuses(relays, "expected a member id made of", &Relay.update_member(&1, self(), []))
     refuses(relays, "expected role ids to be a list", &Relay.update_member(&1, :ann, nil))
-    refuses(relays, "expected a role id made of", &Relay.update_member(&1, :ann, [fn -> :ok end]))
+    refuses(relays, "expected role ids made of", &Relay.update_member(&1, :ann, [fn -> :ok end]))
     refuses([], "expected a GuildKit.Relay handle", &Relay.update_member(&1, :ann, []))
   end
 
