@@ -1025,14 +1025,15 @@ defmodule GuildKit.Relay do
   # handle's own empty audience does it: the member id is added and removed again under
   # the guild's pid; role ids are checked by an update of a member it does not have.
   defp ids!(%__MODULE__{probe: probe}, member_id, role_ids) do
-    list!(role_ids, "role ids", "a list")
+    _ = list!(role_ids, "role ids", "a list")
     storable!(fn -> Audience.add(probe, self(), member_id, []) end, "a member id", member_id)
-    Audience.remove(probe, self())
+    :ok = Audience.remove(probe, self())
     storable!(fn -> Audience.update_member(probe, 0, role_ids) end, "role ids", role_ids)
   end
 
   defp storable!(check, what, ids) do
-    check.()
+    _ = check.()
+    :ok
   rescue
     error in ArgumentError ->
       reraise ArgumentError,
