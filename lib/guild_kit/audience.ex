@@ -565,6 +565,16 @@ defmodule GuildKit.Audience do
   end
 
   @doc false
+  # Checks that a member id and role ids can be stored, as `add/5` would encode them,
+  # storing nothing; raises the native ArgumentError otherwise. Shared with
+  # GuildKit.Relay, which checks ids in the guild before they travel to a relay.
+  @spec validate_ids!(term(), term()) :: :ok
+  def validate_ids!(member_id, role_ids) do
+    validate_role_ids!(role_ids)
+    Native.audience_check_ids(member_id, role_ids)
+  end
+
+  @doc false
   # The windows of a `:watch` option, checked: shared with GuildKit.Relay, which checks
   # them in the guild before they travel to a relay.
   @spec validate_windows!(term()) :: [window()]

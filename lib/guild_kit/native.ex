@@ -90,6 +90,7 @@ defmodule GuildKit.Native do
   def audience_add(_audience, _pid, _member, _roles, _active, _windows), do: not_loaded()
   def audience_update(_audience, _pid, _roles, _active, _windows), do: not_loaded()
   def audience_update_member(_audience, _member, _roles), do: not_loaded()
+  def audience_check_ids(_member, _roles), do: not_loaded()
   def audience_remove(_audience, _pid), do: not_loaded()
   def audience_member(_audience, _pid), do: not_loaded()
   def audience_size(_audience), do: not_loaded()

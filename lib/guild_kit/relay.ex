@@ -148,9 +148,6 @@ defmodule GuildKit.Relay do
                 nodes: %{},
                 # every relay pid, for dispatches
                 pids: [],
-                # an empty audience that checks ids as the relays' audiences will store
-                # them (see ids!/3)
-                probe: nil,
                 # relay number => {weight, commands, newest first}
                 pending: %{},
                 flush_sent: false
@@ -311,8 +308,7 @@ defmodule GuildKit.Relay do
       max_sessions: max_sessions,
       passive_interval: interval,
       permissions: permissions,
-      options: Permissions.to_options(permissions),
-      probe: Audience.new()
+      options: Permissions.to_options(permissions)
     }
   end
 
@@ -370,7 +366,7 @@ defmodule GuildKit.Relay do
 
   def connect(%__MODULE__{} = relays, session_pid, member_id, role_ids, opts) do
     pid!(session_pid)
-    ids!(relays, member_id, role_ids)
+    ids!(member_id, role_ids)
     opts = keyword!(opts, active: false, watch: [], rows: nil)
     active = boolean!(opts[:active], ":active")
     watch = Audience.validate_windows!(opts[:watch])
@@ -509,7 +505,7 @@ defmodule GuildKit.Relay do
   """
   @spec update_member(t(), term(), [term()]) :: {:ok, t()}
   def update_member(%__MODULE__{} = relays, member_id, role_ids) do
-    ids!(relays, member_id, role_ids)
+    ids!(member_id, role_ids)
     {:ok, broadcast(relays, {:update_member, member_id, role_ids}, nil)}
   end
 
@@ -1019,21 +1015,17 @@ defmodule GuildKit.Relay do
   defp proper_list?([_ | rest]), do: proper_list?(rest)
   defp proper_list?(_), do: false
 
-  # The relays' audiences store the ids natively. They are checked here by the same
-  # native code (budgeted in bytes, so a huge id is refused without holding the guild's
-  # scheduler), so that a bad id raises in the guild instead of crashing a relay. The
-  # handle's own empty audience does it: the member id is added and removed again under
-  # the guild's pid; role ids are checked by an update of a member it does not have.
-  defp ids!(%__MODULE__{probe: probe}, member_id, role_ids) do
+  # The relays' audiences store the ids natively: they are checked here by the same
+  # native encoding (budgeted in bytes, so a huge id is refused without holding the
+  # guild's scheduler), so that a bad id raises in the guild instead of crashing a relay.
+  defp ids!(member_id, role_ids) do
     _ = list!(role_ids, "role ids", "a list")
-    storable!(fn -> Audience.add(probe, self(), member_id, []) end, "a member id", member_id)
-    :ok = Audience.remove(probe, self())
-    storable!(fn -> Audience.update_member(probe, 0, role_ids) end, "role ids", role_ids)
+    storable!(member_id, [], "a member id", member_id)
+    storable!(0, role_ids, "role ids", role_ids)
   end
 
-  defp storable!(check, what, ids) do
-    _ = check.()
-    :ok
+  defp storable!(member_id, role_ids, what, ids) do
+    Audience.validate_ids!(member_id, role_ids)
   rescue
     error in ArgumentError ->
       reraise ArgumentError,

@@ -242,6 +242,7 @@ nifs! {
     fn audience_add(audience: &AudienceResource, pid: Term, member: Term, roles: Term, active: bool, windows: Term) => add;
     fn audience_update(audience: &AudienceResource, pid: Term, roles: Term, active: Term, windows: Term) => update;
     fn audience_update_member(audience: &AudienceResource, member: Term, roles: Term) => update_member;
+    fn audience_check_ids(member: Term, roles: Term) => check_ids;
     fn audience_select(audience: &AudienceResource, perms: &PermissionsResource, filter: Term, forced: Term, sessions: Term, what: Term) => select;
     fn audience_select_groups(audience: &AudienceResource, perms: &PermissionsResource, channels: Term, required: u64, sessions: Term) => select_groups;
     fn audience_to_list(audience: &AudienceResource, from: u64) => to_list;
@@ -406,6 +407,18 @@ fn update_member<'a>(
         .map_err(Error::from)?;
     call.charge_since(started);
     Ok(updated.encode(call.env()))
+}
+
+/// Whether `member` and `roles` can be stored, as `add` would encode them (within the
+/// call's byte budget, so a huge term moves the check to a dirty scheduler), storing
+/// nothing.
+fn check_ids<'a>(call: Call<'a>, member: Term<'a>, roles: Term<'a>) -> Outcome<'a> {
+    let started = Instant::now();
+    let mut budget = Budget::new(&call);
+    budget.encode_arg(member, None)?;
+    budget.encode_list(roles, false)?;
+    call.charge_since(started);
+    Ok(rustler::types::atom::ok().encode(call.env()))
 }
 
 /// A decoded filter, owning its channel key.
