@@ -507,7 +507,10 @@ defmodule GuildKit.Examples.Demo do
   # `since`: the CPU stamp of the guild's last schedule-in on a normal scheduler.
   defp stall_loop(parent, guild, since, seen) do
     receive do
-      {:monitor, pid, :long_schedule, info} when pid != guild ->
+      {:monitor, ^guild, :long_schedule, _info} ->
+        stall_loop(parent, guild, since, seen)
+
+      {:monitor, pid, :long_schedule, info} ->
         stall_loop(parent, guild, since, [{pid, info[:timeout]} | seen])
 
       {:trace_ts, ^guild, :in, _mfa, stamp} ->

@@ -1021,6 +1021,7 @@ defmodule GuildKit.Relay do
   defp ids!(member_id, role_ids) do
     _ = list!(role_ids, "role ids", "a list")
     storable!(member_id, [], "a member id", member_id)
+    # Any storable member id will do beside the role ids: 0.
     storable!(0, role_ids, "role ids", role_ids)
   end
 
