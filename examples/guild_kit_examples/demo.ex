@@ -423,7 +423,7 @@ defmodule GuildKit.Examples.Demo do
   end
 
   defp delivery_times(groups, last_seq) do
-    groups |> slowest_per_event(1..max(last_seq, 1)) |> Enum.map(&elem(&1, 1))
+    groups |> slowest_per_event(1..max(last_seq, 1)) |> Enum.sort() |> Enum.map(&elem(&1, 1))
   end
 
   # For each event, the longest any active session took to receive it, over all nodes.
