@@ -384,7 +384,12 @@ defmodule GuildKit.Audience do
     * `:sessions` - `:passive` (default: passive updates are for passive sessions),
       `:active` or `:all`;
     * `:required` - the bits a session's member needs in a channel (default
-      `VIEW_CHANNEL`, `0x400`).
+      `VIEW_CHANNEL`, `0x400`);
+    * `:slice` - `{index, count}`, `count` a power of two up to 64: only the sessions
+      of the members whose id hashes to `index` modulo `count` (default `{0, 1}`, every
+      session). The `count` slices of one count split the sessions into disjoint parts,
+      and a member's sessions are in the same part for as long as the audience lives,
+      whether they leave and come back or not. A relay spreads its passive updates so.
 
   ## Examples
 
@@ -398,6 +403,8 @@ defmodule GuildKit.Audience do
       iex> [{%{general: 7, mods: 9}, [pid]}] = Audience.select_groups(audience, perms, %{general: 7, mods: 9})
       iex> pid == self()
       true
+      iex> Audience.select_groups(audience, perms, %{general: 7}, slice: {1, 2})
+      []
 
   The groups are computed in one call (on a dirty CPU scheduler when that is big) and
   returned in chunks of a fraction of a megabyte, so that a huge result (every session
@@ -406,21 +413,22 @@ defmodule GuildKit.Audience do
   ## Performance
 
   O(channels × n / 64 + n × channels / 64 + the result), plus each channel's cache
-  update as in `select/4`.
+  update as in `select/4`; a slice of `count` does 1/`count` of the per-session work.
   """
   @spec select_groups(t(), Permissions.t(), %{term() => term()}, keyword()) ::
           [{%{term() => term()}, [pid()]}]
   def select_groups(audience, permissions, channels, opts \\ [])
 
   def select_groups(%__MODULE__{ref: ref}, permissions, channels, opts) when is_map(channels) do
-    opts = validate_opts!(opts, sessions: :passive, required: @view_channel)
+    opts = validate_opts!(opts, sessions: :passive, required: @view_channel, slice: {0, 1})
     sessions = validate_sessions!(opts[:sessions])
     required = validate_bits!(opts[:required])
+    slice = validate_slice!(opts[:slice])
     channels = Map.to_list(channels)
     native = Permissions.native(permissions)
 
     # A group too big for one chunk continues in the next as {:more, pids}.
-    Native.audience_select_groups(ref, native, channels, required, sessions)
+    Native.audience_select_groups(ref, native, channels, required, sessions, slice)
     |> chunks(&Native.audience_groups_next(&1, channels))
     |> Permissions.join_chunks()
   end
@@ -518,6 +526,18 @@ defmodule GuildKit.Audience do
   defp validate_sessions!(other) do
     raise ArgumentError,
           "expected :sessions to be :active, :passive or :all, got: #{GuildKit.Describe.describe(other)}"
+  end
+
+  @slice_counts for log2 <- 0..6, do: Bitwise.bsl(1, log2)
+
+  defp validate_slice!({index, count} = slice)
+       when count in @slice_counts and is_integer(index) and index >= 0 and index < count,
+       do: slice
+
+  defp validate_slice!(other) do
+    raise ArgumentError,
+          "expected :slice to be {index, count} with count a power of two up to 64 and " <>
+            "index in 0..count-1, got: #{GuildKit.Describe.describe(other)}"
   end
 
   defp normalize_filter!(:all), do: :all

@@ -95,7 +95,10 @@ defmodule GuildKit.Native do
   def audience_member(_audience, _pid), do: not_loaded()
   def audience_size(_audience), do: not_loaded()
   def audience_select(_audience, _perms, _filter, _forced, _sessions, _what), do: not_loaded()
-  def audience_select_groups(_audience, _perms, _channels, _required, _sessions), do: not_loaded()
+
+  def audience_select_groups(_audience, _perms, _channels, _required, _sessions, _slice),
+    do: not_loaded()
+
   def audience_to_list(_audience, _from_slot), do: not_loaded()
   def audience_groups_next(_cursor, _channels), do: not_loaded()
   def audience_memory(_audience), do: not_loaded()

@@ -50,9 +50,12 @@ defmodule GuildKit.Relay do
       assigned before, so the events and ops that follow have greater ones;
     * `{:passive_update, guild_id, seq, %{channel_id => last_seq}}` - for a passive
       session, at most once per `passive_interval`: the channels it may see (with
-      `VIEW_CHANNEL`) that had events since the relay's last passive tick, each with the
-      seq of its latest event; `seq` is the last seq the relay had seen. Nothing is
-      sent when there were none;
+      `VIEW_CHANNEL`) that had events since its last passive update from that relay,
+      each with the seq of its latest event; `seq` is the last seq the relay had seen.
+      Nothing is sent when there were none. A relay sends them to a sixteenth of its
+      sessions at a time (by a hash of the pid), every `passive_interval / 16` ms, so
+      that its passive sessions never all wait in the run queue at once (fewer parts
+      when `passive_interval` is under 16 ms);
     * `{:guild_relay_down, guild_id}` - its relay was lost (see "Faults"): the session
       is no longer connected, and should connect again.
 

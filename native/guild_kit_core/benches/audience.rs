@@ -15,7 +15,7 @@ use std::hint::black_box;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
-use guild_kit_core::audience::{slots_of, Audience, Filter, Sessions};
+use guild_kit_core::audience::{slots_of, Audience, Filter, Sessions, SlotSlice};
 use guild_kit_core::permissions::{Channel, Overwrite, Permissions, Target, VIEW_CHANNEL};
 
 const SEND: u64 = 0x800;
@@ -112,7 +112,9 @@ fn setup(sessions: u64, roles_per_member: impl Fn(&mut Lcg) -> u64) -> Setup {
             }
         }
         let refs: Vec<&[u8]> = held.iter().map(|r| &r[..]).collect();
-        audience.insert(&id(b'm', m), &refs, true, &[]).unwrap();
+        audience
+            .insert(&id(b'm', m), &refs, true, &[], m as u8)
+            .unwrap();
         members.push((id(b'm', m), held));
     }
     for c in 1..=50 {
@@ -234,7 +236,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 s.audience
-                    .group_by_channels(&s.perms, &asked, Sessions::All)
+                    .group_by_channels(&s.perms, &asked, Sessions::All, SlotSlice::ALL)
                     .unwrap()
                     .len(),
             )

@@ -95,6 +95,40 @@ pub enum Sessions {
     All,
 }
 
+/// A part of the sessions: those whose slice key (given to [`Audience::insert`]) is
+/// `index` modulo `count`, `count` a power of two up to 64. With a key drawn from what
+/// identifies a session (its pid's hash, for the NIF), a session falls in the same
+/// slice whenever it is held, so work on every session can be spread over `count`
+/// calls (a relay's passive updates, a slice at a time) without any session's turn
+/// coming twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotSlice {
+    index: u8,
+    /// `count - 1`: a session is in the slice when `its slice key & mask == index`.
+    mask: u8,
+}
+
+impl SlotSlice {
+    /// Every session.
+    pub const ALL: SlotSlice = SlotSlice { index: 0, mask: 0 };
+
+    /// The slice `index` of `count`, or `None` unless `count` is a power of two up to
+    /// 64 and `index < count`.
+    pub fn new(index: u32, count: u32) -> Option<SlotSlice> {
+        if !count.is_power_of_two() || count > 64 || index >= count {
+            return None;
+        }
+        Some(SlotSlice {
+            index: index as u8,
+            mask: (count - 1) as u8,
+        })
+    }
+
+    fn holds(self, key: u8) -> bool {
+        key & 63 & self.mask == self.index
+    }
+}
+
 /// What an event requires of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter<'a> {
@@ -420,6 +454,8 @@ struct Table {
     role_set: Vec<u32>,
     /// The next session of the same member; a slot's own number ends the chain.
     next_of_member: Vec<u16>,
+    /// The session's slice key (its low six bits count): which [`SlotSlice`]s hold it.
+    slice_key: Vec<u8>,
     occupied: Bits,
     active: Bits,
     free: Vec<u32>,
@@ -473,6 +509,23 @@ impl Table {
             Sessions::Passive => occupied & !active,
             Sessions::All => occupied,
         }
+    }
+
+    /// The sessions `sessions` names among the 64 slots of word `index` that `slice`
+    /// holds.
+    fn considered_in(&self, index: usize, sessions: Sessions, slice: SlotSlice) -> u64 {
+        let mut word = self.considered(index, sessions);
+        if slice != SlotSlice::ALL {
+            let mut left = word;
+            while left != 0 {
+                let bit = left.trailing_zeros() as usize;
+                left &= left - 1;
+                if !slice.holds(self.slice_key[index * 64 + bit]) {
+                    word &= !(1 << bit);
+                }
+            }
+        }
+        word
     }
 
     fn slot_count(&self) -> usize {
@@ -646,6 +699,7 @@ impl Table {
         let slots = vec_bytes(&self.member_span)
             + vec_bytes(&self.role_set)
             + vec_bytes(&self.next_of_member)
+            + vec_bytes(&self.slice_key)
             + vec_bytes(&self.occupied.0)
             + vec_bytes(&self.active.0)
             + vec_bytes(&self.free);
@@ -848,6 +902,7 @@ impl Audience {
         roles: &[&[u8]],
         active: bool,
         windows: &[Window],
+        slice_key: u8,
     ) -> Result<Slot, AudienceError> {
         if self.table.len >= MAX_SESSIONS {
             return Err(AudienceError::Full);
@@ -865,12 +920,14 @@ impl Audience {
             Some(slot) => {
                 t.member_span[slot as usize] = span;
                 t.role_set[slot as usize] = set;
+                t.slice_key[slot as usize] = slice_key;
                 slot
             }
             None => {
                 push(&mut t.member_span, span);
                 push(&mut t.role_set, set);
                 push(&mut t.next_of_member, 0);
+                push(&mut t.slice_key, slice_key);
                 (t.member_span.len() - 1) as u32
             }
         };
@@ -988,6 +1045,13 @@ impl Audience {
         }
         self.table.set_windows(slot, windows);
         true
+    }
+
+    /// Whether `slice` holds the session in `slot` (false for a free slot).
+    ///
+    /// Time: O(1).
+    pub fn in_slice(&self, slot: Slot, slice: SlotSlice) -> bool {
+        self.table.is_session(slot) && slice.holds(self.table.slice_key[slot as usize])
     }
 
     /// The session in `slot`: member key, role keys (in key order), active flag and
@@ -1160,10 +1224,11 @@ impl Audience {
         model: &Permissions,
         channels: &[(&[u8], u64)],
         sessions: Sessions,
+        slice: SlotSlice,
     ) -> u64 {
         let t = &self.table;
         let considered: u64 = (0..t.words())
-            .map(|index| u64::from(t.considered(index, sessions).count_ones()))
+            .map(|index| u64::from(t.considered_in(index, sessions, slice).count_ones()))
             .sum();
         let per_channel: u64 = channels
             .iter()
@@ -1254,7 +1319,7 @@ impl Audience {
         }
     }
 
-    /// Groups the sessions `sessions` names by the channels of `channels` (encoded ids
+    /// Groups the sessions `sessions` names in `slice` by the channels of `channels` (encoded ids
     /// and required bits) they may see. Returns, ordered by their first slot, one group
     /// per distinct set of visible channels (as indices into `channels`, ascending) with
     /// its slots (ascending); sessions that may see none of them are left out.
@@ -1266,6 +1331,7 @@ impl Audience {
         model: &Permissions,
         channels: &[(&[u8], u64)],
         sessions: Sessions,
+        slice: SlotSlice,
     ) -> Result<Vec<Group>, AudienceError> {
         if channels.iter().any(|(c, _)| model.channel(c).is_none()) {
             return Err(AudienceError::UnknownChannel);
@@ -1275,7 +1341,7 @@ impl Audience {
             return Ok(Vec::new());
         }
         let considered: Vec<u64> = (0..self.table.words())
-            .map(|index| self.table.considered(index, sessions))
+            .map(|index| self.table.considered_in(index, sessions, slice))
             .collect();
         let slot_count = self.table.slot_count();
         let per_slot = channels.len().div_ceil(64);
@@ -1724,6 +1790,26 @@ mod tests {
             .with_channel(b"b", Channel::new([]))
     }
 
+    #[test]
+    fn slices_of_one_count_partition_the_keys() {
+        assert_eq!(SlotSlice::new(0, 1), Some(SlotSlice::ALL));
+        for count in [1u32, 2, 4, 8, 16, 32, 64] {
+            for key in 0u8..64 {
+                let holding: Vec<u32> = (0..count)
+                    .filter(|&index| SlotSlice::new(index, count).unwrap().holds(key))
+                    .collect();
+                assert_eq!(
+                    holding,
+                    [u32::from(key) % count],
+                    "key {key}, count {count}"
+                );
+            }
+        }
+        for (index, count) in [(0, 0), (0, 3), (0, 128), (2, 2), (64, 64)] {
+            assert_eq!(SlotSlice::new(index, count), None, "{index} of {count}");
+        }
+    }
+
     fn select(audience: &mut Audience, model: &Permissions, channel: &[u8]) -> Vec<Slot> {
         let filter = Filter::Channel {
             channel,
@@ -1736,7 +1822,9 @@ mod tests {
         let mut audience = Audience::new();
         for n in 0..sessions {
             let roles: &[&[u8]] = if n % 2 == 0 { &[b"mod"] } else { &[] };
-            audience.insert(&n.to_be_bytes(), roles, true, &[]).unwrap();
+            audience
+                .insert(&n.to_be_bytes(), roles, true, &[], 0)
+                .unwrap();
         }
         audience
     }
@@ -1747,7 +1835,9 @@ mod tests {
         // Small keys leave too little garbage to compact: nothing is copied at once.
         assert_eq!(audience.remove_cost(7), 0);
         assert!(audience.remove(7));
-        let big = audience.insert(&vec![1; 1 << 20], &[], true, &[]).unwrap();
+        let big = audience
+            .insert(&vec![1; 1 << 20], &[], true, &[], 0)
+            .unwrap();
         let store = audience.table.keys.len();
         // Its removal leaves most of the store garbage: the store is compacted.
         assert_eq!(audience.remove_cost(big), store);
@@ -1788,7 +1878,7 @@ mod tests {
         select(&mut audience, &m, b"a");
         audience.set_roles(1, &[b"mod"]).unwrap();
         audience.remove(3);
-        let slot = audience.insert(b"new", &[b"other"], false, &[]).unwrap();
+        let slot = audience.insert(b"new", &[b"other"], false, &[], 0).unwrap();
         assert_eq!(slot, 3, "the freed slot is reused");
         assert_eq!(select(&mut audience, &m, b"a"), [3, 5, 7, 9]);
         let stats = audience.cache_stats();
@@ -1858,9 +1948,9 @@ mod tests {
     fn member_chains_survive_removals_anywhere() {
         let mut audience = Audience::new();
         let slots: Vec<Slot> = (0..5)
-            .map(|_| audience.insert(b"ann", &[], true, &[]).unwrap())
+            .map(|_| audience.insert(b"ann", &[], true, &[], 0).unwrap())
             .collect();
-        audience.insert(b"bob", &[], true, &[]).unwrap();
+        audience.insert(b"bob", &[], true, &[], 0).unwrap();
         assert_eq!(audience.member_slots(b"ann"), slots);
         for (removed, expected) in [
             (2, vec![0, 1, 3, 4]),
@@ -1874,7 +1964,7 @@ mod tests {
         audience.remove(3);
         assert!(audience.member_slots(b"ann").is_empty());
         assert_eq!(audience.member_slots(b"bob"), [5]);
-        assert_eq!(audience.insert(b"ann", &[], true, &[]).unwrap(), 3);
+        assert_eq!(audience.insert(b"ann", &[], true, &[], 0).unwrap(), 3);
         assert_eq!(audience.member_slots(b"ann"), [3]);
     }
 
@@ -1882,10 +1972,12 @@ mod tests {
     fn limits_refuse_and_leave_nothing_behind() {
         let mut audience = Audience::new();
         for n in 0..MAX_SESSIONS as u32 {
-            audience.insert(&n.to_be_bytes(), &[], false, &[]).unwrap();
+            audience
+                .insert(&n.to_be_bytes(), &[], false, &[], 0)
+                .unwrap();
         }
         assert_eq!(
-            audience.insert(b"one more", &[], false, &[]),
+            audience.insert(b"one more", &[], false, &[], 0),
             Err(AudienceError::Full)
         );
         assert_eq!(audience.len(), MAX_SESSIONS);
@@ -1894,14 +1986,14 @@ mod tests {
         let keys: Vec<[u8; 4]> = (0..MAX_ROLES as u32 + 1).map(u32::to_be_bytes).collect();
         let roles: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         assert_eq!(
-            audience.insert(b"ann", &roles, true, &[]),
+            audience.insert(b"ann", &roles, true, &[], 0),
             Err(AudienceError::TooManyRoles)
         );
         assert!(audience.is_empty());
         assert_eq!(audience.table.roles.table.len(), 0);
         // Every number is free again.
         audience
-            .insert(b"ann", &roles[..MAX_ROLES], true, &[])
+            .insert(b"ann", &roles[..MAX_ROLES], true, &[], 0)
             .unwrap();
         assert_eq!(audience.session(0).unwrap().roles.len(), MAX_ROLES);
     }

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use guild_kit_core::audience::{slots_of, Audience, Filter, Sessions, Window};
+use guild_kit_core::audience::{slots_of, Audience, Filter, Sessions, SlotSlice, Window};
 use guild_kit_core::permissions::{Permissions, VIEW_CHANNEL};
 use proptest::prelude::*;
 
@@ -40,7 +40,8 @@ enum Op {
     Permissions(Change),
     Select(FilterKind, u8, Vec<u8>),
     SelectWithOld(usize, FilterKind),
-    Group(Vec<u8>, u8),
+    /// Channels, which sessions, and the slice: `index` of `1 << log2_count`.
+    Group(Vec<u8>, u8, (u32, u32)),
 }
 
 fn roles() -> impl Strategy<Value = Vec<u8>> {
@@ -72,7 +73,12 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (filter(), 0u8..3, proptest::collection::vec(0u8..10, 0..3))
             .prop_map(|(f, s, forced)| Op::Select(f, s, forced)),
         2 => (any::<usize>(), filter()).prop_map(|(i, f)| Op::SelectWithOld(i, f)),
-        2 => (proptest::collection::vec(0u8..6, 0..5), 0u8..3).prop_map(|(c, s)| Op::Group(c, s)),
+        2 => (
+            proptest::collection::vec(0u8..6, 0..5),
+            0u8..3,
+            (0u32..4).prop_flat_map(|log2| (0..1u32 << log2, Just(log2)))
+        )
+            .prop_map(|(c, s, slice)| Op::Group(c, s, slice)),
     ]
 }
 
@@ -172,7 +178,7 @@ fn run(ops: &[Op], min_log: usize, max_entries: usize) -> Result<(), TestCaseErr
             Op::Insert(member, roles, active, windows) => {
                 let keys = keys(roles);
                 let slot = audience
-                    .insert(&member_id(*member), &refs(&keys), *active, windows)
+                    .insert(&member_id(*member), &refs(&keys), *active, windows, *member)
                     .unwrap();
                 prop_assert!(
                     !sessions.contains_key(&slot),
@@ -251,7 +257,9 @@ fn run(ops: &[Op], min_log: usize, max_entries: usize) -> Result<(), TestCaseErr
                     prop_assert_eq!(got, want, "step {}: {:?} with old permissions", step, op);
                 }
             }
-            Op::Group(channels, which) => {
+            Op::Group(channels, which, (index, log2_count)) => {
+                let count = 1u32 << log2_count;
+                let slice = SlotSlice::new(*index, count).unwrap();
                 let mut channels = channels.clone();
                 channels.sort();
                 channels.dedup();
@@ -262,7 +270,7 @@ fn run(ops: &[Op], min_log: usize, max_entries: usize) -> Result<(), TestCaseErr
                     .collect();
                 let which = sessions_of(*which);
                 let got = audience
-                    .group_by_channels(&perms, &asked, which)
+                    .group_by_channels(&perms, &asked, which, slice)
                     .ok()
                     .map(|groups| {
                         groups
@@ -278,7 +286,13 @@ fn run(ops: &[Op], min_log: usize, max_entries: usize) -> Result<(), TestCaseErr
                             Sessions::Passive => !s.active,
                             Sessions::All => true,
                         };
-                        if !considered {
+                        // Exactly one slice of `count` holds the session: the one its
+                        // slice key (here its member) names.
+                        let holding: Vec<u32> = (0..count)
+                            .filter(|&i| audience.in_slice(slot, SlotSlice::new(i, count).unwrap()))
+                            .collect();
+                        prop_assert_eq!(&holding, &[u32::from(s.member % 64) % count]);
+                        if !considered || holding[0] != *index {
                             continue;
                         }
                         let seen: Vec<u32> = channels
@@ -390,7 +404,13 @@ fn big_churn_keeps_selects_exact() {
             let roles: Vec<u8> = (0..next() % 3).map(|_| (next() % 4) as u8).collect();
             let keys = keys(&roles);
             let slot = audience
-                .insert(&member_id(member), &refs(&keys), next() % 2 == 0, &[])
+                .insert(
+                    &member_id(member),
+                    &refs(&keys),
+                    next() % 2 == 0,
+                    &[],
+                    member,
+                )
                 .unwrap();
             sessions.insert(
                 slot,

@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use guild_kit_core::audience::{
-    slots_of, Audience, AudienceError, Filter, Sessions, Window, MAX_SESSIONS,
+    slots_of, Audience, AudienceError, Filter, Sessions, SlotSlice, Window, MAX_SESSIONS,
 };
 use guild_kit_core::term_key::Element;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
@@ -244,7 +244,7 @@ nifs! {
     fn audience_update_member(audience: &AudienceResource, member: Term, roles: Term) => update_member;
     fn audience_check_ids(member: Term, roles: Term) => check_ids;
     fn audience_select(audience: &AudienceResource, perms: &PermissionsResource, filter: Term, forced: Term, sessions: Term, what: Term) => select;
-    fn audience_select_groups(audience: &AudienceResource, perms: &PermissionsResource, channels: Term, required: u64, sessions: Term) => select_groups;
+    fn audience_select_groups(audience: &AudienceResource, perms: &PermissionsResource, channels: Term, required: u64, sessions: Term, slice: Term) => select_groups;
     fn audience_to_list(audience: &AudienceResource, from: u64) => to_list;
     fn audience_groups_next(cursor: ResourceArc<GroupsCursor>, channels: Term) => groups_next;
     fn audience_memory(audience: &AudienceResource) => memory;
@@ -320,6 +320,7 @@ fn add<'a>(
     windows: Term<'a>,
 ) -> Outcome<'a> {
     let started = Instant::now();
+    let pid_term = pid;
     let pid = decode_pid(pid, 1)?;
     let mut budget = Budget::new(&call);
     let member = budget.encode_arg(member, None)?;
@@ -329,9 +330,17 @@ fn add<'a>(
     if state.slot_of(&pid).is_some() {
         return Err(Error::SessionExists.into());
     }
+    // The pid's hash: a session is in the same passive-update slice whenever it is here.
+    let slice_key = pid_term.hash_phash2() as u8;
     let slot = state
         .core
-        .insert(member.as_bytes(), &role_refs(&roles), active, &windows)
+        .insert(
+            member.as_bytes(),
+            &role_refs(&roles),
+            active,
+            &windows,
+            slice_key,
+        )
         .map_err(Error::from)?;
     state.insert(slot, pid, call.env().pid());
     call.charge_since(started);
@@ -584,10 +593,19 @@ fn select_groups<'a>(
     channels: Term<'a>,
     required: u64,
     sessions: Term<'a>,
+    slice: Term<'a>,
 ) -> Outcome<'a> {
     let started = Instant::now();
     let env = call.env();
     let sessions = decode_sessions(sessions)?;
+    let slice = slice
+        .decode::<(u32, u32)>()
+        .ok()
+        .and_then(|(index, count)| SlotSlice::new(index, count));
+    let slice = slice.ok_or(Error::BadArgument {
+        position: 6,
+        expected: "{index, count}, count a power of two up to 64 and index below it",
+    })?;
     let mut budget = Budget::new(&call);
     let pairs = channel_terms(channels)?;
     let mut elements: Vec<Element> = Vec::with_capacity(pairs.len());
@@ -603,10 +621,12 @@ fn select_groups<'a>(
     let mut state = audience.lock();
     call.go_dirty_if(state.core.prepare_cost(&perms.model) > NORMAL_SELECT_UNITS)?;
     state.core.prepare(&perms.model);
-    call.go_dirty_if(state.core.group_cost(&perms.model, &asked, sessions) > NORMAL_SELECT_UNITS)?;
+    call.go_dirty_if(
+        state.core.group_cost(&perms.model, &asked, sessions, slice) > NORMAL_SELECT_UNITS,
+    )?;
     let groups = state
         .core
-        .group_by_channels(&perms.model, &asked, sessions)
+        .group_by_channels(&perms.model, &asked, sessions, slice)
         .map_err(Error::from)?;
     // The pids are taken now: the rest of the result is built from this snapshot,
     // whatever happens to the audience in between.
