@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use guild_kit_core::member_list::{Counts, MemberList, Windows};
 use guild_kit_core::term_key::{Element, KeyEncoder, Number};
+use support::SplitMix;
+
+mod support;
 
 fn int(v: i64) -> Element {
     let mut e = KeyEncoder::new();
@@ -33,18 +36,6 @@ fn name(i: u64) -> Element {
     let mut e = KeyEncoder::new();
     e.push_binary(format!("n{}", i.wrapping_mul(2_654_435_761) % 9_973).as_bytes());
     e.finish()
-}
-
-/// SplitMix64: a deterministic sequence, so runs compare like for like.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let z = (self.0 ^ (self.0 >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) >> 11
-    }
 }
 
 /// Times `write(state)` right after `snapshot(state)`, keeping the snapshot alive

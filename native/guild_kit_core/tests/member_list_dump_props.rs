@@ -244,6 +244,9 @@ fn large_lists_load_on_two_threads_and_still_check_everything() {
     }
     list.watch((0, 99));
     let dump = list.to_dump().unwrap();
+    // Its two trees written on two threads, it is the dump one pass writes.
+    let plan = list.plan_dump().unwrap();
+    assert_eq!(plan.to_vec(list.dump_elements()).unwrap(), dump);
     assert_same(&MemberList::from_dump(&dump).unwrap(), &list);
 
     // The id index's last entry names a row that is not there; the rows' last member

@@ -33,7 +33,9 @@ fn sorted_set_to_binary<'a>(call: Call<'a>, set: &SortedSet) -> Outcome<'a> {
     call.go_dirty_if(!fits(dump::tree_elements(&tree), 0))?;
     let started = Instant::now();
     let plan = dump::plan_sorted_set(&tree);
-    write(&call, started, plan, dump::tree_elements(&tree))
+    write(&call, started, plan, |plan, out| {
+        plan.write(out, dump::tree_elements(&tree))
+    })
 }
 
 fn sorted_set_from_binary<'a>(call: Call<'a>, binary: Term<'a>) -> Outcome<'a> {
@@ -59,21 +61,22 @@ fn member_list_to_binary<'a>(call: Call<'a>, list: &MemberListResource) -> Outco
     call.go_dirty_if(!small)?;
     let started = Instant::now();
     let plan = snapshot.plan_dump();
-    write(&call, started, plan, snapshot.dump_elements())
+    write(&call, started, plan, |plan, out| {
+        snapshot.write_dump(plan, out)
+    })
 }
 
-/// Writes a planned dump into a new binary of exactly its size, and charges the work
-/// since `started`.
-fn write<'a, 'e>(
+/// Writes a planned dump with `write_to` into a new binary of exactly its size, and
+/// charges the work since `started`.
+fn write<'a>(
     call: &Call<'a>,
     started: Instant,
     plan: Result<Plan, DumpError>,
-    elements: impl Iterator<Item = &'e [u8]>,
+    write_to: impl FnOnce(&Plan, &mut [u8]) -> Result<(), DumpError>,
 ) -> Outcome<'a> {
     let plan = plan.map_err(unwritable)?;
     let mut binary = NewBinary::new(call.env(), plan.len());
-    plan.write(binary.as_mut_slice(), elements)
-        .map_err(unwritable)?;
+    write_to(&plan, binary.as_mut_slice()).map_err(unwritable)?;
     call.charge_since(started);
     Ok(Term::from(binary))
 }
