@@ -24,9 +24,7 @@ use guild_kit_core::member_list::{Counts, MemberList, Windows};
 use guild_kit_core::term_key::{Element, KeyEncoder, Number};
 
 fn int(v: i64) -> Element {
-    let mut e = KeyEncoder::new();
-    e.push_number(Number::Int(v), false);
-    e.finish()
+    Element::number(Number::Int(v))
 }
 
 fn name(i: u64) -> Element {

@@ -1473,9 +1473,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn element(i: u32) -> Element {
-        let mut encoder = KeyEncoder::new();
-        encoder.push_number(Number::Int(i.into()), false);
-        encoder.finish()
+        Element::number(Number::Int(i.into()))
     }
 
     fn bytes(i: u32) -> Vec<u8> {

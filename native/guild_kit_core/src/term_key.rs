@@ -322,6 +322,16 @@ impl Element {
         }
     }
 
+    /// The element of a number on its own (outside map keys): what
+    /// [`KeyEncoder::push_number`] with `exact == false` and [`KeyEncoder::finish`] make.
+    ///
+    /// Time: O(size of the number).
+    pub fn number(number: Number<'_>) -> Element {
+        let mut encoder = KeyEncoder::new();
+        encoder.push_number(number, false);
+        encoder.finish()
+    }
+
     /// The key alone: what comparisons and lookups use.
     pub fn key(&self) -> &[u8] {
         &self.bytes[self.key_start..]
@@ -1379,27 +1389,19 @@ mod tests {
     use super::*;
 
     fn int(v: i64) -> Vec<u8> {
-        let mut e = KeyEncoder::new();
-        e.push_number(Number::Int(v), false);
-        e.finish().as_bytes().to_vec()
+        Element::number(Number::Int(v)).into_buffer()
     }
 
     fn float(v: f64) -> Vec<u8> {
-        let mut e = KeyEncoder::new();
-        e.push_number(Number::Float(v), false);
-        e.finish().as_bytes().to_vec()
+        Element::number(Number::Float(v)).into_buffer()
     }
 
     fn big(negative: bool, magnitude: &[u8]) -> Vec<u8> {
-        let mut e = KeyEncoder::new();
-        e.push_number(
-            Number::Big {
-                negative,
-                magnitude,
-            },
-            false,
-        );
-        e.finish().as_bytes().to_vec()
+        Element::number(Number::Big {
+            negative,
+            magnitude,
+        })
+        .into_buffer()
     }
 
     fn key(element: &[u8]) -> &[u8] {
