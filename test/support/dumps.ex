@@ -9,12 +9,14 @@ defmodule GuildKit.Test.Dumps do
   alias GuildKit.Test.TermGenerator
 
   @doc """
-  `dump` after each way it travels: through `:erlang.term_to_binary/2` (plain,
-  compressed and minor version 1) and back, and through a file written in `dir` and
-  read back.
+  Asserts that `structure` survives each way a dump travels: its dump (by
+  `module.to_binary/1`) goes through `:erlang.term_to_binary/2` (plain, compressed and
+  minor version 1) and back, and through a file written in `dir` and read back; each
+  copy `module.from_binary/1` loads from it must pass `assert_same.(copy, structure)`.
   """
-  @spec transported(binary(), Path.t()) :: [binary()]
-  def transported(dump, dir) do
+  @spec assert_transported(module(), struct(), Path.t(), (struct(), struct() -> term())) :: :ok
+  def assert_transported(module, structure, dir, assert_same) do
+    dump = module.to_binary(structure)
     path = Path.join(dir, "structure.dump")
     File.write!(path, dump)
 
@@ -22,7 +24,10 @@ defmodule GuildKit.Test.Dumps do
       for opts <- [[], [:compressed], [minor_version: 1]],
           do: dump |> :erlang.term_to_binary(opts) |> :erlang.binary_to_term()
 
-    through_terms ++ [File.read!(path)]
+    for copy <- through_terms ++ [File.read!(path)],
+        do: assert_same.(module.from_binary(copy), structure)
+
+    :ok
   end
 
   @doc """

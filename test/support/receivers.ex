@@ -175,6 +175,8 @@ defmodule GuildKit.Test.SchedulerWatch do
   `long_schedule` does not count them.
   """
 
+  alias GuildKit.Test.HelperProcess
+
   @dirty_exit {:erts_internal, :dirty_nif_finalizer, 1}
 
   @doc """
@@ -218,11 +220,7 @@ defmodule GuildKit.Test.SchedulerWatch do
   def stop(watcher) do
     # A report is sent when a process is scheduled out: give the last ones a moment.
     Process.sleep(50)
-    send(watcher, {:stop, self()})
-
-    receive do
-      {:reports, ^watcher, reports} -> reports
-    end
+    HelperProcess.stop(watcher)
   end
 
   # `since`: pid => CPU stamp of its last schedule-in; `held`: pids with a stretch
@@ -260,7 +258,7 @@ defmodule GuildKit.Test.SchedulerWatch do
 
         :erlang.trace(:all, false, [:cpu_timestamp])
         reports = for {pid, _, _} = report <- Enum.reverse(reports), pid in held, do: report
-        send(from, {:reports, self(), reports})
+        send(from, {:stopped, self(), reports})
     end
   end
 
@@ -284,18 +282,12 @@ defmodule GuildKit.Test.SchedulerWatch do
 
   @doc "Stops a tracer of `trace_sizes/1` and returns the largest size it saw, in bytes."
   @spec stop_trace(pid()) :: non_neg_integer()
-  def stop_trace(tracer) do
-    send(tracer, {:stop, self()})
-
-    receive do
-      {:largest, ^tracer, largest} -> largest
-    end
-  end
+  def stop_trace(tracer), do: HelperProcess.stop(tracer)
 
   defp sizes(largest) do
     receive do
       {:trace, _pid, :receive, message} -> sizes(max(largest, :erlang.external_size(message)))
-      {:stop, from} -> send(from, {:largest, self(), largest})
+      {:stop, from} -> send(from, {:stopped, self(), largest})
     end
   end
 
@@ -318,6 +310,7 @@ defmodule GuildKit.Test.FanoutFaults do
   """
 
   import ExUnit.Assertions
+  alias GuildKit.Test.HelperProcess
 
   @doc """
   Starts a linked process that, every 10-30 ms, kills the process `victim.()` returns
@@ -328,19 +321,11 @@ defmodule GuildKit.Test.FanoutFaults do
 
   @doc "Stops a killer and returns how many processes it killed."
   @spec stop_killer(pid()) :: non_neg_integer()
-  def stop_killer(killer) do
-    send(killer, {:stop, self()})
-
-    receive do
-      {:kills, ^killer, kills} -> kills
-    after
-      5_000 -> flunk("the killer did not stop")
-    end
-  end
+  def stop_killer(killer), do: HelperProcess.stop(killer)
 
   defp kill_loop(victim, kills) do
     receive do
-      {:stop, from} -> send(from, {:kills, self(), kills})
+      {:stop, from} -> send(from, {:stopped, self(), kills})
     after
       Enum.random(10..30) ->
         case victim.() do

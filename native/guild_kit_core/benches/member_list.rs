@@ -27,9 +27,7 @@ use support::SplitMix;
 mod support;
 
 fn int(v: i64) -> Element {
-    let mut e = KeyEncoder::new();
-    e.push_number(Number::Int(v), false);
-    e.finish()
+    Element::number(Number::Int(v))
 }
 
 fn name(i: u64) -> Element {

@@ -1555,9 +1555,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn element(i: u32) -> Element {
-        let mut encoder = KeyEncoder::new();
-        encoder.push_number(Number::Int(i.into()), false);
-        encoder.finish()
+        Element::number(Number::Int(i.into()))
     }
 
     fn bytes(i: u32) -> Vec<u8> {
@@ -1932,11 +1930,6 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        fn tree(n: u32) -> KeyTree {
-            let elements: Vec<Element> = (0..n).map(element).collect();
-            KeyTree::from_ascending(elements.iter().map(ElementRef::from)).unwrap()
-        }
-
         fn one_by_one<'a>(tree: &'a KeyTree, indices: &[usize]) -> Vec<ElementRef<'a>> {
             indices.iter().map_while(|&i| tree.get(i)).collect()
         }
@@ -1944,19 +1937,19 @@ mod tests {
         #[test]
         fn empty_tree_and_no_indices() {
             assert!(KeyTree::new().get_ascending(&[0, 1]).is_empty());
-            assert!(tree(10).get_ascending(&[]).is_empty());
+            assert!(tree_of(0..10).get_ascending(&[]).is_empty());
         }
 
         #[test]
         fn a_single_leaf() {
-            let tree = tree(5);
+            let tree = tree_of(0..5);
             let got = tree.get_ascending(&[0, 2, 2, 4]);
             assert_eq!(got, one_by_one(&tree, &[0, 2, 2, 4]));
         }
 
         #[test]
         fn every_index_and_scattered_ones_of_a_deep_tree() {
-            let tree = tree(300_000);
+            let tree = tree_of(0..300_000);
             let all: Vec<usize> = (0..tree.len()).collect();
             assert_eq!(tree.get_ascending(&all), one_by_one(&tree, &all));
             let scattered: Vec<usize> = (0..500).map(|i| i * 599 + i % 7).collect();
@@ -1968,14 +1961,14 @@ mod tests {
 
         #[test]
         fn indices_past_the_end_are_left_out() {
-            let tree = tree(1_000);
+            let tree = tree_of(0..1_000);
             let got = tree.get_ascending(&[3, 999, 1_000, 5_000]);
             assert_eq!(got, one_by_one(&tree, &[3, 999]));
         }
 
         #[test]
         fn after_writes_and_on_a_snapshot() {
-            let mut tree = tree(20_000);
+            let mut tree = tree_of(0..20_000);
             let snapshot = tree.clone();
             for i in (0..20_000).step_by(3) {
                 tree.remove(&element(i));
@@ -2000,7 +1993,7 @@ mod tests {
                 removed in proptest::collection::vec(0u32..40_000, 0..200),
                 mut indices in proptest::collection::vec(0usize..41_000, 0..300),
             ) {
-                let mut tree = tree(size);
+                let mut tree = tree_of(0..size);
                 for i in removed {
                     tree.remove(&element(i));
                 }

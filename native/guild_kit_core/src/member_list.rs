@@ -663,15 +663,11 @@ mod tests {
     use crate::term_key::{Integer, KeyEncoder, Number, Token};
 
     fn int(v: i64) -> Element {
-        let mut e = KeyEncoder::new();
-        e.push_number(Number::Int(v), false);
-        e.finish()
+        Element::number(Number::Int(v))
     }
 
     fn float(v: f64) -> Element {
-        let mut e = KeyEncoder::new();
-        e.push_number(Number::Float(v), false);
-        e.finish()
+        Element::number(Number::Float(v))
     }
 
     /// `{a, b}` with floats where asked.

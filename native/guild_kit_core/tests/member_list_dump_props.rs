@@ -12,13 +12,11 @@ use proptest::prelude::*;
 const GROUPS: i64 = 4;
 
 fn number(value: i64, float: bool) -> Element {
-    let mut e = KeyEncoder::new();
-    if float {
-        e.push_number(Number::Float(value as f64), false);
+    Element::number(if float {
+        Number::Float(value as f64)
     } else {
-        e.push_number(Number::Int(value), false);
-    }
-    e.finish()
+        Number::Int(value)
+    })
 }
 
 /// A sort key `{value, "name"}`, sometimes with a float.

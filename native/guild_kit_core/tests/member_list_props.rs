@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use guild_kit_core::member_list::{Change, MemberList, Op, Row};
-use guild_kit_core::term_key::{Element, Integer, KeyEncoder, Number, Token};
+use guild_kit_core::term_key::{Element, Integer, Number, Token};
 use proptest::prelude::*;
 
 const GROUPS: i64 = 4;
@@ -24,14 +24,11 @@ enum Form {
 }
 
 fn number(value: i64, form: Form) -> Element {
-    let mut e = KeyEncoder::new();
-    match form {
-        Form::Int => e.push_number(Number::Int(value), false),
-        Form::Float => e.push_number(Number::Float(value as f64), false),
-        Form::NegativeZero if value == 0 => e.push_number(Number::Float(-0.0), false),
-        Form::NegativeZero => e.push_number(Number::Float(value as f64), false),
-    }
-    e.finish()
+    Element::number(match form {
+        Form::Int => Number::Int(value),
+        Form::NegativeZero if value == 0 => Number::Float(-0.0),
+        Form::Float | Form::NegativeZero => Number::Float(value as f64),
+    })
 }
 
 fn form() -> impl Strategy<Value = Form> {

@@ -7,9 +7,9 @@ defmodule GuildKit.Examples.MigrationTest do
   collection, 5 ms or more.
   """
   use ExUnit.Case, async: false
+  import GuildKit.Test.Peers, only: [start_peer: 1]
   alias GuildKit.Examples.Migration, as: Guild
   alias GuildKit.Examples.Migration.Session
-  alias GuildKit.Examples.PeerNode
   alias GuildKit.{MemberList, SortedSet}
 
   doctest GuildKit.Examples.Migration
@@ -19,11 +19,7 @@ defmodule GuildKit.Examples.MigrationTest do
   @members 200_000
   @sessions 20
 
-  setup_all do
-    peer = PeerNode.start()
-    on_exit(fn -> PeerNode.stop(peer) end)
-    %{node: peer.node}
-  end
+  setup_all :start_peer
 
   test "a hand-off to another node loses, repeats and reorders nothing, and never blocks the old guild",
        %{node: node} do

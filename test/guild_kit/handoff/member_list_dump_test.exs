@@ -79,10 +79,7 @@ defmodule GuildKit.Handoff.MemberListDumpTest do
   end
 
   test "survives :erlang.term_to_binary and a file round trip", %{tmp_dir: dir} do
-    list = random_list(11, 400)
-    dump = MemberList.to_binary(list)
-
-    for copy <- Dumps.transported(dump, dir), do: assert_same(MemberList.from_binary(copy), list)
+    Dumps.assert_transported(MemberList, random_list(11, 400), dir, &assert_same/2)
   end
 
   test "every truncation point of a small dump raises ArgumentError" do

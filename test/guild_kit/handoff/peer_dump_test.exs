@@ -4,17 +4,14 @@ defmodule GuildKit.Handoff.PeerDumpTest do
   equal set: the node that loads it did not create it.
   """
   use ExUnit.Case, async: false
+  import GuildKit.Test.Peers, only: [start_peer: 1]
   alias GuildKit.Examples.PeerNode
   alias GuildKit.{MemberList, SortedSet}
 
   @moduletag :slow
   @moduletag timeout: 120_000
 
-  setup_all do
-    peer = PeerNode.start()
-    on_exit(fn -> PeerNode.stop(peer) end)
-    %{node: peer.node}
-  end
+  setup_all :start_peer
 
   test "a set's dump sent to another node loads there", %{node: node} do
     set = SortedSet.from_enumerable(for i <- 1..20_000, do: {i, "member #{i}", i / 3})

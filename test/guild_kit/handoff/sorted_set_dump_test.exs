@@ -68,10 +68,7 @@ defmodule GuildKit.Handoff.SortedSetDumpTest do
   end
 
   test "survives :erlang.term_to_binary and a file round trip", %{tmp_dir: dir} do
-    set = random_set(7, 2_000)
-    dump = SortedSet.to_binary(set)
-
-    for copy <- Dumps.transported(dump, dir), do: assert_same(SortedSet.from_binary(copy), set)
+    Dumps.assert_transported(SortedSet, random_set(7, 2_000), dir, &assert_same/2)
   end
 
   test "a dump inside a larger binary (a sub-binary) loads" do

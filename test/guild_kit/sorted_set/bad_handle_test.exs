@@ -88,16 +88,13 @@ end
 defmodule GuildKit.SortedSet.RemoteHandleTest do
   @moduledoc "A set used on a node other than the one that made it."
   use ExUnit.Case, async: false
+  import GuildKit.Test.Peers, only: [start_peer: 1]
   alias GuildKit.Examples.PeerNode
   alias GuildKit.SortedSet
 
   @moduletag :slow
 
-  setup_all do
-    peer = PeerNode.start()
-    on_exit(fn -> PeerNode.stop(peer) end)
-    %{node: peer.node}
-  end
+  setup_all :start_peer
 
   test "a set made on a peer raises here, saying where it was made", %{node: node} do
     # The set lives in an agent on the peer; this node gets a copy of its handle.
