@@ -81,7 +81,10 @@ defmodule GuildKit.Bench.SortedSet do
     ]
 
     Enum.map(cases, &measure_case/1) ++
-      [measure_to_list(set, gb), measure_to_list(set, members)]
+      [
+        measure_to_list(set, ":gb_sets.to_list", fn -> :gb_sets.to_list(gb) end),
+        measure_to_list(set, "Erlang rebuilding each member", fn -> rebuild(members) end)
+      ]
   end
 
   defp empty(state), do: state
@@ -129,17 +132,11 @@ defmodule GuildKit.Bench.SortedSet do
   # Against `:gb_sets.to_list/1`, which conses the members already on the heap, and
   # against Erlang making every member anew from its parts (a tuple, an integer and an
   # 8-byte binary, consed), which is what a list built from native memory must do.
-  defp measure_to_list(set, baseline) do
-    {baseline_name, baseline_run} =
-      case baseline do
-        members when is_list(members) -> {"Erlang rebuilding each member", &rebuild/1}
-        _gb_set -> {":gb_sets.to_list", &:gb_sets.to_list/1}
-      end
-
+  defp measure_to_list(set, baseline_name, baseline_run) do
     samples =
       for round <- 1..5 do
         ours = fn -> time(fn -> SortedSet.to_list(set) end) end
-        base = fn -> time(fn -> baseline_run.(baseline) end) end
+        base = fn -> time(baseline_run) end
         # Each list is dropped and collected before the next measurement.
         if rem(round, 2) == 0 do
           {o, b} = {ours.(), base.()}

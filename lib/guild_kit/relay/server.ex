@@ -19,10 +19,10 @@ defmodule GuildKit.Relay.Server do
   @exit_report_ms 20
 
   # Passive updates go out a slice of the sessions at a time (Audience.select_groups/4's
-  # `:slice`), one slice every passive_interval / slices: the sends of a relay's 15,000
+  # `:slice`), one slice of 16 every passive_interval / 16: the sends of a relay's 15,000
   # passive sessions at once put 15,000 processes in the run queue ahead of the next
   # event's active sessions.
-  @passive_slices 16
+  @passive_slices [16, 8, 4, 2, 1]
 
   @spec start_link(map()) :: GenServer.on_start()
   def start_link(args) do
@@ -43,7 +43,7 @@ defmodule GuildKit.Relay.Server do
     send(args.guild, {GuildKit.Relay, args.tag, :up, self(), args.version})
     # Never more slices than milliseconds in an interval; each slice's turn comes once
     # every `slices` ticks, which is never sooner than passive_interval.
-    slices = min(@passive_slices, 2 ** trunc(:math.log2(args.passive_interval)))
+    slices = Enum.find(@passive_slices, &(&1 <= args.passive_interval))
     tick_ms = div(args.passive_interval + slices - 1, slices)
     Process.send_after(self(), :tick, tick_ms)
 

@@ -235,6 +235,45 @@ defmodule GuildKit.Audience.ApiTest do
     end
   end
 
+  test "the slices of one count split the sessions, the same way every time", %{
+    audience: audience,
+    perms: perms
+  } do
+    sessions = pids(300)
+
+    for {pid, n} <- Enum.with_index(sessions),
+        do: Audience.add(audience, pid, n, [], active: false)
+
+    channels = %{general: 1}
+    [{^channels, all}] = Audience.select_groups(audience, perms, channels)
+
+    slice = fn index, count ->
+      for {^channels, pids} <-
+            Audience.select_groups(audience, perms, channels, slice: {index, count}),
+          pid <- pids,
+          do: pid
+    end
+
+    for count <- [1, 2, 16, 64] do
+      parts = for index <- 0..(count - 1), do: slice.(index, count)
+      # Disjoint, every session in one, each part in slot order.
+      assert Enum.sort(Enum.concat(parts)) == Enum.sort(all)
+      assert Enum.all?(parts, fn part -> part == Enum.filter(all, &(&1 in part)) end)
+      if count > 1, do: assert(Enum.count(parts, &(&1 != [])) > 1)
+    end
+
+    # A session that leaves and comes back, in another slot, is in the same slice.
+    [first | _] = all
+    member = Enum.find_index(sessions, &(&1 == first))
+    index = Enum.find(0..15, &(first in slice.(&1, 16)))
+    :ok = Audience.remove(audience, first)
+    [newcomer] = pids(1)
+    Audience.add(audience, newcomer, :newcomer, [], active: false)
+    Audience.add(audience, first, member, [], active: false)
+    assert List.last(Audience.select(audience, perms, :all, sessions: :all)) == first
+    assert first in slice.(index, 16)
+  end
+
   test "many channels (more than 64) group too", %{audience: audience} do
     perms =
       Enum.reduce(

@@ -197,6 +197,12 @@ defmodule GuildKit.Audience.BadInputTest do
       assert_raise ArgumentError, fn -> Audience.select_groups(audience, perms, %{c: 1}, bad) end
     end
 
+    for bad <- [{0, 3}, {2, 2}, {-1, 4}, {0, 128}, {0, 0}, {1.0, 2}, 5, nil] do
+      assert_raise ArgumentError, ~r/expected :slice to be \{index, count\}/, fn ->
+        Audience.select_groups(audience, perms, %{c: 1}, slice: bad)
+      end
+    end
+
     for bad <- [[c: 1], :c, nil] do
       assert_raise ArgumentError, ~r/map of channel_id/, fn ->
         Audience.select_groups(audience, perms, bad)
