@@ -6,7 +6,8 @@
 # `to_list/1` + `from_enumerable/1`, and against `:erlang.term_to_binary/1` and
 # `:erlang.binary_to_term/1` of the list. MemberList (when it has `to_binary/1`): 1M
 # members in 12 groups against rebuilding it with one `put/4` per member, and
-# `snapshot/1` with the first write after it (when it has `snapshot/1`).
+# `snapshot/1` with the first write after it (when it has `snapshot/1`), beside a put
+# with no snapshot taken, 20 of each per round.
 #
 # Method: rounds interleave every operation, so load changes hit all alike; each row is
 # the median over the rounds. The load average is printed before and after: the
@@ -20,6 +21,7 @@ defmodule GuildKit.Bench.Handoff do
 
   @rounds 7
   @rebuild_rounds 3
+  @snapshot_pairs 20
   @groups for(r <- 1..10, do: {:role, r}) ++ [:online, :offline]
 
   def run(n) do
@@ -111,15 +113,49 @@ defmodule GuildKit.Bench.Handoff do
     {medians(rounds), [{"dump bytes per member", byte_size(dump) / n}], []}
   end
 
+  # Each pair is a put with no snapshot alive, then a snapshot and the first put after
+  # it, on random members: one sample each from a single cold round was noise, so a
+  # round takes `@snapshot_pairs` of each, and the row is the median of them all. The
+  # snapshot is taken in a process of its own, so that it is freed when that process
+  # exits rather than at some later collection, and the next plain put shares nothing.
   defp snapshot_rounds(list, people) do
     if function_exported?(MemberList, :snapshot, 1) do
-      {id, _g, name} = Enum.random(people)
-      snapshot_ns = time(fn -> MemberList.snapshot(list) end)
-      _keep = MemberList.snapshot(list)
-      write_ns = time(fn -> MemberList.put(list, id, :online, name) end)
-      [{"snapshot/1", snapshot_ns}, {"first put/4 after a snapshot", write_ns}]
+      people = List.to_tuple(people)
+
+      for _ <- 1..@snapshot_pairs do
+        {id, _g, name} = elem(people, :rand.uniform(tuple_size(people)) - 1)
+        plain_ns = time(fn -> MemberList.put(list, id, group(), name) end)
+        {snapshot_ns, write_ns} = snapshot_then_put(list, id, name)
+
+        [
+          {"put/4, no snapshot alive", plain_ns},
+          {"snapshot/1", snapshot_ns},
+          {"first put/4 after a snapshot", write_ns}
+        ]
+      end
     else
       []
+    end
+  end
+
+  defp snapshot_then_put(list, id, name) do
+    parent = self()
+
+    {pid, ref} =
+      spawn_monitor(fn ->
+        snapshot_ns = time(fn -> MemberList.snapshot(list) end)
+        kept = MemberList.snapshot(list)
+        write_ns = time(fn -> MemberList.put(list, id, group(), name) end)
+        # Alive until the write is timed, so the write finds its nodes shared.
+        _ = MemberList.size(kept)
+        send(parent, {self(), snapshot_ns, write_ns})
+      end)
+
+    receive do
+      {^pid, snapshot_ns, write_ns} ->
+        receive do
+          {:DOWN, ^ref, :process, ^pid, :normal} -> {snapshot_ns, write_ns}
+        end
     end
   end
 

@@ -5,7 +5,9 @@
 //!         target/release/examples/dump_profile set-load 200000
 //!
 //! Operations: `set-dump`, `set-load`, `list-dump`, `list-load`. Only `measured` is
-//! counted, so building the input is left out. The data is shaped as in
+//! counted, so building the input is left out. `snapshot-put [N] [ROUNDS]` instead
+//! prints the median time of a put with no snapshot taken beside the first put after a
+//! snapshot (a clone), alternating, over ROUNDS puts (default 41). The data is shaped as in
 //! `bench/handoff.exs`: set members `{4i, <<random:64>>}`; list members with large ids,
 //! 8-letter names, 12 groups (5% roles, 30% online, the rest offline) and 1,000 watched
 //! windows. Prints the wall-clock time of the measured call, too.
@@ -88,7 +90,41 @@ fn main() {
             started = Instant::now();
             black_box(measured(|| MemberList::from_dump(&dump)).expect("load"));
         }
-        _ => panic!("unknown operation {op}: set-dump, set-load, list-dump, list-load"),
+        "snapshot-put" => {
+            let mut list = list(n, &mut rng);
+            let rounds: usize = args.get(3).map_or(41, |r| r.parse().expect("a count"));
+            let mut plain = Vec::new();
+            let mut after = Vec::new();
+            for round in 0..rounds {
+                let id = int(100_000_000_000_000_000 + (1 + rng.next() % n) as i64 * 7_919);
+                let mut sort = KeyEncoder::new();
+                sort.push_binary(format!("r{round}").as_bytes());
+                let sort = sort.finish();
+                let group = int((rng.next() % 12) as i64);
+                let snapshot = (round % 2 == 1).then(|| list.clone());
+                let t = Instant::now();
+                black_box(list.put(&id, &group, &sort).expect("put"));
+                let took = t.elapsed();
+                drop(snapshot);
+                if round % 2 == 1 {
+                    after.push(took)
+                } else {
+                    plain.push(took)
+                }
+            }
+            plain.sort();
+            after.sort();
+            eprintln!(
+                "put: median {:?}, after a snapshot: median {:?} (max {:?})",
+                plain[plain.len() / 2],
+                after[after.len() / 2],
+                after.last().unwrap()
+            );
+            started = Instant::now();
+        }
+        _ => {
+            panic!("unknown operation {op}: set-dump, set-load, list-dump, list-load, snapshot-put")
+        }
     }
     eprintln!("{op} {n}: {:?}", started.elapsed());
 }
