@@ -8,6 +8,9 @@ defmodule GuildKit.MemoryEstimator.SchedulerTest do
   alias GuildKit.Test.LongSchedule
 
   @moduletag :slow
+  # Tests of 10 s or more here take nearly twice as long on a slow CI machine: room
+  # beyond ExUnit's default 60 s.
+  @moduletag timeout: 300_000
 
   # Inputs of tens of millions of words need a heap that never collects while measured.
   @heap_words 100_000_000
