@@ -72,14 +72,17 @@ defmodule GuildKit.Bench.SortedSet do
        end, &SortedSet.remove(set, &1), &:gb_sets.delete/2, nil},
       {"find_index", ":gb_sets.is_member", fn -> {present.(), gb} end,
        &SortedSet.find_index(set, &1), &(:gb_sets.is_member(&1, &2) && &2), nil},
-      # One member over and over: its path through the tree stays in the caches, so the
-      # gap to the random-member row is what the cache misses of a lookup cost.
+      # One member (below: one index) over and over: its path through the tree stays in
+      # the caches, so the gap to the random row is what the cache misses cost.
       {"find_index, one member again and again", ":gb_sets.is_member, the same",
        fn -> {List.duplicate(elem(by_index, div(n, 2)), @batch), gb} end,
        &SortedSet.find_index(set, &1), &(:gb_sets.is_member(&1, &2) && &2), nil},
       {"member?", ":gb_sets.is_member", fn -> {present.(), gb} end, &SortedSet.member?(set, &1),
        &(:gb_sets.is_member(&1, &2) && &2), nil},
       {"at", "size/1", fn -> {indices.(), nil} end, &SortedSet.at(set, &1),
+       fn _, s -> SortedSet.size(set) && s end, nil},
+      {"at, one index again and again", "size/1",
+       fn -> {List.duplicate(div(n, 2), @batch), nil} end, &SortedSet.at(set, &1),
        fn _, s -> SortedSet.size(set) && s end, nil},
       {"slice of 100", "size/1", fn -> {indices.(), nil} end, &SortedSet.slice(set, &1, 100),
        fn _, s -> SortedSet.size(set) && s end, nil}
