@@ -47,11 +47,7 @@ defmodule GuildKit.Examples.DemoTest do
     report = Path.join(tmp_dir, "report.html")
     opts = [members: 3_000, sessions: 300, seconds: 2, rate: 40, baseline: true, report: report]
 
-    {results, output} =
-      with_io(:stderr, fn -> capture_io(fn -> send(self(), {:results, Demo.run(opts)}) end) end)
-
-    assert_received {:results, [relays, direct, otp]}
-    _ = {results, output}
+    [relays, direct, otp] = run_demo(opts, 3)
     assert Enum.map([relays, direct, otp], & &1.toolkit) == [:relay, :guild_kit, :otp]
 
     for result <- [relays, direct, otp] do
@@ -73,5 +69,20 @@ defmodule GuildKit.Examples.DemoTest do
     html = File.read!(report)
     assert html =~ "<svg" and html =~ "GuildKit relays against GuildKit direct against plain OTP"
     refute html =~ ~r/<(script|link)\b/
+  end
+
+  # The demo finds the guild's stalls by the CPU time of its stretches on a scheduler,
+  # which the machine can make long now and then (see GuildKit.Test.LongSchedule): a run
+  # in which one of our guilds stalled is made again, up to `tries` runs in all. A guild
+  # that really holds a scheduler does so in every run.
+  defp run_demo(opts, tries) do
+    {_stdout, _stderr} =
+      with_io(:stderr, fn -> capture_io(fn -> send(self(), {:results, Demo.run(opts)}) end) end)
+
+    assert_received {:results, [relays, direct, _otp] = results}
+
+    if tries > 1 and (relays.stalls.guild != [] or direct.stalls.guild != []),
+      do: run_demo(opts, tries - 1),
+      else: results
   end
 end
