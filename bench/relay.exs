@@ -14,8 +14,9 @@
 #   * delivery - for each event, the time until the last active session had it
 #     (receivers record `:os.perf_counter/1` differences in an :atomics array of their
 #     node), at 50 events a second;
-#   * creation - `long_schedule` reports (5 ms) of the guild while it connects the
-#     sessions and starts the relays (at least 15,000 sessions per relay node);
+#   * creation - `long_schedule` reports (5 ms, wall clock) of the guild while it
+#     connects the sessions and starts the relays (at least 15,000 sessions per relay
+#     node), and its stretches on a scheduler that used 5 ms of CPU (see `watch/1`);
 #   * memory - heap plus native memory per session of one full relay of this node.
 #
 # test/support and examples/ are not compiled in :prod, so the receiver code lives
@@ -87,8 +88,10 @@ defmodule Bench.RelayGuild do
         end,
         # Big enough that the million members never get collected during the run, as in
         # test/guild_kit/relay/cost_test.exs: the guild's own garbage collections are not
-        # the relays' cost.
-        min_heap_size: 40_000_000
+        # the relays' cost. 40M words was not: the garbage of 200,000 connects filled it,
+        # and collecting the members took 384 ms (a `long_gc` report). The watch of the
+        # connects reports any collection over 5 ms.
+        min_heap_size: 100_000_000
       )
 
     receive do: ({:ready, ^pid} -> pid)
@@ -208,49 +211,84 @@ defmodule Bench.Relay do
          :rand.uniform(10) == 1}
       end
 
-    # The guild's connects, watched for long_schedule.
+    # The guild's connects, watched for long_schedule and for stretches of 5 ms of CPU.
     monitor = watch(guild)
     {us, :ok} = :timer.tc(fn -> Bench.RelayGuild.call(guild, {:connect, sessions}) end)
-    held = unwatch(monitor)
+    seen = unwatch(monitor, guild)
 
     groups =
       Enum.reduce(new, groups, fn {node, {latest, pids}}, groups ->
         Map.update!(groups, node, &[{latest, pids} | &1])
       end)
 
-    {groups, %{sessions: length(sessions), us: us, held: held}}
+    {groups, Map.merge(seen, %{sessions: length(sessions), us: us})}
   end
+
+  # `long_schedule` measures wall time, and two peer VMs share these 2 cores with this
+  # one, so it also reports a guild whose scheduler thread the OS preempted. As in
+  # `make demo`, the guild is therefore also traced when it is scheduled in and out,
+  # with the scheduler thread's CPU clock (`:cpu_timestamp`, with the scheduler's id so
+  # that both stamps of a stretch are read off one thread's clock): a stretch on a
+  # normal scheduler that used 5 ms of CPU is the guild holding it; a report without
+  # one is preemption. A stretch includes the guild's garbage collections, which
+  # `long_gc` reports apart.
+  @dirty_exit {:erts_internal, :dirty_nif_finalizer, 1}
 
   defp watch(guild) do
     parent = self()
 
     pid =
       spawn(fn ->
-        :erlang.system_monitor(self(), [{:long_schedule, 5}])
+        :erlang.system_monitor(self(), [{:long_schedule, 5}, {:long_gc, 5}])
+        :erlang.trace(:all, true, [:cpu_timestamp])
+        :erlang.trace(guild, true, [:running, :timestamp, :scheduler_id, {:tracer, self()}])
         send(parent, {:watching, self()})
-        collect(guild, [])
+        collect(guild, nil, %{reports: [], held: [], collections: []})
       end)
 
     receive do: ({:watching, ^pid} -> pid)
   end
 
-  defp collect(guild, seen) do
+  # `since`: where and at what CPU stamp the guild was last scheduled in.
+  defp collect(guild, since, seen) do
     receive do
       {:monitor, ^guild, :long_schedule, info} ->
-        collect(guild, [{info[:timeout], info[:in], info[:out]} | seen])
+        collect(guild, since, %{seen | reports: [info[:timeout] | seen.reports]})
+
+      {:monitor, ^guild, :long_gc, info} ->
+        collect(guild, since, %{seen | collections: [info[:timeout] | seen.collections]})
 
       {:monitor, _other, _, _} ->
-        collect(guild, seen)
+        collect(guild, since, seen)
+
+      {:trace_ts, ^guild, :in, at_in, scheduler, stamp} ->
+        collect(guild, {at_in, scheduler, stamp}, seen)
+
+      {:trace_ts, ^guild, :out, at_out, scheduler, stamp} ->
+        seen =
+          with {at_in, ^scheduler, start} when at_out != @dirty_exit <- since,
+               ms when ms >= 5 <- div(:timer.now_diff(stamp, start), 1000) do
+            %{seen | held: [{ms, at_in, at_out} | seen.held]}
+          else
+            _ -> seen
+          end
+
+        collect(guild, nil, seen)
 
       {:stop, from} ->
-        send(from, {:held, seen})
+        :erlang.trace(:all, false, [:cpu_timestamp])
+        send(from, {:seen, Map.new(seen, fn {key, list} -> {key, Enum.reverse(list)} end)})
     end
   end
 
-  defp unwatch(monitor) do
-    Process.sleep(20)
+  defp unwatch(monitor, guild) do
+    :erlang.system_monitor(:undefined)
+    :erlang.trace(guild, false, [:running])
+    # The guild's last trace messages reach the monitor before it is asked to stop.
+    delivered = :erlang.trace_delivered(guild)
+    receive do: ({:trace_delivered, ^guild, ^delivered} -> :ok)
     send(monitor, {:stop, self()})
-    receive do: ({:held, seen} -> seen)
+    receive do: ({:seen, seen} -> seen)
   end
 
   # -- events ----------------------------------------------------------------------
@@ -295,7 +333,7 @@ defmodule Bench.Relay do
         "ratio",
         "delivery median / p99: relays",
         "delivery median / p99: direct",
-        "connect: guild time, long_schedule ≥ 5 ms"
+        "connect: guild time; long_schedule ≥ 5 ms (wall clock); stretches of ≥ 5 ms CPU"
       ],
       for row <- rows do
         [
@@ -305,14 +343,20 @@ defmodule Bench.Relay do
           "#{Float.round(row.direct.guild.median / row.relay.guild.median, 1)}×",
           delivery(row.relay),
           delivery(row.direct),
-          "#{Float.round(row.creation.us / 1000, 1)} ms for #{row.creation.sessions}, #{inspect(Enum.map(row.creation.held, &elem(&1, 0)))}"
+          "#{Float.round(row.creation.us / 1000, 1)} ms for #{row.creation.sessions}; " <>
+            "#{length(row.creation.reports)}; #{inspect(Enum.map(row.creation.held, &elem(&1, 0)), charlists: :as_lists)}"
         ]
       end
     )
 
-    # Where the guild was when it was held (scheduled in / out), for the reader.
+    # Where the guild was when it held a scheduler (scheduled in / out), for the reader;
+    # and the guild's own collections, whose cost is its heap, not the relays'.
     for row <- rows, {ms, at_in, at_out} <- row.creation.held do
-      IO.puts("held #{ms} ms at #{row.size}: in #{inspect(at_in)}, out #{inspect(at_out)}")
+      IO.puts("held #{ms} ms of CPU at #{row.size}: in #{inspect(at_in)}, out #{inspect(at_out)}")
+    end
+
+    for row <- rows, ms <- row.creation.collections do
+      IO.puts("a collection of the guild's heap took #{ms} ms at #{row.size}")
     end
 
     [a, b | _] = rows ++ rows
