@@ -57,13 +57,23 @@ defmodule GuildKit.Test.LongSchedule do
   """
   @spec measure((() -> input), (input -> result), keyword()) :: {result, [term()]}
         when input: term(), result: term()
-  def measure(setup, fun, opts \\ []), do: measure(setup, fun, opts, @measurements)
+  def measure(setup, fun, opts \\ []),
+    do: retried(@measurements, fn -> measure_once(setup, fun, opts) end, &match?({_, []}, &1))
 
-  defp measure(setup, fun, opts, left) do
-    case measure_once(setup, fun, opts) do
-      {_result, [_ | _]} when left > 1 -> measure(setup, fun, opts, left - 1)
-      measured -> measured
-    end
+  @doc """
+  Runs `run.()` again while `clean?.(result)` is false, up to `tries` runs in all, and
+  returns the last result. The rule of every scheduler check of the suite (this
+  module's `measure/3`, the fan-out watches, the demo's stall count): a process that
+  holds a scheduler does so on every run of the same work, while a stretch that the
+  machine made long (the hypervisor taking the vCPU from a scheduler thread whose CPU
+  clock still runs, a burst of cache misses from a neighbour) seldom comes in every one.
+  `run` must be safe to run more than once.
+  """
+  @spec retried(pos_integer(), (() -> result), (result -> boolean())) :: result
+        when result: term()
+  def retried(tries, run, clean?) do
+    result = run.()
+    if tries == 1 or clean?.(result), do: result, else: retried(tries - 1, run, clean?)
   end
 
   defp measure_once(setup, fun, opts) do

@@ -220,23 +220,6 @@ defmodule GuildKit.Test.SchedulerWatch do
     HelperProcess.stop(watcher)
   end
 
-  @doc """
-  Runs `watched_run.()`, which watches some work and returns its reports (anything
-  empty when there were none: `[]`, `{[], []}`), again while it reports, up to `tries`
-  runs in all, and returns the last reports. As in `GuildKit.Test.LongSchedule.measure/3`,
-  a process that holds a scheduler does so on every run of the same work, while a
-  stretch that the machine made long (a vCPU taken by the hypervisor while its CPU clock
-  runs) seldom comes in every one. `watched_run` must be safe to run more than once.
-  """
-  @spec retried(pos_integer(), (() -> reports)) :: reports when reports: term()
-  def retried(tries, watched_run) do
-    reports = watched_run.()
-
-    if tries == 1 or reports in [[], {[], []}],
-      do: reports,
-      else: retried(tries - 1, watched_run)
-  end
-
   # `since`: pid => CPU stamp of its last schedule-in; `held`: pids with a stretch
   # over the limit.
   defp collect(watch, since, reports, held) do

@@ -3,6 +3,7 @@ defmodule GuildKit.Examples.DemoTest do
   import ExUnit.CaptureIO
 
   alias GuildKit.Examples.Demo
+  alias GuildKit.Test.LongSchedule
 
   @moduletag :tmp_dir
 
@@ -72,17 +73,22 @@ defmodule GuildKit.Examples.DemoTest do
   end
 
   # The demo finds the guild's stalls by the CPU time of its stretches on a scheduler,
-  # which the machine can make long now and then (see GuildKit.Test.LongSchedule): a run
-  # in which one of our guilds stalled is made again, up to `tries` runs in all. A guild
-  # that really holds a scheduler does so in every run.
+  # which the machine can make long now and then: a run in which one of our guilds
+  # stalled is made again, as every scheduler check of the suite does
+  # (GuildKit.Test.LongSchedule.retried/3).
   defp run_demo(opts, tries) do
-    {_stdout, _stderr} =
-      with_io(:stderr, fn -> capture_io(fn -> send(self(), {:results, Demo.run(opts)}) end) end)
+    LongSchedule.retried(
+      tries,
+      fn ->
+        {_stdout, _stderr} =
+          with_io(:stderr, fn ->
+            capture_io(fn -> send(self(), {:results, Demo.run(opts)}) end)
+          end)
 
-    assert_received {:results, [relays, direct, _otp] = results}
-
-    if tries > 1 and (relays.stalls.guild != [] or direct.stalls.guild != []),
-      do: run_demo(opts, tries - 1),
-      else: results
+        assert_received {:results, results}
+        results
+      end,
+      fn [relays, direct, _otp] -> relays.stalls.guild == [] and direct.stalls.guild == [] end
+    )
   end
 end

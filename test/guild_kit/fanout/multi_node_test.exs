@@ -4,7 +4,15 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Examples.PeerNode
-  alias GuildKit.Test.{FakePids, FanoutFaults, Receivers, SchedulerWatch, TermGenerator}
+
+  alias GuildKit.Test.{
+    FakePids,
+    FanoutFaults,
+    LongSchedule,
+    Receivers,
+    SchedulerWatch,
+    TermGenerator
+  }
 
   @moduletag :slow
 
@@ -371,9 +379,11 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
     for {receivers, message} <- [{many, :event}, {Enum.take(pids, 2), big}],
         opts <- [[], [offload: true], [pack: :binary]] do
-      assert SchedulerWatch.retried(3, fn ->
-               watched_delivery(peer, group, receivers, message, opts)
-             end) == {[], []}
+      assert LongSchedule.retried(
+               3,
+               fn -> watched_delivery(peer, group, receivers, message, opts) end,
+               &(&1 == {[], []})
+             ) == {[], []}
     end
 
     PeerNode.call(peer, Receivers, :stop, [group])

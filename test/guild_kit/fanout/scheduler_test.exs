@@ -100,7 +100,12 @@ defmodule GuildKit.Fanout.SchedulerTest do
   # fan-out instance (and their long_gc reports) from the call until the receivers got
   # `deliveries` more messages; again, up to three runs, while there are reports.
   defp measure(context, setup, fun, deliveries),
-    do: SchedulerWatch.retried(3, fn -> measure_once(context, setup, fun, deliveries) end)
+    do:
+      LongSchedule.retried(
+        3,
+        fn -> measure_once(context, setup, fun, deliveries) end,
+        &(&1 == [])
+      )
 
   defp measure_once(%{counter: counter}, setup, fun, deliveries) do
     before = :counters.get(counter, 1)
