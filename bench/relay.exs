@@ -227,10 +227,9 @@ defmodule Bench.Relay do
   # `long_schedule` measures wall time, and two peer VMs share these 2 cores with this
   # one, so it also reports a guild whose scheduler thread the OS preempted. As in
   # `make demo`, the guild is therefore also traced when it is scheduled in and out,
-  # with the scheduler thread's CPU clock (`:cpu_timestamp`, with the scheduler's id so
-  # that both stamps of a stretch are read off one thread's clock): a stretch on a
-  # normal scheduler that used 5 ms of CPU is the guild holding it; a report without
-  # one is preemption. A stretch includes the guild's garbage collections, which
+  # with the scheduler thread's CPU clock (`:cpu_timestamp`): a stretch on a normal
+  # scheduler that used 5 ms of CPU is the guild holding it; a report without one is
+  # preemption. A stretch includes the guild's garbage collections, which
   # `long_gc` reports apart.
   @dirty_exit {:erts_internal, :dirty_nif_finalizer, 1}
 
@@ -241,7 +240,7 @@ defmodule Bench.Relay do
       spawn(fn ->
         :erlang.system_monitor(self(), [{:long_schedule, 5}, {:long_gc, 5}])
         :erlang.trace(:all, true, [:cpu_timestamp])
-        :erlang.trace(guild, true, [:running, :timestamp, :scheduler_id, {:tracer, self()}])
+        :erlang.trace(guild, true, [:running, :timestamp, {:tracer, self()}])
         send(parent, {:watching, self()})
         collect(guild, nil, %{reports: [], held: [], collections: []})
       end)
@@ -261,12 +260,12 @@ defmodule Bench.Relay do
       {:monitor, _other, _, _} ->
         collect(guild, since, seen)
 
-      {:trace_ts, ^guild, :in, at_in, scheduler, stamp} ->
-        collect(guild, {at_in, scheduler, stamp}, seen)
+      {:trace_ts, ^guild, :in, at_in, stamp} ->
+        collect(guild, {at_in, stamp}, seen)
 
-      {:trace_ts, ^guild, :out, at_out, scheduler, stamp} ->
+      {:trace_ts, ^guild, :out, at_out, stamp} ->
         seen =
-          with {at_in, ^scheduler, start} when at_out != @dirty_exit <- since,
+          with {at_in, start} when at_out != @dirty_exit <- since,
                ms when ms >= 5 <- div(:timer.now_diff(stamp, start), 1000) do
             %{seen | held: [{ms, at_in, at_out} | seen.held]}
           else
