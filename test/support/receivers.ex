@@ -108,16 +108,14 @@ defmodule GuildKit.Test.Receivers do
   end
 
   @doc """
-  Waits until the group has received at least `min_total` messages and then no more
-  for `quiet_ms` (raising after `timeout` ms), and returns each receiver's messages like
-  `await/4`: for runs where some messages may be lost, so that the total is not known.
+  Waits until the group has received no message for `quiet_ms` (raising after
+  `timeout` ms) and returns its total so far: after a run that lost messages, whose
+  total is not known, the count that later sends add to.
   """
-  @spec await_quiet(group(), non_neg_integer(), non_neg_integer(), timeout()) ::
-          [{pid(), [term()]}]
-  def await_quiet(group, min_total, quiet_ms, timeout \\ 60_000) do
-    {counter, pids} = :persistent_term.get(group)
+  @spec settle(group(), non_neg_integer(), timeout()) :: non_neg_integer()
+  def settle(group, quiet_ms, timeout \\ 60_000) do
+    {counter, _pids} = :persistent_term.get(group)
     deadline = System.monotonic_time(:millisecond) + timeout
-    wait_for(counter, min_total, deadline)
 
     poll(deadline, fn ->
       before = :counters.get(counter, 1)
@@ -125,7 +123,7 @@ defmodule GuildKit.Test.Receivers do
       if :counters.get(counter, 1) == before, do: :ok, else: {:waiting, "quiet receivers"}
     end)
 
-    messages(pids)
+    :counters.get(counter, 1)
   end
 
   # Calls `check` every few ms until it returns :ok; raises once past `deadline`.
@@ -343,7 +341,11 @@ defmodule GuildKit.Test.FanoutFaults do
       assert seqs == Enum.sort(seqs)
       counts = Enum.frequencies(seqs)
       assert Enum.all?(counts, fn {_seq, count} -> count <= copies end)
-      assert Enum.all?(complete, &(counts[&1] == copies))
+      got = Map.new(complete, &{&1, Map.get(counts, &1, 0)})
+
+      assert Enum.all?(got, fn {_seq, count} -> count == copies end),
+             "a receiver got these copies of #{inspect(complete)}, not #{copies} of each: " <>
+               "#{inspect(got)} (#{length(seqs)} messages, the last #{inspect(List.last(seqs))})"
     end
 
     :ok
@@ -392,6 +394,33 @@ defmodule GuildKit.Test.FanoutFaults do
       :stop ->
         :ok
     end
+  end
+
+  @doc """
+  Waits until every sender and partitioner of the fan-out instance `name` on this node
+  runs again after kills, and each partitioner's workers have announced themselves to
+  it; fails after `timeout` ms. Until then a send may still be dropped, as documented:
+  a caller waits only briefly for a partitioner or sender that is being restarted.
+  """
+  @spec await_running(atom(), timeout()) :: :ok
+  def await_running(name \\ GuildKit.Fanout, timeout \\ 10_000) do
+    runtime = GuildKit.Fanout.Runtime.fetch!(name)
+    senders = Tuple.to_list(runtime.senders)
+    partitioners = Tuple.to_list(runtime.partitioners)
+
+    wait_until(
+      fn ->
+        Enum.all?(senders, &Process.whereis/1) and Enum.all?(partitioners, &workers_announced?/1)
+      end,
+      timeout
+    )
+  end
+
+  defp workers_announced?(partitioner) do
+    partitioner |> :sys.get_state() |> Map.fetch!(:workers) |> Tuple.to_list() |> Enum.all?()
+  catch
+    # Not registered yet, or killed while asked.
+    :exit, _reason -> false
   end
 
   @doc "Waits until `check.()` is true, polling every 2 ms; fails after `timeout` ms."

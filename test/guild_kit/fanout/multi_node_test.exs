@@ -24,19 +24,18 @@ defmodule GuildKit.Fanout.MultiNodeTest do
   # Starts `count` receivers on each node: this one and every peer.
   defp spread_receivers(nodes, count) do
     for node <- nodes do
-      {group, pids} =
-        if node == node(),
-          do: Receivers.start(count),
-          else: PeerNode.call(node, Receivers, :start, [count])
-
+      {group, pids} = on(node, Receivers, :start, [count])
       {node, group, pids}
     end
   end
 
-  defp await(node, group, total) do
+  defp await(node, group, total), do: on(node, Receivers, :await, [group, total])
+
+  # Calls `module.function(args)` on `node`, this one or a peer.
+  defp on(node, module, function, args) do
     if node == node(),
-      do: Receivers.await(group, total),
-      else: PeerNode.call(node, Receivers, :await, [group, total])
+      do: apply(module, function, args),
+      else: PeerNode.call(node, module, function, args)
   end
 
   # A process that runs `call` when told `:go` and sends back its result, with a heap
@@ -53,11 +52,9 @@ defmodule GuildKit.Fanout.MultiNodeTest do
   end
 
   defp stop_receivers(groups) do
-    for {node, group, _pids} <- groups, Node.ping(node) == :pong or node == node() do
-      if node == node(),
-        do: Receivers.stop(group),
-        else: PeerNode.call(node, Receivers, :stop, [group])
-    end
+    for {node, group, _pids} <- groups,
+        Node.ping(node) == :pong or node == node(),
+        do: on(node, Receivers, :stop, [group])
   end
 
   defp peer_stats(node), do: PeerNode.call(node, Fanout, :stats, [])
@@ -285,17 +282,18 @@ defmodule GuildKit.Fanout.MultiNodeTest do
     end
 
     assert FanoutFaults.stop_killer(killer) >= 10
-    # Let the killed processes come back, then nothing more may be lost.
-    Process.sleep(200)
+
+    # Once the kills have landed (their signals travel behind the data on each link, so
+    # they are known to have landed once every node is quiet) and every killed process
+    # is back, nothing more may be lost: each receiver gets exactly 1,500 of each.
+    totals = for {node, group, _pids} <- groups, do: on(node, Receivers, :settle, [group, 300])
+    for node <- [node() | nodes], do: on(node, FanoutFaults, :await_running, [])
     for seq <- 101..105, do: :ok = Fanout.send(receivers, {:seq, seq}, Enum.random(modes))
 
-    for {node, group, _pids} <- groups do
-      results =
-        if node == node(),
-          do: Receivers.await_quiet(group, 5 * 15_000, 300),
-          else: PeerNode.call(node, Receivers, :await_quiet, [group, 5 * 15_000, 300])
-
-      FanoutFaults.assert_ordered(results, 1_500, 101..105)
+    for {{node, group, _pids}, total} <- Enum.zip(groups, totals) do
+      node
+      |> on(Receivers, :await, [group, total + 5 * 15_000])
+      |> FanoutFaults.assert_ordered(1_500, 101..105)
     end
 
     stop_receivers(groups)

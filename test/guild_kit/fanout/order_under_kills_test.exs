@@ -37,12 +37,16 @@ defmodule GuildKit.Fanout.OrderUnderKillsTest do
     # Partitioners and senders died many times while the sequence was sent.
     assert FanoutFaults.stop_killer(killer) >= 10
 
-    # Once the kills stop, nothing more is lost.
+    # Once the kills stop and every killed process is back, nothing more is lost:
+    # each receiver gets exactly 3,000 of each.
+    total = Receivers.settle(group, 300)
+    FanoutFaults.await_running(name)
+
     for seq <- 121..130,
         do: :ok = Fanout.send(receivers, {:seq, seq}, [name: name] ++ Enum.random(@modes))
 
     group
-    |> Receivers.await_quiet(10 * 60_000, 300)
+    |> Receivers.await(total + 10 * 60_000)
     |> FanoutFaults.assert_ordered(3_000, 121..130)
 
     Receivers.stop(group)
