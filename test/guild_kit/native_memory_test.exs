@@ -5,12 +5,13 @@ defmodule GuildKit.NativeMemoryTest do
   """
   use ExUnit.Case, async: false
   alias GuildKit.{MemberList, MemoryEstimator, SortedSet}
+  alias GuildKit.Test.NativeMemory
 
   @moduletag :slow
   @moduletag timeout: 300_000
 
   test "GuildKit.native_memory/0 counts what the structures hold" do
-    before = settled_memory()
+    before = NativeMemory.settled()
     set = SortedSet.from_enumerable(1..100_000)
     grown = GuildKit.native_memory()
     assert_in_delta grown - before, SortedSet.memory(set), SortedSet.memory(set) * 0.05
@@ -20,13 +21,14 @@ defmodule GuildKit.NativeMemoryTest do
   test "creating and dropping 100,000 sets and estimates leaves native memory where it started" do
     # One round first, so that per-thread scratch buffers and the reaper thread exist.
     churn(1_000)
-    baseline = settled_memory()
+    baseline = NativeMemory.settled()
 
     peak = churn(100_000)
 
     # Sets of a few thousand members were alive at once: memory did go up.
     assert peak > baseline + 100_000
-    assert settled_memory() - baseline <= 64 * 1024
+    left = NativeMemory.await_at_most(baseline + 64 * 1024) - baseline
+    assert left <= 64 * 1024, "#{left} bytes still held after the structures were dropped"
   end
 
   # Builds and drops structures in a process of its own, whose exit frees them all.
@@ -57,20 +59,5 @@ defmodule GuildKit.NativeMemoryTest do
       end)
 
     Task.await(task, :infinity)
-  end
-
-  # Garbage-collects every process (dropping resources nobody references), then waits
-  # for the reaper thread to free what it was handed.
-  defp settled_memory do
-    Enum.each(Process.list(), &:erlang.garbage_collect/1)
-    wait_stable(GuildKit.native_memory(), 50)
-  end
-
-  defp wait_stable(last, 0), do: last
-
-  defp wait_stable(last, tries) do
-    Process.sleep(20)
-    now = GuildKit.native_memory()
-    if now == last, do: now, else: wait_stable(now, tries - 1)
   end
 end

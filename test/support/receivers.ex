@@ -416,7 +416,12 @@ defmodule GuildKit.Test.FanoutFaults do
     )
   end
 
-  defp workers_announced?(partitioner) do
+  @doc """
+  True when the partitioner `partitioner` (a pid or a registered name) runs and knows a
+  worker for each of its buckets: false while it, or a worker, is being restarted.
+  """
+  @spec workers_announced?(pid() | atom()) :: boolean()
+  def workers_announced?(partitioner) do
     partitioner |> :sys.get_state() |> Map.fetch!(:workers) |> Tuple.to_list() |> Enum.all?()
   catch
     # Not registered yet, or killed while asked.

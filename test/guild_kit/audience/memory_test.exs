@@ -7,6 +7,7 @@ defmodule GuildKit.Audience.MemoryTest do
   """
   use ExUnit.Case, async: false
   alias GuildKit.{Audience, Permissions}
+  alias GuildKit.Test.NativeMemory
 
   @moduletag :slow
   @sessions 15_000
@@ -29,16 +30,16 @@ defmodule GuildKit.Audience.MemoryTest do
     roles_held = Enum.sum(for {_, _, roles} <- people, do: length(roles))
     budget = 64 * @sessions + 8 * roles_held
 
-    start = settled()
+    start = NativeMemory.settled()
 
     task =
       Task.async(fn ->
-        before = settled()
+        before = NativeMemory.settled()
         audience = Audience.new()
         for {pid, id, roles} <- people, do: Audience.add(audience, pid, id, roles)
         for c <- 1..50, do: Audience.select(audience, perms, {:channel, c})
         # Measured while the audience is alive: it is used after.
-        counted = settled() - before
+        counted = NativeMemory.settled() - before
         {Audience.memory(audience), counted}
       end)
 
@@ -49,12 +50,7 @@ defmodule GuildKit.Audience.MemoryTest do
 
     # The task's exit dropped the audience (on the reaper thread): it all comes back.
     Enum.each(pids, &send(&1, :stop))
-    assert settled() - start < 64 * 1024
-  end
-
-  defp settled do
-    :erlang.garbage_collect()
-    Process.sleep(100)
-    GuildKit.native_memory()
+    left = NativeMemory.await_at_most(start + 64 * 1024) - start
+    assert left <= 64 * 1024, "#{left} bytes still held after the audience was dropped"
   end
 end

@@ -6,7 +6,7 @@ defmodule GuildKit.Fanout.SupervisionTest do
 
   alias GuildKit.Fanout
   alias GuildKit.Fanout.{Partition, Partitioner, Runtime, Sender, Worker}
-  alias GuildKit.Test.Receivers
+  alias GuildKit.Test.{FanoutFaults, Receivers}
 
   setup context do
     name = Module.concat(__MODULE__, "F#{System.unique_integer([:positive])}")
@@ -87,9 +87,9 @@ defmodule GuildKit.Fanout.SupervisionTest do
   test "four sender kills within 5 s, and bursts of kills of every process, are absorbed",
        %{name: name, top: top} do
     for _ <- 1..4 do
-      [sender | _] = wait_complete(top) |> then(fn _ -> processes(top).senders end)
-      Process.exit(sender, :kill)
-      Process.sleep(50)
+      wait_complete(top)
+      [sender | _] = processes(top).senders
+      kill_all([sender])
     end
 
     # Bursts: every sender, partitioner and worker killed at once, ten times in a row,
@@ -98,7 +98,7 @@ defmodule GuildKit.Fanout.SupervisionTest do
       wait_complete(top)
       tree = processes(top)
       victims = tree.senders ++ Enum.flat_map(tree.partitions, &[&1.partitioner | &1.workers])
-      Enum.each(victims, &Process.exit(&1, :kill))
+      kill_all(victims)
     end
 
     wait_complete(top)
@@ -117,24 +117,26 @@ defmodule GuildKit.Fanout.SupervisionTest do
     assert Runtime.intensity(1) == [max_restarts: 100, max_seconds: 1]
   end
 
-  # True when the partitioner knows a worker for each bucket (false if it just died).
-  defp announced?(partitioner) do
-    Enum.all?(Tuple.to_list(:sys.get_state(partitioner).workers), &is_pid/1)
-  catch
-    :exit, _ -> false
+  # Kills `pids` and waits until each is dead.
+  defp kill_all(pids) do
+    refs = Enum.map(pids, &Process.monitor/1)
+    Enum.each(pids, &Process.exit(&1, :kill))
+    for ref <- refs, do: assert_receive({:DOWN, ^ref, :process, _, _}, 5_000)
   end
 
-  # Waits until every process of the instance is up again, and its partitioners know
-  # their workers; returns the partitions.
+  # Waits until every process of the instance is up again (its supervisor may still list
+  # a dead one for a moment), and its partitioners know their workers; returns the
+  # partitions.
   defp wait_complete(top, tries \\ 500) do
     tree = processes(top)
+    running? = &(is_pid(&1) and Process.alive?(&1))
 
     complete? =
       Enum.all?(tree.partitions, fn %{partitioner: p, workers: workers} ->
-        is_pid(p) and length(workers) == 4 and Enum.all?(workers, &is_pid/1) and
-          announced?(p)
+        running?.(p) and length(workers) == 4 and Enum.all?(workers, running?) and
+          FanoutFaults.workers_announced?(p)
       end) and length(tree.partitions) == 2 and length(tree.senders) == 3 and
-        Enum.all?(tree.senders, &is_pid/1)
+        Enum.all?(tree.senders, running?)
 
     cond do
       complete? ->

@@ -17,14 +17,22 @@ defmodule GuildKit.MemoryEstimator.ProcessTest do
     @impl true
     def handle_call(:ping, _from, state), do: {:reply, :pong, state}
     def handle_call(:hibernate, _from, state), do: {:reply, :ok, state, :hibernate}
-    def handle_call({:sleep, ms}, _from, state), do: {:reply, Process.sleep(ms), state}
 
-    def handle_call({:sleep_then_stop, ms}, _from, state),
-      do:
-        (
-          Process.sleep(ms)
-          {:stop, :normal, :ok, state}
-        )
+    # Busy until told `:unblock`: tells `notify` first, so a test knows it is.
+    def handle_call({:block, notify}, _from, state) do
+      unblocked(notify)
+      {:reply, :ok, state}
+    end
+
+    def handle_call({:block_then_stop, notify}, _from, state) do
+      unblocked(notify)
+      {:stop, :normal, :ok, state}
+    end
+
+    defp unblocked(notify) do
+      send(notify, {:blocked, self()})
+      receive do: (:unblock -> :ok)
+    end
   end
 
   defmodule Machine do
@@ -38,6 +46,14 @@ defmodule GuildKit.MemoryEstimator.ProcessTest do
   end
 
   defp mailbox, do: Process.info(self(), :messages) |> elem(1)
+
+  # Makes `server` busy with a request of `client.(request)` until it is sent :unblock.
+  defp block(server, request, client) do
+    me = self()
+    result = client.({request, me})
+    assert_receive {:blocked, ^server}, 10_000
+    result
+  end
 
   test "measures the state inside the process, which keeps it and keeps serving" do
     {:ok, server} = Server.start_link({:members, 100_000})
@@ -109,8 +125,13 @@ defmodule GuildKit.MemoryEstimator.ProcessTest do
 
   test "a process that exits while the request waits" do
     {:ok, server} = GenServer.start(Server, %{a: 1})
-    task = Task.async(fn -> GenServer.call(server, {:sleep_then_stop, 200}) end)
-    Process.sleep(50)
+    task = block(server, :block_then_stop, &Task.async(fn -> GenServer.call(server, &1) end))
+    # Most likely while the request below waits (and :noproc all the same if not).
+    spawn(fn ->
+      Process.sleep(50)
+      send(server, :unblock)
+    end)
+
     assert MemoryEstimator.process(server, timeout: 2000) == {:error, :noproc}
     assert Task.await(task) == :ok
     assert mailbox() == []
@@ -121,8 +142,8 @@ defmodule GuildKit.MemoryEstimator.ProcessTest do
     task = Task.async(fn -> receive do: (:stop -> :ok) end)
     {:ok, manager} = :gen_event.start_link()
     {:ok, busy} = Server.start_link(%{})
-    client = spawn(fn -> GenServer.call(busy, {:sleep, 500}) end)
-    Process.sleep(50)
+    # A client that waits for its reply from now on.
+    client = block(busy, :block, &spawn(fn -> GenServer.call(busy, &1, :infinity) end))
 
     for pid <- [plain, task.pid, manager, client] do
       assert MemoryEstimator.process(pid) == {:error, :not_sys_process}
@@ -134,20 +155,21 @@ defmodule GuildKit.MemoryEstimator.ProcessTest do
 
     send(task.pid, :stop)
     Task.await(task)
+    Process.exit(client, :kill)
   end
 
   test "a slow process: a timeout, then no stray message and an unchanged state" do
     {:ok, server} = Server.start_link({:members, 1000})
     before = :sys.get_state(server)
-    busy = Task.async(fn -> GenServer.call(server, {:sleep, 300}) end)
-    Process.sleep(50)
+    busy = block(server, :block, &Task.async(fn -> GenServer.call(server, &1) end))
 
     assert MemoryEstimator.process(server, timeout: 50) == {:error, :timeout}
 
+    send(server, :unblock)
     Task.await(busy)
-    # The server has now handled the request, after its deadline.
+    # The server has now handled the request, after its deadline; a late reply would
+    # have come before this one, from the same process.
     assert GenServer.call(server, :ping) == :pong
-    Process.sleep(20)
     assert mailbox() == []
     assert :sys.get_state(server) == before
   end

@@ -102,9 +102,8 @@ defmodule GuildKit.Relay.FaultsTest do
     {_seq, relays} = Relay.dispatch(relays, :hello)
     Receivers.await(group, 300)
     Receivers.stop(group)
-    Process.sleep(300)
 
-    reports = collect_reports([])
+    reports = collect_reports([], 300)
     assert length(reports) <= 6, "#{length(reports)} reports for 300 exits"
 
     relays =
@@ -116,11 +115,15 @@ defmodule GuildKit.Relay.FaultsTest do
     assert %{sessions: 0, active: 0, relays: [_, _, _]} = Relay.stats(relays)
   end
 
-  defp collect_reports(acc) do
+  # The relays' reports, until they add up to `exits` exits.
+  defp collect_reports(acc, exits) when exits <= 0, do: acc
+
+  defp collect_reports(acc, exits) do
     receive do
-      {GuildKit.Relay, _, :report, _, _, _} = report -> collect_reports([report | acc])
+      {GuildKit.Relay, _, :report, _, reported, _} = report ->
+        collect_reports([report | acc], exits - length(reported))
     after
-      0 -> acc
+      10_000 -> flunk("#{exits} exits not reported after #{length(acc)} reports")
     end
   end
 

@@ -91,6 +91,7 @@ defmodule GuildKit.SortedSet.RemoteHandleTest do
   import GuildKit.Test.Peers, only: [start_peer: 1]
   alias GuildKit.Examples.PeerNode
   alias GuildKit.SortedSet
+  alias GuildKit.Test.FanoutFaults
 
   @moduletag :slow
 
@@ -134,10 +135,18 @@ defmodule GuildKit.SortedSet.RemoteHandleTest do
     # Made by a short-lived process on the peer: once it exits, only this node's copy
     # of the handle is left, and the set is freed.
     set = PeerNode.call(node, SortedSet, :from_enumerable, [[1]])
-    Process.sleep(100)
 
-    {:exception, error, _stack} = catch_error(PeerNode.call(node, SortedSet, :size, [set]))
+    # That process's exit frees the set a moment after its reply came.
+    size_on_peer = fn ->
+      try do
+        PeerNode.call(node, SortedSet, :size, [set])
+      catch
+        :error, {:exception, error, _stack} -> error
+      end
+    end
 
+    FanoutFaults.wait_until(fn -> match?(%ArgumentError{}, size_on_peer.()) end)
+    error = size_on_peer.()
     assert error.message =~ "got a handle that is not one"
   end
 end
