@@ -283,9 +283,9 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
     assert FanoutFaults.stop_killer(killer) >= 10
 
-    # Once the kills have landed (their signals travel behind the data on each link, so
-    # they are known to have landed once every node is quiet) and every killed process
-    # is back, nothing more may be lost: each receiver gets exactly 1,500 of each.
+    # Once what the kills left in flight is delivered (every node quiet) and every killed
+    # process is back, nothing more may be lost: each receiver gets exactly 1,500 of
+    # each. A peer is asked over the link its kills took, so it sees them first.
     totals = for {node, group, _pids} <- groups, do: on(node, Receivers, :settle, [group, 300])
     for node <- [node() | nodes], do: on(node, FanoutFaults, :await_running, [])
     for seq <- 101..105, do: :ok = Fanout.send(receivers, {:seq, seq}, Enum.random(modes))
