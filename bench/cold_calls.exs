@@ -13,7 +13,8 @@
 #   * a read of a 64 MiB binary (this process evicts the caches itself: the control).
 #
 # If the spin loop makes calls as cold as the 64 MiB read does, the caches are emptied
-# by something other than this VM's own work (on a shared host, other guests).
+# by something other than this VM's own work (on a shared host, other guests). A second
+# table times the first call after spins of 0 to 20 ms, to show how long a pause it takes.
 
 Code.require_file("support/harness.exs", __DIR__)
 
@@ -23,6 +24,8 @@ defmodule GuildKit.Bench.ColdCalls do
 
   @rounds 200
   @pause_ms 20
+  @pauses_us [0, 200, 1_000, 5_000, 20_000]
+  @swept ["an empty NIF (`GuildKit.native_memory/0`)", "`SortedSet.find_index/2`, 1M"]
 
   def run do
     IO.puts("# Calls after a pause\n\n#{Harness.machine()} · load #{Harness.load()}\n")
@@ -83,6 +86,30 @@ defmodule GuildKit.Bench.ColdCalls do
       rows
     )
 
+    IO.puts("\nmedians of #{@rounds} · load #{Harness.load()}\n")
+    by_pause_length(Enum.filter(calls, fn {name, _} -> name in @swept end))
+  end
+
+  # The first call after a spin loop of each length: how long a pause it takes for the
+  # caches to go cold.
+  defp by_pause_length(calls) do
+    rows =
+      for {name, call} <- calls do
+        firsts =
+          for us <- @pauses_us do
+            samples =
+              for _ <- 1..@rounds do
+                spin_until(:erlang.monotonic_time(:microsecond) + us)
+                elem(pair(call), 0)
+              end
+
+            Harness.format_ns(Harness.stats(samples).median)
+          end
+
+        [name | firsts]
+      end
+
+    Harness.table(["call: first call after a spin of" | Enum.map(@pauses_us, &"#{&1} µs")], rows)
     IO.puts("\nmedians of #{@rounds} · load #{Harness.load()}")
   end
 
