@@ -15,17 +15,19 @@
 # If the spin loop makes calls as cold as the 64 MiB read does, the caches are emptied
 # by something other than this VM's own work (on a shared host, other guests). A second
 # table times the first call after spins of 0 to 20 ms, to show how long a pause it takes.
+# A third splits a cold `Fanout.send/3` into its NIFs and sends, once as it is and once
+# with a process spinning in the VM, so that no scheduler sleeps between the calls.
 
 Code.require_file("support/harness.exs", __DIR__)
 
 defmodule GuildKit.Bench.ColdCalls do
   alias GuildKit.Bench.Harness
-  alias GuildKit.{Fanout, MemberList, Relay, SortedSet}
+  alias GuildKit.{Fanout, MemberList, Native, Relay, SortedSet}
+  alias GuildKit.Fanout.{Runtime, Split}
 
   @rounds 200
-  @pause_ms 20
+  @pause_us 20_000
   @pauses_us [0, 200, 1_000, 5_000, 20_000]
-  @swept ["an empty NIF (`GuildKit.native_memory/0`)", "`SortedSet.find_index/2`, 1M"]
 
   def run do
     IO.puts("# Calls after a pause\n\n#{Harness.machine()} · load #{Harness.load()}\n")
@@ -34,30 +36,34 @@ defmodule GuildKit.Bench.ColdCalls do
     list = member_list()
     relays = relays(sessions)
     evict = :binary.copy(<<1>>, 64 * 1024 * 1024)
+    empty_nif = {"an empty NIF (`GuildKit.native_memory/0`)", fn -> GuildKit.native_memory() end}
+
+    find_index =
+      {"`SortedSet.find_index/2`, 1M",
+       fn -> SortedSet.find_index(set, :rand.uniform(1_000_000)) end}
 
     calls = [
       {"`:persistent_term.get/2`", fn -> :persistent_term.get(:no_such_key, nil) end},
       {"`:ets.lookup/2`", fn -> :ets.lookup(:ac_tab, {:loaded, :kernel}) end},
       {"`Enum.map/2` over 3 pids", fn -> Enum.map(sessions, &node/1) end},
       {"3 plain `send/2`", fn -> Enum.each(sessions, &send(&1, :event)) end},
-      {"an empty NIF (`GuildKit.native_memory/0`)", fn -> GuildKit.native_memory() end},
+      empty_nif,
       {"`SortedSet.size/1`", fn -> SortedSet.size(set) end},
-      {"`SortedSet.find_index/2`, 1M",
-       fn -> SortedSet.find_index(set, :rand.uniform(1_000_000)) end},
+      find_index,
       {"`MemberList.put/4`, 10 windows", fn -> member_put(list) end},
       {"`Fanout.send/3` to 3 pids", fn -> Fanout.send(sessions, :event) end},
       {"`Relay.dispatch/3`, 1 relay", fn -> Relay.dispatch(relays, :event) end}
     ]
 
     pauses = [
-      {"spin", fn -> spin(@pause_ms) end},
-      {"sleep", fn -> Process.sleep(@pause_ms) end},
+      {"spin", fn -> spin(@pause_us) end},
+      {"sleep", fn -> Process.sleep(div(@pause_us, 1_000)) end},
       {"64 MiB read", fn -> :erlang.crc32(evict) end}
     ]
 
     rows =
       for {name, call} <- calls do
-        warm = Harness.stats(for _ <- 1..@rounds, do: elem(pair(call), 1)).median
+        warm = median(for _ <- 1..@rounds, do: elem(pair(call), 1))
 
         cold =
           for {_pause, pause} <- pauses do
@@ -67,8 +73,8 @@ defmodule GuildKit.Bench.ColdCalls do
                 pair(call)
               end
 
-            first = Harness.stats(Enum.map(samples, &elem(&1, 0))).median
-            second = Harness.stats(Enum.map(samples, &elem(&1, 1))).median
+            first = median(Enum.map(samples, &elem(&1, 0)))
+            second = median(Enum.map(samples, &elem(&1, 1)))
             "#{Harness.format_ns(first)} / #{Harness.format_ns(second)}"
           end
 
@@ -79,15 +85,17 @@ defmodule GuildKit.Bench.ColdCalls do
       [
         "call",
         "back to back",
-        "after #{@pause_ms} ms spin: first / second",
-        "after #{@pause_ms} ms sleep: first / second",
+        "after #{div(@pause_us, 1_000)} ms spin: first / second",
+        "after #{div(@pause_us, 1_000)} ms sleep: first / second",
         "after a 64 MiB read: first / second"
       ],
       rows
     )
 
     IO.puts("\nmedians of #{@rounds} · load #{Harness.load()}\n")
-    by_pause_length(Enum.filter(calls, fn {name, _} -> name in @swept end))
+    by_pause_length([empty_nif, find_index])
+    IO.puts("")
+    fanout_parts(sessions)
   end
 
   # The first call after a spin loop of each length: how long a pause it takes for the
@@ -95,23 +103,54 @@ defmodule GuildKit.Bench.ColdCalls do
   defp by_pause_length(calls) do
     rows =
       for {name, call} <- calls do
-        firsts =
-          for us <- @pauses_us do
-            samples =
-              for _ <- 1..@rounds do
-                spin_until(:erlang.monotonic_time(:microsecond) + us)
-                elem(pair(call), 0)
-              end
-
-            Harness.format_ns(Harness.stats(samples).median)
-          end
-
-        [name | firsts]
+        [name | Enum.map(@pauses_us, &Harness.format_ns(cold(call, &1)))]
       end
 
     Harness.table(["call: first call after a spin of" | Enum.map(@pauses_us, &"#{&1} µs")], rows)
     IO.puts("\nmedians of #{@rounds} · load #{Harness.load()}")
   end
+
+  # The parts of one `Fanout.send/3` to a local pid, each the first call after a 20 ms
+  # spin: as the VM is, and with a process spinning beside this one, which keeps every
+  # scheduler awake (this process spins too), so that a send wakes none.
+  defp fanout_parts([receiver | _]) do
+    workers = Runtime.fetch!(Fanout).workers
+
+    parts = [
+      {"`Fanout.send/3` to 1 pid", fn -> Fanout.send([receiver], :event) end},
+      {"its split NIF (`Native.fanout_split/2`)", fn -> Split.split([receiver], workers) end},
+      {"its message NIF (`Native.fanout_message/1`)", fn -> Native.fanout_message(:event) end},
+      {"a plain `send/2` to that pid", fn -> send(receiver, :event) end}
+    ]
+
+    rows =
+      for {name, call} <- parts do
+        alone = cold(call, @pause_us)
+        spinner = spawn(fn -> spin(:infinity) end)
+        beside = cold(call, @pause_us)
+        Process.exit(spinner, :kill)
+        [name, Harness.format_ns(alone), Harness.format_ns(beside)]
+      end
+
+    Harness.table(
+      ["part: first call after a 20 ms spin", "as is", "beside a spinning process"],
+      rows
+    )
+
+    IO.puts("\nmedians of #{@rounds} · load #{Harness.load()}")
+  end
+
+  # The median first call after a spin of `us` microseconds.
+  defp cold(call, us) do
+    median(
+      for _ <- 1..@rounds do
+        spin(us)
+        elem(pair(call), 0)
+      end
+    )
+  end
+
+  defp median(samples), do: Harness.stats(samples).median
 
   # Times `call` twice in a row: {first, second} in ns.
   defp pair(call) do
@@ -122,7 +161,9 @@ defmodule GuildKit.Bench.ColdCalls do
     {t1 - t0, :erlang.monotonic_time(:nanosecond) - t1}
   end
 
-  defp spin(ms), do: spin_until(:erlang.monotonic_time(:microsecond) + ms * 1_000)
+  # Spins for `us` microseconds (or for ever, with `:infinity`) without touching memory.
+  defp spin(:infinity), do: spin(:infinity)
+  defp spin(us), do: spin_until(:erlang.monotonic_time(:microsecond) + us)
 
   defp spin_until(deadline) do
     if :erlang.monotonic_time(:microsecond) < deadline, do: spin_until(deadline), else: true
