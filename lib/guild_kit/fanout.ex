@@ -3,6 +3,11 @@ defmodule GuildKit.Fanout do
   # restarting before dropping what it would have handed over.
   @restart_wait_ms 50
 
+  # Up to this many receivers and this many words of message, `send/3` hands them over
+  # without a NIF call (see "How a message travels"): a bounded copy into two mailboxes.
+  @few_receivers 32
+  @small_words 256
+
   @moduledoc """
   Sends one message to many processes, local or on other nodes, without blocking the
   caller for the whole fan-out and crossing the network once per node, not once per
@@ -54,7 +59,13 @@ defmodule GuildKit.Fanout do
        native lists that move between processes as a resource term of a few words;
        pids of other nodes are set aside. The message is copied once, into native
        memory (on a dirty scheduler when it is big). With `offload: true` the caller
-       skips the hashing and hands one batch over.
+       skips the hashing and hands one batch over. A call with at most 32 receivers
+       and a message of at most 256 words (binaries counted by their bytes), not
+       offloaded, skips the NIFs: it sends the pids of this node to its partitioner
+       as a list, as other nodes' senders do, and the other pids to its sender, each
+       with the message. Such a call has nothing to walk, and NIF calls are most of
+       its cost when caches are cold, as they are for a guild sending an event every
+       few milliseconds to its relays.
     2. The caller sends the batches to its partitioner on this node and the other
        nodes' pids to its sender. Both are chosen by the caller's partitioner key
        (its pid, unless it set one: `set_partitioner_key/1`).
@@ -72,7 +83,7 @@ defmodule GuildKit.Fanout do
   observer show the whole tree.
 
   No copy between these processes grows with the number of receivers or with the
-  size of the message: batches and the message travel as resource terms, chunks of
+  size of the message (beyond the bounded lists and messages of those small calls): batches and the message travel as resource terms, chunks of
   remote receivers are bounded, and a big message crosses to another node packed, in
   parts of a bounded size. Every NIF call on a normal scheduler does a bounded amount
   of work (a walk of at most 8,192 receivers, or at most 0.2 ms of sends, a budget the
@@ -274,7 +285,8 @@ defmodule GuildKit.Fanout do
   ## Performance
 
   O(n) in the caller for n receivers (one NIF walk, in slices on its own scheduler),
-  plus one copy of the message, on a dirty scheduler when it is big. Delivery then
+  plus one copy of the message, on a dirty scheduler when it is big; up to 32
+  receivers and a message of up to 256 words, two sends and no NIF. Delivery then
   costs O(n) in the workers, spread over them.
   """
   @spec send(receiver() | [receiver()], term(), keyword()) :: :ok
@@ -282,11 +294,24 @@ defmodule GuildKit.Fanout do
     {name, pack, offload, key} = options!(opts)
     runtime = Runtime.fetch!(name)
     receivers = receivers!(receivers)
+
+    if not offload and few?(receivers, @few_receivers) and small?(message) do
+      send_few(runtime, receivers, message, key, pack)
+    else
+      send_many(runtime, receivers, message, key, pack, offload)
+    end
+
+    Runtime.count(runtime, :sent, 1)
+    :ok
+  end
+
+  defp send_many(runtime, receivers, message, key, pack, offload) do
     workers = if offload, do: 1, else: runtime.workers
 
     case Split.split(receivers, workers) do
       {:ok, [], nil} ->
-        unless Runtime.running?(runtime), do: raise(ArgumentError, Runtime.not_running(name))
+        unless Runtime.running?(runtime),
+          do: raise(ArgumentError, Runtime.not_running(runtime.name))
 
       {:ok, batches, remote} ->
         message = Native.fanout_message(message)
@@ -296,14 +321,109 @@ defmodule GuildKit.Fanout do
         remote(runtime, key, index, remote, message, pack)
 
       {:bad_receiver, position} ->
-        raise ArgumentError,
-              "expected receivers to be pids or nil, got: " <>
-                "#{GuildKit.Describe.describe(Enum.at(receivers, position))} at position #{position}"
+        bad_receiver!(receivers, position)
     end
-
-    Runtime.count(runtime, :sent, 1)
-    :ok
   end
+
+  # A few receivers and a small message: no NIF in the caller. The partitioner gets the
+  # pids of this node as a list, as it does from other nodes' senders, and splits them
+  # into the same buckets; the sender gets the other nodes' pids grouped. Both are the
+  # processes a longer list would go through, so per-receiver order holds across the
+  # two paths.
+  defp send_few(runtime, receivers, message, key, pack) do
+    case group_few(receivers, 0, [], []) do
+      {:bad_receiver, position} ->
+        bad_receiver!(receivers, position)
+
+      {[], []} ->
+        unless Runtime.running?(runtime),
+          do: raise(ArgumentError, Runtime.not_running(runtime.name))
+
+      {here, there} ->
+        key = key || Process.get(@key_key) || self()
+        index = :erlang.phash2(key, tuple_size(runtime.partitioners))
+        partitioner = elem(runtime.partitioners, index)
+
+        if here != [] do
+          case child(runtime, partitioner, @restart_wait_ms) do
+            nil -> drop(runtime, length(here))
+            pid -> Partitioner.deliver_list(pid, here, message)
+          end
+        end
+
+        if there != [] do
+          name = elem(runtime.senders, :erlang.phash2(key, tuple_size(runtime.senders)))
+
+          case child(runtime, name, @restart_wait_ms) do
+            nil -> drop(runtime, length(there))
+            sender -> Sender.forward_list(sender, there, message, partitioner, pack)
+          end
+        end
+    end
+  end
+
+  defp group_few([], _position, here, there), do: {here, there}
+
+  defp group_few([nil | rest], position, here, there),
+    do: group_few(rest, position + 1, here, there)
+
+  defp group_few([pid | rest], position, here, there) when is_pid(pid) do
+    if node(pid) == node(),
+      do: group_few(rest, position + 1, [pid | here], there),
+      else: group_few(rest, position + 1, here, [pid | there])
+  end
+
+  defp group_few([_other | _rest], position, _here, _there), do: {:bad_receiver, position}
+
+  defp bad_receiver!(receivers, position) do
+    raise ArgumentError,
+          "expected receivers to be pids or nil, got: " <>
+            "#{GuildKit.Describe.describe(Enum.at(receivers, position))} at position #{position}"
+  end
+
+  # Whether `list` is a proper list of at most `max` elements, looking at no more.
+  defp few?([], _max), do: true
+  defp few?([_ | rest], max) when max > 0, do: few?(rest, max - 1)
+  defp few?(_, _max), do: false
+
+  # Whether `message` takes at most @small_words words, binaries counted by their
+  # bytes, looking at no more than that. Anything else (bignums, funs) is not small.
+  defp small?(message), do: words_left([message], @small_words) >= 0
+
+  defp words_left(_terms, budget) when budget < 0, do: budget
+  defp words_left([], budget), do: budget
+
+  # A tuple or map is measured by its size before its elements are listed.
+  defp words_left([term | rest], budget) when is_tuple(term) do
+    budget = budget - 1 - tuple_size(term)
+    if budget < 0, do: budget, else: words_left(Tuple.to_list(term) ++ rest, budget)
+  end
+
+  defp words_left([[] | rest], budget), do: words_left(rest, budget)
+  defp words_left([[head | tail] | rest], budget), do: words_left([head, tail | rest], budget - 2)
+
+  defp words_left([term | rest], budget) when is_map(term) do
+    budget = budget - 3 - 2 * map_size(term)
+
+    if budget < 0,
+      do: budget,
+      else: words_left(:maps.keys(term) ++ :maps.values(term) ++ rest, budget)
+  end
+
+  defp words_left([term | rest], budget) when is_bitstring(term),
+    do: words_left(rest, budget - 3 - div(byte_size(term), 8))
+
+  defp words_left([term | rest], budget)
+       when is_integer(term) and term >= -0x800000000000000 and term < 0x800000000000000,
+       do: words_left(rest, budget - 1)
+
+  defp words_left([term | rest], budget) when is_atom(term) or is_float(term),
+    do: words_left(rest, budget - 3)
+
+  defp words_left([term | rest], budget) when is_pid(term) or is_reference(term) or is_port(term),
+    do: words_left(rest, budget - 6)
+
+  defp words_left(_terms, _budget), do: -1
 
   @doc """
   Sets the partitioner key of the calling process, which selects the chain of fan-out

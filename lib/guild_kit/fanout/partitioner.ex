@@ -13,7 +13,8 @@ defmodule GuildKit.Fanout.Partitioner do
   #
   # A caller on this node sends its partitioner the receivers of this node already split
   # into worker batches (with `offload: true`, in one batch that the partitioner splits);
-  # senders of other nodes send it lists of pids, which it splits with the same NIF. A
+  # senders of other nodes, and callers with a few receivers and a small message, send
+  # it lists of pids, which it splits with the same NIF. A
   # receiver always lands in the same bucket, `rem(:erlang.phash2(pid), workers)`, so
   # every message for it goes through one worker, in order.
   #
@@ -58,6 +59,14 @@ defmodule GuildKit.Fanout.Partitioner do
           :ok
   def deliver(partitioner, workers, batches, message) do
     send(partitioner, {:guild_kit_fanout_local, workers, batches, message})
+    :ok
+  end
+
+  @doc false
+  # Pids of this node of one send, as a list, with the message itself: split here.
+  @spec deliver_list(pid(), [pid()], term()) :: :ok
+  def deliver_list(partitioner, pids, message) do
+    send(partitioner, {:guild_kit_fanout_receivers, pids, {:term, message}})
     :ok
   end
 

@@ -53,6 +53,14 @@ defmodule GuildKit.Fanout.Sender do
     :ok
   end
 
+  @doc false
+  # Pids of other nodes of one send, as a list, with the message itself, which is small.
+  @spec forward_list(pid(), [pid()], term(), atom(), boolean()) :: :ok
+  def forward_list(sender, pids, message, partitioner, pack) do
+    send(sender, {:guild_kit_fanout_remote_list, pids, message, partitioner, pack})
+    :ok
+  end
+
   @impl GenServer
   def init(runtime) do
     # Tells the sender when a node with queued messages goes down.
@@ -70,6 +78,22 @@ defmodule GuildKit.Fanout.Sender do
     state =
       Enum.reduce(nodes, state, fn node, state ->
         enqueue(state, node, {partitioner, {:guild_kit_fanout_release, elem(payload, 1)}, 0})
+      end)
+
+    {:noreply, state, @idle_ms}
+  end
+
+  def handle_info({:guild_kit_fanout_remote_list, pids, message, partitioner, pack}, state) do
+    payload = if pack, do: {:packed, :erlang.term_to_binary(message)}, else: {:term, message}
+
+    state =
+      pids
+      |> Split.group_by_node()
+      |> Enum.reduce(state, fn {node, receivers}, state ->
+        {state, _nodes} =
+          forward_chunk(state, MapSet.new(), node, receivers, partitioner, payload, nil)
+
+        state
       end)
 
     {:noreply, state, @idle_ms}

@@ -16,12 +16,20 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
   @moduletag :slow
 
+  @modes [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
+
   setup_all do
     # The peers are linked to this setup_all process, which lives as long as the module.
     %{peers: PeerNode.start_many(2)}
   end
 
-  # Starts `count` receivers on each node: this one and every peer.
+  # `count` receivers on this node and on each peer: the groups and all their pids.
+  defp receivers_everywhere(peers, count) do
+    groups = spread_receivers([node() | Enum.map(peers, & &1.node)], count)
+    {groups, Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)}
+  end
+
+  # Starts `count` receivers on each node given.
   defp spread_receivers(nodes, count) do
     for node <- nodes do
       {group, pids} = on(node, Receivers, :start, [count])
@@ -69,14 +77,11 @@ defmodule GuildKit.Fanout.MultiNodeTest do
   test "receivers on three nodes each get every message once, in order, in all modes",
        %{peers: peers} do
     TermGenerator.seed!("multi-node mixed-mode", 4_242)
-    nodes = [node() | Enum.map(peers, & &1.node)]
-    groups = spread_receivers(nodes, 400)
-    all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
-    modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
+    {groups, all} = receivers_everywhere(peers, 400)
     before = Map.new(peers, &{&1.node, peer_stats(&1.node)})
 
     for i <- 1..200 do
-      :ok = Fanout.send(Enum.shuffle(all), {:seq, i}, Enum.random(modes))
+      :ok = Fanout.send(Enum.shuffle(all), {:seq, i}, Enum.random(@modes))
     end
 
     expected = for i <- 1..200, do: {:seq, i}
@@ -90,6 +95,43 @@ defmodule GuildKit.Fanout.MultiNodeTest do
     for %{node: node} <- peers do
       grew = peer_stats(node).delivered_to_workers - before[node].delivered_to_workers
       assert grew == 200 * 400
+    end
+
+    stop_receivers(groups)
+  end
+
+  test "sends to a few receivers and to many keep one order per receiver, on every node",
+       %{peers: peers} do
+    # A few receivers with a small message go to the partitioner and sender as lists,
+    # without the caller's NIF split; a long list or a big message takes the split.
+    # Both must reach each receiver in the order they were sent.
+    TermGenerator.seed!("few and many receivers", 5_151)
+    {groups, all} = receivers_everywhere(peers, 40)
+    big = Enum.to_list(1..300)
+
+    sent =
+      for i <- 1..400 do
+        receivers =
+          if rem(i, 4) == 0,
+            do: all,
+            else: Enum.take_random(all, :rand.uniform(8)) ++ [nil]
+
+        message = if rem(i, 5) == 0, do: {:seq, i, big}, else: {:seq, i}
+        :ok = Fanout.send(receivers, message, Enum.random(@modes))
+        {i, receivers}
+      end
+
+    expected =
+      for {i, receivers} <- Enum.reverse(sent), pid <- receivers, pid != nil, reduce: %{} do
+        acc -> Map.update(acc, pid, [i], &[i | &1])
+      end
+
+    for {node, group, pids} <- groups do
+      total = pids |> Enum.map(&length(Map.get(expected, &1, []))) |> Enum.sum()
+
+      for {pid, messages} <- await(node, group, total) do
+        assert Enum.map(messages, &elem(&1, 1)) == Map.get(expected, pid, [])
+      end
     end
 
     stop_receivers(groups)
@@ -209,7 +251,6 @@ defmodule GuildKit.Fanout.MultiNodeTest do
     # wire): both travel in parts.
     big = Enum.to_list(1..1_000_000)
     binary = :binary.copy("b", 2_000_000)
-    modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
 
     messages =
       for i <- 1..12 do
@@ -227,7 +268,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
       end
 
     for {message, i} <- Enum.with_index(messages) do
-      :ok = Fanout.send(all, message, Enum.at(modes, rem(i, 4)))
+      :ok = Fanout.send(all, message, Enum.at(@modes, rem(i, 4)))
     end
 
     expected = for message <- messages, do: {elem(message, 0), :erlang.phash2(message)}
@@ -274,10 +315,8 @@ defmodule GuildKit.Fanout.MultiNodeTest do
           else: PeerNode.call(Enum.random(nodes), Process, :whereis, [partitioner])
       end)
 
-    modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
-
     for seq <- 1..100 do
-      :ok = Fanout.send(receivers, {:seq, seq}, Enum.random(modes))
+      :ok = Fanout.send(receivers, {:seq, seq}, Enum.random(@modes))
       Process.sleep(3)
     end
 
@@ -288,7 +327,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
     # each. A peer is asked over the link its kills took, so it sees them first.
     totals = for {node, group, _pids} <- groups, do: on(node, Receivers, :settle, [group, 300])
     for node <- [node() | nodes], do: on(node, FanoutFaults, :await_running, [])
-    for seq <- 101..105, do: :ok = Fanout.send(receivers, {:seq, seq}, Enum.random(modes))
+    for seq <- 101..105, do: :ok = Fanout.send(receivers, {:seq, seq}, Enum.random(@modes))
 
     for {{node, group, _pids}, total} <- Enum.zip(groups, totals) do
       node
@@ -318,14 +357,13 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
     groups = spread_receivers(Enum.map(peers, & &1.node), 200)
     all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
-    modes = [[], [pack: :binary], [offload: true], [offload: true, pack: :binary]]
 
     FanoutFaults.relay(
       all,
       200,
       4,
       fn _ -> Fanout.set_partitioner_key({:guild, 1}) end,
-      fn seq -> [name: name] ++ Enum.at(modes, rem(seq, 4)) end
+      fn seq -> [name: name] ++ Enum.at(@modes, rem(seq, 4)) end
     )
 
     expected = for seq <- 1..200, do: {:seq, seq}

@@ -98,6 +98,63 @@ defmodule GuildKit.Fanout.SendTest do
     refute_receive :nobody, 100
   end
 
+  test "a few receivers and a small message skip the caller's NIF split; others do not" do
+    name = Module.concat(__MODULE__, "F#{System.unique_integer([:positive])}")
+    start_supervised!({Fanout, name: name, partitioners: 1, workers: 2})
+    [partitioner] = Tuple.to_list(GuildKit.Fanout.Runtime.fetch!(name).partitioners)
+    partitioner = Process.whereis(partitioner)
+    {group, pids} = Receivers.start(40)
+    [one | _] = pids
+
+    cases = [
+      {Enum.take(pids, 32), {:event, "small", [1, 2.0, self(), make_ref(), %{a: 1}]}, :list},
+      {[one, nil], :binary.copy("x", 1_000), :list},
+      {Enum.take(pids, 33), :small, :batches},
+      {[one], Enum.to_list(1..300), :batches},
+      {[one], :binary.copy("x", 4_000), :batches},
+      {[one], Tuple.duplicate(0, 1_000_000), :batches},
+      {[one], Map.new(1..200, &{&1, &1}), :batches},
+      {[one], {:bignum, Bitwise.bsl(1, 70)}, :batches},
+      {[one], fn -> :a_fun end, :batches},
+      {[one], :small, :offloaded, [offload: true]}
+    ]
+
+    :erlang.trace(partitioner, true, [:receive])
+
+    for test_case <- cases do
+      {receivers, message, path, opts} =
+        case test_case do
+          {receivers, message, path} -> {receivers, message, path, []}
+          full -> full
+        end
+
+      :ok = Fanout.send(receivers, message, [name: name] ++ opts)
+      assert_receive {:trace, ^partitioner, :receive, handed}, 5_000
+
+      case path do
+        :list ->
+          assert {:guild_kit_fanout_receivers, list, {:term, ^message}} = handed
+          assert Enum.sort(list) == receivers |> Enum.reject(&is_nil/1) |> Enum.sort()
+
+        :batches ->
+          assert {:guild_kit_fanout_local, 2, _batches, _message} = handed
+
+        :offloaded ->
+          assert {:guild_kit_fanout_local, 1, _batches, _message} = handed
+      end
+    end
+
+    :erlang.trace(partitioner, false, [:receive])
+
+    total =
+      cases |> Enum.map(&length(Enum.reject(elem(&1, 0), fn pid -> pid == nil end))) |> Enum.sum()
+
+    received = Receivers.await(group, total)
+    assert {^one, [_ | _] = for_one} = List.keyfind(received, one, 0)
+    assert length(for_one) == length(cases)
+    Receivers.stop(group)
+  end
+
   test "a packed message arrives equal to the original" do
     message = %{
       map: Map.new(1..100, &{&1, "v#{&1}"}),
