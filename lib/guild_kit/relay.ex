@@ -579,7 +579,7 @@ defmodule GuildKit.Relay do
 
   def dispatch(%__MODULE__{} = relays, event, opts) do
     opts = keyword!(opts, to: :all, mentions: [])
-    filter = filter!(opts[:to], relays.permissions)
+    filter = filter!(opts[:to], relays)
     mentions = list!(opts[:mentions], ":mentions", "a list of member ids")
     relays = flush(relays)
     seq = relays.seq + 1
@@ -944,14 +944,14 @@ defmodule GuildKit.Relay do
 
   ## Input checks: all before anything changes
 
-  defp filter!(:all, _permissions), do: :all
+  defp filter!(:all, _relays), do: :all
 
-  defp filter!({:channel, channel_id}, permissions),
-    do: filter!({:channel, channel_id, Permissions.view_channel()}, permissions)
+  defp filter!({:channel, channel_id}, relays),
+    do: filter!({:channel, channel_id, Permissions.view_channel()}, relays)
 
-  defp filter!({:channel, channel_id, bits} = filter, permissions)
+  defp filter!({:channel, channel_id, bits} = filter, relays)
        when is_integer(bits) and bits >= 0 and bits <= @max_window do
-    if Permissions.has_channel?(permissions, channel_id) do
+    if known_channel?(relays, channel_id) do
       filter
     else
       raise ArgumentError,
@@ -960,11 +960,22 @@ defmodule GuildKit.Relay do
     end
   end
 
-  defp filter!(other, _permissions) do
+  defp filter!(other, _relays) do
     raise ArgumentError,
           "expected :to to be :all, {:channel, channel_id} or {:channel, channel_id, " <>
             "required_bits} (bits an integer in 0..2^64-1), got: #{GuildKit.Describe.describe(other)}"
   end
+
+  # An integer, atom or binary id is looked up in the exported channels: a NIF call
+  # costs tens of µs when the caches are cold, as they are between events. Other ids
+  # go to the NIF, whose ids are exact where a map key is not: in a map, -0.0 finds
+  # 0.0, and {:c, -0.0} finds {:c, 0.0}.
+  defp known_channel?(relays, channel_id)
+       when is_integer(channel_id) or is_atom(channel_id) or is_binary(channel_id),
+       do: Map.has_key?(relays.options[:channels], channel_id)
+
+  defp known_channel?(relays, channel_id),
+    do: Permissions.has_channel?(relays.permissions, channel_id)
 
   defp changes!(changes) do
     list!(changes, "changes", "a list of {window, ops}")

@@ -143,6 +143,24 @@ defmodule GuildKit.Relay.BadInputTest do
     )
 
     refuses(relays, "expected :to to be :all", &Relay.dispatch(&1, :e, to: :everyone))
+  end
+
+  test "dispatch/3 knows a channel by its exact id, as Permissions does", _ do
+    negative_zero = GuildKit.Test.TermGenerator.negative_zero()
+    channels = [2, :two, "two", 0.0, {:c, 0.0}, [2]]
+    perms = Enum.reduce(channels, Permissions.new(), &Permissions.put_channel(&2, &1, []))
+    relays = Relay.new(:exact_ids, permissions: perms)
+
+    for channel <- channels do
+      assert Permissions.has_channel?(perms, channel)
+      assert {1, _relays} = Relay.dispatch(relays, :e, to: {:channel, channel})
+    end
+
+    # Equal in a map key or by ==, but other ids.
+    for other <- [2.0, :"2", "Two", negative_zero, {:c, negative_zero}, [2.0]] do
+      refute Permissions.has_channel?(perms, other)
+      refuses(relays, "unknown channel", &Relay.dispatch(&1, :e, to: {:channel, other}))
+    end
 
     refuses(
       relays,
