@@ -15,8 +15,10 @@
 # If the spin loop makes calls as cold as the 64 MiB read does, the caches are emptied
 # by something other than this VM's own work (on a shared host, other guests). A second
 # table times the first call after spins of 0 to 20 ms, to show how long a pause it takes.
-# A third splits a cold `Fanout.send/3` into its NIFs and sends, once as it is and once
-# with a process spinning in the VM, so that no scheduler sleeps between the calls.
+# A third times the parts of a cold `Fanout.send/3`: the call to one pid (which takes
+# no NIF: a few receivers and a small message go over as lists), the two NIFs a longer
+# list or a bigger message takes, and a plain send; once as the VM is and once with a
+# process spinning in it, so that no scheduler sleeps between the calls.
 
 Code.require_file("support/harness.exs", __DIR__)
 
@@ -117,9 +119,11 @@ defmodule GuildKit.Bench.ColdCalls do
     workers = Runtime.fetch!(Fanout).workers
 
     parts = [
-      {"`Fanout.send/3` to 1 pid", fn -> Fanout.send([receiver], :event) end},
-      {"its split NIF (`Native.fanout_split/2`)", fn -> Split.split([receiver], workers) end},
-      {"its message NIF (`Native.fanout_message/1`)", fn -> Native.fanout_message(:event) end},
+      {"`Fanout.send/3` to 1 pid (no NIF)", fn -> Fanout.send([receiver], :event) end},
+      {"the split NIF of longer lists (`Native.fanout_split/2`)",
+       fn -> Split.split([receiver], workers) end},
+      {"the message NIF of bigger messages (`Native.fanout_message/1`)",
+       fn -> Native.fanout_message(:event) end},
       {"a plain `send/2` to that pid", fn -> send(receiver, :event) end}
     ]
 
