@@ -57,7 +57,9 @@ defmodule GuildKit.Relay do
       that its passive sessions never all wait in the run queue at once (fewer parts
       when `passive_interval` is under 16 ms);
     * `{:guild_relay_down, guild_id}` - its relay was lost (see "Faults"): the session
-      is no longer connected, and should connect again.
+      is no longer connected, and should connect again. A session that had just
+      disconnected can get it too: events dispatched before its disconnect may then
+      be missing.
 
   `seq` is the guild's sequence number, assigned once per `dispatch/3` and
   `dispatch_ops/2` (and returned by them), so a session can detect gaps and duplicates.
@@ -86,9 +88,13 @@ defmodule GuildKit.Relay do
 
     * **A relay crashes.** Its supervisor restarts it; the guild's `handle_info/2` gets
       the old relay's `:DOWN`: each of its sessions is sent `{:guild_relay_down,
-      guild_id}` and removed from the handle. The restarted relay (without sessions)
-      announces itself and is taken back, with the current permissions; new sessions
-      can go to it. The other relays, and their sessions, lose nothing.
+      guild_id}` and removed from the handle. So is each session that disconnected from
+      it but whose disconnect it had not yet confirmed (it confirms in its next report,
+      within a few ms of carrying it out). The old relay may have died with events for
+      such a session still queued, and the message tells the session that events
+      dispatched before its disconnect may be missing. The restarted relay (without
+      sessions) announces itself and is taken back, with the current permissions; new
+      sessions can go to it. The other relays, and their sessions, lose nothing.
     * **A node goes down.** The guild gets the `:DOWN` of each relay of that node (with
       reason `:noconnection`), and the relay's sessions are removed the same way (the
       `:guild_relay_down` sent to them is dropped, as they are gone). Dispatches never
@@ -107,8 +113,8 @@ defmodule GuildKit.Relay do
   | a relay's start (in `connect/5`, when no relay of the node has room) | one call to the node's supervisor |
   | `update_member/3`, `put_permissions/2` | one send per node; O(permissions) for the second |
   | `dispatch/3`, `dispatch_ops/2` | one send per node: O(relays) |
-  | `handle_info/2` of a report | O(exits reported) |
-  | `handle_info/2` of a relay's `:DOWN` | O(sessions), once |
+  | `handle_info/2` of a report | O(exits and disconnects reported) |
+  | `handle_info/2` of a relay's `:DOWN` | O(sessions + disconnects not yet confirmed), once |
   | `stats/1` | O(relays) |
 
   A relay holds only its own sessions' member ids, roles, flags and windows, never the
@@ -137,11 +143,14 @@ defmodule GuildKit.Relay do
                 events: 0,
                 deliveries: 0,
                 next_no: 0,
+                next_leave: 0,
                 # session pid => relay number * 2 + 1 if active
                 sessions: %{},
-                # disconnected session pid => the relay it was on, until the session
-                # exits or that relay is lost: a session connected again goes back to
-                # it, behind what that relay still has to send it (see connect/5)
+                # disconnected session pid => {the relay it was on, the disconnect's
+                # number}, until that relay confirms the disconnect (it has then sent the
+                # session all it had for it), the session exits or the relay is lost. A
+                # session connected again meanwhile goes back to that relay, behind what
+                # it still has to send (see connect/5); a relay lost meanwhile tells it.
                 left: %{},
                 # relay number => %{pid, node, ref, sessions, active}
                 relays: %{},
@@ -334,7 +343,8 @@ defmodule GuildKit.Relay do
   back to the relay it left, if that relay lives (even past `max_sessions`, up to
   `GuildKit.Audience.max_sessions/0`), so that nothing that relay still has to send it
   can arrive after newer messages from another relay. The handle remembers that relay
-  (one entry per such session) until the session exits or the relay is lost. Raises `ArgumentError` when the session is already
+  (one entry per such session) until the relay confirms the disconnect, the session
+  exits or the relay is lost. Raises `ArgumentError` when the session is already
   connected. When no relay can be started on the session's node (it is down), the
   session is sent `{:guild_relay_down, guild_id}` and is not connected.
 
@@ -405,8 +415,11 @@ defmodule GuildKit.Relay do
   def connect(other, _session_pid, _member_id, _role_ids, _opts), do: raise_not_relays(other)
 
   @doc """
-  Disconnects a session: it gets nothing more. Returns `{:ok, relays}`; a session that
-  is not connected (it exited, say) is left alone.
+  Disconnects a session: it gets nothing dispatched after the call. What was
+  dispatched before still reaches it from its relay, unless that relay is lost before
+  it has carried out the disconnect: then the session is sent `{:guild_relay_down,
+  guild_id}` (see "Faults"). Returns `{:ok, relays}`; a session that is not connected
+  (it exited, say) is left alone.
 
   ## Examples
 
@@ -429,9 +442,17 @@ defmodule GuildKit.Relay do
 
       {code, sessions} ->
         no = div(code, 2)
-        relays = %{relays | sessions: sessions, left: Map.put(relays.left, session_pid, no)}
+        leave = relays.next_leave
+
+        relays = %{
+          relays
+          | sessions: sessions,
+            left: Map.put(relays.left, session_pid, {no, leave}),
+            next_leave: leave + 1
+        }
+
         relays = count(relays, no, -1, -rem(code, 2))
-        {:ok, enqueue(relays, no, {:disconnect, session_pid}, [])}
+        {:ok, enqueue(relays, no, {:disconnect, session_pid, leave}, [])}
     end
   end
 
@@ -628,7 +649,8 @@ defmodule GuildKit.Relay do
 
   ## Performance
 
-  O(exits) for a report; O(sessions) once for a lost relay.
+  O(exits and disconnects reported) for a report; O(sessions + disconnects not yet
+  confirmed) once for a lost relay.
   """
   @spec handle_info(term(), t()) :: {:ok, t()} | :ignore
   def handle_info(message, %__MODULE__{tag: tag} = relays) do
@@ -658,6 +680,8 @@ defmodule GuildKit.Relay do
 
     * `:relays` - the relay pids;
     * `:sessions`, `:active`, `:passive` - connected sessions;
+    * `:leaving` - disconnected sessions whose relay has not yet confirmed the
+      disconnect (were it lost, they would be sent `{:guild_relay_down, guild_id}`);
     * `:nodes` - `%{node => %{relays: n, sessions: n, active: n, passive: n}}`;
     * `:seq` - the last seq assigned;
     * `:events` - `dispatch/3` calls;
@@ -679,6 +703,7 @@ defmodule GuildKit.Relay do
           sessions: non_neg_integer(),
           active: non_neg_integer(),
           passive: non_neg_integer(),
+          leaving: non_neg_integer(),
           nodes: %{node() => map()},
           seq: non_neg_integer(),
           events: non_neg_integer(),
@@ -702,6 +727,7 @@ defmodule GuildKit.Relay do
       sessions: map_size(relays.sessions),
       active: active,
       passive: map_size(relays.sessions) - active,
+      leaving: map_size(relays.left),
       nodes: nodes,
       seq: relays.seq,
       events: relays.events,
@@ -717,7 +743,7 @@ defmodule GuildKit.Relay do
   # when it is full (up to what an Audience holds): that relay may still have events
   # queued for it, and another relay could overtake them.
   defp relay_for(relays, session_pid) do
-    with %{^session_pid => no} <- relays.left,
+    with %{^session_pid => {no, _leave}} <- relays.left,
          %{^no => %{sessions: sessions}} <- relays.relays,
          true <- sessions < Audience.max_sessions() do
       {:ok, relays, no}
@@ -804,15 +830,19 @@ defmodule GuildKit.Relay do
     end
   end
 
+  # The relay's sessions are told, and so are the sessions that left it without its
+  # confirmation: it may have died with events for them still queued.
   defp relay_down(relays, no) do
     info = Map.fetch!(relays.relays, no)
     lost = for {pid, code} <- relays.sessions, div(code, 2) == no, do: pid
-    if lost != [], do: send_to_sessions(relays, lost, {:guild_relay_down, relays.guild_id})
+    unconfirmed = for {pid, {^no, _leave}} <- relays.left, do: pid
+    told = lost ++ unconfirmed
+    if told != [], do: send_to_sessions(relays, told, {:guild_relay_down, relays.guild_id})
 
     %{
       relays
       | sessions: Map.drop(relays.sessions, lost),
-        left: Map.reject(relays.left, fn {_pid, left_no} -> left_no == no end),
+        left: Map.drop(relays.left, unconfirmed),
         relays: Map.delete(relays.relays, no),
         by_pid: Map.delete(relays.by_pid, info.pid),
         nodes: remove_relay(relays.nodes, info.node, no),
@@ -831,20 +861,31 @@ defmodule GuildKit.Relay do
   defp report(relays, pid, exits, deliveries) do
     case relays.by_pid do
       %{^pid => no} ->
-        Enum.reduce(exits, %{relays | deliveries: relays.deliveries + deliveries}, fn session,
-                                                                                      relays ->
-          case relays do
-            %{sessions: %{^session => code}} when div(code, 2) == no ->
-              relays = %{relays | sessions: Map.delete(relays.sessions, session)}
-              count(relays, no, -1, -rem(code, 2))
+        relays = %{relays | deliveries: relays.deliveries + deliveries}
+        Enum.reduce(exits, relays, &reported(&2, no, &1))
 
-            %{left: %{^session => ^no}} ->
-              %{relays | left: Map.delete(relays.left, session)}
+      _ ->
+        relays
+    end
+  end
 
-            _ ->
-              relays
-          end
-        end)
+  # A relay reports the sessions that exited, and the disconnects it has carried out
+  # (`{session, leave}`): it has nothing more to send those sessions.
+  defp reported(relays, no, {session, leave}) do
+    case relays.left do
+      %{^session => {^no, ^leave}} -> %{relays | left: Map.delete(relays.left, session)}
+      _ -> relays
+    end
+  end
+
+  defp reported(relays, no, session) do
+    case relays do
+      %{sessions: %{^session => code}} when div(code, 2) == no ->
+        relays = %{relays | sessions: Map.delete(relays.sessions, session)}
+        count(relays, no, -1, -rem(code, 2))
+
+      %{left: %{^session => {^no, _leave}}} ->
+        %{relays | left: Map.delete(relays.left, session)}
 
       _ ->
         relays

@@ -7,15 +7,16 @@ defmodule GuildKit.Relay.Server do
   # Everything the guild sends a relay travels through GuildKit.Fanout under the guild's
   # partitioner key, so a relay handles the guild's messages in the order the guild
   # sent them. A relay sends the guild only batched reports: what it learned of exits
-  # (in batches at most every @exit_report_ms) and its delivery counter (at its passive
-  # ticks, when it changed).
+  # and the disconnects it carried out (in batches at most every @exit_report_ms), and
+  # its delivery counter (at its passive ticks, when it changed).
   @moduledoc false
 
   use GenServer, restart: :transient
 
   alias GuildKit.{Audience, Permissions}
 
-  # How long exits are collected before they are reported to the guild in one message.
+  # How long exits and disconnects are collected before they are reported to the guild
+  # in one message.
   @exit_report_ms 20
 
   # Passive updates go out a slice of the sessions at a time (Audience.select_groups/4's
@@ -112,8 +113,7 @@ defmodule GuildKit.Relay.Server do
   # then (a session connected again goes back to it).
   def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
     if Audience.member?(state.audience, pid), do: Audience.remove(state.audience, pid)
-    _ = if state.exits == [], do: Process.send_after(self(), :report_exits, @exit_report_ms)
-    {:noreply, %{state | exits: [pid | state.exits]}}
+    {:noreply, to_report(state, pid)}
   end
 
   def handle_info(_other, state), do: {:noreply, state}
@@ -134,9 +134,11 @@ defmodule GuildKit.Relay.Server do
     end
   end
 
-  defp command({:disconnect, pid}, state) do
+  # Confirmed to the guild (in the next report), which until then tells the session if
+  # this relay is lost: it may die with events for the session still in its queue.
+  defp command({:disconnect, pid, leave}, state) do
     Audience.remove(state.audience, pid)
-    state
+    to_report(state, {pid, leave})
   end
 
   defp command({:set_active, pid, active, watch, syncs, seq}, state) do
@@ -205,6 +207,11 @@ defmodule GuildKit.Relay.Server do
         slice: rem(state.slice + 1, tuple_size(told)),
         deliveries: state.deliveries + sent
     }
+  end
+
+  defp to_report(state, exit_or_disconnect) do
+    _ = if state.exits == [], do: Process.send_after(self(), :report_exits, @exit_report_ms)
+    %{state | exits: [exit_or_disconnect | state.exits]}
   end
 
   defp report(%{exits: [], deliveries: same, reported: same} = state), do: state

@@ -199,6 +199,44 @@ defmodule GuildKit.Relay.FaultsTest do
     GenServer.stop(guild)
   end
 
+  test "a relay lost before it carried out a disconnect tells that session; one that confirmed it does not" do
+    {:ok, guild} = RelayGuild.start(@guild, max_sessions: 2)
+    {group, [leaving, stayed]} = Receivers.start(2)
+    connect_all(guild, [leaving, stayed], active: true)
+    %{relays: [relay]} = stats(guild)
+
+    # The relay falls behind with event 1 queued when `leaving` disconnects, and dies
+    # before it gets to them: event 1 is lost, and `leaving` must be told.
+    :ok = :sys.suspend(relay)
+    1 = dispatch(guild, :one)
+    run!(guild, fn relays -> elem(Relay.disconnect(relays, leaving), 1) end)
+    assert %{sessions: 1, leaving: 1} = stats(guild)
+    Process.exit(relay, :kill)
+
+    down = {:guild_relay_down, @guild}
+
+    assert [{^leaving, [^down]}, {^stayed, [^down]}] = Receivers.await(group, 2)
+    assert %{sessions: 0, leaving: 0} = stats(guild)
+
+    # A disconnect the relay carried out and confirmed: the session already has all it
+    # was sent, and a later loss of the relay tells it nothing.
+    RelayGuild.wait_until(fn -> length(stats(guild).relays) == 1 end)
+    connect_all(guild, [leaving, stayed], active: true)
+    %{relays: [relay]} = stats(guild)
+    2 = dispatch(guild, :two)
+    run!(guild, fn relays -> elem(Relay.disconnect(relays, leaving), 1) end)
+    RelayGuild.wait_until(fn -> stats(guild).leaving == 0 end)
+    Process.exit(relay, :kill)
+
+    assert [
+             {^leaving, [^down, {:guild_event, @guild, 2, :two}]},
+             {^stayed, [^down, {:guild_event, @guild, 2, :two}, ^down]}
+           ] = Receivers.await(group, 5)
+
+    GenServer.stop(guild)
+    Receivers.stop(group)
+  end
+
   defp wait_deliveries(guild, n) do
     RelayGuild.wait_until(fn -> stats(guild).deliveries >= n end)
     stats(guild)
