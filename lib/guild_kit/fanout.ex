@@ -310,15 +310,28 @@ defmodule GuildKit.Fanout do
 
     case Split.split(receivers, workers) do
       {:ok, [], nil} ->
-        unless Runtime.running?(runtime),
-          do: raise(ArgumentError, Runtime.not_running(runtime.name))
+        running!(runtime)
 
       {:ok, batches, remote} ->
         message = Native.fanout_message(message)
-        key = key || Process.get(@key_key) || self()
-        index = :erlang.phash2(key, tuple_size(runtime.partitioners))
-        local(runtime, index, workers, batches, message)
-        remote(runtime, key, index, remote, message, pack)
+        {partitioner, sender} = chain(runtime, key)
+
+        if batches != [] do
+          count = Enum.reduce(batches, 0, fn {_, _, count}, sum -> sum + count end)
+
+          hand_over(
+            runtime,
+            partitioner,
+            count,
+            &Partitioner.deliver(&1, workers, batches, message)
+          )
+        end
+
+        if remote != nil do
+          hand_over(runtime, sender, Split.count(remote), fn pid ->
+            Sender.forward(pid, remote, message, partitioner, pack)
+          end)
+        end
 
       {:bad_receiver, position} ->
         bad_receiver!(receivers, position)
@@ -336,28 +349,24 @@ defmodule GuildKit.Fanout do
         bad_receiver!(receivers, position)
 
       {[], []} ->
-        unless Runtime.running?(runtime),
-          do: raise(ArgumentError, Runtime.not_running(runtime.name))
+        running!(runtime)
 
       {here, there} ->
-        key = key || Process.get(@key_key) || self()
-        index = :erlang.phash2(key, tuple_size(runtime.partitioners))
-        partitioner = elem(runtime.partitioners, index)
+        {partitioner, sender} = chain(runtime, key)
 
         if here != [] do
-          case child(runtime, partitioner, @restart_wait_ms) do
-            nil -> drop(runtime, length(here))
-            pid -> Partitioner.deliver_list(pid, here, message)
-          end
+          hand_over(
+            runtime,
+            partitioner,
+            length(here),
+            &Partitioner.deliver_list(&1, here, message)
+          )
         end
 
         if there != [] do
-          name = elem(runtime.senders, :erlang.phash2(key, tuple_size(runtime.senders)))
-
-          case child(runtime, name, @restart_wait_ms) do
-            nil -> drop(runtime, length(there))
-            sender -> Sender.forward_list(sender, there, message, partitioner, pack)
-          end
+          hand_over(runtime, sender, length(there), fn pid ->
+            Sender.forward_list(pid, there, message, partitioner, pack)
+          end)
         end
     end
   end
@@ -541,24 +550,27 @@ defmodule GuildKit.Fanout do
           "expected receivers to be a pid, nil or a list of pids and nils, got: #{GuildKit.Describe.describe(other)}"
   end
 
-  defp local(_runtime, _index, _workers, [], _message), do: :ok
+  # The names of the partitioner (the same on every node) and of the sender that the
+  # partitioner key selects: the caller's, unless it set one or passed `:key`.
+  defp chain(runtime, key) do
+    key = key || Process.get(@key_key) || self()
 
-  defp local(runtime, index, workers, batches, message) do
-    case child(runtime, elem(runtime.partitioners, index), @restart_wait_ms) do
-      nil -> drop(runtime, Enum.reduce(batches, 0, fn {_, _, count}, sum -> sum + count end))
-      partitioner -> Partitioner.deliver(partitioner, workers, batches, message)
+    {elem(runtime.partitioners, :erlang.phash2(key, tuple_size(runtime.partitioners))),
+     elem(runtime.senders, :erlang.phash2(key, tuple_size(runtime.senders)))}
+  end
+
+  # Gives `count` receivers to the instance's process `name` with `deliver`, or counts
+  # them dropped when it is not back from a restart in time.
+  defp hand_over(runtime, name, count, deliver) do
+    case child(runtime, name, @restart_wait_ms) do
+      nil -> drop(runtime, count)
+      pid -> deliver.(pid)
     end
   end
 
-  defp remote(_runtime, _key, _index, nil, _message, _pack), do: :ok
-
-  defp remote(runtime, key, index, remote, message, pack) do
-    name = elem(runtime.senders, :erlang.phash2(key, tuple_size(runtime.senders)))
-
-    case child(runtime, name, @restart_wait_ms) do
-      nil -> drop(runtime, Split.count(remote))
-      sender -> Sender.forward(sender, remote, message, elem(runtime.partitioners, index), pack)
-    end
+  # A send with nobody to reach still needs a running instance.
+  defp running!(runtime) do
+    unless Runtime.running?(runtime), do: raise(ArgumentError, Runtime.not_running(runtime.name))
   end
 
   # The pid of the instance's process `name`, waiting while its supervisor restarts it,

@@ -658,8 +658,8 @@ defmodule GuildKit.Relay do
       {__MODULE__, ^tag, :flush} ->
         {:ok, flush(%{relays | flush_sent: false})}
 
-      {__MODULE__, ^tag, :report, pid, exits, deliveries} ->
-        {:ok, report(relays, pid, exits, deliveries)}
+      {__MODULE__, ^tag, :report, pid, done, deliveries} ->
+        {:ok, report(relays, pid, done, deliveries)}
 
       {__MODULE__, ^tag, :up, pid, version} ->
         {:ok, adopt(relays, pid, version)}
@@ -858,11 +858,11 @@ defmodule GuildKit.Relay do
     end
   end
 
-  defp report(relays, pid, exits, deliveries) do
+  defp report(relays, pid, done, deliveries) do
     case relays.by_pid do
       %{^pid => no} ->
         relays = %{relays | deliveries: relays.deliveries + deliveries}
-        Enum.reduce(exits, relays, &reported(&2, no, &1))
+        Enum.reduce(done, relays, &reported(&2, no, &1))
 
       _ ->
         relays

@@ -83,19 +83,11 @@ defmodule GuildKit.Fanout.Sender do
     {:noreply, state, @idle_ms}
   end
 
+  # A small message: inline, or packed as `Native.fanout_message_export/2` packs (the
+  # external term format), and never in parts.
   def handle_info({:guild_kit_fanout_remote_list, pids, message, partitioner, pack}, state) do
     payload = if pack, do: {:packed, :erlang.term_to_binary(message)}, else: {:term, message}
-
-    state =
-      pids
-      |> Split.group_by_node()
-      |> Enum.reduce(state, fn {node, receivers}, state ->
-        {state, _nodes} =
-          forward_chunk(state, MapSet.new(), node, receivers, partitioner, payload, nil)
-
-        state
-      end)
-
+    {state, _nodes} = forward_by_node(pids, partitioner, payload, nil, state, MapSet.new())
     {:noreply, state, @idle_ms}
   end
 
@@ -135,17 +127,20 @@ defmodule GuildKit.Fanout.Sender do
 
   defp forward_chunks(list, partitioner, payload, parts, state, nodes) do
     {pids, done} = Native.fanout_remote_take(list)
-
-    {state, nodes} =
-      pids
-      |> Split.group_by_node()
-      |> Enum.reduce({state, nodes}, fn {node, receivers}, {state, nodes} ->
-        forward_chunk(state, nodes, node, receivers, partitioner, payload, parts)
-      end)
+    {state, nodes} = forward_by_node(pids, partitioner, payload, parts, state, nodes)
 
     if done,
       do: {state, nodes},
       else: forward_chunks(list, partitioner, payload, parts, state, nodes)
+  end
+
+  # `nodes`: the nodes that were sent the parts of the message already.
+  defp forward_by_node(pids, partitioner, payload, parts, state, nodes) do
+    pids
+    |> Split.group_by_node()
+    |> Enum.reduce({state, nodes}, fn {node, receivers}, {state, nodes} ->
+      forward_chunk(state, nodes, node, receivers, partitioner, payload, parts)
+    end)
   end
 
   defp forward_chunk(state, nodes, node, receivers, _partitioner, _payload, _parts)

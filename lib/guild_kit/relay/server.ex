@@ -7,7 +7,7 @@ defmodule GuildKit.Relay.Server do
   # Everything the guild sends a relay travels through GuildKit.Fanout under the guild's
   # partitioner key, so a relay handles the guild's messages in the order the guild
   # sent them. A relay sends the guild only batched reports: what it learned of exits
-  # and the disconnects it carried out (in batches at most every @exit_report_ms), and
+  # and the disconnects it carried out (in batches at most every @report_ms), and
   # its delivery counter (at its passive ticks, when it changed).
   @moduledoc false
 
@@ -17,7 +17,7 @@ defmodule GuildKit.Relay.Server do
 
   # How long exits and disconnects are collected before they are reported to the guild
   # in one message.
-  @exit_report_ms 20
+  @report_ms 20
 
   # Passive updates go out a slice of the sessions at a time (Audience.select_groups/4's
   # `:slice`), one slice of 16 every passive_interval / 16: the sends of a relay's 15,000
@@ -63,7 +63,8 @@ defmodule GuildKit.Relay.Server do
        # the slice whose turn is next, and for each slice the seq it was last told up to
        slice: 0,
        told: Tuple.duplicate(0, slices),
-       exits: [],
+       # sessions it is done with, to report: exited, or {pid, leave} once disconnected
+       done: [],
        deliveries: 0,
        reported: 0
      }}
@@ -103,7 +104,7 @@ defmodule GuildKit.Relay.Server do
     {:noreply, if(state.slice == 0, do: report(state), else: state)}
   end
 
-  def handle_info(:report_exits, state), do: {:noreply, report(state)}
+  def handle_info(:report_done, state), do: {:noreply, report(state)}
 
   def handle_info({:DOWN, ref, :process, _guild, _reason}, %{guild_ref: ref} = state),
     do: {:stop, :normal, state}
@@ -210,18 +211,18 @@ defmodule GuildKit.Relay.Server do
   end
 
   defp to_report(state, exit_or_disconnect) do
-    _ = if state.exits == [], do: Process.send_after(self(), :report_exits, @exit_report_ms)
-    %{state | exits: [exit_or_disconnect | state.exits]}
+    _ = if state.done == [], do: Process.send_after(self(), :report_done, @report_ms)
+    %{state | done: [exit_or_disconnect | state.done]}
   end
 
-  defp report(%{exits: [], deliveries: same, reported: same} = state), do: state
+  defp report(%{done: [], deliveries: same, reported: same} = state), do: state
 
   defp report(state) do
     send(
       state.guild,
-      {GuildKit.Relay, state.tag, :report, self(), state.exits, state.deliveries - state.reported}
+      {GuildKit.Relay, state.tag, :report, self(), state.done, state.deliveries - state.reported}
     )
 
-    %{state | exits: [], reported: state.deliveries}
+    %{state | done: [], reported: state.deliveries}
   end
 end

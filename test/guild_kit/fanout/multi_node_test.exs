@@ -23,9 +23,9 @@ defmodule GuildKit.Fanout.MultiNodeTest do
     %{peers: PeerNode.start_many(2)}
   end
 
-  # `count` receivers on this node and on each peer: the groups and all their pids.
-  defp receivers_everywhere(peers, count) do
-    groups = spread_receivers([node() | Enum.map(peers, & &1.node)], count)
+  # `count` receivers on each node given: the groups and all their pids.
+  defp receivers_on(nodes, count) do
+    groups = spread_receivers(nodes, count)
     {groups, Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)}
   end
 
@@ -77,7 +77,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
   test "receivers on three nodes each get every message once, in order, in all modes",
        %{peers: peers} do
     TermGenerator.seed!("multi-node mixed-mode", 4_242)
-    {groups, all} = receivers_everywhere(peers, 400)
+    {groups, all} = receivers_on([node() | Enum.map(peers, & &1.node)], 400)
     before = Map.new(peers, &{&1.node, peer_stats(&1.node)})
 
     for i <- 1..200 do
@@ -106,7 +106,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
     # without the caller's NIF split; a long list or a big message takes the split.
     # Both must reach each receiver in the order they were sent.
     TermGenerator.seed!("few and many receivers", 5_151)
-    {groups, all} = receivers_everywhere(peers, 40)
+    {groups, all} = receivers_on([node() | Enum.map(peers, & &1.node)], 40)
     big = Enum.to_list(1..300)
 
     sent =
@@ -245,8 +245,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
 
   test "big messages reach other nodes in parts, in order with small ones, in every mode",
        %{peers: peers} do
-    groups = spread_receivers(Enum.map(peers, & &1.node), 3)
-    all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
+    {groups, all} = receivers_on(Enum.map(peers, & &1.node), 3)
     # A big term (about 5 MB packed), and a 2 MB binary (small on the heap, big on the
     # wire): both travel in parts.
     big = Enum.to_list(1..1_000_000)
@@ -355,8 +354,7 @@ defmodule GuildKit.Fanout.MultiNodeTest do
       Process.exit(local, :shutdown)
     end)
 
-    groups = spread_receivers(Enum.map(peers, & &1.node), 200)
-    all = Enum.flat_map(groups, fn {_node, _group, pids} -> pids end)
+    {groups, all} = receivers_on(Enum.map(peers, & &1.node), 200)
 
     FanoutFaults.relay(
       all,

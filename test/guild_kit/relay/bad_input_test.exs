@@ -143,6 +143,17 @@ defmodule GuildKit.Relay.BadInputTest do
     )
 
     refuses(relays, "expected :to to be :all", &Relay.dispatch(&1, :e, to: :everyone))
+
+    refuses(
+      relays,
+      "expected :to to be :all",
+      &Relay.dispatch(&1, :e, to: {:channel, :general, -1})
+    )
+
+    refuses(relays, "expected :mentions to be a list", &Relay.dispatch(&1, :e, mentions: :ann))
+    refuses(relays, "unknown keys [:channel]", &Relay.dispatch(&1, :e, channel: :general))
+    refuses(relays, "expected options to be a keyword list", &Relay.dispatch(&1, :e, :all))
+    refuses(1, "expected a GuildKit.Relay handle", &Relay.dispatch(&1, :e, []))
   end
 
   test "dispatch/3 knows a channel by its exact id, as Permissions does", _ do
@@ -161,17 +172,6 @@ defmodule GuildKit.Relay.BadInputTest do
       refute Permissions.has_channel?(perms, other)
       refuses(relays, "unknown channel", &Relay.dispatch(&1, :e, to: {:channel, other}))
     end
-
-    refuses(
-      relays,
-      "expected :to to be :all",
-      &Relay.dispatch(&1, :e, to: {:channel, :general, -1})
-    )
-
-    refuses(relays, "expected :mentions to be a list", &Relay.dispatch(&1, :e, mentions: :ann))
-    refuses(relays, "unknown keys [:channel]", &Relay.dispatch(&1, :e, channel: :general))
-    refuses(relays, "expected options to be a keyword list", &Relay.dispatch(&1, :e, :all))
-    refuses(1, "expected a GuildKit.Relay handle", &Relay.dispatch(&1, :e, []))
   end
 
   test "dispatch_ops/2", %{relays: relays} do
