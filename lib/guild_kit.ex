@@ -12,7 +12,8 @@ defmodule GuildKit do
       of rows, with the insert/update/delete ops each watched window needs after every
       change, computed in Rust.
     * `GuildKit.MemoryEstimator` - the memory of a term, exactly as
-      `:erts_debug.flat_size/1` counts it or estimated in microseconds by sampling,
+      `:erts_debug.flat_size/1` counts it or estimated by sampling in time independent
+      of its size,
       and the memory of a live process's state broken down by field, measured inside
       the process without copying the state out.
     * `GuildKit.Fanout` - sends one message to many processes on any nodes, Manifold

@@ -25,7 +25,8 @@ defmodule GuildKit.Examples.Guild do
   Two more toolkits run the same guild for the demo's comparison: `toolkit: :guild_kit`
   (`GuildKit.Examples.Guild.GuildKitToolkit`) keeps every session in the guild's state
   and sends each event with `GuildKit.Fanout.send/3` to the list of all active
-  sessions, rebuilt for every event; `toolkit: :otp`
+  sessions, kept in the guild's state (rebuilt after a connect or an exit, not per
+  event); `toolkit: :otp`
   (`GuildKit.Examples.Guild.OtpToolkit`) is the guild as it would be written without
   GuildKit: a `:gb_sets` sidebar whose indexes are found by walking it, windows re-sent
   whole (a SYNC) when they change, a `send/2` loop, and `:erts_debug.flat_size/1` on a

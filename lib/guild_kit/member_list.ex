@@ -468,9 +468,23 @@ defmodule GuildKit.MemberList do
   def memory(%__MODULE__{ref: ref}), do: Native.member_list_memory(ref)
   def memory(other), do: raise_not_a_list(other)
 
-  @doc false
+  @doc """
+  Whether `list` is a read-only snapshot (see `snapshot/1`), which raises
+  `ArgumentError` on every change.
+
+  ## Examples
+
+      iex> list = GuildKit.MemberList.new(groups: [:online])
+      iex> {GuildKit.MemberList.read_only?(list), GuildKit.MemberList.read_only?(GuildKit.MemberList.snapshot(list))}
+      {false, true}
+
+  ## Performance
+
+  O(1).
+  """
   @spec read_only?(t()) :: boolean()
   def read_only?(%__MODULE__{ref: ref}), do: Native.member_list_read_only(ref)
+  def read_only?(other), do: raise_not_a_list(other)
 
   # A native result is a list, or `{delivery, position, acc}` when it is delivered in
   # chunks: the rest is asked for until it is whole.

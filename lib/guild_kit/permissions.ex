@@ -402,7 +402,7 @@ defmodule GuildKit.Permissions do
       everyone: everyone,
       roles: map_in_steps(roles),
       owner: List.first(owner),
-      channels: Map.new(join_chunks(channels))
+      channels: Map.new(GuildKit.Chunks.join(channels))
     ]
   end
 
@@ -422,24 +422,6 @@ defmodule GuildKit.Permissions do
   defp export_rest(cursor, roles, channels) do
     {more_roles, more_channels, cursor} = Native.permissions_export_next(cursor)
     export_rest(cursor, [more_roles | roles], [more_channels | channels])
-  end
-
-  @doc false
-  # Joins chunks of `{key, list}` entries in which an entry too big for one chunk
-  # continues in the next as `{:more, list}`. Shared with GuildKit.Audience.
-  @spec join_chunks([[{term(), list()}]]) :: [{term(), list()}]
-  def join_chunks([single]), do: single
-
-  def join_chunks(chunks) do
-    chunks
-    |> Enum.concat()
-    |> Enum.reduce([], fn
-      {:more, items}, [{key, parts} | entries] -> [{key, [items | parts]} | entries]
-      {key, items}, entries -> [{key, [items]} | entries]
-    end)
-    |> Enum.reduce([], fn {key, parts}, entries ->
-      [{key, parts |> Enum.reverse() |> Enum.concat()} | entries]
-    end)
   end
 
   @doc false

@@ -119,10 +119,13 @@ defmodule GuildKit.Relay do
 
   A relay holds only its own sessions' member ids, roles, flags and windows, never the
   guild's members: creating one and connecting sessions to it costs the guild O(those
-  sessions), in steps of microseconds. Figures are in `bench/RESULTS.md`.
+  sessions), one connect at a time. Figures are in `bench/RESULTS.md`.
   """
 
   alias GuildKit.{Audience, Fanout, Permissions}
+  alias GuildKit.Audience.Check
+
+  @relay_modules [GuildKit.Relay.Server, Audience, Permissions, GuildKit.Native]
 
   @enforce_keys [
     :guild_id,
@@ -223,6 +226,10 @@ defmodule GuildKit.Relay do
   """
   @spec start_link(keyword()) :: Supervisor.on_start()
   def start_link(opts) do
+    # Loaded now rather than in the first relay's start, where a guild on another node
+    # would wait for the code loading (some 4 ms in interactive mode).
+    Enum.each(@relay_modules, &Code.ensure_loaded!/1)
+
     DynamicSupervisor.start_link(
       name: supervisor_name!(opts),
       strategy: :one_for_one,
@@ -273,13 +280,15 @@ defmodule GuildKit.Relay do
   """
   @spec new(term(), keyword()) :: t()
   def new(guild_id, opts \\ []) do
+    given = opts
     opts = options!(opts)
 
+    # Built only when not given; `nil` is not a way to ask for it.
     permissions =
-      case opts[:permissions] do
-        nil -> Permissions.new(everyone: Permissions.all())
-        %Permissions{} = permissions -> permissions
-        other -> raise_not_permissions(other)
+      case Keyword.fetch(given, :permissions) do
+        :error -> Permissions.new(everyone: Permissions.all())
+        {:ok, %Permissions{} = permissions} -> permissions
+        {:ok, other} -> raise_not_permissions(other)
       end
 
     max = Audience.max_sessions()
@@ -382,7 +391,7 @@ defmodule GuildKit.Relay do
     ids!(member_id, role_ids)
     opts = keyword!(opts, active: false, watch: [], rows: nil)
     active = boolean!(opts[:active], ":active")
-    watch = Audience.validate_windows!(opts[:watch])
+    watch = Check.windows!(opts[:watch])
     rows = rows_fun!(opts[:rows])
 
     if Map.has_key?(relays.sessions, session_pid) do
@@ -490,7 +499,7 @@ defmodule GuildKit.Relay do
     pid!(session_pid)
     active = boolean!(active?, "active?")
     opts = keyword!(opts, watch: nil, rows: nil)
-    watch = if opts[:watch] == nil, do: nil, else: Audience.validate_windows!(opts[:watch])
+    watch = if opts[:watch] == nil, do: nil, else: Check.windows!(opts[:watch])
     rows = rows_fun!(opts[:rows])
 
     if rows && watch == nil do
@@ -1023,7 +1032,7 @@ defmodule GuildKit.Relay do
 
     Enum.each(changes, fn
       {window, ops} when is_list(ops) ->
-        Audience.validate_windows!([window])
+        Check.windows!([window])
 
       other ->
         raise ArgumentError,
@@ -1081,7 +1090,7 @@ defmodule GuildKit.Relay do
   end
 
   defp storable!(member_id, role_ids, what, ids) do
-    Audience.validate_ids!(member_id, role_ids)
+    Check.ids!(member_id, role_ids)
   rescue
     error in ArgumentError ->
       reraise ArgumentError,

@@ -86,14 +86,20 @@ defmodule GuildKit.SortedSet do
   | sorted_set_nif | GuildKit.SortedSet |
   |---|---|
   | the set is a bare reference: `is_reference(set)` | the set is a struct: `match?(%GuildKit.SortedSet{}, set)` |
-  | `new(capacity, bucket_size)` | `new(capacity: capacity)`; there are no buckets to size |
+  | `new()`, `new(capacity)`, `new(capacity, bucket_size)` | `new()`, `new(capacity: capacity)`; there are no buckets to size, and a bare integer raises |
   | `from_enumerable(terms, bucket_size)`, `from_proper_enumerable(terms, bucket_size)` | `from_enumerable(terms)`, `from_proper_enumerable(terms)` |
-  | `{:error, :unsupported_type}` from `add/2` and the constructors | `ArgumentError` is raised: `rescue ArgumentError -> ...` where the error tuple was matched |
+  | `{:error, :unsupported_type}` from `add/2`, `index_add/2` and the constructors | `ArgumentError` is raised and the set is unchanged: `rescue ArgumentError -> ...` where the error tuple was matched |
+  | `{:error, :unsupported_type}` from `remove/2`, `index_remove/2` and `find_index/2` | the term is absent: `remove/2` returns the set, `index_remove/2` `{nil, set}`, `find_index/2` `nil` |
+  | no `member?/2` | `member?/2`, `false` for a term a set cannot hold |
+  | `{:error, :bad_reference}`, `{:error, :lock_fail}` | `ArgumentError` for anything that is not a set; a lock cannot fail |
+  | `from_proper_enumerable/2` trusts its input | `from_proper_enumerable/1` raises `ArgumentError` for input that is not strictly ascending |
   | floats are unsupported | floats are stored and compare with integers as in Erlang (`1 == 1.0` is one member) |
   | `debug(set)` | `inspect(set)` and `memory/1` |
+  | `default_capacity/0`, `default_bucket_size/0` | none: nothing to size |
+  | `jemalloc_allocation_info/0` | `memory/1` per set, `GuildKit.native_memory/0` for all NIF memory |
 
-  Everything else (`add/2`, `index_add/2`, `remove/2`, `index_remove/2`, `size/1`,
-  `to_list/1`, `at/3`, `slice/3`, `find_index/2`) has the same arguments and results.
+  Everything else (`size/1`, `to_list/1`, `at/3`, `slice/3`, and the results of the
+  functions above for terms a set can hold) has the same arguments and results.
   """
 
   alias GuildKit.Native
@@ -547,26 +553,23 @@ defmodule GuildKit.SortedSet do
   def memory(%__MODULE__{ref: ref}) when is_local(ref), do: Native.sorted_set_memory(ref)
   def memory(other), do: raise_not_a_set(other)
 
-  @doc false
+  @doc """
+  Whether `set` is a read-only snapshot (see `snapshot/1`), which raises
+  `ArgumentError` on every change.
+
+  ## Examples
+
+      iex> set = GuildKit.SortedSet.new()
+      iex> {GuildKit.SortedSet.read_only?(set), GuildKit.SortedSet.read_only?(GuildKit.SortedSet.snapshot(set))}
+      {false, true}
+
+  ## Performance
+
+  O(1).
+  """
   @spec read_only?(t()) :: boolean()
   def read_only?(%__MODULE__{ref: ref}) when is_local(ref), do: Native.sorted_set_read_only(ref)
   def read_only?(other), do: raise_not_a_set(other)
-
-  @doc false
-  # What `inspect/2` shows between the brackets; never raises, whatever the handle.
-  @spec describe(t()) :: String.t()
-  def describe(%__MODULE__{ref: ref}) when is_local(ref) do
-    size = Native.sorted_set_size(ref)
-    extra = if Native.sorted_set_read_only(ref), do: ", read_only: true", else: ""
-    "size: #{size}#{extra}"
-  rescue
-    ArgumentError -> "invalid handle: #{GuildKit.Describe.describe(ref)}"
-  end
-
-  def describe(%__MODULE__{ref: ref}) when is_reference(ref),
-    do: "made on node #{GuildKit.Describe.describe(node(ref))}, not usable here"
-
-  def describe(set), do: "invalid handle: #{GuildKit.Describe.describe(Map.get(set, :ref))}"
 
   # Indexes past 2^64 - 1 mean the same as it (past the end): the NIF takes a u64.
   # Small integers are compared first, as comparing with the bignum limit is slower.
@@ -717,10 +720,24 @@ defmodule GuildKit.SortedSet do
 
   defimpl Inspect do
     import Inspect.Algebra
-    alias GuildKit.SortedSet
+    alias GuildKit.{Describe, Native}
 
     def inspect(set, _opts) do
-      concat(["#GuildKit.SortedSet<", SortedSet.describe(set), ">"])
+      concat(["#GuildKit.SortedSet<", describe(set), ">"])
     end
+
+    # Never raises, whatever the handle: errors about a bad one must still print.
+    defp describe(%{ref: ref}) when is_reference(ref) and node(ref) == node() do
+      size = Native.sorted_set_size(ref)
+      extra = if Native.sorted_set_read_only(ref), do: ", read_only: true", else: ""
+      "size: #{size}#{extra}"
+    rescue
+      ArgumentError -> "invalid handle: #{Describe.describe(ref)}"
+    end
+
+    defp describe(%{ref: ref}) when is_reference(ref),
+      do: "made on node #{Describe.describe(node(ref))}, not usable here"
+
+    defp describe(set), do: "invalid handle: #{Describe.describe(Map.get(set, :ref))}"
   end
 end

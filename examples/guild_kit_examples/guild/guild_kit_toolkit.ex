@@ -44,9 +44,10 @@ defmodule GuildKit.Examples.Guild.GuildKitToolkit do
     end
 
     message = {:guild_event, toolkit.guild_id, seq, sent_at, event}
-    Fanout.send(Sessions.active(toolkit.sessions), message)
+    {active, sessions} = Sessions.active(toolkit.sessions)
+    Fanout.send(active, message)
 
-    toolkit
+    %{toolkit | sessions: sessions}
   end
 
   @impl true

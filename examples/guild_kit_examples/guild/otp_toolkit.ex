@@ -59,8 +59,9 @@ defmodule GuildKit.Examples.Guild.OtpToolkit do
     end
 
     event = {:guild_event, toolkit.guild_id, seq, sent_at, event}
-    Enum.each(Sessions.active(toolkit.sessions), &send(&1, event))
-    toolkit
+    {active, sessions} = Sessions.active(toolkit.sessions)
+    Enum.each(active, &send(&1, event))
+    %{toolkit | sessions: sessions}
   end
 
   @impl true

@@ -5,16 +5,19 @@ defmodule GuildKit.Examples.Guild.Sessions do
   by the toolkits that send to sessions from the guild process.
 
   Sessions are monitored on `connect/3`; `handle_info/2` forgets the ones that exit.
+  The list of active sessions is built on the first `active/1` after a connect or an
+  exit and kept until the next one, so events in between do not rebuild it.
   """
 
   alias GuildKit.Examples.Guild.Toolkit
 
-  defstruct windows: %{}, watchers: %{}
+  defstruct windows: %{}, watchers: %{}, active: nil
 
   @typedoc "The connected sessions."
   @opaque t :: %__MODULE__{
             windows: %{pid() => Toolkit.window() | nil},
-            watchers: %{Toolkit.window() => [pid()]}
+            watchers: %{Toolkit.window() => [pid()]},
+            active: [pid()] | nil
           }
 
   @doc "No sessions."
@@ -32,7 +35,7 @@ defmodule GuildKit.Examples.Guild.Sessions do
         do: Map.update(sessions.watchers, window, [session], &[session | &1]),
         else: sessions.watchers
 
-    %__MODULE__{windows: windows, watchers: watchers}
+    %__MODULE__{windows: windows, watchers: watchers, active: nil}
   end
 
   @doc """
@@ -46,7 +49,11 @@ defmodule GuildKit.Examples.Guild.Sessions do
     {window, windows} = Map.pop!(sessions.windows, session)
 
     {:down, window,
-     %__MODULE__{windows: windows, watchers: unwatch(sessions.watchers, session, window)}}
+     %__MODULE__{
+       windows: windows,
+       watchers: unwatch(sessions.watchers, session, window),
+       active: nil
+     }}
   end
 
   def handle_info(_message, %__MODULE__{}), do: :ignore
@@ -64,9 +71,17 @@ defmodule GuildKit.Examples.Guild.Sessions do
   @spec watching(t(), Toolkit.window()) :: [pid()]
   def watching(%__MODULE__{watchers: watchers}, window), do: Map.get(watchers, window, [])
 
-  @doc "Every active session. O(active sessions): built anew on each call."
-  @spec active(t()) :: [pid()]
-  def active(%__MODULE__{watchers: watchers}), do: watchers |> Map.values() |> List.flatten()
+  @doc """
+  Every active session, and the sessions with that list kept: O(1) when nothing
+  connected or exited since the last call, O(active sessions) otherwise.
+  """
+  @spec active(t()) :: {[pid()], t()}
+  def active(%__MODULE__{active: nil, watchers: watchers} = sessions) do
+    active = watchers |> Map.values() |> List.flatten()
+    {active, %__MODULE__{sessions | active: active}}
+  end
+
+  def active(%__MODULE__{active: active} = sessions), do: {active, sessions}
 
   @doc "The windows that at least one session watches."
   @spec windows(t()) :: [Toolkit.window()]

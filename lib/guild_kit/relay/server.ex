@@ -27,8 +27,10 @@ defmodule GuildKit.Relay.Server do
 
   @spec start_link(map()) :: GenServer.on_start()
   def start_link(args) do
-    # Off-heap queue: a busy relay's mailbox is not copied on each of its collections.
-    GenServer.start_link(__MODULE__, args, spawn_opt: [message_queue_data: :off_heap])
+    # The mailbox stays on-heap: OTP 25 gives off-heap queues parallel signal buffers
+    # under contention, and then messages of different senders lose their causal
+    # order, which the order of batches across a fan-out worker's restart relies on.
+    GenServer.start_link(__MODULE__, args)
   end
 
   @impl GenServer

@@ -5,9 +5,10 @@
 //! for it.
 //!
 //! Wrapping the VM's allocator instead (`enif_alloc`, rustler's `EnifAllocator`) would
-//! show this memory in `:erlang.memory/0` and observer, but made allocation-heavy calls
-//! slower (builds, adds and removes, member-list puts; `bench/RESULTS.md`), so the
-//! system allocator stays and `GuildKit.native_memory/0` is where to look.
+//! show this memory in `:erlang.memory/0` and observer, but made member-list puts
+//! 52-64% slower on the idle machine, with churn and bulk builds about even
+//! (`bench/RESULTS.md`), so the system allocator stays and `GuildKit.native_memory/0`
+//! is where to look.
 //!
 //! One atomic add per allocation and free; no lock.
 

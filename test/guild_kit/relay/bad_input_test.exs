@@ -28,6 +28,7 @@ defmodule GuildKit.Relay.BadInputTest do
           {[passive_interval: 0], "expected :passive_interval to be a positive integer"},
           {[passive_interval: 1.5], ":passive_interval"},
           {[permissions: %{}], "expected a GuildKit.Permissions, got: %{}"},
+          {[permissions: nil], "expected a GuildKit.Permissions, got: nil"},
           {[supervisor: "sup"], "expected :supervisor to be an atom"},
           {[fanout: nil], "expected :fanout to be an atom"},
           {[colour: :red], "unknown keys [:colour]"},
