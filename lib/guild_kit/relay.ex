@@ -5,6 +5,9 @@ defmodule GuildKit.Relay do
   @batch_weight 1_024
   @default_supervisor GuildKit.Relay.Supervisor
   @max_window 0xFFFF_FFFF_FFFF_FFFF
+  # How long connect/5 waits for a relay started on another node to announce itself
+  # before it goes on without (the start then completes in handle_info/2).
+  @start_wait_ms 4
 
   @moduledoc """
   Relays and passive sessions: the guild hands its connected sessions to relay
@@ -100,6 +103,12 @@ defmodule GuildKit.Relay do
       `:guild_relay_down` sent to them is dropped, as they are gone). Dispatches never
       block on the node: `GuildKit.Fanout` drops what is meant for a node that is not
       connected.
+    * **A node answers slowly, or not at all.** A relay started on another node has
+      #{@start_wait_ms} ms to announce itself; after that `connect/5` returns without it, the
+      session is counted on it, and what the guild sends it waits in the handle until
+      its announcement reaches `handle_info/2`, then goes out in order. If the start
+      fails, or the node is lost first, its sessions are sent `{:guild_relay_down,
+      guild_id}` and removed. So no call waits on a node for more than a few ms.
     * **The guild exits.** Its relays see it (a monitor) and stop.
     * **Losses.** What `GuildKit.Fanout` loses (a partitioner or sender killed with
       messages in flight, a broken connection) a session does not get; its seq shows
@@ -110,7 +119,7 @@ defmodule GuildKit.Relay do
   | operation | guild time |
   |---|---|
   | `connect/5`, `disconnect/2`, `set_active/4` | O(log sessions), plus the rows |
-  | a relay's start (in `connect/5`, when no relay of the node has room) | one call to the node's supervisor |
+  | a relay's start (in `connect/5`, when no relay of the node has room) | one call to the node's supervisor; at most #{@start_wait_ms} ms on another node |
   | `update_member/3`, `put_permissions/2` | one send per node; O(permissions) for the second |
   | `dispatch/3`, `dispatch_ops/2` | one send per node: O(relays) |
   | `handle_info/2` of a report | O(exits and disconnects reported) |
@@ -165,6 +174,12 @@ defmodule GuildKit.Relay do
                 pids: [],
                 # relay number => {weight, commands, newest first}
                 pending: %{},
+                # a relay start on another node that has not answered within
+                # @start_wait_ms: its start reference => relay number
+                starting: %{},
+                # relay number (of a relay in `starting`) => the messages for it,
+                # newest first, sent when it announces itself
+                held: %{},
                 flush_sent: false
               ]
 
@@ -381,7 +396,8 @@ defmodule GuildKit.Relay do
   ## Performance
 
   O(log sessions + roles + windows), plus `rows` and, when a relay is started, one
-  call to the node's relay supervisor.
+  call to the node's relay supervisor (on another node, a wait of at most
+  #{@start_wait_ms} ms: see "Faults").
   """
   @spec connect(t(), pid(), term(), [term()], keyword()) :: {:ok, t()}
   def connect(relays, session_pid, member_id, role_ids, opts \\ [])
@@ -613,8 +629,9 @@ defmodule GuildKit.Relay do
     mentions = list!(opts[:mentions], ":mentions", "a list of member ids")
     relays = flush(relays)
     seq = relays.seq + 1
-    send_to_relays(relays, relays.pids, {__MODULE__, :event, seq, event, filter, mentions})
-    {seq, %{relays | seq: seq, events: relays.events + 1}}
+    message = {__MODULE__, :event, seq, event, filter, mentions}
+    send_to_relays(relays, relays.pids, message)
+    {seq, %{hold(relays, message) | seq: seq, events: relays.events + 1}}
   end
 
   def dispatch(other, _event, _opts), do: raise_not_relays(other)
@@ -640,7 +657,16 @@ defmodule GuildKit.Relay do
     changes!(changes)
     relays = flush(relays)
     seq = relays.seq + 1
-    if changes != [], do: send_to_relays(relays, relays.pids, {__MODULE__, :ops, seq, changes})
+
+    relays =
+      if changes == [] do
+        relays
+      else
+        message = {__MODULE__, :ops, seq, changes}
+        send_to_relays(relays, relays.pids, message)
+        hold(relays, message)
+      end
+
     {seq, %{relays | seq: seq}}
   end
 
@@ -670,8 +696,17 @@ defmodule GuildKit.Relay do
       {__MODULE__, ^tag, :report, pid, done, deliveries} ->
         {:ok, report(relays, pid, done, deliveries)}
 
-      {__MODULE__, ^tag, :up, pid, version} ->
-        {:ok, adopt(relays, pid, version)}
+      {__MODULE__, ^tag, :up, pid, version, start} ->
+        case relays.starting do
+          %{^start => no} -> {:ok, started(relays, start, no, pid)}
+          _ -> {:ok, adopt(relays, pid, version)}
+        end
+
+      {__MODULE__, ^tag, :start_failed, start} ->
+        case Map.pop(relays.starting, start) do
+          {nil, _} -> {:ok, relays}
+          {no, starting} -> {:ok, relay_down(%{relays | starting: starting}, no)}
+        end
 
       {:DOWN, ref, :process, pid, _reason} when is_map_key(relays.by_pid, pid) ->
         no = Map.fetch!(relays.by_pid, pid)
@@ -688,6 +723,8 @@ defmodule GuildKit.Relay do
   Returns figures about the relays:
 
     * `:relays` - the relay pids;
+    * `:starting` - relays started on other nodes that have not announced themselves
+      yet (see "Faults"; they are counted in `:nodes`, and their sessions in `:sessions`);
     * `:sessions`, `:active`, `:passive` - connected sessions;
     * `:leaving` - disconnected sessions whose relay has not yet confirmed the
       disconnect (were it lost, they would be sent `{:guild_relay_down, guild_id}`);
@@ -709,6 +746,7 @@ defmodule GuildKit.Relay do
   """
   @spec stats(t()) :: %{
           relays: [pid()],
+          starting: non_neg_integer(),
           sessions: non_neg_integer(),
           active: non_neg_integer(),
           passive: non_neg_integer(),
@@ -733,6 +771,7 @@ defmodule GuildKit.Relay do
 
     %{
       relays: Enum.reverse(relays.pids),
+      starting: map_size(relays.starting),
       sessions: map_size(relays.sessions),
       active: active,
       passive: map_size(relays.sessions) - active,
@@ -771,10 +810,13 @@ defmodule GuildKit.Relay do
   end
 
   defp start_relay(relays, node) do
+    start = make_ref()
+
     args = %{
       guild: relays.guild,
       guild_id: relays.guild_id,
       tag: relays.tag,
+      start: start,
       passive_interval: relays.passive_interval,
       version: relays.version,
       # A Permissions value means nothing on another node: those rebuild it.
@@ -783,11 +825,17 @@ defmodule GuildKit.Relay do
 
     spec = {GuildKit.Relay.Server, args}
 
+    if node == node(),
+      do: start_here(relays, spec),
+      else: start_there(relays, node, spec, start)
+  end
+
+  defp start_here(relays, spec) do
     result =
       try do
-        DynamicSupervisor.start_child({relays.supervisor, node}, spec)
+        DynamicSupervisor.start_child(relays.supervisor, spec)
       catch
-        :exit, {:noproc, _} when node == node() ->
+        :exit, {:noproc, _} ->
           raise ArgumentError,
                 "the relay supervisor #{GuildKit.Describe.describe(relays.supervisor)} is not running on this " <>
                   "node: the :guild_kit application is stopped or was started with " <>
@@ -800,36 +848,111 @@ defmodule GuildKit.Relay do
 
     case result do
       {:ok, pid} ->
-        {relays, no} = register(relays, pid)
-        {:ok, relays, no}
+        {relays, no} = add_relay(relays, node())
+        {:ok, started_pid(relays, no, pid), no}
 
       {:error, _reason} ->
         {:error, relays}
     end
   end
 
-  defp register(relays, pid) do
+  # A node's supervisor is called from a process of its own, so that a node that is slow
+  # or cut off (but not yet known to be down) holds the guild for @start_wait_ms at most.
+  # The relay announces itself to the guild from its init; the caller says only when the
+  # start failed.
+  defp start_there(relays, node, spec, start) do
+    %{guild: guild, tag: tag, supervisor: supervisor} = relays
+
+    _ =
+      spawn(fn ->
+        result =
+          try do
+            DynamicSupervisor.start_child({supervisor, node}, spec)
+          catch
+            :exit, reason -> {:error, reason}
+          end
+
+        with {:error, _reason} <- result, do: send(guild, {__MODULE__, tag, :start_failed, start})
+      end)
+
+    receive do
+      {__MODULE__, ^tag, :up, pid, _version, ^start} ->
+        {relays, no} = add_relay(relays, node)
+        {:ok, started_pid(relays, no, pid), no}
+
+      {__MODULE__, ^tag, :start_failed, ^start} ->
+        {:error, relays}
+    after
+      @start_wait_ms ->
+        {relays, no} = add_relay(relays, node)
+
+        {:ok,
+         %{
+           relays
+           | starting: Map.put(relays.starting, start, no),
+             held: Map.put(relays.held, no, [])
+         }, no}
+    end
+  end
+
+  # A relay number for a relay of `node`, with no pid yet.
+  defp add_relay(relays, node) do
     no = relays.next_no
-    info = %{pid: pid, node: node(pid), ref: Process.monitor(pid), sessions: 0, active: 0}
+    info = %{pid: nil, node: node, ref: nil, sessions: 0, active: 0}
 
     relays = %{
       relays
       | next_no: no + 1,
         relays: Map.put(relays.relays, no, info),
-        by_pid: Map.put(relays.by_pid, pid, no),
-        nodes: Map.update(relays.nodes, info.node, [no], &(&1 ++ [no])),
-        pids: [pid | relays.pids]
+        nodes: Map.update(relays.nodes, node, [no], &(&1 ++ [no]))
     }
 
     {relays, no}
   end
+
+  defp started_pid(relays, no, pid) do
+    info = %{Map.fetch!(relays.relays, no) | pid: pid, ref: Process.monitor(pid)}
+
+    %{
+      relays
+      | relays: Map.put(relays.relays, no, info),
+        by_pid: Map.put(relays.by_pid, pid, no),
+        pids: [pid | relays.pids]
+    }
+  end
+
+  # A relay whose start had not answered announced itself: what waited for it goes out,
+  # in order, before anything sent after.
+  defp started(relays, start, no, pid) do
+    {held, remaining} = Map.pop!(relays.held, no)
+
+    relays =
+      started_pid(
+        %{relays | starting: Map.delete(relays.starting, start), held: remaining},
+        no,
+        pid
+      )
+
+    held |> Enum.reverse() |> Enum.each(&send_to_relays(relays, pid, &1))
+    relays
+  end
+
+  # Messages for every relay are kept for the relays still starting.
+  defp hold(%{held: held} = relays, _message) when map_size(held) == 0, do: relays
+
+  defp hold(relays, message),
+    do: %{
+      relays
+      | held: Map.new(relays.held, fn {no, messages} -> {no, [message | messages]} end)
+    }
 
   # A relay the handle did not start: its supervisor restarted it after a crash.
   defp adopt(relays, pid, version) do
     if Map.has_key?(relays.by_pid, pid) do
       relays
     else
-      {relays, no} = register(relays, pid)
+      {relays, no} = add_relay(relays, node(pid))
+      relays = started_pid(relays, no, pid)
 
       if version == relays.version do
         relays
@@ -856,7 +979,8 @@ defmodule GuildKit.Relay do
         by_pid: Map.delete(relays.by_pid, info.pid),
         nodes: remove_relay(relays.nodes, info.node, no),
         pids: List.delete(relays.pids, info.pid),
-        pending: Map.delete(relays.pending, no)
+        pending: Map.delete(relays.pending, no),
+        held: Map.delete(relays.held, no)
     }
   end
 
@@ -943,9 +1067,17 @@ defmodule GuildKit.Relay do
 
   defp flush_one(relays, no) do
     {{_weight, commands}, pending} = Map.pop!(relays.pending, no)
-    pid = Map.fetch!(relays.relays, no).pid
-    send_to_relays(relays, pid, {__MODULE__, :batch, Enum.reverse(commands)})
-    %{relays | pending: pending}
+    message = {__MODULE__, :batch, Enum.reverse(commands)}
+    relays = %{relays | pending: pending}
+
+    case relays.held do
+      %{^no => messages} ->
+        %{relays | held: Map.put(relays.held, no, [message | messages])}
+
+      _ ->
+        send_to_relays(relays, Map.fetch!(relays.relays, no).pid, message)
+        relays
+    end
   end
 
   # A command for every relay, after what each has pending: one send per node. Relays of
@@ -961,7 +1093,8 @@ defmodule GuildKit.Relay do
       send_to_relays(relays, relays.pids, {__MODULE__, :batch, [command]})
     end
 
-    relays
+    # Only relays of other nodes are ever still starting.
+    hold(relays, {__MODULE__, :batch, [remote || command]})
   end
 
   defp permissions_command(relays, node) when node == node(),

@@ -43,7 +43,7 @@ defmodule GuildKit.Relay.Server do
 
     # The guild learns of a relay it did not start this way: a restart by the
     # supervisor after a crash.
-    send(args.guild, {GuildKit.Relay, args.tag, :up, self(), args.version})
+    send(args.guild, {GuildKit.Relay, args.tag, :up, self(), args.version, args.start})
     # Never more slices than milliseconds in an interval; each slice's turn comes once
     # every `slices` ticks, which is never sooner than passive_interval.
     slices = Enum.find(@passive_slices, &(&1 <= args.passive_interval))

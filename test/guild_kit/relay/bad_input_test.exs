@@ -227,7 +227,7 @@ defmodule GuildKit.Relay.BadInputTest do
   defp assert_receive_nothing_but_flushes do
     receive do
       {GuildKit.Relay, _tag, _kind} -> assert_receive_nothing_but_flushes()
-      {GuildKit.Relay, _tag, :up, _pid, _version} -> assert_receive_nothing_but_flushes()
+      {GuildKit.Relay, _tag, :up, _pid, _version, _start} -> assert_receive_nothing_but_flushes()
       other -> flunk("unexpected #{inspect(other)}")
     after
       50 -> :ok

@@ -132,7 +132,7 @@ defmodule GuildKit.Relay.FaultsTest do
     {:ok, relays} = Relay.connect(relays, self(), :ann, [])
     assert_receive {GuildKit.Relay, _, :flush} = flush
     assert {:ok, relays} = Relay.handle_info(flush, relays)
-    assert_receive {GuildKit.Relay, _, :up, _, _} = up
+    assert_receive {GuildKit.Relay, _, :up, _, _, _} = up
     assert {:ok, ^relays} = Relay.handle_info(up, relays)
 
     for other <- [
