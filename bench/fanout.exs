@@ -320,7 +320,6 @@ defmodule Bench.Fanout do
 
     {_counter, local} = Bench.Receiver.start(100_000, self())
     split_row("100k on this node", local, workers)
-    offload_floor(local)
 
     if peers != [] do
       remote =
@@ -331,6 +330,8 @@ defmodule Bench.Fanout do
 
       split_row("100k over 3 nodes", Enum.shuffle(Enum.take(local, 34_000) ++ remote), workers)
     end
+
+    offload_floor(local)
   end
 
   defp split_row(label, pids, workers) do
