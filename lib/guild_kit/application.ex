@@ -8,7 +8,16 @@ defmodule GuildKit.Application do
 
   @impl Application
   def start(_type, _args) do
-    Supervisor.start_link(components(), strategy: :one_for_one, name: GuildKit.Supervisor)
+    children = components()
+
+    # As inside each component: a burst of crashes of a component's own supervisor
+    # (100 a second for each) does not take the application down.
+    Supervisor.start_link(children,
+      strategy: :one_for_one,
+      name: GuildKit.Supervisor,
+      max_restarts: 100 * max(length(children), 1),
+      max_seconds: 1
+    )
   end
 
   # One child spec per component. Components read their configuration when the

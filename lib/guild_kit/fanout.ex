@@ -174,9 +174,10 @@ defmodule GuildKit.Fanout do
       application's instance); its supervisor is registered as `<name>.Supervisor`,
       its partitioners as `<name>.Partitioner.0`, ... and its senders as
       `<name>.Sender.0`, ...;
-    * `:senders` - sender processes (default: one per scheduler);
-    * `:partitioners` - partitioners, each with its workers (default `1`); it must be
-      the same on every node, since partitioner `i` is addressed by name across nodes;
+    * `:senders` - sender processes (default: one per scheduler), at most 1,024;
+    * `:partitioners` - partitioners, each with its workers (default `1`), at most
+      1,024; it must be the same on every node, since partitioner `i` is addressed by
+      name across nodes;
     * `:workers` - workers per partitioner (default: one per scheduler), at most 65,536.
   """
   @type start_option ::
@@ -249,8 +250,8 @@ defmodule GuildKit.Fanout do
 
     * `:pack` - `:binary` sends the message to other nodes encoded once with
       `:erlang.term_to_binary/1` and decoded once per node, rather than as a term
-      encoded by distribution for each node; `false` (default) sends it as a term
-      (big messages travel packed anyway). Receivers get the message itself either way.
+      encoded by distribution for each node; `false` (default; `nil`, Manifold's
+      default, means the same) sends it as a term (big messages travel packed anyway). Receivers get the message itself either way.
     * `:offload` - `true` returns as soon as the receivers are checked and handed
       over: the caller does not hash them, the partitioner splits them among its
       workers; `false` (default) splits them in the caller.
@@ -591,8 +592,12 @@ defmodule GuildKit.Fanout do
             nil
         end
 
+      # A name can outlive its instance for a moment (its supervisor killed, the
+      # process not yet gone): a send then must not go to it.
       pid ->
-        pid
+        if Runtime.running?(runtime),
+          do: pid,
+          else: raise(ArgumentError, Runtime.not_running(runtime.name))
     end
   end
 

@@ -26,6 +26,9 @@ defmodule GuildKit.Fanout.Runtime do
   @counter_index @counters |> Enum.with_index(1) |> Map.new()
 
   # Restarts each supervisor allows per child and second (see intensity/1).
+  # How long a restarted sender or partitioner waits for its predecessor to release
+  # the registered name: the default shutdown time of a worker.
+  @takeover_ms 5_000
   @restarts_per_child 100
 
   @doc """
@@ -186,9 +189,49 @@ defmodule GuildKit.Fanout.Runtime do
   def server_spec(module, runtime, names, index) do
     %{
       id: {module, index},
-      start: {GenServer, :start_link, [module, runtime, [name: elem(names, index)]]},
+      start: {__MODULE__, :start_server, [module, runtime, elem(names, index)]},
       modules: [module]
     }
+  end
+
+  @doc """
+  Starts a GenServer of `module`, registered as `name`. When an earlier incarnation of
+  the same server still holds the name (a supervisor above it was killed, and it has not
+  yet processed its exit signal), waits up to #{@takeover_ms} ms for it to go, then
+  starts: otherwise every restart would fail on the name and exhaust the restart
+  intensity of the supervisors above. A name held by any other process is an error at
+  once.
+  """
+  @spec start_server(module(), t(), atom()) :: GenServer.on_start()
+  def start_server(module, runtime, name) do
+    case GenServer.start_link(module, runtime, name: name) do
+      {:error, {:already_started, holder}} = error ->
+        if incarnation?(holder, module) and exits?(holder, @takeover_ms),
+          do: start_server(module, runtime, name),
+          else: error
+
+      started ->
+        started
+    end
+  end
+
+  defp incarnation?(pid, module) do
+    case Process.info(pid, :dictionary) do
+      {:dictionary, dictionary} -> dictionary[:"$initial_call"] == {module, :init, 1}
+      nil -> true
+    end
+  end
+
+  defp exits?(pid, timeout) do
+    ref = Process.monitor(pid)
+
+    receive do
+      {:DOWN, ^ref, :process, ^pid, _reason} -> true
+    after
+      timeout ->
+        Process.demonitor(ref, [:flush])
+        false
+    end
   end
 
   @doc "Adds `amount` to the counter `name` of `runtime`."

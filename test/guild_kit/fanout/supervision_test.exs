@@ -112,6 +112,66 @@ defmodule GuildKit.Fanout.SupervisionTest do
     Receivers.stop(group)
   end
 
+  test "a restart waits for a process of the killed tree that still holds its name",
+       %{name: name} do
+    # Under a parent as strict as OTP's default (3 restarts in 5 s), where a restart that
+    # failed on the name again and again would make the parent give up.
+    name = Module.concat(name, "Strict")
+    instance = {Fanout, name: name, senders: 3, partitioners: 2, workers: 4}
+    strict = [strategy: :one_for_one, max_restarts: 3, max_seconds: 5]
+
+    parent =
+      start_supervised!(%{
+        id: :strict,
+        type: :supervisor,
+        restart: :temporary,
+        start: {Supervisor, :start_link, [[instance], strict]}
+      })
+
+    top = Process.whereis(Module.concat(name, Supervisor))
+    wait_complete(top)
+    [%{partition: old_partition, partitioner: old} | _] = processes(top).partitions
+    # Not scheduled, the old partition's supervisor cannot act on its parent's exit: its
+    # partitioner keeps its registered name while the instance is started again.
+    true = :erlang.suspend_process(old_partition)
+    ref = Process.monitor(top)
+    Process.exit(top, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^top, :killed}
+
+    # The new instance's first partitioner waits for the name; once the old partition
+    # runs, it shuts its partitioner down, which gives way.
+    Process.sleep(100)
+    assert Process.alive?(old)
+    true = :erlang.resume_process(old_partition)
+
+    FanoutFaults.wait_until(fn ->
+      new_top = Process.whereis(Module.concat(name, Supervisor))
+      is_pid(new_top) and new_top != top and match?([_, _], processes(new_top).partitions)
+    end)
+
+    new_top = Process.whereis(Module.concat(name, Supervisor))
+    wait_complete(new_top)
+    refute Process.alive?(old)
+    assert Process.alive?(parent)
+
+    {group, pids} = Receivers.start(10)
+    :ok = Fanout.send(pids, :after_the_restart, name: name)
+    assert Enum.all?(Receivers.await(group, 10), fn {_, m} -> m == [:after_the_restart] end)
+    Receivers.stop(group)
+  end
+
+  test "send/3 raises for an instance that is not running, even when its process names resolve" do
+    Process.flag(:trap_exit, true)
+    name = Module.concat(__MODULE__, "Clash#{System.unique_integer([:positive])}")
+    # This process holds the name of the instance's one partitioner, so the start fails.
+    Process.register(self(), Runtime.child_name(name, "Partitioner", 0))
+    assert {:error, _reason} = Fanout.start_link(name: name, partitioners: 1, senders: 1)
+
+    error = assert_raise ArgumentError, fn -> Fanout.send(self(), :lost, name: name) end
+    assert error.message =~ "is not running"
+    refute_received {:"$gen_cast", _}
+  end
+
   test "restart intensities grow with the number of children" do
     assert Runtime.intensity(4) == [max_restarts: 400, max_seconds: 1]
     assert Runtime.intensity(1) == [max_restarts: 100, max_seconds: 1]
