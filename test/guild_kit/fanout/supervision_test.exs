@@ -105,11 +105,7 @@ defmodule GuildKit.Fanout.SupervisionTest do
     assert Process.whereis(Module.concat(name, Supervisor)) == top
     assert Process.alive?(top)
 
-    # And it still delivers.
-    {group, pids} = Receivers.start(100)
-    :ok = Fanout.send(pids, :still_here, name: name)
-    assert Enum.all?(Receivers.await(group, 100), fn {_, m} -> m == [:still_here] end)
-    Receivers.stop(group)
+    assert_delivers(name, 100)
   end
 
   test "a restart waits for a process of the killed tree that still holds its name",
@@ -154,10 +150,7 @@ defmodule GuildKit.Fanout.SupervisionTest do
     refute Process.alive?(old)
     assert Process.alive?(parent)
 
-    {group, pids} = Receivers.start(10)
-    :ok = Fanout.send(pids, :after_the_restart, name: name)
-    assert Enum.all?(Receivers.await(group, 10), fn {_, m} -> m == [:after_the_restart] end)
-    Receivers.stop(group)
+    assert_delivers(name, 10)
   end
 
   test "send/3 raises for an instance that is not running, even when its process names resolve" do
@@ -175,6 +168,14 @@ defmodule GuildKit.Fanout.SupervisionTest do
   test "restart intensities grow with the number of children" do
     assert Runtime.intensity(4) == [max_restarts: 400, max_seconds: 1]
     assert Runtime.intensity(1) == [max_restarts: 100, max_seconds: 1]
+  end
+
+  # The instance `name` delivers one message to each of `count` new receivers.
+  defp assert_delivers(name, count) do
+    {group, pids} = Receivers.start(count)
+    :ok = Fanout.send(pids, :still_here, name: name)
+    assert Enum.all?(Receivers.await(group, count), fn {_, m} -> m == [:still_here] end)
+    Receivers.stop(group)
   end
 
   # Kills `pids` and waits until each is dead.
