@@ -5,11 +5,12 @@ defmodule GuildKit.Fanout.Runtime do
   # its processes starts; callers read it with one :persistent_term.get/2.
   @moduledoc false
 
-  @enforce_keys [:name, :senders, :partitioners, :workers, :counters]
+  @enforce_keys [:name, :supervisor, :senders, :partitioners, :workers, :counters]
   defstruct @enforce_keys
 
   @type t :: %__MODULE__{
           name: atom(),
+          supervisor: atom(),
           senders: tuple(),
           partitioners: tuple(),
           workers: pos_integer(),
@@ -26,10 +27,10 @@ defmodule GuildKit.Fanout.Runtime do
   @counter_index @counters |> Enum.with_index(1) |> Map.new()
 
   # Restarts each supervisor allows per child and second (see intensity/1).
+  @restarts_per_child 100
   # How long a restarted sender or partitioner waits for its predecessor to release
   # the registered name: the default shutdown time of a worker.
   @takeover_ms 5_000
-  @restarts_per_child 100
 
   @doc """
   Checks the options of an instance, filling in defaults, and returns them as a
@@ -95,6 +96,8 @@ defmodule GuildKit.Fanout.Runtime do
 
     runtime = %__MODULE__{
       name: name,
+      # Built once: every send that checks the instance runs reads it.
+      supervisor: supervisor_name(name),
       senders: names(name, "Sender", opts[:senders]),
       partitioners: names(name, "Partitioner", opts[:partitioners]),
       workers: opts[:workers],
@@ -131,7 +134,7 @@ defmodule GuildKit.Fanout.Runtime do
 
   @doc "True while the supervisor of the instance runs."
   @spec running?(t()) :: boolean()
-  def running?(%__MODULE__{name: name}), do: Process.whereis(supervisor_name(name)) != nil
+  def running?(%__MODULE__{supervisor: supervisor}), do: Process.whereis(supervisor) != nil
 
   @doc """
   The registered name of the supervisor of instance `name`: `GuildKit.Fanout.Supervisor`
