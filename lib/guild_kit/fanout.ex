@@ -145,6 +145,7 @@ defmodule GuildKit.Fanout do
   | `pack_mode: :binary` | `pack: :binary` (the message crosses to other nodes packed once, unpacked once per node) |
   | `send_mode: :offload` | `offload: true` (the caller checks the receivers and hands them over; the partitioner splits them) |
   | `Manifold.set_partitioner_key(key)` | `set_partitioner_key(key)`, or `key: key` per call |
+  | `Manifold.valid_send_options?(opts)` | none: `send/3` raises `ArgumentError` for a bad option, before sending anything |
   | compile-time `config :manifold, :partitioners, n` | `:partitioners`, `:senders` and `:workers` at start, per instance |
   | a receiver that is not a pid crashes a fan-out process | `ArgumentError` in the caller, nothing sent |
   | a restarted worker loses its batch | replayed, exactly once |

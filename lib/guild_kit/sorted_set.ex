@@ -88,7 +88,7 @@ defmodule GuildKit.SortedSet do
   | the set is a bare reference: `is_reference(set)` | the set is a struct: `match?(%GuildKit.SortedSet{}, set)` |
   | `new()`, `new(capacity)`, `new(capacity, bucket_size)` | `new()`, `new(capacity: capacity)`; there are no buckets to size, and a bare integer raises |
   | `from_enumerable(terms, bucket_size)`, `from_proper_enumerable(terms, bucket_size)` | `from_enumerable(terms)`, `from_proper_enumerable(terms)` |
-  | `{:error, :unsupported_type}` from `add/2`, `index_add/2` and the constructors | `ArgumentError` is raised and the set is unchanged: `rescue ArgumentError -> ...` where the error tuple was matched |
+  | `{:error, :unsupported_type}` from `add/2`, `index_add/2` and the constructors | `ArgumentError` is raised and the set is unchanged: `rescue ArgumentError -> ...` where the error tuple was matched (the same exception also reports bad options, a value that is not a set and unsorted input to `from_proper_enumerable/1`; its message says which) |
   | `{:error, :unsupported_type}` from `remove/2`, `index_remove/2` and `find_index/2` | the term is absent: `remove/2` returns the set, `index_remove/2` `{nil, set}`, `find_index/2` `nil` |
   | no `member?/2` | `member?/2`, `false` for a term a set cannot hold |
   | `{:error, :bad_reference}`, `{:error, :lock_fail}` | `ArgumentError` for anything that is not a set; a lock cannot fail |
