@@ -577,28 +577,27 @@ defmodule GuildKit.Fanout do
 
   # The pid of the instance's process `name`, waiting while its supervisor restarts it,
   # which takes microseconds; nil when that takes longer than `wait_ms`. Raises when
-  # the instance itself is down.
+  # the instance itself is down: at once when nothing holds the name; after `wait_ms`
+  # when something does, which is a moment after the instance's supervisor was killed
+  # (its processes are still going, and the supervisor is being restarted) or a name
+  # held by another process, where a send must not go.
   defp child(runtime, name, wait_ms) do
-    case Process.whereis(name) do
-      nil ->
-        cond do
-          not Runtime.running?(runtime) ->
-            raise ArgumentError, Runtime.not_running(runtime.name)
+    case {Process.whereis(name), Runtime.running?(runtime)} do
+      {pid, true} when is_pid(pid) ->
+        pid
 
-          wait_ms > 0 ->
-            Process.sleep(1)
-            child(runtime, name, wait_ms - 1)
+      {nil, false} ->
+        raise ArgumentError, Runtime.not_running(runtime.name)
 
-          true ->
-            nil
-        end
+      _restarting when wait_ms > 0 ->
+        Process.sleep(1)
+        child(runtime, name, wait_ms - 1)
 
-      # A name can outlive its instance for a moment (its supervisor killed, the
-      # process not yet gone): a send then must not go to it.
-      pid ->
-        if Runtime.running?(runtime),
-          do: pid,
-          else: raise(ArgumentError, Runtime.not_running(runtime.name))
+      {nil, true} ->
+        nil
+
+      {_pid, false} ->
+        raise ArgumentError, Runtime.not_running(runtime.name)
     end
   end
 

@@ -6,8 +6,10 @@ defmodule GuildKit.Relay do
   @default_supervisor GuildKit.Relay.Supervisor
   @max_window 0xFFFF_FFFF_FFFF_FFFF
   # How long connect/5 waits for a relay started on another node to announce itself
-  # before it goes on without (the start then completes in handle_info/2).
+  # before it goes on without (the start then completes in handle_info/2), and how long
+  # such a start may take in all before its sessions are told it failed.
   @start_wait_ms 4
+  @start_deadline_ms 5_000
 
   @moduledoc """
   Relays and passive sessions: the guild hands its connected sessions to relay
@@ -53,8 +55,10 @@ defmodule GuildKit.Relay do
       assigned before, so the events and ops that follow have greater ones;
     * `{:passive_update, guild_id, seq, %{channel_id => last_seq}}` - for a passive
       session, at most once per `passive_interval`: the channels it may see (with
-      `VIEW_CHANNEL`) that had events since its last passive update from that relay,
-      each with the seq of its latest event; `seq` is the last seq the relay had seen.
+      `VIEW_CHANNEL`) that had events since its last passive update from that relay
+      (and, for its first one there, since it connected or became passive: never an
+      event it got as an active session or from the relay it was on before), each
+      with the seq of its latest event; `seq` is the last seq the relay had seen.
       Nothing is sent when there were none. A relay sends them to a sixteenth of its
       sessions at a time (by a hash of the pid), every `passive_interval / 16` ms, so
       that its passive sessions never all wait in the run queue at once (fewer parts
@@ -106,9 +110,11 @@ defmodule GuildKit.Relay do
     * **A node answers slowly, or not at all.** A relay started on another node has
       #{@start_wait_ms} ms to announce itself; after that `connect/5` returns without it, the
       session is counted on it, and what the guild sends it waits in the handle until
-      its announcement reaches `handle_info/2`, then goes out in order. If the start
-      fails, or the node is lost first, its sessions are sent `{:guild_relay_down,
-      guild_id}` and removed. So no call waits on a node for more than a few ms.
+      its announcement reaches `handle_info/2`, then goes out in order, in one message.
+      If the start fails, the node is lost first, or the relay has not announced itself
+      within #{div(@start_deadline_ms, 1000)} s, its sessions are sent `{:guild_relay_down,
+      guild_id}` and removed (a relay that announces itself later is taken back,
+      without sessions). So no call waits on a node for more than a few ms.
     * **The guild exits.** Its relays see it (a monitor) and stop.
     * **Losses.** What `GuildKit.Fanout` loses (a partitioner or sender killed with
       messages in flight, a broken connection) a session does not get; its seq shows
@@ -370,7 +376,9 @@ defmodule GuildKit.Relay do
   (one entry per such session) until the relay confirms the disconnect, the session
   exits or the relay is lost. Raises `ArgumentError` when the session is already
   connected. When no relay can be started on the session's node (it is down), the
-  session is sent `{:guild_relay_down, guild_id}` and is not connected.
+  session is sent `{:guild_relay_down, guild_id}` and is not connected; when that
+  node answers late, the session is connected, and told later if the start fails (see
+  "Faults").
 
   ## Options
 
@@ -674,8 +682,9 @@ defmodule GuildKit.Relay do
 
   @doc """
   Handles a message the guild received: `{:ok, relays}` for one that belongs to the
-  relays (a relay's report of exits and deliveries, a relay's `:DOWN`, a restarted
-  relay's announcement, the handle's own flush), `:ignore` for any other.
+  relays (a relay's report of exits and deliveries, a relay's `:DOWN`, a restarted or
+  late relay's announcement, a late start's failure, the handle's own flush),
+  `:ignore` for any other.
 
   ## Examples
 
@@ -685,7 +694,8 @@ defmodule GuildKit.Relay do
   ## Performance
 
   O(exits and disconnects reported) for a report; O(sessions + disconnects not yet
-  confirmed) once for a lost relay.
+  confirmed) once for a lost relay or a failed start; one send of what waited for a
+  late relay.
   """
   @spec handle_info(term(), t()) :: {:ok, t()} | :ignore
   def handle_info(message, %__MODULE__{tag: tag} = relays) do
@@ -885,6 +895,8 @@ defmodule GuildKit.Relay do
     after
       @start_wait_ms ->
         {relays, no} = add_relay(relays, node)
+        # Handled only if the relay has not announced itself by then.
+        Process.send_after(guild, {__MODULE__, tag, :start_failed, start}, @start_deadline_ms)
 
         {:ok,
          %{
@@ -922,7 +934,7 @@ defmodule GuildKit.Relay do
   end
 
   # A relay whose start had not answered announced itself: what waited for it goes out,
-  # in order, before anything sent after.
+  # in order and in one message, before anything sent after.
   defp started(relays, start, no, pid) do
     {held, remaining} = Map.pop!(relays.held, no)
 
@@ -933,7 +945,7 @@ defmodule GuildKit.Relay do
         pid
       )
 
-    held |> Enum.reverse() |> Enum.each(&send_to_relays(relays, pid, &1))
+    if held != [], do: send_to_relays(relays, pid, {__MODULE__, :held, Enum.reverse(held)})
     relays
   end
 

@@ -41,8 +41,8 @@ defmodule GuildKit.Relay.Server do
         options -> Permissions.new(options)
       end
 
-    # The guild learns of a relay it did not start this way: a restart by the
-    # supervisor after a crash.
+    # The guild learns this way of a relay it did not start (a restart by the
+    # supervisor after a crash) and of one whose start it stopped waiting for.
     send(args.guild, {GuildKit.Relay, args.tag, :up, self(), args.version, args.start})
     # Never more slices than milliseconds in an interval; each slice's turn comes once
     # every `slices` ticks, which is never sooner than passive_interval.
@@ -67,6 +67,10 @@ defmodule GuildKit.Relay.Server do
        told: Tuple.duplicate(0, slices),
        # sessions it is done with, to report: exited, or {pid, leave} once disconnected
        done: [],
+       # passive sessions not yet sent a passive update here => the seq they became
+       # passive at: their first update lists no event from before (they had those
+       # as events, or from the relay they were on before)
+       since: %{},
        deliveries: 0,
        reported: 0
      }}
@@ -99,6 +103,15 @@ defmodule GuildKit.Relay.Server do
   def handle_info({GuildKit.Relay, :batch, commands}, state),
     do: {:noreply, Enum.reduce(commands, state, &command/2)}
 
+  # What the guild held for this relay while its start had not answered, in order.
+  def handle_info({GuildKit.Relay, :held, messages}, state) do
+    {:noreply,
+     Enum.reduce(messages, state, fn message, state ->
+       {:noreply, state} = handle_info(message, state)
+       state
+     end)}
+  end
+
   def handle_info(:tick, state) do
     Process.send_after(self(), :tick, state.tick_ms)
     state = passive_updates(state)
@@ -116,7 +129,7 @@ defmodule GuildKit.Relay.Server do
   # then (a session connected again goes back to it).
   def handle_info({:DOWN, _ref, :process, pid, _reason}, state) do
     if Audience.member?(state.audience, pid), do: Audience.remove(state.audience, pid)
-    {:noreply, to_report(state, pid)}
+    {:noreply, to_report(%{state | since: Map.delete(state.since, pid)}, pid)}
   end
 
   def handle_info(_other, state), do: {:noreply, state}
@@ -133,7 +146,7 @@ defmodule GuildKit.Relay.Server do
       :ok = Audience.add(state.audience, pid, member_id, roles, active: active, watch: watch)
       _ = Process.monitor(pid)
       sync(syncs, pid, seq, state)
-      %{state | seq: max(seq, state.seq)}
+      %{passive_since(state, pid, active, seq) | seq: max(seq, state.seq)}
     end
   end
 
@@ -141,7 +154,7 @@ defmodule GuildKit.Relay.Server do
   # this relay is lost: it may die with events for the session still in its queue.
   defp command({:disconnect, pid, leave}, state) do
     Audience.remove(state.audience, pid)
-    to_report(state, {pid, leave})
+    to_report(%{state | since: Map.delete(state.since, pid)}, {pid, leave})
   end
 
   defp command({:set_active, pid, active, watch, syncs, seq}, state) do
@@ -149,7 +162,7 @@ defmodule GuildKit.Relay.Server do
       changes = if watch, do: [active: active, watch: watch], else: [active: active]
       :ok = Audience.update(state.audience, pid, changes)
       sync(syncs, pid, seq, state)
-      %{state | seq: max(seq, state.seq)}
+      %{passive_since(state, pid, active, seq) | seq: max(seq, state.seq)}
     else
       state
     end
@@ -165,6 +178,9 @@ defmodule GuildKit.Relay.Server do
 
   defp command({:permissions, options}, state),
     do: %{state | permissions: Permissions.new(options)}
+
+  defp passive_since(state, pid, false, seq), do: %{state | since: Map.put(state.since, pid, seq)}
+  defp passive_since(state, pid, true, _seq), do: %{state | since: Map.delete(state.since, pid)}
 
   defp sync(syncs, pid, seq, state) do
     for {window, rows} <- syncs,
@@ -187,16 +203,16 @@ defmodule GuildKit.Relay.Server do
 
     news = Map.filter(channels, fn {_id, last} -> last > told end)
 
-    sent =
+    {sent, since} =
       if news == %{} do
-        0
+        {0, state.since}
       else
         state.audience
         |> Audience.select_groups(state.permissions, news,
           slice: {state.slice, tuple_size(state.told)}
         )
-        |> Enum.reduce(0, fn {seen, pids}, sent ->
-          sent + deliver(pids, {:passive_update, state.guild_id, state.seq, seen})
+        |> Enum.reduce({0, state.since}, fn {seen, pids}, {sent, since} ->
+          deliver_passive(pids, seen, sent, since, state)
         end)
       end
 
@@ -206,10 +222,36 @@ defmodule GuildKit.Relay.Server do
     %{
       state
       | channels: Map.filter(channels, fn {_id, last} -> last > everyone_told end),
+        since: since,
         told: told,
         slice: rem(state.slice + 1, tuple_size(told)),
         deliveries: state.deliveries + sent
     }
+  end
+
+  # A session in `since` is told only of events after the seq it became passive at, and
+  # leaves `since` with its first update.
+  defp deliver_passive(pids, seen, sent, since, state) when map_size(since) == 0,
+    do: {sent + deliver(pids, {:passive_update, state.guild_id, state.seq, seen}), since}
+
+  defp deliver_passive(pids, seen, sent, since, state) do
+    Enum.reduce(pids, {sent, since}, fn pid, {sent, since} ->
+      case since do
+        %{^pid => seq} ->
+          case Map.filter(seen, fn {_channel, last} -> last > seq end) do
+            empty when empty == %{} ->
+              {sent, since}
+
+            newer ->
+              send(pid, {:passive_update, state.guild_id, state.seq, newer})
+              {sent + 1, Map.delete(since, pid)}
+          end
+
+        _ ->
+          send(pid, {:passive_update, state.guild_id, state.seq, seen})
+          {sent + 1, since}
+      end
+    end)
   end
 
   defp to_report(state, exit_or_disconnect) do

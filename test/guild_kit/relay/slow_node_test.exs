@@ -89,4 +89,25 @@ defmodule GuildKit.Relay.SlowNodeTest do
     assert [{^again, [{:guild_event, @guild, 2, :back}]}] =
              PeerNode.call(node, Receivers, :await, [group2, 1])
   end
+
+  test "a start that does not answer within 5 s is given up; the late relay is taken back empty",
+       %{node: node, guild: guild, supervisor: supervisor} do
+    {group, [session]} = PeerNode.call(node, Receivers, :start, [1])
+    :ok = PeerNode.call(node, :sys, :suspend, [supervisor])
+    connect_all(guild, [session])
+    1 = dispatch(guild, :held_then_dropped)
+    assert %{starting: 1, sessions: 1} = stats(guild)
+
+    RelayGuild.wait_until(fn -> stats(guild).starting == 0 end, 1_000)
+    assert %{sessions: 0, relays: []} = stats(guild)
+
+    assert [{^session, [{:guild_relay_down, @guild}]}] =
+             PeerNode.call(node, Receivers, :await, [group, 1])
+
+    # The supervisor answers at last: its relay announces itself and is taken back,
+    # without sessions, and new sessions of that node can go to it.
+    :ok = PeerNode.call(node, :sys, :resume, [supervisor])
+    RelayGuild.wait_until(fn -> match?([_], stats(guild).relays) end)
+    assert %{sessions: 0, nodes: %{^node => %{relays: 1}}} = stats(guild)
+  end
 end
