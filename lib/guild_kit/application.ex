@@ -10,13 +10,12 @@ defmodule GuildKit.Application do
   def start(_type, _args) do
     children = components()
 
-    # As inside each component: a burst of crashes of a component's own supervisor
-    # (100 a second for each) does not take the application down.
-    Supervisor.start_link(children,
-      strategy: :one_for_one,
-      name: GuildKit.Supervisor,
-      max_restarts: 100 * max(length(children), 1),
-      max_seconds: 1
+    # The restart intensity of every fan-out supervisor: a burst of crashes of a
+    # component's own supervisor does not take the application down.
+    Supervisor.start_link(
+      children,
+      [strategy: :one_for_one, name: GuildKit.Supervisor] ++
+        GuildKit.Fanout.Runtime.intensity(length(children))
     )
   end
 

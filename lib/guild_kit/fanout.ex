@@ -126,9 +126,11 @@ defmodule GuildKit.Fanout do
       order) while every other node is served.
     * **A stopped instance says so at once.** `send/3` raises `ArgumentError` when
       the instance is not running (the application stopped, or never started it, or
-      its supervisor is down), without sending anything; while the instance is up and
-      one of its processes is being restarted, `send/3` waits for it up to
-      #{@restart_wait_ms} ms, then drops the receivers it would have served and counts them.
+      its supervisor is down), without sending anything (within #{@restart_wait_ms} ms when
+      the supervisor has just died and its processes still hold their names: it may be
+      restarting); while the instance is up and one of its processes is being restarted,
+      `send/3` waits for it up to #{@restart_wait_ms} ms, then drops the receivers it would
+      have served and counts them.
     * **Crashes stay contained.** Every supervisor of an instance lets each of its
       children die 100 times a second, all at once, before it gives up (and escalates):
       bursts of crashes or kills under load never take the application down.

@@ -180,12 +180,10 @@ defmodule GuildKit.Relay do
                 pids: [],
                 # relay number => {weight, commands, newest first}
                 pending: %{},
-                # a relay start on another node that has not answered within
-                # @start_wait_ms: its start reference => relay number
+                # relay number of a start on another node that has not answered
+                # within @start_wait_ms => {its start reference, the messages for it,
+                # newest first, sent when it announces itself}
                 starting: %{},
-                # relay number (of a relay in `starting`) => the messages for it,
-                # newest first, sent when it announces itself
-                held: %{},
                 flush_sent: false
               ]
 
@@ -707,15 +705,15 @@ defmodule GuildKit.Relay do
         {:ok, report(relays, pid, done, deliveries)}
 
       {__MODULE__, ^tag, :up, pid, version, start} ->
-        case relays.starting do
-          %{^start => no} -> {:ok, started(relays, start, no, pid)}
-          _ -> {:ok, adopt(relays, pid, version)}
+        case starting_no(relays, start) do
+          nil -> {:ok, adopt(relays, pid, version)}
+          no -> {:ok, started(relays, no, pid)}
         end
 
       {__MODULE__, ^tag, :start_failed, start} ->
-        case Map.pop(relays.starting, start) do
-          {nil, _} -> {:ok, relays}
-          {no, starting} -> {:ok, relay_down(%{relays | starting: starting}, no)}
+        case starting_no(relays, start) do
+          nil -> {:ok, relays}
+          no -> {:ok, relay_down(relays, no)}
         end
 
       {:DOWN, ref, :process, pid, _reason} when is_map_key(relays.by_pid, pid) ->
@@ -858,8 +856,8 @@ defmodule GuildKit.Relay do
 
     case result do
       {:ok, pid} ->
-        {relays, no} = add_relay(relays, node())
-        {:ok, started_pid(relays, no, pid), no}
+        {relays, no} = register(relays, pid)
+        {:ok, relays, no}
 
       {:error, _reason} ->
         {:error, relays}
@@ -887,8 +885,8 @@ defmodule GuildKit.Relay do
 
     receive do
       {__MODULE__, ^tag, :up, pid, _version, ^start} ->
-        {relays, no} = add_relay(relays, node)
-        {:ok, started_pid(relays, no, pid), no}
+        {relays, no} = register(relays, pid)
+        {:ok, relays, no}
 
       {__MODULE__, ^tag, :start_failed, ^start} ->
         {:error, relays}
@@ -898,12 +896,7 @@ defmodule GuildKit.Relay do
         # Handled only if the relay has not announced itself by then.
         Process.send_after(guild, {__MODULE__, tag, :start_failed, start}, @start_deadline_ms)
 
-        {:ok,
-         %{
-           relays
-           | starting: Map.put(relays.starting, start, no),
-             held: Map.put(relays.held, no, [])
-         }, no}
+        {:ok, %{relays | starting: Map.put(relays.starting, no, {start, []})}, no}
     end
   end
 
@@ -922,6 +915,11 @@ defmodule GuildKit.Relay do
     {relays, no}
   end
 
+  defp register(relays, pid) do
+    {relays, no} = add_relay(relays, node(pid))
+    {started_pid(relays, no, pid), no}
+  end
+
   defp started_pid(relays, no, pid) do
     info = %{Map.fetch!(relays.relays, no) | pid: pid, ref: Process.monitor(pid)}
 
@@ -933,38 +931,40 @@ defmodule GuildKit.Relay do
     }
   end
 
+  # The relay number of the start `start`, while it has not answered; nil otherwise.
+  # O(starting relays), which are few and only on a late answer.
+  defp starting_no(relays, start) do
+    Enum.find_value(relays.starting, fn
+      {no, {^start, _held}} -> no
+      _ -> nil
+    end)
+  end
+
   # A relay whose start had not answered announced itself: what waited for it goes out,
   # in order and in one message, before anything sent after.
-  defp started(relays, start, no, pid) do
-    {held, remaining} = Map.pop!(relays.held, no)
-
-    relays =
-      started_pid(
-        %{relays | starting: Map.delete(relays.starting, start), held: remaining},
-        no,
-        pid
-      )
-
+  defp started(relays, no, pid) do
+    {{_start, held}, starting} = Map.pop!(relays.starting, no)
+    relays = started_pid(%{relays | starting: starting}, no, pid)
     if held != [], do: send_to_relays(relays, pid, {__MODULE__, :held, Enum.reverse(held)})
     relays
   end
 
   # Messages for every relay are kept for the relays still starting.
-  defp hold(%{held: held} = relays, _message) when map_size(held) == 0, do: relays
+  defp hold(%{starting: starting} = relays, _message) when map_size(starting) == 0, do: relays
 
-  defp hold(relays, message),
-    do: %{
-      relays
-      | held: Map.new(relays.held, fn {no, messages} -> {no, [message | messages]} end)
-    }
+  defp hold(relays, message) do
+    starting =
+      Map.new(relays.starting, fn {no, {start, held}} -> {no, {start, [message | held]}} end)
+
+    %{relays | starting: starting}
+  end
 
   # A relay the handle did not start: its supervisor restarted it after a crash.
   defp adopt(relays, pid, version) do
     if Map.has_key?(relays.by_pid, pid) do
       relays
     else
-      {relays, no} = add_relay(relays, node(pid))
-      relays = started_pid(relays, no, pid)
+      {relays, no} = register(relays, pid)
 
       if version == relays.version do
         relays
@@ -992,7 +992,7 @@ defmodule GuildKit.Relay do
         nodes: remove_relay(relays.nodes, info.node, no),
         pids: List.delete(relays.pids, info.pid),
         pending: Map.delete(relays.pending, no),
-        held: Map.delete(relays.held, no)
+        starting: Map.delete(relays.starting, no)
     }
   end
 
@@ -1082,9 +1082,9 @@ defmodule GuildKit.Relay do
     message = {__MODULE__, :batch, Enum.reverse(commands)}
     relays = %{relays | pending: pending}
 
-    case relays.held do
-      %{^no => messages} ->
-        %{relays | held: Map.put(relays.held, no, [message | messages])}
+    case relays.starting do
+      %{^no => {start, held}} ->
+        %{relays | starting: Map.put(relays.starting, no, {start, [message | held]})}
 
       _ ->
         send_to_relays(relays, Map.fetch!(relays.relays, no).pid, message)
