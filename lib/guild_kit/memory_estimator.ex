@@ -251,12 +251,16 @@ defmodule GuildKit.MemoryEstimator do
       messages (a plain `spawn`, a `Task`, a process blocked in a call) or a
       `:gen_event` manager (which would send every handler's state back). Nothing is
       sent to it. A process handles `:sys` messages when a module on its stack
-      implements `system_continue/3`, or when it hibernates or is suspended.
+      implements `system_continue/3`, when it is answering another system message,
+      or when it hibernates or is suspended.
     * `{:error, :timeout}` - no answer within `:timeout`. A late answer is dropped
       (the call uses an alias), so no stray message reaches the caller. The target
       stops working on the measurement at the deadline too: it skips a request it gets
       to late, and a measurement under way gives up within about a millisecond of the
       deadline (on another node, the deadline counts from the request's arrival).
+      The first call in a VM also checks the `:sys` protocol on a probe process
+      within `:timeout`; a probe that cannot answer in time gives this error too,
+      and the check runs again on the next call.
     * `{:error, :calling_self}` - `server` is the caller itself.
     * `{:error, {:nodedown, node}}` - the node of a remote process is down. Remote
       processes are not pre-checked: one that ignores `:sys` messages times out.
@@ -300,7 +304,7 @@ defmodule GuildKit.MemoryEstimator do
 
     with {:ok, target} <- resolve(server),
          :ok <- check_sys_process(target),
-         :ok <- check_protocol() do
+         :ok <- check_protocol(timeout) do
       measure_inside(target, breakdown_opts, timeout)
     end
   end
@@ -353,22 +357,39 @@ defmodule GuildKit.MemoryEstimator do
   defp now, do: System.monotonic_time(:microsecond)
 
   # The reply shape measure_inside matches is :sys's, checked once on a probe Agent
-  # whose state it must size exactly and leave unchanged.
-  defp check_protocol do
-    if Model.protocol_verified?(&protocol_holds?/0), do: :ok, else: {:error, :unsupported}
+  # whose state it must size exactly and leave unchanged. A probe that did not answer
+  # in time (a loaded machine) decides nothing: the check runs again on the next call
+  # instead of refusing every later one.
+  defp check_protocol(timeout) do
+    case Model.protocol_verified?(fn -> protocol_holds?(timeout) end) do
+      true -> :ok
+      false -> {:error, :unsupported}
+      :undecided -> {:error, :timeout}
+    end
   end
 
-  defp protocol_holds? do
+  defp protocol_holds?(timeout) do
     state = %{probe: Enum.to_list(1..10)}
     {:ok, probe} = Agent.start(fn -> state end)
 
     try do
       opts = Keyword.put(@breakdown_options, :depth, 0)
-      {:ok, [{[], estimate}]} = measure_inside(probe, opts, 5000)
-      estimate.words == :erts_debug.flat_size(state) and Agent.get(probe, & &1) == state
+
+      case measure_inside(probe, opts, timeout) do
+        {:ok, [{[], estimate}]} ->
+          estimate.words == :erts_debug.flat_size(state) and
+            Agent.get(probe, & &1, timeout) == state
+
+        {:error, :timeout} ->
+          :undecided
+
+        _other ->
+          false
+      end
     rescue
       _ -> false
     catch
+      :exit, {:timeout, _} -> :undecided
       :exit, _ -> false
     after
       Process.exit(probe, :kill)
@@ -442,23 +463,35 @@ defmodule GuildKit.MemoryEstimator do
   end
 
   # A hibernating process shows no stack, and a suspended one only :sys's loop, which
-  # answers system messages; proc_lib records what the process runs.
+  # answers system messages.
   defp sys_process?(target, current_function: {module, function, _}, current_stacktrace: _)
        when {module, function} in [{:erlang, :hibernate}, {:sys, :suspend_loop}] do
-    case Process.info(target, :dictionary) do
-      {:dictionary, dictionary} -> not match?({:gen_event, _, _}, dictionary[:"$initial_call"])
-      nil -> false
-    end
+    not gen_event?(target)
   end
 
-  defp sys_process?(_target, current_function: _, current_stacktrace: stack) do
+  defp sys_process?(target, current_function: _, current_stacktrace: stack) do
     loop_modules =
       for {module, function, _arity, _location} <- stack,
           function not in @client_functions,
           function_exported?(module, :system_continue, 3),
           do: module
 
-    loop_modules != [] and :gen_event not in loop_modules
+    cond do
+      :gen_event in loop_modules -> false
+      loop_modules != [] -> true
+      # Answering another system message (a :sys.get_state/1 reply being copied, say):
+      # only :sys and :gen are on the stack until it goes back to its loop.
+      Enum.any?(stack, &match?({:sys, :handle_system_msg, _, _}, &1)) -> not gen_event?(target)
+      true -> false
+    end
+  end
+
+  # proc_lib records what the process runs; a process gone meanwhile is refused too.
+  defp gen_event?(target) do
+    case Process.info(target, :dictionary) do
+      {:dictionary, dictionary} -> match?({:gen_event, _, _}, dictionary[:"$initial_call"])
+      nil -> true
+    end
   end
 
   # breakdown/2 with a deadline (a monotonic time in microseconds, or :infinity) past

@@ -26,19 +26,25 @@ defmodule GuildKit.MemoryEstimator.Model do
   end
 
   @doc """
-  True when `check.()` confirmed the `:sys` protocol `process/2` relies on (checked
-  once, then cached).
+  True when `check.()` confirmed the `:sys` protocol `process/2` relies on, false when
+  it refuted it (either verdict is cached), `:undecided` (not cached) when it could
+  not tell.
   """
-  @spec protocol_verified?((() -> boolean())) :: boolean()
+  @spec protocol_verified?((() -> boolean() | :undecided)) :: boolean() | :undecided
   def protocol_verified?(check), do: cached(@protocol_key, check)
 
   defp cached(key, check) do
     case :persistent_term.get(key, :unchecked) do
       :unchecked ->
         # Two first callers may both check: the verdict is the same.
-        verdict = check.() == true
-        :persistent_term.put(key, verdict)
-        verdict
+        case check.() do
+          verdict when is_boolean(verdict) ->
+            :persistent_term.put(key, verdict)
+            verdict
+
+          :undecided ->
+            :undecided
+        end
 
       verdict ->
         verdict

@@ -43,6 +43,15 @@ defmodule GuildKit.MemoryEstimator.ModelTest do
     :erlang.trace(agent, false, [:receive])
   end
 
+  test "a probe that cannot answer in time decides nothing" do
+    Model.reset()
+    {:ok, agent} = Agent.start_link(fn -> %{a: 1} end)
+    assert MemoryEstimator.process(agent, timeout: 0) == {:error, :timeout}
+    assert :persistent_term.get({Model, :protocol_verified}, :unchecked) == :unchecked
+    assert {:ok, [{[], %{words: 6}} | _]} = MemoryEstimator.process(agent)
+    assert :persistent_term.get({Model, :protocol_verified}) == true
+  end
+
   test "the layout check refuses probes that do not match, on any term, without crashing" do
     x = :erlang.unique_integer()
     parent = :binary.copy("p", 1000)

@@ -45,6 +45,26 @@ defmodule GuildKit.MemoryEstimator.ProcessTest do
     def idle({:call, from}, :ping, data), do: {:keep_state, data, [{:reply, from, :pong}]}
   end
 
+  # Suspends `pid` where it replies to a system message, if it gets there before
+  # `deadline` (ms); returns whether it did.
+  defp suspend_replying(pid, deadline) do
+    true = :erlang.suspend_process(pid)
+    {:current_stacktrace, stack} = Process.info(pid, :current_stacktrace)
+
+    cond do
+      match?([{:gen, :reply, _, _}, {:sys, :handle_system_msg, _, _} | _], stack) ->
+        true
+
+      System.monotonic_time(:millisecond) > deadline ->
+        :erlang.resume_process(pid)
+        false
+
+      true ->
+        :erlang.resume_process(pid)
+        suspend_replying(pid, deadline)
+    end
+  end
+
   defp mailbox, do: Process.info(self(), :messages) |> elem(1)
 
   # Makes `server` busy with a request of `client.(request)` until it is sent :unblock.
@@ -80,6 +100,22 @@ defmodule GuildKit.MemoryEstimator.ProcessTest do
     assert :sys.get_state(server) == before
     assert GenServer.call(server, :ping) == :pong
     assert Process.info(server, :message_queue_len) == {:message_queue_len, 0}
+  end
+
+  test "a process still answering another system message is a :sys process" do
+    {:ok, server} = Server.start_link({:members, 100_000})
+    sink = spawn(fn -> receive do: (_reply -> :ok) end)
+
+    # Caught while it sends its reply to :sys.get_state/1 (the copy of its state takes
+    # milliseconds), with only :gen and :sys on its stack.
+    send(server, {:system, {sink, make_ref()}, :get_state})
+    assert suspend_replying(server, System.monotonic_time(:millisecond) + 5000)
+    measuring = Task.async(fn -> MemoryEstimator.process(server) end)
+    Process.sleep(20)
+    :erlang.resume_process(server)
+
+    assert {:ok, [{[], _total} | _]} = Task.await(measuring)
+    assert GenServer.call(server, :ping) == :pong
   end
 
   test "takes the options of breakdown/2" do

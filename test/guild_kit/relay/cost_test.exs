@@ -6,7 +6,7 @@ defmodule GuildKit.Relay.CostTest do
   use ExUnit.Case, async: false
 
   alias GuildKit.{Audience, Permissions, Relay}
-  alias GuildKit.Test.SchedulerWatch
+  alias GuildKit.Test.{LongSchedule, SchedulerWatch}
 
   @moduletag :slow
   @sessions 15_000
@@ -34,6 +34,23 @@ defmodule GuildKit.Relay.CostTest do
       for {pid, i} <- Enum.with_index(pids),
           do: {pid, i, Enum.take_random(1..100, :rand.uniform(6) - 1)}
 
+    # The rule of every scheduler check of the suite: a guild that holds its scheduler
+    # does so on every run, a stretch the machine made long seldom comes in each.
+    {reports, {heap, native}} =
+      LongSchedule.retried(3, fn -> run_guild(perms, people) end, &match?({[], _}, &1))
+
+    assert reports == [], "the guild was held: #{inspect(reports)}"
+    per_session = (heap + native) / @sessions
+
+    IO.puts(
+      "relay memory: #{Float.round(per_session, 1)} bytes a session (heap #{heap}, native #{native})"
+    )
+
+    assert per_session <= 300
+  end
+
+  # Runs the guild once: the scheduler reports about it, and its relay's memory.
+  defp run_guild(perms, people) do
     parent = self()
 
     # The guild: its input built first in a heap big enough not to be collected, as
@@ -68,17 +85,9 @@ defmodule GuildKit.Relay.CostTest do
     relay = receive do: ({:done, relay, 1_000_000} -> relay)
     reports = SchedulerWatch.stop(watch)
     # Measured while the guild lives: relays stop with it.
-    {heap, native} = relay_memory(relay)
+    memory = relay_memory(relay)
     send(guild, :stop)
-
-    assert reports == [], "the guild was held: #{inspect(reports)}"
-    per_session = (heap + native) / @sessions
-
-    IO.puts(
-      "relay memory: #{Float.round(per_session, 1)} bytes a session (heap #{heap}, native #{native})"
-    )
-
-    assert per_session <= 300
+    {reports, memory}
   end
 
   # The relay's heap (its sessions' monitors included) and its audience's native memory,

@@ -157,11 +157,12 @@ defmodule GuildKit.Relay.FaultsTest do
 
   test "a session exit is seen by its relay, and the guild learns of it" do
     {:ok, guild} = RelayGuild.start(@guild, [])
-    session = spawn(fn -> receive do: (:stop -> :ok) end)
+    # It exits once it has event 1: had it exited earlier, its relay could see the exit
+    # before the event (they come from different processes) and not send it.
+    session = spawn(fn -> receive do: ({:guild_event, @guild, 1, :one} -> :ok) end)
     {group, [other]} = Receivers.start(1)
     connect_all(guild, [session, other], active: true)
     1 = dispatch(guild, :one)
-    send(session, :stop)
     RelayGuild.wait_until(fn -> stats(guild).sessions == 1 end)
     2 = dispatch(guild, :two)
 
