@@ -213,8 +213,11 @@ defmodule GuildKit.Test.SchedulerWatch do
   """
   @spec stop(pid()) :: [{pid(), atom(), term()}]
   def stop(watcher) do
-    # A report is sent when a process is scheduled out: give the last ones a moment.
+    # A report is sent when a process is scheduled out: give the last ones a moment,
+    # and let every trace message reach the watcher before it is asked to stop.
     Process.sleep(50)
+    delivered = :erlang.trace_delivered(:all)
+    receive do: ({:trace_delivered, :all, ^delivered} -> :ok)
     HelperProcess.stop(watcher)
   end
 

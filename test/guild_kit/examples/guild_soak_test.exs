@@ -58,7 +58,10 @@ defmodule GuildKit.Examples.GuildSoakTest do
     assert Guild.rows(guild, 0, @members * 2) == expected
 
     survivors = Enum.map(local, &elem(&1, 1)) ++ kept
-    active = for {pid, window} <- survivors, window, do: {window, await_report(pid, last_seq, 50)}
+
+    active =
+      for {pid, window} <- survivors, window, do: {window, await_report(pid, last_seq, 300)}
+
     assert length(active) > 100
 
     for {{first, last} = window, report} <- active do

@@ -98,6 +98,16 @@ defmodule GuildKit.Fanout.SendTest do
     refute_receive :nobody, 100
   end
 
+  # The next message the partitioner was handed, past its workers' start notices (a
+  # worker started with the instance may announce itself late).
+  defp next_handed(partitioner) do
+    assert_receive {:trace, ^partitioner, :receive, handed}, 5_000
+
+    if match?({:guild_kit_fanout_worker, _, _}, handed),
+      do: next_handed(partitioner),
+      else: handed
+  end
+
   test "a few receivers and a small message skip the caller's NIF split; others do not" do
     name = Module.concat(__MODULE__, "F#{System.unique_integer([:positive])}")
     start_supervised!({Fanout, name: name, partitioners: 1, workers: 2})
@@ -129,7 +139,7 @@ defmodule GuildKit.Fanout.SendTest do
         end
 
       :ok = Fanout.send(receivers, message, [name: name] ++ opts)
-      assert_receive {:trace, ^partitioner, :receive, handed}, 5_000
+      handed = next_handed(partitioner)
 
       case path do
         :list ->

@@ -188,7 +188,7 @@ defmodule GuildKit.Fanout.SupervisionTest do
   # Waits until every process of the instance is up again (its supervisor may still list
   # a dead one for a moment), and its partitioners know their workers; returns the
   # partitions.
-  defp wait_complete(top, tries \\ 500) do
+  defp wait_complete(top, tries \\ 5_000) do
     tree = processes(top)
     running? = &(is_pid(&1) and Process.alive?(&1))
 

@@ -88,6 +88,19 @@ defmodule GuildKit.MemberList.SnapshotTest do
   @tag :slow
   test "a big read of the live list does not hold up writers" do
     list = filled(300_000)
+
+    # A write that waits for the read does so on every run; one the OS preempted seldom
+    # comes in each (the rule of every timing check of the suite).
+    {longest_wait, read_micros} =
+      GuildKit.Test.LongSchedule.retried(3, fn -> writes_during_read(list) end, fn {wait, read} ->
+        wait < max(read / 4, 5_000)
+      end)
+
+    assert longest_wait < max(read_micros / 4, 5_000), inspect({longest_wait, read_micros})
+  end
+
+  # Writes while a read of the whole list runs: the longest write, and the read's time.
+  defp writes_during_read(list) do
     parent = self()
 
     reader =
@@ -98,7 +111,7 @@ defmodule GuildKit.MemberList.SnapshotTest do
       end)
 
     send(reader, :go)
-    # Writes while the read runs: none waits for the whole read.
+
     waits =
       for i <- 1..200 do
         {micros, _} = :timer.tc(fn -> MemberList.put(list, i, :admin, "w#{i}") end)
@@ -107,7 +120,7 @@ defmodule GuildKit.MemberList.SnapshotTest do
       end
 
     assert_receive {:read, read_micros, 300_003}, 60_000
-    assert Enum.max(waits) < max(read_micros / 4, 5_000), inspect({Enum.max(waits), read_micros})
+    {Enum.max(waits), read_micros}
   end
 
   test "taking a snapshot costs the same at any size, and so does the first write after it" do

@@ -223,11 +223,13 @@ defmodule GuildKit.Relay.BadInputTest do
     assert_receive_nothing_but_flushes()
   end
 
-  # The only messages here are the handle's own (flushes, relay announcements).
+  # The only messages here are the handle's own (flushes, relay announcements, a relay's
+  # report of its deliveries).
   defp assert_receive_nothing_but_flushes do
     receive do
       {GuildKit.Relay, _tag, _kind} -> assert_receive_nothing_but_flushes()
       {GuildKit.Relay, _tag, :up, _pid, _version, _start} -> assert_receive_nothing_but_flushes()
+      {GuildKit.Relay, _tag, :report, _pid, _done, _sent} -> assert_receive_nothing_but_flushes()
       other -> flunk("unexpected #{inspect(other)}")
     after
       50 -> :ok

@@ -242,10 +242,11 @@ defmodule GuildKit.Relay.ModelTest do
       not Map.has_key?(RelayGuild.run(state.guild, &{Relay.stats(&1).nodes, &1}), node)
     end)
 
-    # A dispatch never blocks on the lost node.
+    # A dispatch never blocks on the lost node (which would take seconds: a connect
+    # attempt or a net tick).
     state = %{state | model: RelayModel.apply_op(state.model, {:lost, pids})}
     {us, state} = :timer.tc(fn -> apply_op(state, {:dispatch, :after_the_peer, :all, []}) end)
-    assert us < 50_000
+    assert us < 1_000_000
 
     state
     |> Map.put(:gone, MapSet.union(state.gone, MapSet.new(pids)))

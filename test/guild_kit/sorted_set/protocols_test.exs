@@ -81,8 +81,11 @@ defmodule GuildKit.SortedSet.ProtocolsTest do
       :erlang.trace_pattern({SortedSet, :slice, 3}, false, [])
     end
 
+    # Trace messages and plain ones are not ordered: wait until the traces are in.
+    delivered = :erlang.trace_delivered(self())
+    assert_receive {:trace_delivered, _, ^delivered}, 5_000
     send(tracer, {:report, self()})
-    assert_receive {:calls, calls}, 1_000
+    assert_receive {:calls, calls}, 5_000
     calls
   end
 
