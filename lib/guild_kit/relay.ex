@@ -867,12 +867,15 @@ defmodule GuildKit.Relay do
   # A node's supervisor is called from a process of its own, so that a node that is slow
   # or cut off (but not yet known to be down) holds the guild for @start_wait_ms at most.
   # The relay announces itself to the guild from its init; the caller says only when the
-  # start failed.
+  # start failed. The caller lives no longer than the guild waits for the start: a
+  # supervisor that never answers (suspended, say) would hold it forever.
   defp start_there(relays, node, spec, start) do
     %{guild: guild, tag: tag, supervisor: supervisor} = relays
 
     _ =
       spawn(fn ->
+        {:ok, _timer} = :timer.kill_after(@start_deadline_ms)
+
         result =
           try do
             DynamicSupervisor.start_child({supervisor, node}, spec)

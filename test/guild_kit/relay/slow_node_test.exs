@@ -35,6 +35,14 @@ defmodule GuildKit.Relay.SlowNodeTest do
 
   defp dispatch(guild, event), do: RelayGuild.run(guild, &Relay.dispatch(&1, event))
 
+  # A process waiting for a call to `node`'s relay supervisor monitors it by name.
+  defp calling_supervisor?(pid, node) do
+    case Process.info(pid, :monitors) do
+      {:monitors, monitors} -> {:process, {GuildKit.Relay.Supervisor, node}} in monitors
+      nil -> false
+    end
+  end
+
   test "starts that the node answers late complete later, and nothing sent meanwhile is lost",
        %{node: node, guild: guild, supervisor: supervisor} do
     {group, pids} = PeerNode.call(node, Receivers, :start, [3])
@@ -98,9 +106,12 @@ defmodule GuildKit.Relay.SlowNodeTest do
     connect_all(guild, [session])
     1 = dispatch(guild, :held_then_dropped)
     assert %{starting: 1, sessions: 1} = stats(guild)
+    assert Enum.any?(Process.list(), &calling_supervisor?(&1, node))
 
     RelayGuild.wait_until(fn -> stats(guild).starting == 0 end, 1_000)
     assert %{sessions: 0, relays: []} = stats(guild)
+    # Nothing here waits for that supervisor any more.
+    RelayGuild.wait_until(fn -> not Enum.any?(Process.list(), &calling_supervisor?(&1, node)) end)
 
     assert [{^session, [{:guild_relay_down, @guild}]}] =
              PeerNode.call(node, Receivers, :await, [group, 1])
