@@ -376,40 +376,26 @@ pub enum Number<'a> {
     Float(f64),
 }
 
-/// The keys of one map, encoded back to back before [`KeyEncoder::push_map`] sorts them
-/// into the map's key: one buffer for all of them, however many there are.
-#[derive(Debug, Clone, Default)]
-pub struct MapKeys {
-    keys: KeyEncoder,
-    /// Where each finished key ends: key bytes, number tokens and float marks so far.
-    ends: Vec<(usize, u32, usize)>,
+/// A map whose keys a [`KeyEncoder`] is writing in place, back to back after its header
+/// ([`KeyEncoder::begin_map`]): the keys of nested maps are written once, where they
+/// end up, rather than built apart and copied into each enclosing map.
+#[derive(Debug, Clone)]
+pub struct OpenMap {
+    /// Where the first key starts: key bytes, number tokens and float marks so far.
+    start: Mark,
+    /// Where each finished key ends.
+    ends: Vec<Mark>,
 }
 
-/// Where key `i` of a [`MapKeys`] lies in its encoder.
-struct KeySpan {
-    bytes: std::ops::Range<usize>,
-    numbers: std::ops::Range<u32>,
-    marks: std::ops::Range<usize>,
+/// A position in a [`KeyEncoder`]: bytes of its buffer, number tokens and float marks.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    bytes: usize,
+    numbers: u32,
+    marks: usize,
 }
 
-impl MapKeys {
-    /// No keys yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Where to write the next key (in exact mode); call [`MapKeys::end_key`] after it.
-    pub fn encoder(&mut self) -> &mut KeyEncoder {
-        &mut self.keys
-    }
-
-    /// Marks the key written since the last call as complete.
-    pub fn end_key(&mut self) {
-        let keys = &self.keys;
-        self.ends
-            .push((keys.key_len(), keys.numbers, keys.float_marks.len()));
-    }
-
+impl OpenMap {
     /// Keys completed so far.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -420,27 +406,19 @@ impl MapKeys {
         self.ends.is_empty()
     }
 
-    /// Bytes of all keys written so far.
-    pub fn key_len(&self) -> usize {
-        self.keys.key_len()
-    }
-
-    fn span(&self, i: usize) -> KeySpan {
-        let (start, numbers_start, marks_start) = if i == 0 { (0, 0, 0) } else { self.ends[i - 1] };
-        let (end, numbers_end, marks_end) = self.ends[i];
-        KeySpan {
-            bytes: start..end,
-            numbers: numbers_start..numbers_end,
-            marks: marks_start..marks_end,
-        }
+    /// Where key `i` starts and ends.
+    fn span(&self, i: usize) -> (Mark, Mark) {
+        let start = if i == 0 { self.start } else { self.ends[i - 1] };
+        (start, self.ends[i])
     }
 }
 
 /// Builds one element (a key plus its hint).
 ///
 /// The encoder is a flat writer: the caller walks the term (with an explicit stack) and
-/// calls one method per node, in pre-order. Map keys are encoded by separate encoders
-/// and appended in sorted order with [`KeyEncoder::push_map`].
+/// calls one method per node, in pre-order. A map's keys are written in place between
+/// [`KeyEncoder::begin_map`] and [`KeyEncoder::end_map`], which puts them in key order;
+/// its values follow, in that order.
 #[derive(Debug, Clone)]
 pub struct KeyEncoder {
     /// One byte reserved for the hint length (zero when there is no hint), then the key.
@@ -564,31 +542,82 @@ impl KeyEncoder {
         self.key.push(LIST_END);
     }
 
-    /// Writes a map header and its keys, encoded (in exact mode) back to back in `keys`.
-    /// Returns the order in which the caller must then encode the values: `order[i]` is
-    /// the index (in the order the keys were written) of the i-th key in key order.
-    ///
-    /// Time: O(k log k) key comparisons for k keys, plus their bytes.
-    pub fn push_map(&mut self, keys: &MapKeys) -> Vec<usize> {
-        let bytes = keys.keys.key();
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by(|&a, &b| bytes[keys.span(a).bytes].cmp(&bytes[keys.span(b).bytes]));
+    /// Writes the header of a map of `size` entries; its keys follow, each written (in
+    /// exact mode) and then closed with [`end_map_key`](Self::end_map_key), then
+    /// [`end_map`](Self::end_map).
+    pub fn begin_map(&mut self, size: usize) -> OpenMap {
         self.key.push(tag::MAP);
-        push_ordered_varint(&mut self.key, keys.len() as u64);
+        push_ordered_varint(&mut self.key, size as u64);
+        OpenMap {
+            start: self.mark(),
+            ends: Vec::with_capacity(size.min(4096)),
+        }
+    }
+
+    /// Marks the key written since the last one (or since `begin_map`) as complete.
+    pub fn end_map_key(&mut self, map: &mut OpenMap) {
+        map.ends.push(self.mark());
+    }
+
+    /// The most work [`end_map`](Self::end_map) can take for `map`, in bytes: none for a
+    /// map of at most one key, else the bytes of its keys.
+    pub fn end_map_cost(&self, map: &OpenMap) -> usize {
+        if map.len() < 2 {
+            0
+        } else {
+            self.key.len() - map.start.bytes
+        }
+    }
+
+    /// Puts the keys of `map`, the last thing written, in key order. Returns the order
+    /// in which the caller must then encode the values: `order[i]` is the index (in
+    /// the order the keys were written) of the i-th key in key order.
+    ///
+    /// Time: O(k) key comparisons for k keys already in key order (a map small enough
+    /// for the VM to keep its keys in term order, unless integers and floats mix);
+    /// otherwise O(k log k) comparisons plus one move of the keys' bytes.
+    pub fn end_map(&mut self, map: OpenMap) -> Vec<usize> {
+        let count = map.len();
+        let key = |i: usize| {
+            let (start, end) = map.span(i);
+            &self.key[start.bytes..end.bytes]
+        };
+        if (1..count).all(|i| key(i - 1) < key(i)) {
+            return (0..count).collect();
+        }
+        let mut order: Vec<usize> = (0..count).collect();
+        order.sort_by(|&a, &b| key(a).cmp(key(b)));
+
+        let first = map.start;
+        let keys = self.key[first.bytes..].to_vec();
+        let marks = self.float_marks.split_off(first.marks);
+        let mut at = first.bytes;
+        let mut numbers = first.numbers;
         for &i in &order {
-            let span = keys.span(i);
-            self.key.extend_from_slice(&bytes[span.bytes]);
+            let (start, end) = map.span(i);
+            let len = end.bytes - start.bytes;
+            let from = start.bytes - first.bytes;
+            self.key[at..at + len].copy_from_slice(&keys[from..from + len]);
+            at += len;
             // Float marks count number tokens from the start of the whole element.
-            let offset = self.numbers;
-            self.float_marks
-                .extend(keys.keys.float_marks[span.marks].iter().map(
-                    |&(ordinal, negative_zero)| {
-                        (ordinal - span.numbers.start + offset, negative_zero)
-                    },
-                ));
-            self.numbers += span.numbers.end - span.numbers.start;
+            self.float_marks.extend(
+                marks[start.marks - first.marks..end.marks - first.marks]
+                    .iter()
+                    .map(|&(ordinal, negative_zero)| {
+                        (ordinal - start.numbers + numbers, negative_zero)
+                    }),
+            );
+            numbers += end.numbers - start.numbers;
         }
         order
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            bytes: self.key.len(),
+            numbers: self.numbers,
+            marks: self.float_marks.len(),
+        }
     }
 
     /// The element: hint length, hint, key.
@@ -1579,7 +1608,8 @@ mod tests {
         };
         let map = {
             let mut e = KeyEncoder::new();
-            e.push_map(&MapKeys::new());
+            let open = e.begin_map(0);
+            e.end_map(open);
             e.finish().as_bytes().to_vec()
         };
         assert!(map < empty && empty < one);
@@ -1589,11 +1619,11 @@ mod tests {
     #[test]
     fn map_keys_put_integers_before_floats() {
         let map_with_key = |number: Number| {
-            let mut keys = MapKeys::new();
-            keys.encoder().push_number(number, true);
-            keys.end_key();
             let mut e = KeyEncoder::new();
-            let order = e.push_map(&keys);
+            let mut open = e.begin_map(1);
+            e.push_number(number, true);
+            e.end_map_key(&mut open);
+            let order = e.end_map(open);
             assert_eq!(order, vec![0]);
             e.push_atom(b"v");
             e.finish().as_bytes().to_vec()
@@ -1648,7 +1678,8 @@ mod tests {
         e.push_tuple(1);
         e.push_atom(b"x");
         e.push_list_end();
-        e.push_map(&MapKeys::new());
+        let open = e.begin_map(0);
+        e.end_map(open);
         e.push_number(Number::Float(7.0), false);
         let element = e.finish();
         let mut reader = KeyReader::new(element.as_bytes()).unwrap();

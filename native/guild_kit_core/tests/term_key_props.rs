@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 
 use guild_kit_core::term_key::{
-    element_key, Element, Integer, KeyEncoder, KeyReader, MapKeys, Number, Token,
+    element_key, Element, Integer, KeyEncoder, KeyReader, Number, Token,
 };
 use proptest::prelude::*;
 
@@ -151,12 +151,12 @@ fn encode_into(value: &Value, exact: bool, out: &mut KeyEncoder) {
             out.push_list_end();
         }
         Value::Map(entries) => {
-            let mut keys = MapKeys::new();
+            let mut open = out.begin_map(entries.len());
             for (key, _) in entries {
-                encode_into(key, true, keys.encoder());
-                keys.end_key();
+                encode_into(key, true, out);
+                out.end_map_key(&mut open);
             }
-            for i in out.push_map(&keys) {
+            for i in out.end_map(open) {
                 encode_into(&entries[i].1, exact, out);
             }
         }

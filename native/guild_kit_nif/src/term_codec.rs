@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 
 use guild_kit_core::key_tree::MAX_ELEMENT_LEN;
 use guild_kit_core::term_key::{
-    Element, Elements, Escaped, Integer, KeyEncoder, KeyReader, MapKeys, Number, Token,
+    Element, Elements, Escaped, Integer, KeyEncoder, KeyReader, Number, OpenMap, Token,
 };
 use rustler::sys::ErlNifTerm;
 use rustler::types::binary::NewBinary;
@@ -265,9 +265,8 @@ enum Work<'a> {
         exact: bool,
     },
     ListTail(Term<'a>, bool),
-    /// The next key of a map whose keys are being written into the innermost open
-    /// `MapKeys`. Boxed, as the next variant, to keep the stack's entries small: a
-    /// term nested a million levels deep has a million of them.
+    /// The next key of the innermost open map. Boxed, as the next variant, to keep the
+    /// stack's entries small: a term nested a million levels deep has a million of them.
     MapKeys(Box<MapKeysWork<'a>>),
     /// The values of a map, in the order of its sorted keys.
     MapValues(Box<MapValuesWork<'a>>),
@@ -287,24 +286,17 @@ struct MapValuesWork<'a> {
 }
 
 fn encode_nested(term: Term, meter: &mut Meter) -> Result<Element, EncodeError> {
-    let mut root = new_encoder();
-    // The keys of each map being encoded; the innermost is written to until its keys
-    // are complete, then sorted into the encoder below it.
-    let mut open_maps: Vec<MapKeys> = Vec::new();
-    // Key bytes written so far, in the root and in every open map's keys.
-    let mut written = 0usize;
+    let mut out = new_encoder();
+    // The maps whose keys are being written, innermost last.
+    let mut open_maps: Vec<OpenMap> = Vec::new();
     let mut stack = vec![Work::Term(term, false)];
     while let Some(work) = stack.pop() {
         meter.spend(NODE_COST)?;
-        let out = match open_maps.last_mut() {
-            Some(keys) => keys.encoder(),
-            None => &mut root,
-        };
-        let before = out.key_len();
+        let written = out.key_len();
         match work {
             Work::Term(term, exact) => match term.get_type() {
                 TermType::Integer | TermType::Float | TermType::Atom | TermType::Binary => {
-                    encode_scalar(term, exact, out, meter, written)?;
+                    encode_scalar(term, exact, &mut out, meter, written)?;
                 }
                 TermType::Tuple => {
                     let elements = raw::tuple_elements(term).ok_or(Error::Corrupt)?;
@@ -328,7 +320,7 @@ fn encode_nested(term: Term, meter: &mut Meter) -> Result<Element, EncodeError> 
                     check_room(written, 2 + 2 * size)?;
                     meter.spend(NODE_COST * size)?;
                     let entries = MapIterator::new(term).ok_or(Error::Corrupt)?;
-                    open_maps.push(MapKeys::new());
+                    open_maps.push(out.begin_map(size));
                     stack.push(Work::MapKeys(Box::new(MapKeysWork {
                         entries,
                         values: Vec::with_capacity(size.min(4096)),
@@ -366,23 +358,18 @@ fn encode_nested(term: Term, meter: &mut Meter) -> Result<Element, EncodeError> 
                 }
             }
             Work::MapKeys(mut work) => {
-                let keys = open_maps.last_mut().ok_or(Error::Corrupt)?;
-                if work.values.len() > keys.len() {
-                    keys.end_key(); // the key of the last entry taken is complete
+                let open = open_maps.last_mut().ok_or(Error::Corrupt)?;
+                if work.values.len() > open.len() {
+                    out.end_map_key(open); // the key of the last entry taken is complete
                 }
                 if let Some((key, value)) = work.entries.next() {
                     work.values.push(value);
                     stack.push(Work::MapKeys(work));
                     stack.push(Work::Term(key, true));
                 } else {
-                    let keys = open_maps.pop().ok_or(Error::Corrupt)?;
-                    let out = match open_maps.last_mut() {
-                        Some(outer) => outer.encoder(),
-                        None => &mut root,
-                    };
-                    // The keys were counted as they were written; only the header is new.
-                    written += 10;
-                    let order = out.push_map(&keys);
+                    let open = open_maps.pop().ok_or(Error::Corrupt)?;
+                    meter.spend(out.end_map_cost(&open))?;
+                    let order = out.end_map(open);
                     let MapKeysWork { values, exact, .. } = *work;
                     stack.push(Work::MapValues(Box::new(MapValuesWork {
                         values,
@@ -390,8 +377,6 @@ fn encode_nested(term: Term, meter: &mut Meter) -> Result<Element, EncodeError> 
                         next: 0,
                         exact,
                     })));
-                    check_room(written, 0)?;
-                    continue;
                 }
             }
             Work::MapValues(mut work) => {
@@ -405,14 +390,9 @@ fn encode_nested(term: Term, meter: &mut Meter) -> Result<Element, EncodeError> 
             }
         }
         // Stop early rather than build a key that will be refused anyway.
-        let out = match open_maps.last_mut() {
-            Some(keys) => keys.encoder(),
-            None => &mut root,
-        };
-        written += out.key_len().saturating_sub(before);
-        check_room(written, 0)?;
+        check_room(out.key_len(), 0)?;
     }
-    Ok(root.finish())
+    Ok(out.finish())
 }
 
 fn unsupported(kind: TermType) -> Error {
