@@ -466,7 +466,7 @@ defmodule GuildKit.MemoryEstimator do
   # answers system messages.
   defp sys_process?(target, current_function: {module, function, _}, current_stacktrace: _)
        when {module, function} in [{:erlang, :hibernate}, {:sys, :suspend_loop}] do
-    not gen_event?(target)
+    not gen_event_or_gone?(target)
   end
 
   defp sys_process?(target, current_function: _, current_stacktrace: stack) do
@@ -477,17 +477,24 @@ defmodule GuildKit.MemoryEstimator do
           do: module
 
     cond do
-      :gen_event in loop_modules -> false
-      loop_modules != [] -> true
+      :gen_event in loop_modules ->
+        false
+
+      loop_modules != [] ->
+        true
+
       # Answering another system message (a :sys.get_state/1 reply being copied, say):
       # only :sys and :gen are on the stack until it goes back to its loop.
-      Enum.any?(stack, &match?({:sys, :handle_system_msg, _, _}, &1)) -> not gen_event?(target)
-      true -> false
+      Enum.any?(stack, &match?({:sys, :handle_system_msg, _, _}, &1)) ->
+        not gen_event_or_gone?(target)
+
+      true ->
+        false
     end
   end
 
   # proc_lib records what the process runs; a process gone meanwhile is refused too.
-  defp gen_event?(target) do
+  defp gen_event_or_gone?(target) do
     case Process.info(target, :dictionary) do
       {:dictionary, dictionary} -> match?({:gen_event, _, _}, dictionary[:"$initial_call"])
       nil -> true

@@ -464,11 +464,6 @@ impl KeyEncoder {
         self.key.len() - 1
     }
 
-    /// The key written so far, without the hint.
-    pub fn key(&self) -> &[u8] {
-        &self.key[1..]
-    }
-
     /// Writes a number. `exact` is true inside map keys.
     ///
     /// Time: O(size of the number).
@@ -589,16 +584,13 @@ impl KeyEncoder {
         order.sort_by(|&a, &b| key(a).cmp(key(b)));
 
         let first = map.start;
-        let keys = self.key[first.bytes..].to_vec();
+        let keys = self.key.split_off(first.bytes);
         let marks = self.float_marks.split_off(first.marks);
-        let mut at = first.bytes;
         let mut numbers = first.numbers;
         for &i in &order {
             let (start, end) = map.span(i);
-            let len = end.bytes - start.bytes;
-            let from = start.bytes - first.bytes;
-            self.key[at..at + len].copy_from_slice(&keys[from..from + len]);
-            at += len;
+            self.key
+                .extend_from_slice(&keys[start.bytes - first.bytes..end.bytes - first.bytes]);
             // Float marks count number tokens from the start of the whole element.
             self.float_marks.extend(
                 marks[start.marks - first.marks..end.marks - first.marks]

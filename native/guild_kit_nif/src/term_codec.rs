@@ -368,6 +368,8 @@ fn encode_nested(term: Term, meter: &mut Meter) -> Result<Element, EncodeError> 
                     stack.push(Work::Term(key, true));
                 } else {
                     let open = open_maps.pop().ok_or(Error::Corrupt)?;
+                    // Charged at its bound before it runs: comparisons and a move of
+                    // the map's key bytes at most.
                     meter.spend(out.end_map_cost(&open))?;
                     let order = out.end_map(open);
                     let MapKeysWork { values, exact, .. } = *work;
