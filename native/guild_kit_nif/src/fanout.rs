@@ -194,22 +194,29 @@ fn slice<'a>(call: Call<'a>, mut split: Split, receivers: Term<'a>) -> Outcome<'
         let mut rest = receivers;
         let mut taken = 0;
         let stop = loop {
-            let (head, tail) = match rest.list_get_cell() {
-                Ok(cell) => cell,
-                Err(_) if rest.is_empty_list() => break Stop::Done,
-                Err(_) => return Err(Error::NotAList),
+            let (head, tail) = match raw::Word::of(rest).cell() {
+                Some(cell) => cell,
+                None if rest.is_empty_list() => break Stop::Done,
+                None => return Err(Error::NotAList),
             };
             if taken == budget {
                 break Stop::More(rest);
             }
             taken += 1;
-            rest = tail;
-            if let Ok(pid) = head.decode::<LocalPid>() {
+            rest = tail.term(env);
+            if let Some(pid) = head.local_pid() {
                 // phash2/1 of the pid: 27 bits, stable for the life of the process.
                 // With one bucket there is nothing to choose.
-                let hash = if single { 0 } else { head.hash_phash2() };
+                let hash = if single {
+                    0
+                } else {
+                    head.term(env).hash_phash2()
+                };
                 local.push(hash, pid);
-            } else if head.is_pid() {
+                continue;
+            }
+            let head = head.term(env);
+            if head.is_pid() {
                 // A remote pid is boxed, so it is copied into the list's own env.
                 remote_list = remote_list.list_prepend(head.in_env(out));
                 *remote_count += 1;
