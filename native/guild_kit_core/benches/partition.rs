@@ -1,12 +1,13 @@
 //! Partitioning 100,000 hashed items into worker buckets: `Partition` (chunked buckets,
 //! the path the NIF's split takes) against grouping with a std `HashMap`, the obvious
-//! baseline. Run with `cargo bench -p guild_kit_core`.
+//! baseline, and with buckets whose chunks are reused from a `ChunkPool` (what the NIF
+//! does), against fresh ones. Run with `cargo bench -p guild_kit_core --bench partition`.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use guild_kit_core::partition::{bucket, Partition};
+use guild_kit_core::partition::{bucket, ChunkPool, Partition};
 
 /// Hashes spread like phash2 values (27 bits), from a fixed-seed LCG.
 fn hashes(n: usize) -> Vec<u32> {
@@ -27,6 +28,16 @@ fn partition(c: &mut Criterion) {
         c.bench_function(&format!("Partition 100k into {buckets}"), |b| {
             b.iter(|| {
                 let mut partition = Partition::new(buckets).unwrap();
+                for &hash in &items {
+                    partition.push(hash, hash);
+                }
+                black_box(partition.into_buckets())
+            })
+        });
+        c.bench_function(&format!("Partition 100k into {buckets}, pooled"), |b| {
+            static POOL: ChunkPool<u32> = ChunkPool::new(64);
+            b.iter(|| {
+                let mut partition = Partition::with_pool(buckets, &POOL).unwrap();
                 for &hash in &items {
                     partition.push(hash, hash);
                 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use guild_kit_core::partition::{Chunked, Partition, MAX_BUCKETS};
+use guild_kit_core::partition::{ChunkPool, Chunked, Partition, MAX_BUCKETS};
 use rustler::env::SavedTerm;
 use rustler::types::map::MapIterator;
 use rustler::{Binary, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term, TermType};
@@ -81,6 +81,12 @@ impl Batch {
     }
 }
 
+/// The chunks of dropped batches, for the next ones: up to 64 of 32 KB (2 MiB), what
+/// the caller's and the workers' batches of a 100k-receiver send take together. On
+/// fresh memory the kernel's page faults cost as much as the walk that fills it
+/// (`bench/RESULTS.md`).
+static SPARE_CHUNKS: ChunkPool<LocalPid> = ChunkPool::new(64);
+
 /// Pids of other nodes, a list in an env of its own, read in chunks by a sender.
 pub struct RemoteReceivers(Mutex<Option<(OwnedEnv, SavedTerm)>>);
 
@@ -132,10 +138,11 @@ nifs! {
 /// Starts splitting `receivers` (a list of pids and `nil`s) for `workers` buckets;
 /// see [`slice`] for what it returns.
 fn split<'a>(call: Call<'a>, receivers: Term<'a>, workers: u32) -> Outcome<'a> {
-    let local = Partition::new(workers).map_err(|bad| Error::BadWorkerCount {
-        count: bad.0,
-        max: MAX_BUCKETS,
-    })?;
+    let local =
+        Partition::with_pool(workers, &SPARE_CHUNKS).map_err(|bad| Error::BadWorkerCount {
+            count: bad.0,
+            max: MAX_BUCKETS,
+        })?;
     let remote_env = OwnedEnv::new();
     let remote = remote_env.save(Term::list_new_empty(call.env()));
     let split = Split {
@@ -276,10 +283,11 @@ fn partition<'a>(call: Call<'a>, batch: &Batch, workers: u32) -> Outcome<'a> {
     let env = call.env();
     call.go_dirty_if(batch.unserved_count() > PARTITION_NORMAL)?;
     let started = Instant::now();
-    let mut partition = Partition::new(workers).map_err(|bad| Error::BadWorkerCount {
-        count: bad.0,
-        max: MAX_BUCKETS,
-    })?;
+    let mut partition =
+        Partition::with_pool(workers, &SPARE_CHUNKS).map_err(|bad| Error::BadWorkerCount {
+            count: bad.0,
+            max: MAX_BUCKETS,
+        })?;
     for pid in batch.unserved() {
         partition.push(pid.encode(env).hash_phash2(), *pid);
     }
