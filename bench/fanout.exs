@@ -361,22 +361,42 @@ defmodule Bench.Fanout do
     )
   end
 
-  # The caller's part of `offload: true`, warm and back to back, against the one copy
-  # of the list that Manifold's offload makes: the check walk alone (one bucket, as in
-  # offload mode) and one `send/2` of the list to a process that collects it.
+  # The caller's part of `offload: true`, against the one copy of the list that
+  # Manifold's offload makes: the check walk alone (one bucket, as in offload mode), one
+  # `send/2` of the list to a process that collects it, and `length/1`, the least any
+  # reading of the list costs. Warm and back to back, then cold: with the caches
+  # evicted before each call, as the receivers' work between two fan-outs evicts them.
   defp offload_floor(pids) do
     sink = spawn(&Bench.Receiver.collecting_sink/0)
     walk = fn -> {:ok, _batches, nil} = Split.split(pids, 1) end
     bare_send = fn -> send(sink, {:list, pids}) end
-    [walk_ms, send_ms] = medians_ms([walk, bare_send], 21)
+    read = fn -> length(pids) end
+    [walk_ms, send_ms, read_ms] = medians_ms([walk, bare_send, read], 21)
+    [cold_walk, cold_send, cold_read] = medians_ms([walk, bare_send, read], 21, &evict_caches/0)
     Process.exit(sink, :kill)
 
     IO.puts("""
 
-    Offload's caller work on 100k pids of this node, warm (median of 21, back to back):
-    the check walk #{fmt(walk_ms)} ms; one send/2 of the list #{fmt(send_ms)} ms \
-    (#{fmt(walk_ms / send_ms)}x).\
+    Offload's caller work on 100k pids of this node (median of 21, back to back):
+
+    | | check walk | one send/2 of the list | length/1 of the list |
+    |---|---|---|---|
+    | warm | #{fmt(walk_ms)} ms | #{fmt(send_ms)} ms | #{fmt(read_ms)} ms |
+    | cold (caches evicted) | #{fmt(cold_walk)} ms | #{fmt(cold_send)} ms | #{fmt(cold_read)} ms |\
     """)
+  end
+
+  # Writes a word in every cache line of 32 MB, more than this machine's caches hold.
+  defp evict_caches do
+    lines = :persistent_term.get({__MODULE__, :evict}, nil) || new_evict_buffer()
+    for i <- 1..:atomics.info(lines).size//8, do: :atomics.add(lines, i, 1)
+    :ok
+  end
+
+  defp new_evict_buffer do
+    lines = :atomics.new(4_000_000, [])
+    :persistent_term.put({__MODULE__, :evict}, lines)
+    lines
   end
 
   defp take_all(nil), do: []
@@ -388,10 +408,10 @@ defmodule Bench.Fanout do
     end
   end
 
-  # Runs the functions in turns, each after a garbage collection, in a fresh process
+  # Runs the functions in turns, each after a garbage collection and `before_each`, in a fresh process
   # whose heap is large enough that collections do not dominate either side, and
   # returns each one's median time.
-  defp medians_ms(funs, runs) do
+  defp medians_ms(funs, runs, before_each \\ fn -> :ok end) do
     Harness.in_big_process(
       fn ->
         Enum.each(funs, & &1.())
@@ -400,6 +420,7 @@ defmodule Bench.Fanout do
           for _ <- 1..runs do
             for fun <- funs do
               :erlang.garbage_collect()
+              before_each.()
               elem(:timer.tc(fun), 0) / 1000
             end
           end
