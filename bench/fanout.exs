@@ -408,9 +408,9 @@ defmodule Bench.Fanout do
     end
   end
 
-  # Runs the functions in turns, each after a garbage collection and `before_each`, in a fresh process
-  # whose heap is large enough that collections do not dominate either side, and
-  # returns each one's median time.
+  # Runs the functions in turns, each after a garbage collection and `before_each`, in
+  # a fresh process whose heap is large enough that collections do not dominate either
+  # side, and returns each one's median time.
   defp medians_ms(funs, runs, before_each \\ fn -> :ok end) do
     Harness.in_big_process(
       fn ->
