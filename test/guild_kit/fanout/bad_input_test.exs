@@ -61,6 +61,23 @@ defmodule GuildKit.Fanout.BadInputTest do
     refute_receive :x, 100
   end
 
+  test "every kind of term that is not a pid is refused in the NIF walk, whatever its tag" do
+    pids = for _ <- 1..100, do: spawn(fn -> Process.sleep(:infinity) end)
+    port = hd(Port.list())
+
+    # Immediates that share a pid's primary tag (a port, small integers, atoms, `[]`)
+    # and boxed terms, after enough pids that the walk runs in the NIF in every mode.
+    for bad <- [port, 0, 7, -1, :atom, true, [], make_ref(), 1.5, "pid", fn -> :ok end, {}],
+        opts <- [[], [offload: true]] do
+      assert_raise ArgumentError,
+                   "expected receivers to be pids or nil, got: #{inspect(bad)} at position 100",
+                   fn -> Fanout.send(pids ++ [bad, self()], :x, opts) end
+    end
+
+    refute_receive :x, 100
+    Enum.each(pids, &Process.exit(&1, :kill))
+  end
+
   test "a bad element far down a long list, past the first bounded NIF call" do
     pids = for _ <- 1..10, do: spawn(fn -> Process.sleep(:infinity) end)
     # 150,000 cells: many 8,192-receiver slices of the split, in every mode.

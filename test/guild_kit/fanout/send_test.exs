@@ -34,6 +34,36 @@ defmodule GuildKit.Fanout.SendTest do
     Receivers.stop(group)
   end
 
+  test "sends whose batches reuse the memory of earlier ones reach only their own receivers" do
+    {group, pids} = Receivers.start(9_000)
+    # Whole chunks of 4,096 pids and part-filled ones, given back between sends (the
+    # collection drops the earlier batches) and reused by later, shorter and longer ones.
+    sizes = [9_000, 10, 4_097, 1, 8_192, 300, 9_000]
+
+    expected =
+      for {size, round} <- Enum.with_index(sizes), {_mode, opts} <- @modes do
+        receivers = Enum.take(Enum.shuffle(pids), size)
+        :ok = Fanout.send(receivers, {:round, round, opts}, opts)
+        :erlang.garbage_collect()
+        {receivers, {:round, round, opts}}
+      end
+
+    wanted =
+      Enum.reduce(Enum.reverse(expected), %{}, fn {receivers, message}, acc ->
+        Enum.reduce(receivers, acc, fn pid, acc ->
+          Map.update(acc, pid, [message], &[message | &1])
+        end)
+      end)
+
+    total = Enum.sum(for {receivers, _} <- expected, do: length(receivers))
+
+    for {pid, messages} <- Receivers.await(group, total) do
+      assert Enum.sort(messages) == Enum.sort(Map.get(wanted, pid, []))
+    end
+
+    Receivers.stop(group)
+  end
+
   for {mode, opts} <- @modes do
     @tag :slow
     test "1,000 messages to 1,000 receivers arrive in order (#{mode})" do
