@@ -35,6 +35,15 @@ defmodule GuildKit.Relay.SlowNodeTest do
 
   defp dispatch(guild, event), do: RelayGuild.run(guild, &Relay.dispatch(&1, event))
 
+  # Starts `count` sessions on `node` and connects them while its relay supervisor is
+  # suspended, so that their relays' starts wait.
+  defp connect_while_suspended(node, guild, supervisor, count) do
+    {group, pids} = PeerNode.call(node, Receivers, :start, [count])
+    :ok = PeerNode.call(node, :sys, :suspend, [supervisor])
+    connect_all(guild, pids)
+    {group, pids}
+  end
+
   # A process waiting for a call to `node`'s relay supervisor monitors it by name.
   defp calling_supervisor?(pid, node) do
     case Process.info(pid, :monitors) do
@@ -45,10 +54,8 @@ defmodule GuildKit.Relay.SlowNodeTest do
 
   test "starts that the node answers late complete later, and nothing sent meanwhile is lost",
        %{node: node, guild: guild, supervisor: supervisor} do
-    {group, pids} = PeerNode.call(node, Receivers, :start, [3])
     # A suspended supervisor answers no start: before, connect/5 waited for it forever.
-    :ok = PeerNode.call(node, :sys, :suspend, [supervisor])
-    connect_all(guild, pids)
+    {group, pids} = connect_while_suspended(node, guild, supervisor, 3)
     assert %{starting: 2, relays: [], sessions: 3, active: 3} = stats(guild)
     assert %{relays: 2, sessions: 3} = stats(guild).nodes[node]
 
@@ -69,9 +76,7 @@ defmodule GuildKit.Relay.SlowNodeTest do
 
   test "a start that fails tells the sessions that waited for it",
        %{node: node, guild: guild, supervisor: supervisor} do
-    {group, pids} = PeerNode.call(node, Receivers, :start, [2])
-    :ok = PeerNode.call(node, :sys, :suspend, [supervisor])
-    connect_all(guild, pids)
+    {group, pids} = connect_while_suspended(node, guild, supervisor, 2)
     assert %{starting: 1, sessions: 2} = stats(guild)
     1 = dispatch(guild, :never_delivered)
 
@@ -101,9 +106,7 @@ defmodule GuildKit.Relay.SlowNodeTest do
 
   test "a start that does not answer within 5 s is given up; the late relay is taken back empty",
        %{node: node, guild: guild, supervisor: supervisor} do
-    {group, [session]} = PeerNode.call(node, Receivers, :start, [1])
-    :ok = PeerNode.call(node, :sys, :suspend, [supervisor])
-    connect_all(guild, [session])
+    {group, [session]} = connect_while_suspended(node, guild, supervisor, 1)
     1 = dispatch(guild, :held_then_dropped)
     assert %{starting: 1, sessions: 1} = stats(guild)
     assert Enum.any?(Process.list(), &calling_supervisor?(&1, node))
