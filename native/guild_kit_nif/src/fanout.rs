@@ -109,7 +109,7 @@ pub struct SplitInProgress(Mutex<Option<Split>>);
 
 handle!(SplitInProgress, "fan-out split in progress");
 
-/// Receivers one [`fanout_split`] call walks: some 30-80 µs at a few ns each.
+/// Receivers one [`fanout_split`] call walks: some 25-60 µs (3-7 ns each, warm to cold).
 ///
 /// A caller's split runs in such slices on its normal scheduler rather than on a dirty
 /// one: with both cores busy, the hand-over to a dirty scheduler thread was measured
