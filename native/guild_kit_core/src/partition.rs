@@ -261,18 +261,20 @@ impl<T: 'static> ChunkPool<T> {
         self.lock().pop()
     }
 
-    /// Keeps the whole chunks among `chunks`, emptied, while there is room; drops the
-    /// rest.
+    /// Keeps the whole chunks among `chunks`, emptied, while there is room; the rest
+    /// are freed once the lock is released.
     ///
     /// Time: O(chunks), plus dropping their items.
     fn give(&self, chunks: impl Iterator<Item = Vec<T>>) {
+        let mut whole = chunks.filter(|chunk| chunk.capacity() == Chunked::<T>::CHUNK);
         let mut spare = self.lock();
-        for mut chunk in chunks {
-            if chunk.capacity() == Chunked::<T>::CHUNK && spare.len() < self.most {
-                chunk.clear();
-                spare.push(chunk);
-            }
+        while spare.len() < self.most {
+            let Some(mut chunk) = whole.next() else { break };
+            chunk.clear();
+            spare.push(chunk);
         }
+        drop(spare);
+        // `whole`, dropped here, frees what was not kept.
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<T>>> {

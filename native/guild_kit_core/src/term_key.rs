@@ -554,14 +554,17 @@ impl KeyEncoder {
         map.ends.push(self.mark());
     }
 
-    /// The most work [`end_map`](Self::end_map) can take for `map`, in bytes: none for a
-    /// map of at most one key, else the bytes of its keys.
+    /// The most work [`end_map`](Self::end_map) can take for `map`, in bytes read or
+    /// written: none for a map of at most one key. Else the check for key order reads
+    /// each key at most twice; a sort, each key at most twice per merge level, of which
+    /// there are at most `ceil(log2(k)) + 1` for k keys; the move writes each key once.
     pub fn end_map_cost(&self, map: &OpenMap) -> usize {
-        if map.len() < 2 {
-            0
-        } else {
-            self.key.len() - map.start.bytes
+        let count = map.len();
+        if count < 2 {
+            return 0;
         }
+        let levels = (usize::BITS - (count - 1).leading_zeros()) as usize + 1;
+        (self.key.len() - map.start.bytes).saturating_mul(2 + 2 * levels + 1)
     }
 
     /// Puts the keys of `map`, the last thing written, in key order. Returns the order
@@ -1606,6 +1609,29 @@ mod tests {
         };
         assert!(map < empty && empty < one);
         assert_eq!(read_all(&one).len(), 3);
+    }
+
+    #[test]
+    fn end_map_cost_bounds_the_order_check_the_sort_and_the_move() {
+        let cost_of = |keys: usize| {
+            let mut e = KeyEncoder::new();
+            let mut open = e.begin_map(keys);
+            let first_key = e.key_len();
+            for i in 0..keys {
+                e.push_number(Number::Int(i as i64), true);
+                e.end_map_key(&mut open);
+            }
+            let bytes = e.key_len() - first_key;
+            (e.end_map_cost(&open), bytes)
+        };
+        assert_eq!(cost_of(0).0, 0);
+        assert_eq!(cost_of(1).0, 0);
+        // Two keys: one merge level more than log2(2) = 1, so 2 + 2 * 2 + 1 passes.
+        let (cost, bytes) = cost_of(2);
+        assert_eq!(cost, 7 * bytes);
+        // 1,000 keys: ceil(log2(1000)) = 10, 11 merge levels.
+        let (cost, bytes) = cost_of(1000);
+        assert_eq!(cost, (2 + 2 * 11 + 1) * bytes);
     }
 
     #[test]

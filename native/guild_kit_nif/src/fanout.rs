@@ -87,6 +87,14 @@ impl Batch {
 /// (`bench/RESULTS.md`).
 static SPARE_CHUNKS: ChunkPool<LocalPid> = ChunkPool::new(64);
 
+/// Empty buckets for `workers` workers, whose chunks come from [`SPARE_CHUNKS`].
+fn new_partition(workers: u32) -> Result<Partition<LocalPid>, Error> {
+    Partition::with_pool(workers, &SPARE_CHUNKS).map_err(|bad| Error::BadWorkerCount {
+        count: bad.0,
+        max: MAX_BUCKETS,
+    })
+}
+
 /// Pids of other nodes, a list in an env of its own, read in chunks by a sender.
 pub struct RemoteReceivers(Mutex<Option<(OwnedEnv, SavedTerm)>>);
 
@@ -138,11 +146,7 @@ nifs! {
 /// Starts splitting `receivers` (a list of pids and `nil`s) for `workers` buckets;
 /// see [`slice`] for what it returns.
 fn split<'a>(call: Call<'a>, receivers: Term<'a>, workers: u32) -> Outcome<'a> {
-    let local =
-        Partition::with_pool(workers, &SPARE_CHUNKS).map_err(|bad| Error::BadWorkerCount {
-            count: bad.0,
-            max: MAX_BUCKETS,
-        })?;
+    let local = new_partition(workers)?;
     let remote_env = OwnedEnv::new();
     let remote = remote_env.save(Term::list_new_empty(call.env()));
     let split = Split {
@@ -283,11 +287,7 @@ fn partition<'a>(call: Call<'a>, batch: &Batch, workers: u32) -> Outcome<'a> {
     let env = call.env();
     call.go_dirty_if(batch.unserved_count() > PARTITION_NORMAL)?;
     let started = Instant::now();
-    let mut partition =
-        Partition::with_pool(workers, &SPARE_CHUNKS).map_err(|bad| Error::BadWorkerCount {
-            count: bad.0,
-            max: MAX_BUCKETS,
-        })?;
+    let mut partition = new_partition(workers)?;
     for pid in batch.unserved() {
         partition.push(pid.encode(env).hash_phash2(), *pid);
     }
